@@ -1,0 +1,1 @@
+"""The on-device kit: standalone scripts copied into every bundle (installed as wave_deploy._kit)."""

@@ -1,0 +1,83 @@
+"""The ``wave-deploy`` command: a click group whose subcommands live in their own modules, loaded lazily.
+
+This module is the only place where exceptions become exit codes (DESIGN section 7). Nothing here imports
+torch: ``wave-deploy --help`` and ``wave-deploy profiles list`` stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from wave_deploy import __version__
+from wave_deploy.errors import EXIT_INTERNAL, WaveDeployError
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0 ok                        1 internal error (a bug)
+  2 usage error               3 invalid config/profile/bank/data file
+  4 missing dependency/hw     5 no model fits the budget
+  6 a stage failed            7 a parity check failed
+  8 the built model breaks a budget (report still written)"""
+
+# command name -> "module:attribute"; modules are imported only when the command runs or asks for --help.
+COMMANDS = {
+    "doctor": "wave_deploy.cli.doctor:doctor",
+    "profiles": "wave_deploy.cli.profiles_cmd:profiles",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except WaveDeployError as exc:
+            debug = bool(ctx.obj and ctx.obj.get("debug"))
+            if debug:
+                logging.getLogger("wave_deploy").exception("error")
+            click.echo(f"error: {exc.one_line()}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=LazyGroup, epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="wave-deploy")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+@click.option("--debug", is_flag=True, help="Show tracebacks for user errors too.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
+    """Pick, initialize (WAVE templates), train, fold and export the ViT that fits each device."""
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose + 1, 2)]
+    if debug:
+        level = logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    ctx.obj = {"debug": debug, "quiet": quiet, "verbose": verbose}
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="wave-deploy")
+    except SystemExit:
+        raise
+    except Exception:  # a bug: show the traceback, exit 1
+        import traceback
+
+        traceback.print_exc()
+        sys.exit(EXIT_INTERNAL)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""Device profiles: hardware facts, runtime settings, budgets and latency model of one target device.
+
+Profiles are YAML files (``profiles/*.yaml`` in the repository, shipped in the wheel as
+``wave_deploy/_profiles``). Units live in field names; unknown keys are an error. ``load_profile`` accepts a
+name, an alias or a path. Every failure raises ``InvalidInputError`` (exit 3) naming the file and the field.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from wave_deploy.errors import InvalidInputError
+
+Precision = Literal["fp32", "fp16", "int8"]
+Runtime = Literal["tensorrt", "onnxruntime"]
+Percentile = Literal["p50", "p90", "p95", "p99"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PowerMode(_Strict):
+    """Jetson power setting; latency figures are meaningless without it."""
+
+    nvpmodel_mode: str
+    jetson_clocks: bool
+
+
+class Hardware(_Strict):
+    accelerator: Literal["gpu", "cpu"]
+    device_name: str
+    cpu_cores: int = Field(gt=0)
+    cpu_clock_ghz: float = Field(gt=0)
+    gpu_sm_count: int | None = Field(default=None, gt=0)
+    gpu_clock_mhz: float | None = Field(default=None, gt=0)
+    compute_capability: str | None = None
+    peak_tflops_fp32: float = Field(gt=0)
+    peak_tflops_fp16: float = Field(gt=0)
+    peak_tops_int8: float = Field(gt=0)
+    memory_gib: float = Field(gt=0)
+    memory_bandwidth_gb_per_s: float = Field(gt=0)
+    unified_memory: bool
+    power_mode: PowerMode | None = None
+
+    @model_validator(mode="after")
+    def _gpu_facts(self) -> "Hardware":
+        if self.accelerator == "gpu":
+            missing = [
+                name
+                for name in ("gpu_sm_count", "gpu_clock_mhz", "compute_capability")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(f"a gpu profile needs {', '.join(missing)}")
+        return self
+
+
+class Software(_Strict):
+    runtime: Runtime
+    jetpack_version: str | None = None
+    tensorrt_version: str | None = None
+    cuda_version: str | None = None
+    onnxruntime_version: str | None = None
+    engine_built_on_device: bool = Field(
+        description="True when the TensorRT engine must be built on the device itself (write a bundle)."
+    )
+
+
+class RuntimeSettings(_Strict):
+    precision: Precision
+    batch_min: int = Field(ge=1)
+    batch_opt: int = Field(ge=1)
+    batch_max: int = Field(ge=1)
+    input_size_px: int = Field(gt=0, description="The input resolution the budgets were set for.")
+    workspace_mib: int | None = Field(default=None, gt=0)
+    intra_op_threads: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _batch_order(self) -> "RuntimeSettings":
+        if not self.batch_min <= self.batch_opt <= self.batch_max:
+            raise ValueError(
+                f"need batch_min <= batch_opt <= batch_max, got {self.batch_min}/{self.batch_opt}/{self.batch_max}"
+            )
+        return self
+
+
+class Budgets(_Strict):
+    latency_ms: float = Field(gt=0)
+    latency_percentile: Percentile
+    latency_batch: int = Field(default=1, ge=1)
+    memory_mib: float = Field(gt=0)
+    build_memory_mib: float | None = Field(default=None, gt=0)
+    min_accuracy: float | None = Field(default=None, ge=0, le=1)
+
+
+class LatencyModelSettings(_Strict):
+    """How latency is predicted until (and after) the device is calibrated."""
+
+    kind: Literal["analytic", "calibrated"] = "analytic"
+    calibration_file: str | None = None
+    compute_efficiency: float = Field(gt=0, le=1)
+    memory_efficiency: float = Field(gt=0, le=1)
+    per_kernel_overhead_us: float = Field(ge=0)
+    runtime_overhead_mib: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _calibrated_needs_file(self) -> "LatencyModelSettings":
+        if self.kind == "calibrated" and not self.calibration_file:
+            raise ValueError("kind 'calibrated' needs calibration_file")
+        return self
+
+
+class DeviceProfile(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    aliases: list[str] = Field(default_factory=list)
+    description: str
+    hardware: Hardware
+    software: Software
+    runtime: RuntimeSettings
+    budgets: Budgets
+    latency_model: LatencyModelSettings
+    source_file: str | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "DeviceProfile":
+        if self.software.runtime == "tensorrt" and self.hardware.accelerator != "gpu":
+            raise ValueError("runtime 'tensorrt' needs accelerator 'gpu'")
+        if self.software.runtime == "tensorrt" and not self.software.tensorrt_version:
+            raise ValueError("runtime 'tensorrt' needs software.tensorrt_version")
+        if self.budgets.latency_batch > self.runtime.batch_max:
+            raise ValueError("budgets.latency_batch is larger than runtime.batch_max")
+        return self
+
+
+def builtin_profiles_dir() -> Path:
+    """The directory of the shipped profiles (inside the installed package)."""
+    return Path(str(resources.files("wave_deploy._profiles")))
+
+
+def _format_validation_error(path: Path, err: ValidationError) -> str:
+    first = err.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif first["type"] == "missing":
+        msg = "missing required field"
+    more = len(err.errors()) - 1
+    suffix = f" (+{more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"invalid profile {path}: field '{field}': {msg}{suffix}"
+
+
+def load_profile_file(path: str | Path) -> DeviceProfile:
+    import yaml
+
+    path = Path(path)
+    if path.is_dir():
+        raise InvalidInputError(f"invalid profile {path}: is a directory, expected a YAML file")
+    if not path.is_file():
+        raise InvalidInputError(f"profile file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"invalid profile {path}: cannot read it: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InvalidInputError(f"invalid profile {path}: YAML syntax error{where}: {problem}") from exc
+    if data is None:
+        raise InvalidInputError(f"invalid profile {path}: file is empty")
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"invalid profile {path}: expected a mapping at the top level")
+    try:
+        profile = DeviceProfile.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInputError(_format_validation_error(path, exc)) from exc
+    return profile.model_copy(update={"source_file": str(path)})
+
+
+def list_profiles() -> list[DeviceProfile]:
+    return [load_profile_file(p) for p in sorted(builtin_profiles_dir().glob("*.yaml"))]
+
+
+def load_profile(name_or_path: str | Path) -> DeviceProfile:
+    """Look a profile up by shipped name, alias, or file path."""
+    text = str(name_or_path)
+    if text.endswith((".yaml", ".yml")) or "/" in text or Path(text).exists():
+        return load_profile_file(text)
+    profiles = list_profiles()
+    for profile in profiles:
+        if text == profile.name or text in profile.aliases:
+            return profile
+    known = ", ".join(sorted(p.name for p in profiles))
+    raise InvalidInputError(f"unknown profile '{text}'", hint=f"known profiles: {known}; or give a YAML path")
