@@ -1,0 +1,380 @@
+"""Datasets: the built-in MNIST subset and ImageFolder trees, held in memory as tensors (DESIGN section 8).
+
+A ``Dataset`` keeps uint8 images (N, C, H, W) and int64 labels for a train and a val split, plus a
+``DatasetInfo`` record: classes, sizes, the normalisation (per-channel mean/std on the 0..1 scale, computed
+on the train split) and a content fingerprint (sha256 over class names and the split tensors) for caching.
+``Dataset.train_x`` / ``val_x`` are the normalised float32 tensors the training code indexes.
+
+Splits are deterministic: each class is shuffled by its own generator seeded with (seed, class index) and
+the first round(n * val_fraction) images (at least 1, at most n - 1) go to val; both splits keep file order.
+Derived views (``subset``, ``select_classes``) keep the source's normalisation, so a model trained on a view
+sees inputs on the same scale as one trained on the whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from wave_deploy.errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+BUILTIN_SOURCE = "builtin:mnist_5k"
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    source: str  # a directory path, or BUILTIN_SOURCE
+    class_names: tuple[str, ...]
+    img_size: int  # images are img_size x img_size
+    in_chans: int  # 1 (L) or 3 (RGB)
+    mean: tuple[float, ...]  # per channel, 0..1 scale, from the train split
+    std: tuple[float, ...]
+    split: Literal["seeded", "explicit"]  # seeded: split here; explicit: train/ and val/ folders
+    seed: int
+    val_fraction: float | None  # None for an explicit split
+    train_per_class: tuple[int, ...]
+    val_per_class: tuple[int, ...]
+    fingerprint: str  # sha256 of class names + split tensors
+    skipped: tuple[str, ...] = ()  # unreadable images skipped (on_bad_image='skip')
+    derived_from: str | None = None  # fingerprint of the dataset this view was cut from
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def train_count(self) -> int:
+        return sum(self.train_per_class)
+
+    @property
+    def val_count(self) -> int:
+        return sum(self.val_per_class)
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out.update(num_classes=self.num_classes, train_count=self.train_count, val_count=self.val_count)
+        return out
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Dataset:
+    train_images: torch.Tensor  # (N, C, H, W) uint8
+    train_labels: torch.Tensor  # (N,) int64
+    val_images: torch.Tensor  # (M, C, H, W) uint8
+    val_labels: torch.Tensor  # (M,) int64
+    info: DatasetInfo
+
+    def __repr__(self) -> str:
+        i = self.info
+        return (
+            f"Dataset({i.name}: {i.train_count} train / {i.val_count} val, {i.num_classes} classes, "
+            f"{i.in_chans}x{i.img_size}x{i.img_size}, fingerprint {i.fingerprint[:12]})"
+        )
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) uint8 -> float32 with this dataset's mean/std."""
+        mean = torch.tensor(self.info.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(self.info.std, dtype=torch.float32).view(1, -1, 1, 1)
+        return (images.to(torch.float32) / 255.0 - mean) / std
+
+    @cached_property
+    def train_x(self) -> torch.Tensor:
+        return self.normalize(self.train_images)  # (N, C, H, W) float32
+
+    @cached_property
+    def val_x(self) -> torch.Tensor:
+        return self.normalize(self.val_images)  # (M, C, H, W) float32
+
+    def subset(
+        self, n_per_class: int | None = None, *, fraction: float | None = None, seed: int = 0
+    ) -> Dataset:
+        """A deterministic per-class sample of the train split (val is kept whole), for small-budget phases.
+
+        Exactly one of ``n_per_class`` (capped at each class's count) or ``fraction`` (at least 1 per class).
+        """
+        if (n_per_class is None) == (fraction is None):
+            raise InvalidInputError("subset() takes exactly one of n_per_class or fraction")
+        if n_per_class is not None and (isinstance(n_per_class, bool) or n_per_class < 1):
+            raise InvalidInputError(f"subset n_per_class must be a positive integer, got {n_per_class!r}")
+        if fraction is not None and not 0.0 < fraction <= 1.0:
+            raise InvalidInputError(f"subset fraction must be in (0, 1], got {fraction!r}")
+        keep = []
+        for c in range(self.info.num_classes):
+            idx = torch.nonzero(self.train_labels == c).flatten().numpy()
+            k = min(n_per_class, len(idx)) if n_per_class is not None else max(1, round(len(idx) * fraction))
+            keep.append(np.sort(np.random.default_rng([seed, c]).permutation(idx)[:k]))
+        keep_t = torch.from_numpy(np.sort(np.concatenate(keep)))
+        tag = f"n{n_per_class}" if n_per_class is not None else f"f{fraction:g}"
+        return self._derive(
+            f"{self.info.name}[subset {tag} seed {seed}]",
+            self.train_images[keep_t], self.train_labels[keep_t], self.val_images, self.val_labels,
+            self.info.class_names,
+        )  # fmt: skip
+
+    def select_classes(self, classes: Sequence[int | str]) -> Dataset:
+        """Keep only ``classes`` (indices or names), relabelled 0..k-1 in the order given."""
+        names = self.info.class_names
+        picked = []
+        for c in classes:
+            index = names.index(c) if isinstance(c, str) and c in names else c
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(names):
+                raise InvalidInputError(f"unknown class {c!r}; classes are {list(names)}")
+            picked.append(index)
+        if len(set(picked)) != len(picked) or len(picked) < 2:
+            raise InvalidInputError(f"select_classes needs at least 2 distinct classes, got {list(classes)}")
+        remap = torch.full((len(names),), -1, dtype=torch.int64)
+        remap[torch.tensor(picked)] = torch.arange(len(picked))
+        tr, va = remap[self.train_labels], remap[self.val_labels]
+        return self._derive(
+            f"{self.info.name}[classes {','.join(names[i] for i in picked)}]",
+            self.train_images[tr >= 0], tr[tr >= 0], self.val_images[va >= 0], va[va >= 0],
+            tuple(names[i] for i in picked),
+        )  # fmt: skip
+
+    def _derive(self, name, train_images, train_labels, val_images, val_labels, class_names) -> Dataset:
+        return _make(
+            name, self.info.source, class_names, train_images, train_labels, val_images, val_labels,
+            split=self.info.split, seed=self.info.seed, val_fraction=self.info.val_fraction,
+            skipped=self.info.skipped, stats=(self.info.mean, self.info.std),
+            derived_from=self.info.fingerprint,
+        )  # fmt: skip
+
+
+def load(source: str | Path | None = None, **options) -> Dataset:
+    """``None`` or ``'builtin:mnist_5k'`` -> the built-in set; anything else is an ImageFolder path."""
+    if source is None or str(source) == BUILTIN_SOURCE:
+        folder_only = sorted(
+            k for k in ("img_size", "in_chans", "on_bad_image") if options.get(k) is not None
+        )
+        if folder_only:
+            raise InvalidInputError(f"{', '.join(folder_only)} apply to image folders, not {BUILTIN_SOURCE}")
+        return load_builtin(val_fraction=options.get("val_fraction", 0.1), seed=options.get("seed", 0))
+    return load_image_folder(source, **options)
+
+
+def load_builtin(val_fraction: float = 0.1, seed: int = 0) -> Dataset:
+    """The 5,000 MNIST digits shipped in the package, 500 per class, 28x28 (assets/MNIST_5K_SOURCE.md)."""
+    _check_split_args(val_fraction, seed)
+    asset = resources.files("wave_deploy.assets") / "mnist_5k.npz"
+    with resources.as_file(asset) as path, np.load(path, allow_pickle=False) as archive:
+        images, labels = archive["images"], archive["labels"]  # (5000, 28, 28) uint8, (5000,) uint8
+    images_t = torch.from_numpy(images).unsqueeze(1)  # (N, 1, 28, 28)
+    labels_t = torch.from_numpy(labels.astype(np.int64))
+    train_idx, val_idx = _stratified_split(labels_t, 10, val_fraction, seed)
+    return _make(
+        "mnist_5k", BUILTIN_SOURCE, tuple(str(d) for d in range(10)),
+        images_t[train_idx], labels_t[train_idx], images_t[val_idx], labels_t[val_idx],
+        split="seeded", seed=seed, val_fraction=val_fraction,
+    )  # fmt: skip
+
+
+def load_image_folder(
+    path: str | Path,
+    img_size: int | None = None,
+    in_chans: int | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    on_bad_image: Literal["error", "skip"] = "error",
+) -> Dataset:
+    """Load ``path/<class>/**/<image>`` (or ``path/train/<class>/...`` + ``path/val/<class>/...``).
+
+    Classes are the sorted sub-folder names. Images are converted to ``in_chans`` (default: 1 if every
+    image is grayscale, else 3) and resized (bilinear) to ``img_size`` x ``img_size`` (default: the images'
+    own size when they are all equal and square).
+    """
+    root = Path(path)
+    _check_split_args(val_fraction, seed)
+    if on_bad_image not in ("error", "skip"):
+        raise InvalidInputError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
+    if img_size is not None and (isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 1):
+        raise InvalidInputError(f"img_size must be a positive integer, got {img_size!r}")
+    if in_chans not in (None, 1, 3):
+        raise InvalidInputError(f"in_chans must be 1 or 3, got {in_chans!r}")
+    if not root.exists():
+        raise InvalidInputError(f"data path {root} does not exist", hint="pass an ImageFolder directory")
+    if not root.is_dir():
+        raise InvalidInputError(f"data path {root} is not a directory", hint="pass an ImageFolder directory")
+
+    explicit = (root / "train").is_dir() and (root / "val").is_dir()
+    if not explicit and ((root / "train").is_dir() or (root / "val").is_dir()):
+        one, other = ("train", "val") if (root / "train").is_dir() else ("val", "train")
+        raise InvalidInputError(
+            f"{root / one} exists but {root / other} does not",
+            hint="give both train/ and val/ for an explicit split, or class folders directly under the path",
+        )
+    if explicit:
+        class_names, train_files = _scan_classes(root / "train")
+        val_names, val_files = _scan_classes(root / "val")
+        if class_names != val_names:
+            raise InvalidInputError(
+                f"{root / 'train'} and {root / 'val'} have different class folders: "
+                f"only in train {sorted(set(class_names) - set(val_names))}, "
+                f"only in val {sorted(set(val_names) - set(class_names))}"
+            )
+        files = [(p, y, True) for p, y in train_files] + [(p, y, False) for p, y in val_files]
+    else:
+        class_names, found = _scan_classes(root)
+        files = [(p, y, True) for p, y in found]
+
+    images, labels, is_train, bad = _read_images(root, files, img_size, in_chans, on_bad_image)
+    if explicit:
+        train_idx, val_idx = torch.nonzero(is_train).flatten(), torch.nonzero(~is_train).flatten()
+    else:
+        train_idx, val_idx = _stratified_split(labels, len(class_names), val_fraction, seed)
+    counts = torch.bincount(labels[train_idx], minlength=len(class_names))
+    if (counts == 0).any() or len(val_idx) == 0:
+        empty = [class_names[i] for i in torch.nonzero(counts == 0).flatten().tolist()]
+        raise InvalidInputError(
+            f"{root}: no readable training images for class(es) {empty}" if empty
+            else f"{root}: no readable validation images"
+        )  # fmt: skip
+    return _make(
+        root.resolve().name, str(root.resolve()), class_names,
+        images[train_idx], labels[train_idx], images[val_idx], labels[val_idx],
+        split="explicit" if explicit else "seeded", seed=seed,
+        val_fraction=None if explicit else val_fraction, skipped=bad,
+    )  # fmt: skip
+
+
+def _read_images(root: Path, files, img_size, in_chans, on_bad_image):
+    """Decode [(path, label, is_train)] -> (N, C, H, W) uint8, (N,) labels, (N,) is_train, skipped paths."""
+    from PIL import Image
+
+    # What Pillow raises for unreadable files (UnidentifiedImageError and truncation are OSErrors).
+    unreadable = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
+    bad: list[str] = []
+
+    def reject(file: Path, err: Exception) -> None:
+        if on_bad_image == "error":
+            raise InvalidInputError(f"cannot read image {file}: {err}", hint="fix or remove it, or skip it")
+        log.warning("skipping unreadable image %s: %s", file, err)
+        bad.append(str(file))
+
+    headers = []  # (path, label, is_train, (w, h), mode): Image.open reads the header only
+    for file, label, is_train in files:
+        try:
+            with Image.open(file) as im:
+                headers.append((file, label, is_train, im.size, im.mode))
+        except unreadable as err:
+            reject(file, err)
+    sizes = sorted({h[3] for h in headers})
+    if img_size is None:
+        if len(sizes) > 1 or (sizes and sizes[0][0] != sizes[0][1]):
+            found = ", ".join(f"{w}x{h}" for w, h in sizes[:4])
+            raise InvalidInputError(
+                f"images under {root} are not all the same square size (found {found})",
+                hint="pass img_size to resize them",
+            )
+        img_size = sizes[0][0] if sizes else 1
+    if in_chans is None:
+        in_chans = 1 if all(h[4] in _GRAY_MODES for h in headers) else 3
+
+    pixels = np.zeros((len(headers), img_size, img_size, in_chans), np.uint8)  # (N, H, W, C)
+    kept = []
+    for file, label, is_train, _, _ in headers:
+        try:
+            with Image.open(file) as im:  # decoding happens here: truncated files fail now
+                im = im.convert("L" if in_chans == 1 else "RGB")
+                if im.size != (img_size, img_size):
+                    im = im.resize((img_size, img_size), Image.Resampling.BILINEAR)
+                pixels[len(kept)] = np.asarray(im, dtype=np.uint8).reshape(img_size, img_size, in_chans)
+        except unreadable as err:
+            reject(file, err)
+            continue
+        kept.append((label, is_train))
+    images = torch.from_numpy(pixels[: len(kept)]).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
+    labels = torch.tensor([k[0] for k in kept], dtype=torch.int64)
+    return images, labels, torch.tensor([k[1] for k in kept], dtype=torch.bool), tuple(bad)
+
+
+def _check_split_args(val_fraction: float, seed: int) -> None:
+    if not isinstance(val_fraction, (int, float)) or not 0.0 < val_fraction < 1.0:
+        raise InvalidInputError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InvalidInputError(f"seed must be an integer, got {seed!r}")
+
+
+def _scan_classes(root: Path) -> tuple[tuple[str, ...], list[tuple[Path, int]]]:
+    """Sorted class folders under ``root`` and their image files (recursive, sorted), as (path, label)."""
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files: list[tuple[Path, int]] = []
+    for label, d in enumerate(class_dirs):
+        found = sorted(
+            p for p in d.rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+        )  # fmt: skip
+        files += [(p, label) for p in found]
+    kinds = ",".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+    if not files:
+        raise InvalidInputError(
+            f"no images found under {root}", hint=f"expected <class>/*.{{{kinds}}} folders"
+        )
+    if len(class_dirs) < 2:
+        raise InvalidInputError(
+            f"{root} has a single class folder ({class_dirs[0].name}); classification needs at least 2"
+        )
+    return tuple(d.name for d in class_dirs), files
+
+
+def _stratified_split(
+    labels: torch.Tensor, num_classes: int, val_fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    train, val = [], []
+    for c in range(num_classes):
+        idx = torch.nonzero(labels == c).flatten().numpy()
+        n_val = min(max(round(len(idx) * val_fraction), 1), len(idx) - 1) if len(idx) > 1 else 0
+        perm = np.random.default_rng([seed, c]).permutation(idx)
+        val.append(perm[:n_val])
+        train.append(perm[n_val:])
+    return torch.from_numpy(np.sort(np.concatenate(train))), torch.from_numpy(np.sort(np.concatenate(val)))
+
+
+def _fingerprint(class_names, train_images, train_labels, val_images, val_labels) -> str:
+    digest = hashlib.sha256(json.dumps({"classes": list(class_names)}).encode())
+    for t in (train_images, train_labels, val_images, val_labels):
+        digest.update(json.dumps([str(t.dtype), list(t.shape)]).encode())
+        digest.update(t.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _make(
+    name, source, class_names, train_images, train_labels, val_images, val_labels, *,
+    split, seed, val_fraction, skipped=(), stats=None, derived_from=None,
+) -> Dataset:  # fmt: skip
+    if stats is None:
+        pixels = train_images.to(torch.float64) / 255.0  # (N, C, H, W)
+        mean = pixels.mean(dim=(0, 2, 3))
+        std = pixels.std(dim=(0, 2, 3), unbiased=False)
+        if (std == 0).any():
+            log.warning("a channel of %s is constant on the train split; using std 1 for it", name)
+            std = torch.where(std == 0, torch.ones_like(std), std)
+        stats = (tuple(mean.tolist()), tuple(std.tolist()))
+    k = len(class_names)
+    info = DatasetInfo(
+        name=name, source=source, class_names=tuple(class_names),
+        img_size=int(train_images.shape[-1]), in_chans=int(train_images.shape[1]),
+        mean=stats[0], std=stats[1], split=split, seed=seed, val_fraction=val_fraction,
+        train_per_class=tuple(torch.bincount(train_labels, minlength=k).tolist()),
+        val_per_class=tuple(torch.bincount(val_labels, minlength=k).tolist()),
+        fingerprint=_fingerprint(class_names, train_images, train_labels, val_images, val_labels),
+        skipped=tuple(skipped), derived_from=derived_from,
+    )  # fmt: skip
+    log.info("dataset %s: %d train / %d val, %d classes", name, info.train_count, info.val_count, k)
+    return Dataset(train_images, train_labels, val_images, val_labels, info)

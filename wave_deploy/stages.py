@@ -1,0 +1,133 @@
+"""Resumable, cached pipeline stages recorded in ``manifest.json``.
+
+A stage is a function that writes files into an output directory. Its *key* is a hash over everything that
+determines its result: the hashes of its input files, its resolved configuration, and the package version.
+``StageRunner.run`` reuses a stage when the manifest holds the same key and every recorded output still exists
+with the recorded sha256; otherwise it runs the stage, hashes its outputs and records them. Every file is
+written with ``fileio.atomic_path`` (write, then rename), so a killed build leaves no half-written file at a final
+path and the next run redoes exactly the stages that did not finish.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wave_deploy import __version__
+from wave_deploy.errors import InvalidInputError
+from wave_deploy.fileio import sha256_bytes, sha256_file, write_json
+
+log = logging.getLogger(__name__)
+
+MANIFEST_SCHEMA_VERSION = 1
+
+
+def stage_key(**parts: Any) -> str:
+    """A stable hash over the inputs of a stage (JSON-serialisable parts) and the package version."""
+    payload = json.dumps({"wave_deploy": __version__, **parts}, sort_keys=True, default=str)
+    return sha256_bytes(payload.encode("utf-8"))[:16]
+
+
+@dataclass
+class StageRecord:
+    name: str
+    key: str
+    outputs: dict[str, str]  # relative path -> sha256
+    seconds: float
+    result: dict[str, Any] = field(default_factory=dict)
+    reused: bool = False
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": sys.version.split()[0], "platform": platform.platform(), "wave_deploy": __version__}
+    for pkg in ("torch", "torchvision", "timm", "onnx", "onnxruntime", "onnxscript", "numpy", "tensorrt"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+class StageRunner:
+    """Runs the stages of one output directory and keeps its manifest up to date after every stage."""
+
+    def __init__(self, out_dir: str | Path, *, config: dict[str, Any], force: bool = False):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.manifest_path = self.out_dir / "manifest.json"
+        self.force = force
+        self.config = config
+        self.previous = {} if force else self._read_previous()
+        self.records: dict[str, StageRecord] = {}
+
+    def _read_previous(self) -> dict[str, dict]:
+        if not self.manifest_path.exists():
+            return {}
+        try:
+            data = json.loads(self.manifest_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InvalidInputError(
+                f"cannot read {self.manifest_path}: {exc}", hint="delete it or rerun with --force"
+            ) from exc
+        if data.get("schema_version") != MANIFEST_SCHEMA_VERSION:
+            return {}
+        return {s["name"]: s for s in data.get("stages", [])}
+
+    def _still_valid(self, prev: dict, key: str) -> bool:
+        if prev.get("key") != key:
+            return False
+        for rel, digest in prev.get("outputs", {}).items():
+            path = self.out_dir / rel
+            if not path.is_file() or sha256_file(path) != digest:
+                return False
+        return True
+
+    def run(self, name: str, key: str, fn: Callable[[Path], dict[str, Any]], outputs: list[str]) -> StageRecord:
+        """Run ``fn(out_dir) -> result dict`` unless a valid cached result exists; ``outputs`` are relative paths."""
+        prev = self.previous.get(name)
+        if prev is not None and self._still_valid(prev, key):
+            record = StageRecord(name, key, prev["outputs"], prev["seconds"], prev.get("result", {}), reused=True)
+            log.info("stage %s: reused (key %s)", name, key)
+        else:
+            t0 = time.perf_counter()
+            result = fn(self.out_dir)
+            seconds = time.perf_counter() - t0
+            missing = [rel for rel in outputs if not (self.out_dir / rel).is_file()]
+            if missing:
+                raise RuntimeError(f"stage {name} did not write {', '.join(missing)}")
+            hashes = {rel: sha256_file(self.out_dir / rel) for rel in outputs}
+            record = StageRecord(name, key, hashes, round(seconds, 3), result)
+            log.info("stage %s: done in %.1f s", name, seconds)
+        self.records[name] = record
+        self.write_manifest()
+        return record
+
+    def write_manifest(self, extra: dict[str, Any] | None = None) -> None:
+        # Keep records of stages that were valid before and not rerun yet, so a resumed build can reuse them.
+        stages = dict(self.previous)
+        for name, rec in self.records.items():
+            stages[name] = {
+                "name": rec.name,
+                "key": rec.key,
+                "outputs": rec.outputs,
+                "seconds": rec.seconds,
+                "result": rec.result,
+                "reused": rec.reused,
+            }
+        manifest = {
+            "schema_version": MANIFEST_SCHEMA_VERSION,
+            "versions": _versions(),
+            "config": self.config,
+            "stages": list(stages.values()),
+            **(extra or {}),
+        }
+        write_json(self.manifest_path, manifest)
