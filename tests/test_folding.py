@@ -1,0 +1,109 @@
+"""Folding: a WaveViT becomes a plain timm VisionTransformer (strict load) that computes the same function."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from timm.models.vision_transformer import VisionTransformer
+
+from wave_deploy.baselines import random_init
+from wave_deploy.errors import InvalidInputError
+from wave_deploy.folding import fold, load_folded, load_folded_file, parity, save_folded
+from wave_deploy.wave.bank import BankGeometry, TemplateBank
+from wave_deploy.wave.model import WaveViT
+
+TOL = 1e-5  # fp32 max abs error (DESIGN 3.4)
+
+
+@pytest.fixture(scope="module")
+def bank():
+    geom = BankGeometry.create(
+        img_size=8,
+        patch_size=4,
+        in_chans=1,
+        num_classes=10,
+        w=8,
+        head_dim=8,
+        mlp_ratio=4.0,
+        max_depth=12,
+        max_embed_dim=48,
+        n_matrix=3,
+        n_vector=2,
+    )
+    return TemplateBank.init_random(geom, seed=0)
+
+
+def _x(n=4):
+    return torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("width", [8, 16, 24, 48])  # 1x, 2x, 3x, 6x the template size
+@pytest.mark.parametrize("depth", range(1, 13))
+def test_folded_timm_model_matches_wave_forward(bank, depth, width):
+    wave = WaveViT(bank, bank.geometry.make_spec(depth, width), seed=depth * 100 + width)
+    state, spec = fold(wave)
+    vit = load_folded(state, spec)  # strict=True inside
+    x = _x()
+    assert parity(wave, vit, x) <= TOL
+    assert parity(wave, random_init(spec, seed=0), x) > 1e-3  # an unrelated model of the same spec differs
+
+
+def test_fold_with_a_fresh_head_for_a_new_task(bank):
+    wave = WaveViT(bank, bank.geometry.make_spec(3, 16, num_classes=4), seed=1)
+    vit = load_folded(*fold(wave))
+    assert vit.head.weight.shape == (4, 16)
+    assert parity(wave, vit, _x()) <= TOL
+
+
+def test_fold_returns_timm_keys_in_order_as_independent_tensors(bank):
+    wave = WaveViT(bank, bank.geometry.make_spec(3, 24))
+    state, _ = fold(wave)
+    assert list(state) == list(VisionTransformer(**wave.spec.timm_kwargs()).state_dict())
+    pointers = [t.untyped_storage().data_ptr() for t in state.values()]
+    assert len(set(pointers)) == len(pointers)  # no views of a shared expansion (safetensors needs this)
+    assert all(not t.requires_grad for t in state.values())
+
+
+def test_folded_model_contains_no_wave_code(bank):
+    vit = load_folded(*fold(WaveViT(bank, bank.geometry.make_spec(2, 16))))
+    assert type(vit) is VisionTransformer
+    assert all(type(m).__module__.startswith(("timm.", "torch.")) for m in vit.modules())
+    assert not any("scaler" in k or "template" in k for k in vit.state_dict())
+
+
+def test_folded_checkpoint_round_trips_through_safetensors(bank, tmp_path):
+    wave = WaveViT(bank, bank.geometry.make_spec(5, 24), seed=9)
+    state, spec = fold(wave)
+    path = save_folded(tmp_path / "model.safetensors", state, spec, {"steps": 12, "val_acc": 0.5})
+    vit, loaded_spec, extra = load_folded_file(path)
+    assert loaded_spec == spec and extra == {"steps": 12, "val_acc": 0.5}
+    x = _x()
+    with torch.no_grad():
+        torch.testing.assert_close(vit(x), load_folded(state, spec)(x), rtol=0, atol=0)
+    assert parity(wave, vit, x) <= TOL
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+
+
+def test_state_dict_of_another_spec_is_refused(bank):
+    state, spec = fold(WaveViT(bank, bank.geometry.make_spec(2, 16)))
+    with pytest.raises(InvalidInputError, match="does not fit"):
+        load_folded(state, spec.replace(depth=3))
+
+
+def test_loading_a_file_that_is_not_a_folded_checkpoint_is_invalid_input(tmp_path):
+    with pytest.raises(InvalidInputError, match="not found"):
+        load_folded_file(tmp_path / "missing.safetensors")
+    plain = tmp_path / "plain.safetensors"
+    save_file({"x": torch.zeros(2)}, str(plain))
+    with pytest.raises(InvalidInputError, match="not a wave-deploy folded checkpoint"):
+        load_folded_file(plain)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not safetensors at all")
+    with pytest.raises(InvalidInputError, match="not a readable safetensors file"):
+        load_folded_file(junk)
+
+
+def test_parity_restores_training_modes(bank):
+    wave = WaveViT(bank, bank.geometry.make_spec(1, 8)).train()
+    vit = load_folded(*fold(wave)).train()
+    parity(wave, vit, _x())
+    assert wave.training and vit.training

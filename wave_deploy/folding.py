@@ -1,0 +1,102 @@
+"""Folding (DESIGN 3.4): WaveViT -> a plain timm VisionTransformer with nothing WAVE-specific left.
+
+``fold`` expands every templated parameter into a timm-named state dict that loads with strict=True into
+``VisionTransformer(**spec.timm_kwargs())``. Folded checkpoints are safetensors files whose metadata holds the
+spec as JSON, so a checkpoint alone rebuilds its model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from wave_deploy.errors import InvalidInputError
+from wave_deploy.fileio import atomic_path
+from wave_deploy.spec import ViTSpec
+
+log = logging.getLogger(__name__)
+
+FORMAT = "wave-deploy.folded-vit"
+SCHEMA_VERSION = 1
+
+
+def fold(wave) -> tuple[dict[str, Tensor], ViTSpec]:
+    """Dense timm state dict (detached copies, in timm's key order) and the spec of a WaveViT."""
+    with torch.no_grad():
+        expanded = wave.expanded_state_dict()
+        order = wave._vit.state_dict().keys()  # the meta skeleton gives timm's key order
+        state = {k: expanded[k].detach().clone().contiguous() for k in order}
+    return state, wave.spec
+
+
+def load_folded(state_dict: dict[str, Tensor], spec: ViTSpec):
+    """``VisionTransformer(**spec.timm_kwargs())`` with ``state_dict`` loaded strictly, in eval mode."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    model = VisionTransformer(**spec.timm_kwargs())
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:  # missing/unexpected keys or shape mismatches
+        raise InvalidInputError(f"checkpoint does not fit {spec.name}: {exc}") from exc
+    return model.eval()
+
+
+def save_folded(
+    path: str | Path, state_dict: dict[str, Tensor], spec: ViTSpec, extra_meta: dict[str, Any] | None = None
+) -> Path:
+    """Write a folded checkpoint atomically as safetensors; metadata: format, schema_version, spec, extra."""
+    from safetensors.torch import save_file
+
+    meta = {
+        "format": FORMAT,
+        "schema_version": str(SCHEMA_VERSION),
+        "spec": json.dumps(spec.to_dict()),
+        "extra": json.dumps(extra_meta or {}, sort_keys=True, default=str),
+    }
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return path
+
+
+def load_folded_file(path: str | Path):
+    """(VisionTransformer, spec, extra_meta) from a checkpoint written by ``save_folded``."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"folded checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            # safe_open is not iterable: keys() is needed
+            state = {name: fh.get_tensor(name) for name in fh.keys()}  # noqa: SIM118
+    except Exception as exc:  # safetensors raises its own error types for every malformed file
+        raise InvalidInputError(f"{path} is not a readable safetensors file: {exc}") from exc
+    if meta.get("format") != FORMAT or meta.get("schema_version") != str(SCHEMA_VERSION):
+        raise InvalidInputError(f"{path} is not a wave-deploy folded checkpoint (schema {SCHEMA_VERSION})")
+    try:
+        spec = ViTSpec.from_dict(json.loads(meta["spec"]))
+        extra = json.loads(meta.get("extra", "{}"))
+    except (KeyError, json.JSONDecodeError, TypeError) as exc:
+        raise InvalidInputError(f"{path}: unreadable spec metadata: {exc}") from exc
+    return load_folded(state, spec), spec, extra
+
+
+@torch.no_grad()
+def parity(wave, timm_model, x: Tensor) -> float:
+    """Max abs difference of the two models' outputs on ``x`` (both evaluated in eval mode)."""
+    modes = wave.training, timm_model.training
+    wave.eval(), timm_model.eval()
+    try:
+        err = (wave(x).float() - timm_model(x).float()).abs().max().item()
+    finally:
+        wave.train(modes[0]), timm_model.train(modes[1])
+    log.debug("fold parity: max abs error %.3g", err)
+    return err
