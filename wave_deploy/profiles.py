@@ -7,9 +7,12 @@ name, an alias or a path. Every failure raises ``InvalidInputError`` (exit 3) na
 
 from __future__ import annotations
 
+import difflib
+import functools
+import typing
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -48,7 +51,7 @@ class Hardware(_Strict):
     power_mode: PowerMode | None = None
 
     @model_validator(mode="after")
-    def _gpu_facts(self) -> "Hardware":
+    def _gpu_facts(self) -> Hardware:
         if self.accelerator == "gpu":
             missing = [
                 name
@@ -81,7 +84,7 @@ class RuntimeSettings(_Strict):
     intra_op_threads: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
-    def _batch_order(self) -> "RuntimeSettings":
+    def _batch_order(self) -> RuntimeSettings:
         if not self.batch_min <= self.batch_opt <= self.batch_max:
             raise ValueError(
                 f"need batch_min <= batch_opt <= batch_max, got {self.batch_min}/{self.batch_opt}/{self.batch_max}"
@@ -109,7 +112,7 @@ class LatencyModelSettings(_Strict):
     runtime_overhead_mib: float = Field(ge=0)
 
     @model_validator(mode="after")
-    def _calibrated_needs_file(self) -> "LatencyModelSettings":
+    def _calibrated_needs_file(self) -> LatencyModelSettings:
         if self.kind == "calibrated" and not self.calibration_file:
             raise ValueError("kind 'calibrated' needs calibration_file")
         return self
@@ -127,7 +130,7 @@ class DeviceProfile(_Strict):
     source_file: str | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "DeviceProfile":
+    def _consistent(self) -> DeviceProfile:
         if self.software.runtime == "tensorrt" and self.hardware.accelerator != "gpu":
             raise ValueError("runtime 'tensorrt' needs accelerator 'gpu'")
         if self.software.runtime == "tensorrt" and not self.software.tensorrt_version:
@@ -142,17 +145,82 @@ def builtin_profiles_dir() -> Path:
     return Path(str(resources.files("wave_deploy._profiles")))
 
 
-def _format_validation_error(path: Path, err: ValidationError) -> str:
-    first = err.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = first["msg"]
+# Unknown keys first: a misspelt key or one with the wrong unit (latency_s) also makes its real field
+# (latency_ms) "missing", and the unknown key is the line that tells the user what to fix.
+_ERROR_ORDER = {"extra_forbidden": 0, "missing": 1}
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model class that owns the last element of ``loc`` (None inside lists or scalars)."""
+    cls: type[BaseModel] = DeviceProfile
+    for part in loc[:-1]:
+        if not isinstance(part, str) or part not in cls.model_fields:
+            return None
+        annotation = cls.model_fields[part].annotation
+        candidates = typing.get_args(annotation) or (annotation,)
+        models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not models:
+            return None
+        cls = models[0]
+    return cls
+
+
+def _suggest_field(loc: tuple) -> str | None:
+    owner = _model_at(loc)
+    if owner is None or not isinstance(loc[-1], str):
+        return None
+    match = difflib.get_close_matches(loc[-1], list(owner.model_fields), n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def _format_validation_error(path: Path, err: ValidationError) -> tuple[str, str | None]:
+    """One line naming the file and the first (most telling) bad field, plus a hint where one helps."""
+    errors = sorted(err.errors(), key=lambda e: _ERROR_ORDER.get(e["type"], 2))
+    first = errors[0]
+    loc = tuple(first["loc"])
+    field = ".".join(str(p) for p in loc) or "(top level)"
+    msg = first["msg"].removeprefix("Value error, ")
+    hint = None
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
+        suggestion = _suggest_field(loc)
+        if suggestion:
+            hint = f"did you mean '{suggestion}'? units are part of field names"
     elif first["type"] == "missing":
         msg = "missing required field"
-    more = len(err.errors()) - 1
+    else:
+        value = first.get("input")
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            msg += f", got {value!r}"
+        if first["type"] == "string_type" and isinstance(value, (int, float)):
+            hint = f'quote version-like values in YAML, e.g. "{value}"'
+    more = len(errors) - 1
     suffix = f" (+{more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"invalid profile {path}: field '{field}': {msg}{suffix}"
+    return f"invalid profile {path}: field '{field}': {msg}{suffix}", hint
+
+
+@functools.cache
+def _yaml_loader():
+    """A SafeLoader that rejects duplicate keys (PyYAML silently keeps the last one)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    hash(key)
+                except TypeError:  # unhashable key: SafeLoader reports it with its own message
+                    continue
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key '{key}' (first at line {seen[key]})", key_node.start_mark
+                    )
+                seen[key] = key_node.start_mark.line + 1
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def load_profile_file(path: str | Path) -> DeviceProfile:
@@ -168,29 +236,44 @@ def load_profile_file(path: str | Path) -> DeviceProfile:
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"invalid profile {path}: cannot read it: {exc}") from exc
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_yaml_loader())  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InvalidInputError(f"invalid profile {path}: YAML syntax error{where}: {problem}") from exc
+        kind = "YAML error" if isinstance(exc, yaml.constructor.ConstructorError) else "YAML syntax error"
+        raise InvalidInputError(f"invalid profile {path}: {kind}{where}: {problem}") from exc
     if data is None:
         raise InvalidInputError(f"invalid profile {path}: file is empty")
     if not isinstance(data, dict):
-        raise InvalidInputError(f"invalid profile {path}: expected a mapping at the top level")
+        raise InvalidInputError(
+            f"invalid profile {path}: expected a mapping at the top level, got {type(data).__name__}"
+        )
     try:
         profile = DeviceProfile.model_validate(data)
     except ValidationError as exc:
-        raise InvalidInputError(_format_validation_error(path, exc)) from exc
+        message, hint = _format_validation_error(path, exc)
+        raise InvalidInputError(message, hint=hint) from exc
     return profile.model_copy(update={"source_file": str(path)})
 
 
 def list_profiles() -> list[DeviceProfile]:
-    return [load_profile_file(p) for p in sorted(builtin_profiles_dir().glob("*.yaml"))]
+    """Every shipped profile, sorted by file name. Two profiles claiming one name or alias is an error."""
+    profiles = [load_profile_file(p) for p in sorted(builtin_profiles_dir().glob("*.yaml"))]
+    owner: dict[str, DeviceProfile] = {}
+    for profile in profiles:
+        for key in (profile.name, *profile.aliases):
+            if key in owner and owner[key] is not profile:
+                raise InvalidInputError(
+                    f"invalid profile {profile.source_file}: name or alias '{key}' is already used by "
+                    f"{owner[key].source_file}"
+                )
+            owner[key] = profile
+    return profiles
 
 
 def load_profile(name_or_path: str | Path) -> DeviceProfile:
-    """Look a profile up by shipped name, alias, or file path."""
+    """Look a profile up by shipped name, alias, or file path (ending in .yaml/.yml, or holding a /)."""
     text = str(name_or_path)
     if text.endswith((".yaml", ".yml")) or "/" in text or Path(text).exists():
         return load_profile_file(text)

@@ -25,19 +25,22 @@ Exit codes:
 
 # command name -> "module:attribute"; modules are imported only when the command runs or asks for --help.
 COMMANDS = {
+    "bench": "wave_deploy.cli.bench_cmd:bench",
     "doctor": "wave_deploy.cli.doctor:doctor",
+    "export": "wave_deploy.cli.export_cmd:export",
     "profiles": "wave_deploy.cli.profiles_cmd:profiles",
+    "templates": "wave_deploy.cli.templates_cmd:templates",
 }
 
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
+        return sorted(set(COMMANDS) | set(self.commands))
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         target = COMMANDS.get(name)
-        if target is None:
-            return None
+        if target is None:  # commands attached with add_command (plugins, tests)
+            return super().get_command(ctx, name)
         module_name, attr = target.split(":")
         return getattr(importlib.import_module(module_name), attr)
 
