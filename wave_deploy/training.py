@@ -1,0 +1,480 @@
+"""The one plain training loop: scaler training, full training and distillation all go through ``train``.
+
+AdamW, linear warmup then cosine decay (per optimizer step), optional label smoothing and gradient clipping,
+autocast (bf16/fp16) on CUDA, DDP when launched by torchrun, checkpoints that resume exactly.
+
+Data are in-memory tensors: ``train_x (N, C, H, W)`` float, ``train_y (N,)`` int64. Step ``s`` (0-based) of
+a run uses global batch ``s % S`` of epoch ``s // S`` (``S = N // batch_size``, the last partial batch is
+dropped), taken from a permutation that depends only on (seed, epoch); under DDP rank ``r`` of ``W`` takes
+``batch[r::W]`` (DistributedSampler's interleaving), so W ranks see the same global batches as one process.
+Because the permutation is stateless, a checkpoint needs only the step to restore the data order.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from wave_deploy import distributed as D
+from wave_deploy.errors import InvalidInputError, MissingDependencyError, StageFailedError
+from wave_deploy.fileio import atomic_path
+
+log = logging.getLogger(__name__)
+
+AMP_CHOICES = ("auto", "off", "bf16", "fp16")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_FORMAT = "wave-deploy-train-checkpoint/1"
+# Fields that do not change the trajectory of the parameters; a resume may change them.
+_NOT_HASHED = ("eval_every", "eval_batch_size", "checkpoint_every", "log_every", "device")
+
+
+@dataclass
+class TrainConfig:
+    steps: int | None = None  # budget in optimizer steps; exactly one of steps / epochs
+    epochs: float | None = None  # converted to ceil(epochs * steps_per_epoch) steps
+    batch_size: int = 128  # global: split evenly over DDP ranks
+    lr: float = 1e-3  # peak learning rate
+    weight_decay: float = 0.05  # not applied to 1-D params and timm's no_weight_decay() tokens
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0  # cosine decays from lr to lr * min_lr_ratio
+    label_smoothing: float = 0.0  # default loss only (not a custom loss_fn)
+    grad_clip: float | None = 1.0  # max global L2 norm of the gradients; None: no clipping
+    seed: int = 0
+    eval_every: int | None = None  # steps; None: once per epoch. Always at the last step.
+    eval_batch_size: int = 512  # per rank
+    checkpoint_every: int | None = None  # steps; None: only at the end (when a checkpoint_dir is given)
+    log_every: int = 10  # steps between on_step calls
+    amp: str = "auto"  # auto: bf16 on CUDA when supported, else off; never on CPU
+    device: str = "auto"  # auto: cuda when available
+
+    def validate(self) -> None:
+        c = self
+        rules = [
+            ((c.steps is None) != (c.epochs is None), "give exactly one of steps or epochs"),
+            (c.epochs is None or c.epochs > 0, f"epochs must be > 0, got {c.epochs!r}"),
+            (0 < c.lr < math.inf, f"lr must be a positive number, got {c.lr!r}"),
+            (c.weight_decay >= 0, f"weight_decay must be >= 0, got {c.weight_decay!r}"),
+            (0 <= c.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {c.min_lr_ratio!r}"),
+            (0 <= c.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {c.label_smoothing!r}"),
+            (c.grad_clip is None or c.grad_clip > 0, f"grad_clip must be > 0 or None, got {c.grad_clip!r}"),
+            (c.amp in AMP_CHOICES, f"amp must be one of {AMP_CHOICES}, got {c.amp!r}"),
+            (c.device in DEVICE_CHOICES, f"device must be one of {DEVICE_CHOICES}, got {c.device!r}"),
+        ]
+        for name in ("steps", "batch_size", "eval_batch_size", "log_every", "eval_every", "checkpoint_every"):
+            v, optional = getattr(c, name), name in ("steps", "eval_every", "checkpoint_every")
+            ok = (v is None and optional) or (isinstance(v, int) and not isinstance(v, bool) and v >= 1)
+            rules.append((ok, f"{name} must be an integer >= 1{' or None' if optional else ''}, got {v!r}"))
+        ok = isinstance(c.warmup_steps, int) and c.warmup_steps >= 0
+        rules.append((ok, f"warmup_steps must be an integer >= 0, got {c.warmup_steps!r}"))
+        problems = [msg for ok, msg in rules if not ok]
+        if problems:
+            raise InvalidInputError("training config: " + "; ".join(problems))
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        return self.steps if self.steps is not None else math.ceil(self.epochs * steps_per_epoch)
+
+    def hashed_fields(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k not in _NOT_HASHED}
+
+
+@dataclass
+class StepInfo:
+    """What the ``on_step`` callback receives every ``log_every`` steps (main process only)."""
+
+    step: int  # optimizer steps done
+    total_steps: int
+    epoch: float
+    loss: float  # mean train loss over the steps since the previous call (this rank's shard)
+    lr: float  # learning rate of param group 0 used by the last step
+    grad_norm: float | None  # global grad norm before clipping at the last step (None: no clipping)
+    images_per_s: float  # global training throughput since the previous call (eval excluded)
+    val_loss: float | None  # latest validation result, None before the first evaluation
+    val_acc: float | None
+    evaluated: bool  # an evaluation happened at this step
+
+
+@dataclass
+class EvalRecord:
+    step: int
+    epoch: float
+    train_loss: float  # mean over all ranks and steps since the previous evaluation
+    val_loss: float | None  # plain cross-entropy (no smoothing)
+    val_acc: float | None
+    lr: float
+    images_per_s: float
+
+
+@dataclass
+class TrainResult:
+    history: list[EvalRecord]
+    steps: int
+    final_val_acc: float | None
+    final_val_loss: float | None
+    wall_time_s: float  # this call
+    train_time_s: float  # time spent in training steps, summed over resumed runs
+    images_per_s: float  # global, over the steps of this call
+    device: str
+    amp: str
+    world_size: int
+    resumed_from_step: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
+    """Multiplier of the peak lr for 0-based step ``step``: linear warmup to 1, then cosine to the minimum."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of the ``n`` training samples in ``epoch``; a function of (seed, epoch) only."""
+    key = int.from_bytes(hashlib.sha256(f"wave-deploy-data:{seed}:{epoch}".encode()).digest()[:8], "little")
+    return torch.randperm(n, generator=torch.Generator().manual_seed(key >> 1))
+
+
+_cached_permutation = functools.lru_cache(maxsize=2)(epoch_permutation)  # read-only results
+
+
+def global_batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
+    """Sample indices (batch_size,) of the global batch used by 0-based step ``step`` (all ranks together)."""
+    epoch, k = divmod(step, n // batch_size)
+    return _cached_permutation(n, seed, epoch)[k * batch_size : (k + 1) * batch_size].clone()
+
+
+def distillation_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, y: torch.Tensor, tau: float, alpha: float
+) -> torch.Tensor:
+    """alpha * tau^2 * KL(softmax(teacher/tau) || softmax(student/tau)) + (1 - alpha) * CE(student, y).
+
+    KL is summed over classes and averaged over the batch; the teacher gets no gradient.
+    """
+    dtype = torch.promote_types(student_logits.dtype, torch.float32)  # fp32 at least, even under autocast
+    s = student_logits.to(dtype)  # (B, K)
+    log_p_t = F.log_softmax(teacher_logits.detach().to(dtype) / tau, dim=-1)  # (B, K)
+    kl = F.kl_div(F.log_softmax(s / tau, dim=-1), log_p_t, reduction="batchmean", log_target=True)
+    return alpha * tau * tau * kl + (1.0 - alpha) * F.cross_entropy(s, y)
+
+
+@torch.no_grad()
+def evaluate(model, x, y, batch_size: int, device, amp_dtype=None) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) on (x, y); under DDP each rank takes x[rank::W], results are summed."""
+    xs, ys = x[D.rank() :: D.world_size()], y[D.rank() :: D.world_size()]
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
+    for i in range(0, len(xs), batch_size):
+        xb = xs[i : i + batch_size].to(device, non_blocking=True)
+        yb = ys[i : i + batch_size].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(xb)  # (b, K)
+        sums[0] += F.cross_entropy(logits.float(), yb, reduction="sum").double()
+        sums[1] += (logits.argmax(-1) == yb).sum()
+        sums[2] += len(yb)
+    model.train(was_training)
+    loss_sum, correct, count = D.all_reduce_sum(sums).tolist()
+    return loss_sum / count, correct / count
+
+
+def train(
+    model: torch.nn.Module,
+    config: TrainConfig,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    val_x: torch.Tensor | None = None,
+    val_y: torch.Tensor | None = None,
+    *,
+    params: Iterable | None = None,
+    loss_fn: Callable | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    on_step: Callable[[StepInfo], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place for ``config``'s budget and return its history.
+
+    ``params``: None (every parameter with requires_grad), an iterable of the model's parameters, or
+    AdamW param groups (dicts with "params" and optional "lr"/"weight_decay"). Model parameters that
+    require grad but are not listed are frozen for the duration of the call. ``loss_fn(model, x, y)``
+    replaces label-smoothed cross-entropy; it must call ``model(x)`` once (DDP syncs gradients there).
+    ``checkpoint_dir``: where rank 0 writes ``checkpoint.pt``; ``resume=True`` continues from it exactly
+    when it exists, and refuses one written with a different configuration, data or parameter set.
+    Seeds torch's global RNG with ``seed + rank`` (dropout, drop-path); the data order has its own.
+    """
+    wall_start = time.perf_counter()
+    config.validate()
+    _check_data(train_x, train_y, val_x, val_y)
+    device_type, amp_dtype = _resolve_device_and_amp(config)
+    device = D.init_distributed(device_type)
+    model.to(device)
+    world, rank = D.world_size(), D.rank()
+    B, n = config.batch_size, len(train_x)
+    if B % world:
+        raise InvalidInputError(f"batch_size {B} is not divisible by the number of processes {world}")
+    per_epoch = n // B
+    if per_epoch == 0:
+        raise InvalidInputError(f"batch_size {B} is larger than the training set ({n} samples)")
+    total = config.total_steps(per_epoch)
+    eval_every = config.eval_every or per_epoch
+    autocast = {"device_type": device.type, "dtype": amp_dtype or torch.float32, "enabled": bool(amp_dtype)}
+
+    groups, names = _param_groups(model, params, config.weight_decay)
+    trained = [p for g in groups for p in g["params"]]
+    trained_ids = {id(p) for p in trained}
+    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in trained_ids]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: lr_factor(s, config.warmup_steps, total, config.min_lr_ratio)
+        )
+        scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
+        torch.manual_seed(config.seed + rank)  # dropout / drop-path streams; the data order is separate
+
+        ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+        fingerprint = _fingerprint(config, names, train_x, train_y, val_x, val_y) if ckpt_path else ""
+        # step: optimizer steps done; window: (sum, count) of train losses since the last evaluation
+        state = {"step": 0, "history": [], "window": torch.zeros(2, dtype=torch.float64), "train_time_s": 0.0}
+        resumed_from = None
+        if resume and ckpt_path is not None and ckpt_path.exists():
+            ckpt = _load_checkpoint(ckpt_path, config, fingerprint, model, (optimizer, scheduler, scaler))
+            D.restore_rng_states(ckpt["rng"], device)
+            state = {k: ckpt[k] for k in state}
+            resumed_from = state["step"]
+            _log_main("resuming from step %d of %d (%s)", resumed_from, total, ckpt_path)
+        elif resume and ckpt_path is not None:
+            _log_main("no checkpoint at %s: starting from step 0", ckpt_path)
+        window = state["window"].to(device) * (rank == 0)  # the saved global sums live on rank 0 only
+
+        net = D.wrap_ddp(model, device)
+        net.train()
+        step = start_step = state["step"]
+        last = state["history"][-1] if state["history"] else {}
+        val_loss, val_acc = last.get("val_loss"), last.get("val_acc")
+        grad_norm, lr_used = None, config.lr
+        log_loss, log_n, eval_steps, eval_time, call_time = 0.0, 0, 0, 0.0, 0.0
+        t_mark = time.perf_counter()
+        while step < total:
+            idx = global_batch_indices(step, n, B, config.seed)[rank::world]  # (B/W,) this rank's shard
+            x = train_x[idx.to(train_x.device)].to(device, non_blocking=True)  # (B/W, C, H, W)
+            y = train_y[idx.to(train_y.device)].to(device, non_blocking=True)  # (B/W,)
+            with torch.autocast(**autocast):
+                if loss_fn is None:
+                    loss = F.cross_entropy(net(x).float(), y, label_smoothing=config.label_smoothing)
+                else:
+                    loss = loss_fn(net, x, y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if config.grad_clip is not None:
+                scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(trained, config.grad_clip)
+            lr_used = optimizer.param_groups[0]["lr"]
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            loss = loss.detach().double()
+            log_loss, log_n, eval_steps = log_loss + loss, log_n + 1, eval_steps + 1
+            window += torch.stack([loss, torch.ones_like(loss)])
+
+            eval_now = step % eval_every == 0 or step == total
+            every = config.checkpoint_every
+            ckpt_now = ckpt_path is not None and (step == total or (every is not None and step % every == 0))
+            if not (eval_now or ckpt_now or step % config.log_every == 0):
+                continue
+            mean_loss = float(log_loss / log_n)  # waits for the GPU, so the timing below is honest
+            elapsed = time.perf_counter() - t_mark
+            state["train_time_s"] += elapsed
+            call_time, eval_time = call_time + elapsed, eval_time + elapsed
+            images_per_s = B * log_n / max(elapsed, 1e-9)
+            if not math.isfinite(mean_loss):
+                raise StageFailedError(f"training diverged: loss is {mean_loss} at step {step}")
+            if eval_now:
+                w_sum, w_n = D.all_reduce_sum(window).tolist()
+                if val_x is not None:
+                    val_loss, val_acc = evaluate(
+                        model, val_x, val_y, config.eval_batch_size, device, amp_dtype
+                    )
+                ips = B * eval_steps / max(eval_time, 1e-9)
+                record = EvalRecord(step, step / per_epoch, w_sum / w_n, val_loss, val_acc, lr_used, ips)
+                state["history"].append(asdict(record))
+                window.zero_()
+                eval_steps, eval_time = 0, 0.0
+                _log_main("step %d/%d: train loss %.4f, val acc %s", step, total, w_sum / w_n, val_acc)
+            if ckpt_now:
+                state["step"], state["window"] = step, D.all_reduce_sum(window).cpu()
+                _save_checkpoint(ckpt_path, state, config, fingerprint, model, (optimizer, scheduler, scaler))
+            if on_step is not None and rank == 0:
+                norm = None if grad_norm is None else float(grad_norm)
+                info = (mean_loss, lr_used, norm, images_per_s, val_loss, val_acc, eval_now)
+                on_step(StepInfo(step, total, step / per_epoch, *info))
+            log_loss, log_n = 0.0, 0
+            t_mark = time.perf_counter()
+        D.barrier()
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+    history = [EvalRecord(**r) for r in state["history"]]
+    final = history[-1] if history else None
+    return TrainResult(
+        history=history,
+        steps=total,
+        final_val_acc=final.val_acc if final else None,
+        final_val_loss=final.val_loss if final else None,
+        wall_time_s=time.perf_counter() - wall_start,
+        train_time_s=state["train_time_s"],
+        images_per_s=B * (total - start_step) / call_time if call_time > 0 else 0.0,
+        device=str(device),
+        amp={None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype],
+        world_size=world,
+        resumed_from_step=resumed_from,
+    )
+
+
+def _log_main(msg: str, *args) -> None:
+    if D.is_main_process():
+        log.info(msg, *args)
+
+
+def _check_data(train_x, train_y, val_x, val_y) -> None:
+    if (val_x is None) != (val_y is None):
+        raise InvalidInputError("give both val_x and val_y, or neither")
+    for name, x, y in (("train", train_x, train_y), ("val", val_x, val_y)):
+        if x is None:
+            continue
+        if not (isinstance(x, torch.Tensor) and x.ndim == 4 and x.is_floating_point()):
+            raise InvalidInputError(
+                f"{name}_x must be a float tensor (N, C, H, W), got {getattr(x, 'shape', x)}"
+            )
+        if not (isinstance(y, torch.Tensor) and y.ndim == 1 and y.dtype == torch.int64 and len(y) == len(x)):
+            raise InvalidInputError(
+                f"{name}_y must be an int64 tensor (N,) with N = len({name}_x) = {len(x)}"
+            )
+        if len(y) == 0 or int(y.min()) < 0:
+            raise InvalidInputError(f"{name}_y is empty or holds negative class indices")
+
+
+def _resolve_device_and_amp(config: TrainConfig) -> tuple[str, torch.dtype | None]:
+    has_cuda = torch.cuda.is_available()
+    if config.device == "cuda" and not has_cuda:
+        raise MissingDependencyError("device 'cuda' was requested but no CUDA GPU is available")
+    device_type = "cuda" if config.device == "cuda" or (config.device == "auto" and has_cuda) else "cpu"
+    if config.amp in ("bf16", "fp16") and device_type != "cuda":
+        raise MissingDependencyError(
+            f"amp '{config.amp}' needs a CUDA device", hint="use amp 'auto' or 'off'"
+        )
+    amp = config.amp
+    if amp == "auto":
+        amp = "bf16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "off"
+    return device_type, {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def _param_groups(model, params, weight_decay: float) -> tuple[list[dict], list[tuple[str, list[int]]]]:
+    """AdamW groups of trainable parameters, and (name, shape) of each trained parameter in order."""
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    if params is None:
+        params = [p for p in model.parameters() if p.requires_grad]
+    params = list(params)
+    if params and isinstance(params[0], dict):
+        groups = [dict(g, params=list(g["params"])) for g in params]
+    else:  # default decay rule: none on biases, norms and timm's no_weight_decay() tokens
+        skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+        flat = {True: [], False: []}
+        for p in params:
+            flat[p.ndim > 1 and name_of.get(id(p)) not in skip].append(p)
+        groups = [
+            {"params": flat[True], "weight_decay": weight_decay},
+            {"params": flat[False], "weight_decay": 0.0},
+        ]
+        groups = [g for g in groups if g["params"]]
+    seen: set[int] = set()
+    for p in (p for g in groups for p in g["params"]):
+        if id(p) not in name_of:
+            raise InvalidInputError("a parameter to train does not belong to the model")
+        if id(p) in seen:
+            raise InvalidInputError(f"parameter {name_of[id(p)]} is listed twice")
+        if not p.requires_grad:
+            raise InvalidInputError(f"parameter {name_of[id(p)]} does not require grad and cannot be trained")
+        seen.add(id(p))
+    if not seen:
+        raise InvalidInputError("no parameter to train (none requires grad)")
+    return groups, [(name_of[id(p)], list(p.shape)) for g in groups for p in g["params"]]
+
+
+def _fingerprint(config, names, *tensors) -> str:
+    """Hash of what a resume must not change besides the config: the trained parameters and the data."""
+    digest = hashlib.sha256(json.dumps({"params": names, "config": config.hashed_fields()}).encode())
+    for t in tensors:
+        if t is not None:
+            digest.update(f"{tuple(t.shape)}:{t.dtype}".encode())
+            digest.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _save_checkpoint(path, state, config, fingerprint, model, stateful) -> None:
+    """Rank 0 writes everything a resume needs; every rank must call it (RNG states are gathered)."""
+    optimizer, scheduler, scaler = stateful
+    rng = D.gather_rng_states(next(model.parameters()).device)  # collective: before the rank check
+    if not D.is_main_process():
+        return
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "config": config.hashed_fields(),
+        "fingerprint": fingerprint,
+        "model": model.state_dict(),  # trainable parameters and buffers (WaveViT's templates too)
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),  # {} when fp16 is off
+        "rng": rng,  # per rank: torch CPU (and CUDA) generator states
+        **state,  # step, history, window, train_time_s
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    log.debug("checkpoint at step %d written to %s", state["step"], path)
+
+
+def _load_checkpoint(path: Path, config: TrainConfig, fingerprint: str, model, stateful) -> dict:
+    """Read and check ``path``, then load its states into the model, optimizer, scheduler and scaler."""
+    try:  # weights_only: tensors, dicts, lists and primitives only; no code from the file runs
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InvalidInputError(f"cannot read training checkpoint {path}: {exc}") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise InvalidInputError(f"{path} is not a wave-deploy training checkpoint")
+    saved, now = ckpt["config"], config.hashed_fields()
+    changed = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in sorted(now) if saved.get(k) != now.get(k)]
+    if changed:
+        raise InvalidInputError(
+            f"checkpoint {path} was written with a different training config ({'; '.join(changed)})",
+            hint="resume with the same settings, or start over without resume",
+        )
+    if ckpt["fingerprint"] != fingerprint:
+        raise InvalidInputError(
+            f"checkpoint {path} was written for different data or a different set of trained parameters",
+            hint="start over without resume",
+        )
+    optimizer, scheduler, scaler = stateful
+    try:
+        model.load_state_dict(ckpt["model"], strict=True)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt["scaler"]:
+            scaler.load_state_dict(ckpt["scaler"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise InvalidInputError(f"checkpoint {path} does not match the model or optimizer: {exc}") from exc
+    return ckpt
