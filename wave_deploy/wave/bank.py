@@ -218,6 +218,13 @@ def kind_layouts(geom: BankGeometry, spec: ViTSpec, templated_head: bool = True)
     return out
 
 
+def default_bank_path() -> Path:
+    """The bank shipped inside the package (built by scripts/build_default_bank.sh)."""
+    from importlib import resources
+
+    return Path(str(resources.files("wave_deploy.assets") / "default_bank.safetensors"))
+
+
 def tensor_sha256(t: Tensor) -> str:
     """sha256 of a tensor's raw bytes (C order, native little-endian as safetensors stores them)."""
     raw = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()

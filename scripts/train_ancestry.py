@@ -1,0 +1,53 @@
+"""Train the ancestry ViT for the default template bank on the built-in MNIST-5k train split.
+
+    python scripts/train_ancestry.py --out artifacts/bank-recipe/ancestry.safetensors
+
+The result is a folded timm checkpoint (safetensors, spec in its metadata) that
+`wave-deploy templates build --teacher-checkpoint` reads. scripts/build_default_bank.sh runs both steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import torch
+
+from wave_deploy.baselines import random_init
+from wave_deploy.data import load_builtin
+from wave_deploy.folding import save_folded
+from wave_deploy.spec import ViTSpec
+from wave_deploy.training import TrainConfig, train
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--depth", type=int, default=6)
+    parser.add_argument("--embed-dim", type=int, default=128)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--patch-size", type=int, default=7)
+    parser.add_argument("--epochs", type=float, default=30)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    data = load_builtin(seed=args.seed)
+    spec = ViTSpec(depth=args.depth, embed_dim=args.embed_dim, num_heads=args.heads, patch_size=args.patch_size, img_size=28,
+                   in_chans=1, num_classes=data.info.num_classes)
+    model = random_init(spec, seed=args.seed)
+    config = TrainConfig(epochs=args.epochs, batch_size=128, lr=args.lr, warmup_steps=100, label_smoothing=0.1,
+                         seed=args.seed, min_lr_ratio=0.01)
+    result = train(model, config, data.train_x, data.train_labels, data.val_x, data.val_labels)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    extra = {"val_accuracy": result.final_val_acc, "epochs": args.epochs, "steps": result.steps,
+             "data": data.info.to_dict(), "seed": args.seed, "lr": args.lr}
+    save_folded(args.out, state, spec, extra)
+    logging.info("ancestry %s: val acc %.4f in %.0f s -> %s", spec.name, result.final_val_acc,
+                 result.wall_time_s, args.out)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    main()

@@ -1,0 +1,264 @@
+"""Stage 2 of WAVE (DESIGN 3.3): initialize a target size from a bank, train its scalers, expand.
+
+A target (L, D) owns its own scalers. Two ways to start them:
+
+- ``aux`` (default): *slice* the bank's auxiliary scalers. Width: the first D/w tiles of every embed-width
+  axis, the first H/w of every mlp axis, and the first D/w tiles of each of q, k and v (whole heads, since
+  w = head_dim). Depth: layer i of L comes from aux layer floor(i * L_aux / L), i.e. by relative depth.
+  Stage 1 trains the auxiliary model on exactly these slices (learngene.py), so every slice is itself a
+  working model before any stage-2 step.
+- ``random``: Gaussian scalers scaled so the expansion matches timm's init (WaveViT.init_scalers_random).
+
+Then only the scalers train (templates frozen), distilled from the bank's full auxiliary model when the task
+is the bank's own, with labels otherwise; then the expanded model is folded and trained densely.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from wave_deploy.errors import InvalidInputError
+from wave_deploy.spec import ViTSpec
+from wave_deploy.training import distillation_loss
+from wave_deploy.wave.bank import HEAD_KINDS, TemplateBank, kind_layouts
+from wave_deploy.wave.model import WaveViT, expanded_state_dict
+
+log = logging.getLogger(__name__)
+
+INIT_STRATEGIES = ("aux", "random")
+
+# Which width axis each dimension of a kind's scaler grid runs along ("D": embed width, "H": mlp hidden,
+# "qkv": three stacked D-wide blocks, None: fixed). Kinds not listed are length-D vectors.
+GRID_AXES: dict[str, tuple[str | None, ...]] = {
+    "attn.qkv.weight": ("qkv", "D"),
+    "attn.proj.weight": ("D", "D"),
+    "mlp.fc1.weight": ("H", "D"),
+    "mlp.fc2.weight": ("D", "H"),
+    "attn.qkv.bias": ("qkv",),
+    "mlp.fc1.bias": ("H",),
+    "patch_embed.proj.weight": ("D", None),
+    "cls_token": (None, "D"),
+    "pos_embed": (None, "D"),
+    "head.weight": (None, "D"),
+    "head.bias": (None,),
+}
+
+
+def layer_indices(src_depth: int, depth: int) -> list[int]:
+    """Source layer of each target layer, by relative depth: floor(i * src_depth / depth)."""
+    return [i * src_depth // depth for i in range(depth)]
+
+
+def slice_scalers(
+    scalers: dict[str, Tensor], src: ViTSpec, dst: ViTSpec, w: int, *, with_head: bool = True
+) -> dict[str, Tensor]:
+    """Scalers of ``dst`` cut out of those of the larger (or equal) ``src`` model; differentiable.
+
+    Shapes follow WaveViT: per-layer kinds (L, N, *grid), global kinds (N, *grid).
+    """
+    if dst.embed_dim > src.embed_dim or dst.mlp_hidden > src.mlp_hidden:
+        raise InvalidInputError(
+            f"cannot slice width {dst.embed_dim} out of the auxiliary model's width {src.embed_dim}"
+        )
+    keep = {"D": dst.embed_dim // w, "H": dst.mlp_hidden // w}
+    layers = torch.tensor(layer_indices(src.depth, dst.depth))
+    out = {}
+    for kind, S in scalers.items():
+        if kind in HEAD_KINDS and not with_head:
+            continue
+        axes = GRID_AXES.get(kind, ("D",))
+        if S.dim() == len(axes) + 2:  # per-layer kind: (L, N, *grid)
+            S = S.index_select(0, layers.to(S.device))
+        for k, axis in enumerate(axes):
+            dim = S.dim() - len(axes) + k
+            if axis == "qkv":  # (..., 3 * Dsrc/w, ...) -> first D/w tiles of each of q, k, v
+                S = S.unflatten(dim, (3, S.shape[dim] // 3)).narrow(dim + 1, 0, keep["D"]).flatten(dim, dim + 1)
+            elif axis is not None:
+                S = S.narrow(dim, 0, keep[axis])
+        out[kind] = S
+    return out
+
+
+def subnet_state_dict(aux: WaveViT, spec: ViTSpec) -> dict[str, Tensor]:
+    """Dense timm state dict of the sub-network ``spec`` of an auxiliary WaveViT (keeps the autograd graph)."""
+    layouts = kind_layouts(aux.geometry, spec)  # an auxiliary model always has the bank's templated head
+    scalers = slice_scalers({k: aux.scaler(k) for k in aux.layouts}, aux.spec, spec, aux.geometry.w)
+    templates = {k: aux.template(k) for k in layouts}
+    return expanded_state_dict(layouts, scalers, templates, spec.depth)
+
+
+class Subnet:
+    """Runs a sub-network of an auxiliary WaveViT through a parameter-free timm skeleton (meta device)."""
+
+    def __init__(self, spec: ViTSpec):
+        from timm.models.vision_transformer import VisionTransformer
+
+        self.spec = spec
+        with torch.device("meta"):
+            self.vit = VisionTransformer(**spec.timm_kwargs())
+
+    def __call__(self, aux: WaveViT, x: Tensor) -> Tensor:
+        self.vit.train(aux.training)
+        return functional_call(self.vit, subnet_state_dict(aux, self.spec), (x,), strict=True)
+
+
+class SlicedModel(nn.Module):
+    """A sub-network of an auxiliary WaveViT as a module (for evaluation): forward(x) -> logits."""
+
+    def __init__(self, aux: WaveViT, spec: ViTSpec):
+        super().__init__()
+        self.aux, self.subnet = aux, Subnet(spec)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.subnet(self.aux, x)
+
+
+def aux_model(bank: TemplateBank) -> WaveViT:
+    """The bank's full auxiliary model (templates + aux scalers), frozen, in eval mode."""
+    if bank.aux_spec is None or not bank.aux_scalers:
+        raise InvalidInputError("the template bank holds no auxiliary scalers; rebuild it with `templates build`")
+    model = WaveViT(bank, bank.aux_spec)
+    model.load_scalers(bank.aux_scalers)
+    model.requires_grad_(False)
+    return model.eval()
+
+
+def init_wave_model(bank: TemplateBank, spec: ViTSpec, strategy: str = "aux", seed: int = 0) -> WaveViT:
+    """A WaveViT of ``spec`` with scalers started by ``strategy`` (see the module docstring)."""
+    if strategy not in INIT_STRATEGIES:
+        raise InvalidInputError(f"unknown init strategy {strategy!r}; choose one of {', '.join(INIT_STRATEGIES)}")
+    bank.geometry.check_spec(spec)
+    model = WaveViT(bank, spec, seed=seed)  # random scalers (and a fresh head for a new task)
+    if strategy == "aux":
+        src = aux_model(bank)
+        if spec.depth > src.spec.depth and spec.embed_dim > src.spec.embed_dim:
+            log.info("target is deeper than the auxiliary model: layers are repeated by relative depth")
+        sliced = slice_scalers(src.scalers_dict(), src.spec, spec, bank.geometry.w, with_head=model.templated_head)
+        model.load_scalers(sliced)
+    return model
+
+
+class Distiller(nn.Module):
+    """``forward(x)`` -> student logits; ``forward(x, y)`` -> KL(teacher || student) tau^2 * alpha + CE * (1-alpha).
+
+    Training loops call it through ``loss_fn = lambda m, x, y: m(x, y)`` so DDP sees one forward call.
+    """
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, tau: float = 2.0, alpha: float = 0.5):
+        super().__init__()
+        self.student, self.tau, self.alpha = student, tau, alpha
+        self.teacher = teacher.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> "Distiller":
+        super().train(mode)
+        self.teacher.eval()  # the teacher never leaves eval mode
+        return self
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        logits = self.student(x)
+        if y is None:
+            return logits
+        with torch.no_grad():
+            t_logits = self.teacher(x)
+        return distillation_loss(logits, t_logits, y, tau=self.tau, alpha=self.alpha)
+
+
+def distill_loss_fn(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    return model(x, y)
+
+
+@dataclass
+class ScalerPhase:
+    steps: int = 100
+    batch_size: int = 128
+    lr: float = 3e-3
+    tau: float = 2.0
+    alpha: float = 0.5  # weight of the distillation term (1 - alpha on labels)
+    seed: int = 0
+
+
+def train_scalers(model: WaveViT, bank: TemplateBank, data, phase: ScalerPhase, **train_kwargs):
+    """Train only ``model``'s scalers (templates are buffers); distil from the aux model on the bank's task."""
+    from wave_deploy.training import TrainConfig, train
+
+    config = TrainConfig(
+        steps=phase.steps,
+        batch_size=phase.batch_size,
+        lr=phase.lr,
+        weight_decay=0.0,
+        warmup_steps=min(10, phase.steps // 10),
+        seed=phase.seed,
+    )
+    if phase.steps == 0:
+        return None
+    same_task = model.templated_head and bank.aux_spec is not None
+    if same_task:
+        runner = Distiller(model, aux_model(bank), tau=phase.tau, alpha=phase.alpha)
+        return train(runner, config, *_tensors(data), params=list(model.parameters()),
+                     loss_fn=distill_loss_fn, **train_kwargs)
+    return train(model, config, *_tensors(data), **train_kwargs)
+
+
+def _tensors(data) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(train_x, train_y, val_x, val_y) of a wave_deploy.data.Dataset."""
+    return data.train_x, data.train_labels, data.val_x, data.val_labels
+
+
+@dataclass
+class DensePhase:
+    steps: int = 0
+    batch_size: int = 128
+    lr: float = 5e-4
+    warmup_steps: int = 20
+    label_smoothing: float = 0.1
+    seed: int = 0
+
+
+def initialize(bank: TemplateBank, spec: ViTSpec, data, *, strategy: str = "aux", scaler: ScalerPhase | None = None,
+               dense: DensePhase | None = None, on_step=None, device: str = "auto"):
+    """Stage 2 end to end: init scalers, train them, fold into timm, optionally train densely.
+
+    Returns (timm VisionTransformer, record) where record holds the spec, steps, losses, val accuracies and
+    timings of each phase.
+    """
+    import time
+
+    from wave_deploy.folding import fold, load_folded
+    from wave_deploy.training import TrainConfig, evaluate, train
+
+    scaler = scaler or ScalerPhase()
+    dense = dense or DensePhase()
+    t0 = time.perf_counter()
+    wave = init_wave_model(bank, spec, strategy, seed=scaler.seed)
+    _, acc0 = evaluate(wave, data.val_x, data.val_labels, 512, torch.device("cpu"))
+    record: dict = {"spec": spec.to_dict(), "strategy": strategy, "scaler_count": wave.scaler_count(),
+                    "val_acc_at_init": acc0, "init_s": round(time.perf_counter() - t0, 3)}
+    result = train_scalers(wave, bank, data, scaler, on_step=on_step, device=device) if scaler.steps else None
+    record["scaler_phase"] = _phase_record(result)
+    state, spec = fold(wave.cpu())
+    model = load_folded(state, spec)
+    if dense.steps:
+        config = TrainConfig(steps=dense.steps, batch_size=dense.batch_size, lr=dense.lr,
+                             warmup_steps=dense.warmup_steps, label_smoothing=dense.label_smoothing,
+                             seed=dense.seed, device=device, min_lr_ratio=0.01)
+        result = train(model, config, *_tensors(data), on_step=on_step)
+        model = model.cpu().eval()
+    else:
+        result = None
+    record["dense_phase"] = _phase_record(result)
+    _, record["val_acc"] = evaluate(model, data.val_x, data.val_labels, 512, torch.device("cpu"))
+    record["total_s"] = round(time.perf_counter() - t0, 3)
+    return model, record
+
+
+def _phase_record(result) -> dict | None:
+    if result is None:
+        return None
+    return {"steps": result.steps, "train_time_s": round(result.train_time_s, 3),
+            "images_per_s": round(result.images_per_s, 1), "final_val_acc": result.final_val_acc,
+            "curve": [{"step": r.step, "train_loss": r.train_loss, "val_acc": r.val_acc} for r in result.history]}

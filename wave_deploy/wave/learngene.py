@@ -1,0 +1,267 @@
+"""Stage 1 of WAVE (DESIGN 3.2): condense an ancestry model into a TemplateBank by distillation.
+
+An auxiliary WaveViT (depth L_aux, width D_aux; templates AND scalers trainable) learns from a frozen teacher
+with loss = alpha * tau^2 * KL(teacher || student) + (1 - alpha) * CE. With ``elastic`` (default on), every
+step also trains one sub-network cut out of the auxiliary model exactly as stage 2 cuts a target
+(``init.slice_scalers``: width prefix, layers by relative depth), sampled from the sizes the bank will serve
+(the "sandwich": the full model every step plus one sampled size; cf. the width-wise stochastic scaling of the
+SWEET follow-up). This is what makes a sliced initialization a working model rather than a fragment.
+
+The same code runs under ``torchrun --nproc_per_node N`` (wave_deploy.training handles DDP); only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from wave_deploy import __version__
+from wave_deploy.errors import InvalidInputError
+from wave_deploy.spec import ViTSpec
+from wave_deploy.training import TrainConfig, distillation_loss, evaluate, train
+from wave_deploy.wave.bank import BankGeometry, TemplateBank
+from wave_deploy.wave.init import SlicedModel, Subnet, distill_loss_fn
+from wave_deploy.wave.model import WaveViT
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LearngeneConfig:
+    aux_depth: int = 6
+    aux_embed_dim: int = 128
+    w: int = 32  # template size (= head_dim by default)
+    head_dim: int = 32
+    patch_size: int = 4
+    mlp_ratio: float = 4.0
+    n_matrix: int = 16  # templates per matrix kind
+    n_vector: int = 4  # templates per vector kind
+    max_depth: int | None = None  # deepest target the bank serves (default: aux_depth)
+    elastic: bool = True
+    steps: int | None = None
+    epochs: float | None = None  # exactly one of steps / epochs; neither: 20 epochs
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 50
+    tau: float = 2.0
+    alpha: float = 0.7
+    seed: int = 0
+
+
+class TeacherInput(nn.Module):
+    """Feeds the teacher its own input geometry: resizes images and repeats grey channels when needed."""
+
+    def __init__(self, teacher: nn.Module, img_size: int, in_chans: int):
+        super().__init__()
+        self.teacher, self.img_size, self.in_chans = teacher, img_size, in_chans
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[1] != self.in_chans:
+            if x.shape[1] != 1:
+                raise InvalidInputError(f"cannot feed {x.shape[1]}-channel images to a {self.in_chans}-channel teacher")
+            x = x.expand(-1, self.in_chans, -1, -1)
+        if x.shape[-1] != self.img_size:
+            x = nn.functional.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False)
+        return self.teacher(x)
+
+
+class ElasticStudent(nn.Module):
+    """The auxiliary model plus its training objective.
+
+    ``forward(x)`` -> the full auxiliary model's logits (evaluation); ``forward(x, y)`` -> the stage-1 loss.
+    The step counter is a buffer so it is checkpointed, resumed, and broadcast from rank 0 under DDP: every
+    rank samples the same sub-network at the same step.
+    """
+
+    def __init__(self, aux: WaveViT, teacher: nn.Module, sizes: list[ViTSpec], config: LearngeneConfig):
+        super().__init__()
+        self.aux, self.config = aux, config
+        self.teacher = teacher.requires_grad_(False).eval()
+        self.subnets = [Subnet(s) for s in sizes]
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    def train(self, mode: bool = True) -> "ElasticStudent":
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def sampled_subnet(self) -> Subnet | None:
+        if not self.config.elastic or not self.subnets:
+            return None
+        g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + int(self.step))
+        return self.subnets[int(torch.randint(len(self.subnets), (1,), generator=g))]
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        if y is None:
+            return self.aux(x)
+        c = self.config
+        with torch.no_grad():
+            t_logits = self.teacher(x)
+        loss = distillation_loss(self.aux(x), t_logits, y, tau=c.tau, alpha=c.alpha)
+        sub = self.sampled_subnet()
+        if sub is not None:
+            loss = loss + distillation_loss(sub(self.aux, x), t_logits, y, tau=c.tau, alpha=c.alpha)
+        self.step += 1
+        return loss
+
+
+def bank_geometry(config: LearngeneConfig, img_size: int, in_chans: int, num_classes: int) -> BankGeometry:
+    return BankGeometry.create(
+        n_matrix=config.n_matrix,
+        n_vector=config.n_vector,
+        img_size=img_size,
+        patch_size=config.patch_size,
+        in_chans=in_chans,
+        num_classes=num_classes,
+        w=config.w,
+        head_dim=config.head_dim,
+        mlp_ratio=config.mlp_ratio,
+        max_depth=config.max_depth or config.aux_depth,
+        max_embed_dim=config.aux_embed_dim,
+    )
+
+
+def elastic_sizes(geom: BankGeometry, aux_spec: ViTSpec) -> list[ViTSpec]:
+    """Every producible (depth, width) no larger than the auxiliary model, except the auxiliary model itself."""
+    sizes = []
+    for depth in range(1, aux_spec.depth + 1):
+        for dim in geom.valid_embed_dims():
+            if dim <= aux_spec.embed_dim and (depth, dim) != (aux_spec.depth, aux_spec.embed_dim):
+                sizes.append(geom.make_spec(depth, dim))
+    return sizes
+
+
+def load_teacher(
+    *, name: str | None = None, pretrained: bool = False, checkpoint: str | Path | None = None,
+    arch: str | None = None, num_classes: int,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The ancestry model, frozen, and a description of it for the bank's provenance.
+
+    ``name`` (+ ``pretrained``): a timm model (weights downloaded by timm where the machine can).
+    ``checkpoint``: a wave-deploy folded checkpoint (spec in its metadata), or with ``arch`` a timm state dict
+    in safetensors or a torch file read with ``weights_only=True``. Nothing from the file is executed.
+    """
+    import timm
+
+    if (name is None) == (checkpoint is None):
+        raise InvalidInputError("give exactly one of a teacher model name or a teacher checkpoint")
+    if name is not None:
+        try:
+            model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes)
+        except RuntimeError as exc:  # unknown model name
+            raise InvalidInputError(f"cannot create teacher {name!r}: {exc}") from exc
+        return model.eval(), {"name": name, "pretrained": pretrained}
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise InvalidInputError(f"teacher checkpoint {path} does not exist")
+    if arch is None:
+        from wave_deploy.folding import load_folded_file
+
+        model, spec, extra = load_folded_file(path)
+        info = {"checkpoint": str(path), "spec": spec.to_dict(), **{k: v for k, v in extra.items() if k != "spec"}}
+    else:
+        model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
+        state = _read_state_dict(path)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise InvalidInputError(f"teacher checkpoint {path} does not fit {arch}: {str(exc).splitlines()[0]}") from exc
+        info = {"checkpoint": str(path), "arch": arch}
+    head_out = model.get_classifier().out_features if hasattr(model, "get_classifier") else None
+    if head_out is not None and head_out != num_classes:
+        raise InvalidInputError(f"teacher predicts {head_out} classes but the data has {num_classes}")
+    return model.eval(), info
+
+
+def _read_state_dict(path: Path) -> dict[str, Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise InvalidInputError(f"cannot read teacher checkpoint {path}: {exc}") from exc
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # weights_only refuses anything but tensors and containers
+        raise InvalidInputError(f"cannot read teacher checkpoint {path} safely: {str(exc).splitlines()[0]}") from exc
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise InvalidInputError(f"teacher checkpoint {path} is not a state dict of tensors")
+    return state
+
+
+def _teacher_input(teacher: nn.Module, img_size: int, in_chans: int) -> nn.Module:
+    cfg = getattr(teacher, "pretrained_cfg", None) or {}
+    size = cfg.get("input_size")
+    t_chans, t_img = (size[0], size[-1]) if size else (in_chans, img_size)
+    pe = getattr(teacher, "patch_embed", None)
+    if pe is not None and getattr(pe, "img_size", None):
+        t_img = pe.img_size[0]
+    if pe is not None and hasattr(pe, "proj"):
+        t_chans = pe.proj.in_channels
+    if (t_img, t_chans) == (img_size, in_chans):
+        return teacher
+    return TeacherInput(teacher, t_img, t_chans)
+
+
+def build_bank(
+    teacher: nn.Module, teacher_info: dict[str, Any], data, config: LearngeneConfig, *,
+    checkpoint_dir: str | Path | None = None, checkpoint_every: int | None = None, resume: bool = False,
+    on_step=None, device: str = "auto",
+) -> tuple[TemplateBank, dict[str, Any]]:
+    """Train the auxiliary model and return its bank (with provenance) and a summary of the run."""
+    x_tr, y_tr, x_va, y_va = data.train_x, data.train_labels, data.val_x, data.val_labels
+    info = data.info
+    img_size, in_chans = x_tr.shape[-1], x_tr.shape[1]
+    geom = bank_geometry(config, img_size, in_chans, info.num_classes)
+    aux_spec = geom.make_spec(config.aux_depth, config.aux_embed_dim)
+    bank0 = TemplateBank.init_random(geom, seed=config.seed)
+    aux = WaveViT(bank0, aux_spec, train_templates=True, seed=config.seed)
+    teacher = _teacher_input(teacher, img_size, in_chans)
+    student = ElasticStudent(aux, teacher, elastic_sizes(geom, aux_spec), config)
+    tcfg = TrainConfig(
+        steps=config.steps, epochs=config.epochs if config.steps or config.epochs else 20, batch_size=config.batch_size, lr=config.lr,
+        weight_decay=config.weight_decay, warmup_steps=config.warmup_steps, seed=config.seed, device=device,
+        checkpoint_every=checkpoint_every,
+    )
+    result = train(student, tcfg, x_tr, y_tr, x_va, y_va, params=list(aux.parameters()),
+                   loss_fn=distill_loss_fn, checkpoint_dir=checkpoint_dir, resume=resume, on_step=on_step)
+    aux.cpu().eval()
+    teacher.cpu()
+    accuracies = {"teacher": _accuracy(teacher, x_va, y_va), "aux": _accuracy(aux, x_va, y_va)}
+    for spec in _probe_sizes(geom, aux_spec):
+        accuracies[f"L{spec.depth}_D{spec.embed_dim}_sliced"] = _accuracy(SlicedModel(aux, spec), x_va, y_va)
+    provenance = {
+        "ancestry": teacher_info,
+        "data": info.to_dict(),
+        "schedule": {**asdict(config), "steps_run": result.steps},
+        "val_accuracy": accuracies,
+        "wave_deploy": __version__,
+        "torch": torch.__version__,
+        "command": " ".join(sys.argv),
+    }
+    bank = aux.export_bank(provenance)
+    return bank, {"accuracies": accuracies, "train": result.to_dict()}
+
+
+def _probe_sizes(geom: BankGeometry, aux_spec: ViTSpec) -> list[ViTSpec]:
+    """A few sub-sizes whose sliced accuracy the provenance records (smallest, middle, aux width at half depth)."""
+    dims = geom.valid_embed_dims()
+    picks = {(1, dims[0]), (max(1, aux_spec.depth // 2), dims[len(dims) // 2]), (aux_spec.depth, dims[0])}
+    return [geom.make_spec(d, e) for d, e in sorted(picks) if e <= aux_spec.embed_dim]
+
+
+@torch.no_grad()
+def _accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
+    _, acc = evaluate(model, x, y, batch_size=512, device=torch.device("cpu"))
+    return round(acc, 4)
