@@ -153,5 +153,5 @@ def build(teacher_name, pretrained, teacher_checkpoint, teacher_arch, data_path,
               "train_time_s": round(summary["train"]["train_time_s"], 1)}
     if as_json:
         print_json(result)
-    else:
+    elif not is_quiet():
         console(stderr=True).print(f"bank written to {path}; val accuracy {summary['accuracies']}", markup=False)

@@ -345,13 +345,15 @@ class TemplateBank:
     ) -> TemplateBank:
         """Unit-variance random templates (no aux scalers): the starting point of stage 1, and test banks.
 
-        Template 0 of every vector kind is constant ones, so LayerNorm's unit weight lies in the span.
+        Template 0 of every LayerNorm weight kind is constant ones, so LayerNorm's unit weight lies in the span.
+        (Not for the other vectors: a constant head bias or key bias is invisible to softmax, so its scaler
+        would get only rounding noise as gradient, which Adam turns into full-size random steps.)
         """
         g = torch.Generator().manual_seed(seed)
         templates = {}
         for kind in ALL_KINDS:
             t = torch.randn(geometry.templates[kind], *template_shape(geometry, kind), generator=g)
-            if t.dim() == 2:
+            if kind in ("norm1.weight", "norm2.weight", "norm.weight"):
                 t[0] = 1.0
             templates[kind] = t
         return cls(geometry, templates, provenance=dict(provenance or {"init": "random", "seed": seed}))
