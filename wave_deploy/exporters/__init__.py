@@ -1,0 +1,9 @@
+"""Exporters (DESIGN section 6): ONNX with parity gates (onnx.py), TensorRT plans and engines (tensorrt.py),
+the on-device bundle (bundle.py), and the small interface and registry that join them (base.py).
+
+Importing this package imports neither torch, onnx, onnxruntime nor tensorrt.
+"""
+
+from wave_deploy.exporters.base import REGISTRY, ExportContext, Exporter, export_for_profile, get_exporter
+
+__all__ = ["REGISTRY", "ExportContext", "Exporter", "export_for_profile", "get_exporter"]

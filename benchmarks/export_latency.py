@@ -1,0 +1,119 @@
+"""Does folding cost anything at inference? Folded WAVE models vs plain timm ViTs, exported the same way.
+
+For each size: a WaveViT built from a (random) template bank is folded, written as a folded checkpoint
+(safetensors) and loaded back as a timm VisionTransformer; a plain timm VisionTransformer of the same spec
+(timm's own init) is the baseline. Both are exported with the same exporter and opset, checked against
+PyTorch in ONNX Runtime (fp32 max abs error <= 1e-4), and timed in ONNX Runtime and in PyTorch eager on
+the same CPU threads. Latency rounds alternate between the models; the table reports medians of the
+per-round p50 latencies, the folded/plain ratio, and ONNX Runtime vs PyTorch eager side by side.
+
+    python benchmarks/export_latency.py [--rounds 5] [--iterations 50] [--threads 2] [--batch 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+from wave_deploy.bench.runners import OrtRunner, TorchRunner, benchmark
+from wave_deploy.exporters import onnx as ox
+from wave_deploy.folding import fold, load_folded_file, save_folded
+from wave_deploy.wave.bank import BankGeometry, TemplateBank
+from wave_deploy.wave.model import WaveViT
+
+GEOM_28 = {"img_size": 28, "patch_size": 4, "in_chans": 1, "w": 32, "head_dim": 32}
+GEOM_224 = {"img_size": 224, "patch_size": 16, "in_chans": 3, "w": 64, "head_dim": 64}
+# (label, geometry fields, depth, embed_dim): the MNIST-sized defaults and a DeiT-Tiny-shaped 224 px model.
+SIZES = [
+    ("28px d64 L4", GEOM_28, 4, 64),
+    ("28px d128 L6", GEOM_28, 6, 128),
+    ("28px d192 L6", GEOM_28, 6, 192),
+    ("224px d192 L12", GEOM_224, 12, 192),
+]
+
+
+def folded_and_plain(geom_fields: dict, depth: int, width: int, workdir: Path):
+    geom = BankGeometry.create(num_classes=10, mlp_ratio=4.0, max_depth=12, max_embed_dim=192, **geom_fields)
+    bank = TemplateBank.init_random(geom, seed=0)
+    spec = geom.make_spec(depth, width)
+    state, spec = fold(WaveViT(bank, spec, seed=1))
+    save_folded(workdir / "folded.safetensors", state, spec)
+    folded, spec, _ = load_folded_file(workdir / "folded.safetensors")
+    torch.manual_seed(0)
+    plain = VisionTransformer(**spec.timm_kwargs()).eval()
+    return spec, folded, plain
+
+
+def measure(label: str, geom_fields: dict, depth: int, width: int, args) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        spec, folded, plain = folded_and_plain(geom_fields, depth, width, workdir)
+        runners, parity, ops = {}, {}, {}
+        for name, model in (("folded", folded), ("plain", plain)):
+            path = workdir / f"{name}.onnx"
+            ox.export_onnx(
+                model, spec, path, exporter=args.exporter, batch_min=1, batch_max=max(8, args.batch)
+            )
+            inputs = [ox.seeded_inputs(spec, 1), ox.seeded_inputs(spec, max(8, args.batch), seed=1)]
+            parity[name] = ox.check_parity(path, model, inputs).max_abs_err
+            import onnx
+
+            ops[name] = [n.op_type for n in onnx.load(str(path)).graph.node]
+            runners[f"ort_{name}"] = OrtRunner(path, threads=args.threads)
+            runners[f"torch_{name}"] = TorchRunner(
+                model, runners[f"ort_{name}"].sample_shape, threads=args.threads
+            )
+        p50s = {key: [] for key in runners}
+        keys = list(runners)
+        for r in range(args.rounds):  # rotate the order every round so drift and contention hit all alike
+            for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
+                runner = runners[key]
+                stats = benchmark(runner, batch=args.batch, warmup=args.warmup, iterations=args.iterations)
+                p50s[key].append(stats.p50_ms)
+    med = {key: statistics.median(values) for key, values in p50s.items()}
+    return {
+        "label": label,
+        "params_m": sum(p.numel() for p in plain.parameters()) / 1e6,
+        "same_graph": ops["folded"] == ops["plain"],
+        "parity": max(parity.values()),
+        **med,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--iterations", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--exporter", choices=["dynamo", "legacy"], default="dynamo")
+    parser.add_argument("--only", default="", help="run only the sizes whose label contains this text")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"batch {args.batch}, {args.threads} threads, {args.rounds} rounds x {args.iterations} iterations, "
+          f"exporter {args.exporter}; medians of per-round p50 latency (ms)")  # fmt: skip
+    header = (f"| {'model':<15} | params M | same graph | max err | ORT folded | ORT plain | folded/plain "
+              f"| torch folded | torch plain | folded/plain | ORT/torch |")  # fmt: skip
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for label, geom_fields, depth, width in SIZES:
+        if args.only and args.only not in label:
+            continue
+        r = measure(label, geom_fields, depth, width, args)
+        print(
+            f"| {r['label']:<15} | {r['params_m']:8.2f} | {'yes' if r['same_graph'] else 'NO':<10} "
+            f"| {r['parity']:7.1e} | {r['ort_folded']:10.3f} | {r['ort_plain']:9.3f} "
+            f"| {r['ort_folded'] / r['ort_plain']:12.3f} | {r['torch_folded']:12.3f} | {r['torch_plain']:11.3f} "
+            f"| {r['torch_folded'] / r['torch_plain']:12.3f} | {r['ort_plain'] / r['torch_plain']:9.3f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Shared pieces of the on-device kit: exit codes, errors, bundle loading, parity and latency statistics.
+
+The statistics use the definitions of wave_deploy.bench.stats (numpy's linear percentiles) and write the
+same keys, without importing wave-deploy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+EXIT_OK, EXIT_INVALID, EXIT_MISSING, EXIT_STAGE, EXIT_PARITY = 0, 3, 4, 6, 7
+REPORT_SCHEMA_VERSION = 1
+
+
+class KitError(Exception):
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+def log(message: str) -> None:
+    print(f"[run_on_device] {message}", file=sys.stderr, flush=True)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_bundle(bundle: Path) -> tuple[dict, dict]:
+    """plan.json and the reference batches {batch: (inputs, outputs)}."""
+    plan_path, ref_path = bundle / "plan.json", bundle / "reference.npz"
+    for path in (plan_path, ref_path):
+        if not path.is_file():
+            raise KitError(f"{path} is missing: is this a wave-deploy bundle?", EXIT_INVALID)
+    try:
+        plan = json.loads(plan_path.read_text(encoding="utf-8"))
+        with np.load(ref_path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise KitError(f"cannot read the bundle: {exc}", EXIT_INVALID) from exc
+    required = ("profile", "runtime", "precision", "models", "tolerances", "reference_batches", "bench_batch",
+                "sample_shape", "output_name", "build_plan")  # fmt: skip
+    missing = [key for key in required if key not in plan]
+    if missing:
+        raise KitError(f"plan.json lacks {', '.join(missing)}: is this a wave-deploy bundle?", EXIT_INVALID)
+    refs = {}
+    for batch in plan["reference_batches"]:
+        try:
+            refs[int(batch)] = (arrays[f"inputs_b{batch}"], arrays[f"outputs_b{batch}"])
+        except KeyError as exc:
+            raise KitError(f"reference.npz lacks {exc} for batch {batch}", EXIT_INVALID) from exc
+    return plan, refs
+
+
+# --- statistics: the same definitions as wave_deploy.bench.stats (numpy's linear percentiles) -----------
+
+
+def latency_stats(samples_ms, *, batch, warmup, timed, runtime, hardware, threads) -> dict:
+    samples = np.sort(np.asarray(samples_ms, dtype=np.float64))
+    p50, p90, p95, p99 = (float(np.percentile(samples, q)) for q in (50, 90, 95, 99))
+    mean = float(np.mean(samples))
+    return {
+        "batch": int(batch),
+        "iterations": int(samples.size),
+        "warmup": int(warmup),
+        "p50_ms": p50,
+        "p90_ms": p90,
+        "p95_ms": p95,
+        "p99_ms": p99,
+        "mean_ms": mean,
+        "min_ms": float(samples[0]),
+        "max_ms": float(samples[-1]),
+        "throughput_img_per_s": batch / (mean / 1000.0) if mean > 0 else float("inf"),
+        "timed": timed,
+        "runtime": runtime,
+        "hardware": hardware,
+        "threads": threads,
+    }
+
+
+def compare(name: str, got: np.ndarray, ref: np.ndarray, tol: dict) -> dict:
+    if got.shape != ref.shape:
+        raise KitError(f"{name}: output shape {got.shape} != reference {ref.shape}", EXIT_PARITY)
+    err = float(np.max(np.abs(got.astype(np.float64) - ref.astype(np.float64))))
+    limit = float(tol["atol"]) + float(tol.get("rtol", 0.0)) * float(np.max(np.abs(ref)))
+    return {"batch": int(ref.shape[0]), "max_abs_err": err, "limit": limit, "passed": err <= limit}
+
+
+def cpu_description() -> str:
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine() or "unknown CPU"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model} ({cores} logical cores)"
+
+
+def device_model() -> str | None:
+    """The board name on Jetsons and other device-tree machines."""
+    try:
+        return Path("/proc/device-tree/model").read_text(encoding="utf-8", errors="replace").strip("\x00\n ")
+    except OSError:
+        return None

@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""wave-deploy on-device kit: build, check and benchmark the bundled model on the device itself.
+
+One command, run inside the bundle directory on the target device:
+
+    python3 run_on_device.py                          # runtime from plan.json (TensorRT for Jetsons)
+    python3 run_on_device.py --runtime onnxruntime    # ONNX Runtime instead (also works on any machine)
+
+It needs only numpy plus TensorRT (trtexec, or the tensorrt Python package to build) or onnxruntime; it
+does not import wave-deploy, torch or timm. Steps: (TensorRT) build the engine from the plan; run the
+reference inputs (reference.npz) and compare with the reference outputs within the plan's tolerance;
+benchmark (warmup + N timed iterations); write device_report.json with the same latency keys as
+wave-deploy's report.json. Exit codes follow wave-deploy: 0 ok, 3 invalid bundle, 4 missing runtime or
+GPU, 6 a build step failed, 7 parity failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the kit's sibling modules
+
+from kit_common import (
+    EXIT_INVALID,
+    EXIT_MISSING,
+    EXIT_OK,
+    EXIT_PARITY,
+    REPORT_SCHEMA_VERSION,
+    KitError,
+    compare,
+    cpu_description,
+    device_model,
+    latency_stats,
+    load_bundle,
+    log,
+    sha256,
+)
+
+HERE = Path(__file__).resolve().parent
+
+
+# --- ONNX Runtime path --------------------------------------------------------------------------------
+
+
+def run_onnxruntime(bundle: Path, plan: dict, refs: dict, args) -> dict:
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise KitError("onnxruntime is not installed: pip install onnxruntime", EXIT_MISSING) from exc
+    precision = plan["precision"] if plan["precision"] in plan["models"] else "fp32"
+    model_path = bundle / plan["models"][precision]
+    if not model_path.is_file():
+        raise KitError(f"{model_path} is missing", EXIT_INVALID)
+    providers = args.provider or ["CPUExecutionProvider"]
+    unknown = [p for p in providers if p not in ort.get_available_providers()]
+    if unknown:
+        raise KitError(f"ONNX Runtime provider(s) {unknown} not available here", EXIT_MISSING)
+    threads = args.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(model_path), options, providers=providers)
+    actual = session.get_providers()
+    name = session.get_inputs()[0].name
+    tol = plan["tolerances"][precision]
+    checks = [compare(model_path.name, session.run(None, {name: x})[0], y, tol) for x, y in refs.values()]
+    result = {
+        "runtime": "onnxruntime",
+        "runtime_version": ort.__version__,
+        "providers": actual,
+        "precision": precision,
+        "model_file": model_path.name,
+        "model_sha256": sha256(model_path),
+        "parity": {"tolerance": tol, "batches": checks},
+    }
+    if not all(c["passed"] for c in checks):
+        return result
+    x = np.random.default_rng(0).standard_normal((args.batch, *plan["sample_shape"])).astype(np.float32)
+    for _ in range(args.warmup):
+        session.run(None, {name: x})
+    samples = []
+    for _ in range(args.iterations):
+        start = time.perf_counter_ns()
+        session.run(None, {name: x})
+        samples.append((time.perf_counter_ns() - start) / 1e6)
+    on_gpu = actual[0] != "CPUExecutionProvider"
+    hardware = device_model() or cpu_description()
+    result["latency"] = latency_stats(
+        samples, batch=args.batch, warmup=args.warmup, timed="host-to-host",
+        runtime=f"onnxruntime {ort.__version__} [{', '.join(actual)}]",
+        hardware=hardware if not on_gpu else f"{hardware} (GPU via {actual[0]})", threads=threads,
+    )  # fmt: skip
+    return result
+
+
+# --- report -------------------------------------------------------------------------------------------
+
+
+def power_mode() -> str | None:
+    """`nvpmodel -q` on Jetsons: latency without the power mode is meaningless."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvpmodel"):
+        return None
+    try:
+        out = subprocess.run(
+            ["nvpmodel", "-q"], check=False, capture_output=True, text=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return " ".join(out.split()) or None
+
+
+def write_report(path: Path, report: dict) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runtime", choices=["auto", "tensorrt", "onnxruntime"], default="auto",
+                        help="auto: the runtime named in plan.json")  # fmt: skip
+    parser.add_argument("--bundle", type=Path, default=HERE, help="bundle directory (default: this script's)")
+    parser.add_argument(
+        "--batch", type=int, default=None, help="benchmark batch (default: the budget's batch)"
+    )
+    parser.add_argument("--warmup", type=int, default=20, help="untimed iterations before timing")
+    parser.add_argument("--iterations", type=int, default=200, help="timed iterations")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--provider", action="append", help="ONNX Runtime execution provider (repeatable)")
+    parser.add_argument(
+        "--trtexec", default=None, help="path to trtexec (default: PATH, then /usr/src/tensorrt)"
+    )
+    parser.add_argument(
+        "--report", type=Path, default=None, help="output file (default: BUNDLE/device_report.json)"
+    )
+    args = parser.parse_args(argv)
+    bundle = args.bundle.resolve()
+    report_path = args.report or bundle / "device_report.json"
+    report: dict = {"schema_version": REPORT_SCHEMA_VERSION, "kind": "device_report", "passed": False}
+    code = EXIT_OK
+    try:
+        if args.warmup < 0 or args.iterations < 1:
+            raise KitError("need --warmup >= 0 and --iterations >= 1", EXIT_INVALID)
+        plan, refs = load_bundle(bundle)
+        args.batch = args.batch or int(plan["bench_batch"])
+        runtime = plan["runtime"] if args.runtime == "auto" else args.runtime
+        report.update(profile=plan["profile"], bundle=str(bundle), power_mode=power_mode(), batch=args.batch)
+        if runtime == "tensorrt":
+            import trt_device
+
+            result = trt_device.run_tensorrt(bundle, plan, refs, args)
+        else:
+            result = run_onnxruntime(bundle, plan, refs, args)
+        report.update(result)
+        parity = report["parity"]
+        parity["max_abs_err"] = max(c["max_abs_err"] for c in parity["batches"])
+        parity["passed"] = all(c["passed"] for c in parity["batches"])
+        report["hardware"] = report.get("latency", {}).get("hardware") or device_model() or cpu_description()
+        report["passed"] = parity["passed"]
+        if not parity["passed"]:
+            worst = max(parity["batches"], key=lambda c: c["max_abs_err"] - c["limit"])
+            raise KitError(
+                f"parity failed: max abs error {worst['max_abs_err']:.3g} > {worst['limit']:.3g} "
+                f"at batch {worst['batch']}", EXIT_PARITY,
+            )  # fmt: skip
+    except KitError as exc:
+        report["passed"] = False
+        report["error"] = str(exc)
+        code = exc.code
+        log(f"error: {exc}")
+    write_report(report_path, report)
+    lat = report.get("latency")
+    if lat:
+        log(f"{lat['runtime']} batch {lat['batch']}: p50 {lat['p50_ms']:.3f} ms, p99 {lat['p99_ms']:.3f} ms, "
+            f"{lat['throughput_img_per_s']:.1f} img/s ({lat['timed']})")  # fmt: skip
+    log(f"{'PASS' if report['passed'] else 'FAIL'}: report written to {report_path}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

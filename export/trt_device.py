@@ -1,0 +1,177 @@
+"""TensorRT side of the on-device kit: build the engine from plan.json, check parity, benchmark.
+
+trtexec (shipped with JetPack at /usr/src/tensorrt/bin/trtexec) does the work: it builds the engine with
+the plan's exact command line, runs the reference inputs (--loadInputs / --exportOutput) and times the
+engine (--exportTimes, per-iteration GPU compute times). Where trtexec is missing but the tensorrt Python
+package is present, the engine is built with the Python API; running it still needs trtexec. The GPU is
+looked for before anything touches TensorRT. No wave-deploy, torch or timm imports here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+from kit_common import EXIT_INVALID, EXIT_MISSING, EXIT_STAGE, KitError, compare, latency_stats
+
+JETPACK_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
+GPU_NODES = ("/dev/nvidia0", "/dev/nvhost-ctrl-gpu", "/dev/nvgpu/igpu0/ctrl", "/dev/nvmap")
+
+
+def find_gpu() -> str:
+    found = [node for node in GPU_NODES if Path(node).exists()]
+    if not found:
+        raise KitError(f"no NVIDIA GPU device node found ({', '.join(GPU_NODES)})", EXIT_MISSING)
+    return found[0]
+
+
+def find_trtexec(explicit: str | None) -> str | None:
+    for candidate in (explicit, shutil.which("trtexec"), JETPACK_TRTEXEC):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+def _run(cmd: list[str], cwd: Path, what: str) -> str:
+    proc = subprocess.run(cmd, check=False, cwd=cwd, capture_output=True, text=True)
+    (cwd / f"trtexec_{what}.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
+        raise KitError(
+            f"trtexec {what} failed (exit {proc.returncode}), see trtexec_{what}.log:\n{tail}", EXIT_STAGE
+        )
+    return proc.stdout + proc.stderr
+
+
+def _parse_device(log_text: str) -> dict:
+    """TensorRT version, GPU name and compute capability from trtexec's banner."""
+    found = {}
+    for key, pattern in (
+        ("tensorrt_version", r"TensorRT version:\s*([0-9.]+)"),
+        ("gpu_name", r"Selected Device:\s*(.+)"),
+        ("compute_capability", r"Compute Capability:\s*([0-9.]+)"),
+    ):
+        match = re.search(pattern, log_text)
+        if match:
+            found[key] = match.group(1).strip()
+    return found
+
+
+def build_with_python_api(plan: dict, onnx_path: Path, engine_path: Path) -> dict:
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise KitError("neither trtexec nor the tensorrt Python package is available", EXIT_MISSING) from exc
+    bp = plan["build_plan"]
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = (
+        1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if bp["path"] == "strongly_typed" else 0
+    )
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise KitError(f"TensorRT cannot parse {onnx_path.name}: {errors}", EXIT_STAGE)
+    config = builder.create_builder_config()
+    if bp["workspace_mib"]:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(bp["workspace_mib"]) << 20)
+    for name in bp["builder_flags"]:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    if bp["disable_tf32"]:
+        config.clear_flag(trt.BuilderFlag.TF32)
+    profile = builder.create_optimization_profile()
+    profile.set_shape(bp["input_name"], bp["min_shape"], bp["opt_shape"], bp["max_shape"])
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise KitError("TensorRT failed to build the engine", EXIT_STAGE)
+    engine_path.write_bytes(bytes(serialized))
+    return {"tensorrt_version": trt.__version__, "built_with": "tensorrt python API"}
+
+
+def _engine_output(out_json: Path, name: str) -> np.ndarray:
+    """One output tensor from trtexec --exportOutput JSON: [{"name", "dimensions": "AxB", "values": [...]}]."""
+    entries = json.loads(out_json.read_text(encoding="utf-8"))
+    for entry in entries:
+        if entry.get("name") == name:
+            dims = [int(d) for d in str(entry["dimensions"]).split("x") if d]
+            return np.asarray(entry["values"], dtype=np.float32).reshape(dims)
+    raise KitError(f"trtexec output file {out_json.name} has no tensor '{name}'", EXIT_STAGE)
+
+
+def compute_times_ms(times_json: Path, *, compute_only: bool) -> list[float]:
+    """Per-iteration times from trtexec --exportTimes: GPU compute, or host-to-host latency with copies."""
+    key = "computeMs" if compute_only else "latencyMs"
+    entries = json.loads(times_json.read_text(encoding="utf-8"))
+    return [float(e[key]) for e in entries if isinstance(e, dict) and key in e]
+
+
+def run_tensorrt(bundle: Path, plan: dict, refs: dict, args) -> dict:
+    gpu_node = find_gpu()
+    bp = plan["build_plan"]
+    if not bp:
+        raise KitError("plan.json has no TensorRT build plan (a CPU profile?)", EXIT_INVALID)
+    trtexec = find_trtexec(args.trtexec)
+    onnx_file = plan["models"][bp["onnx_variant"]]
+    engine_path = bundle / "model.engine"
+    shape = lambda batch: "x".join(str(d) for d in [batch, *plan["sample_shape"]])
+    engine = {"gpu_device_node": gpu_node, "onnx_file": onnx_file}
+    if trtexec:
+        build_cmd = [trtexec, *plan["trtexec_build"][1:]]
+        engine.update(
+            _parse_device(_run(build_cmd, bundle, "build")), built_with="trtexec", command=build_cmd
+        )
+    else:
+        engine.update(build_with_python_api(plan, bundle / onnx_file, engine_path))
+    # Beside the engine, as wave-deploy's build_engine does: which TensorRT and GPU it only runs on.
+    meta = {k: engine.get(k) for k in ("tensorrt_version", "gpu_name", "compute_capability", "built_with")}
+    (bundle / "engine.json").write_text(json.dumps({**meta, "precision": bp["precision"]}, indent=2) + "\n")
+    if not trtexec:
+        raise KitError(
+            "engine built, but running it needs trtexec (JetPack: " + JETPACK_TRTEXEC + ")", EXIT_MISSING
+        )
+    name_in, name_out = bp["input_name"], plan["output_name"]
+    tol = plan["tolerances"][bp["precision"]]
+    checks = []
+    for batch, (x, y) in refs.items():
+        in_bin, out_json = bundle / f"ref_input_b{batch}.bin", bundle / f"trt_output_b{batch}.json"
+        np.ascontiguousarray(x, dtype=np.float32).tofile(in_bin)
+        _run([trtexec, f"--loadEngine={engine_path.name}", f"--shapes={name_in}:{shape(batch)}",
+              f"--loadInputs={name_in}:{in_bin.name}", f"--exportOutput={out_json.name}",
+              "--iterations=1", "--warmUp=0", "--duration=0"], bundle, f"parity_b{batch}")  # fmt: skip
+        checks.append(compare(f"engine batch {batch}", _engine_output(out_json, name_out), y, tol))
+    result = {
+        "runtime": "tensorrt",
+        "runtime_version": engine.get("tensorrt_version"),
+        "precision": bp["precision"],
+        "model_file": onnx_file,
+        "engine": engine,
+        "parity": {"tolerance": tol, "batches": checks},
+    }
+    if not all(c["passed"] for c in checks):
+        return result
+    bench = bp["bench"]
+    compute_only = bool(bench["no_data_transfers"])
+    cmd = [trtexec, f"--loadEngine={engine_path.name}", f"--shapes={name_in}:{shape(args.batch)}",
+           f"--iterations={args.iterations}", f"--warmUp={bench['warmup_ms']}", "--duration=0",
+           f"--avgRuns={bench['avg_runs']}", f"--percentile={','.join(str(p) for p in bench['percentiles'])}",
+           "--exportTimes=trt_times.json"]  # fmt: skip
+    cmd += ["--useSpinWait"] * bool(bench["use_spin_wait"]) + ["--noDataTransfers"] * compute_only
+    _run(cmd, bundle, "bench")
+    samples = compute_times_ms(bundle / "trt_times.json", compute_only=compute_only)
+    if not samples:
+        raise KitError("trtexec wrote no per-iteration times", EXIT_STAGE)
+    hardware = (
+        f"{engine.get('gpu_name', 'NVIDIA GPU')} (compute capability {engine.get('compute_capability', '?')})"
+    )
+    result["latency"] = latency_stats(
+        samples, batch=args.batch, warmup=0, timed="compute only" if compute_only else "host-to-host",
+        runtime=f"tensorrt {engine.get('tensorrt_version', '?')} [{bp['precision']}]", hardware=hardware, threads=None,
+    )  # fmt: skip
+    result["bench"] = {"command": cmd, "warmup_ms": bench["warmup_ms"]}
+    return result

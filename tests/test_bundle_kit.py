@@ -1,0 +1,259 @@
+"""`wave-deploy export` and the on-device bundle: the kit runs standalone and gates on parity."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from timm.models.vision_transformer import VisionTransformer
+
+from wave_deploy.bench.stats import LATENCY_KEYS
+from wave_deploy.cli.main import cli
+from wave_deploy.fileio import sha256_file
+from wave_deploy.folding import save_folded
+from wave_deploy.spec import ViTSpec
+
+KIT_DIR = Path(__file__).resolve().parents[1] / "export"
+SPEC = ViTSpec(depth=2, embed_dim=32, num_heads=2, patch_size=7)
+# Runs a kit script with torch, timm and wave_deploy made unimportable: the kit must not need them.
+GUARD = """
+import runpy, sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "timm", "wave_deploy", "torchvision"):
+            raise ImportError(f"the on-device kit imported {name}")
+sys.meta_path.insert(0, Block())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = VisionTransformer(**SPEC.timm_kwargs()).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "folded.safetensors"
+    save_folded(path, model.state_dict(), SPEC)
+    return path
+
+
+@pytest.fixture(scope="module")
+def jetson_export(tmp_path_factory, checkpoint):
+    out = tmp_path_factory.mktemp("jetson")
+    result = CliRunner().invoke(
+        cli, ["export", str(checkpoint), "--profile", "jetson", "--out", str(out), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    return out, json.loads(result.stdout)
+
+
+def run_kit(bundle: Path, *args: str) -> subprocess.CompletedProcess:
+    guard = bundle.parent / "guard.py"
+    guard.write_text(GUARD)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(bundle.parent), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-I", str(guard), "run_on_device.py", *args]
+    return subprocess.run(cmd, cwd=bundle, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_kit_sources_import_only_the_standard_library_numpy_and_runtimes():
+    allowed = set(sys.stdlib_module_names) | {"numpy", "onnxruntime", "tensorrt", "kit_common", "trt_device"}
+    for path in KIT_DIR.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
+
+
+def test_export_for_jetson_writes_parity_checked_onnx_fp16_variant_and_a_bundle(jetson_export):
+    out, summary = jetson_export
+    assert summary["profile"] == "jetson-orin-nano-8gb" and summary["spec"] == SPEC.to_dict()
+    assert summary["onnx"]["parity"]["passed"] and summary["onnx"]["parity"]["max_abs_err"] <= 1e-4
+    [fp16] = summary["onnx"]["variants"]
+    assert fp16["precision"] == "fp16" and fp16["passed"] and (out / "model.fp16.onnx").is_file()
+    trt = summary["tensorrt"]
+    assert trt["target"] and trt["plan"]["path"] == "flags" and "--fp16" in trt["trtexec"]
+    assert trt["bundle"] == str(out / "bundle") and "built on the device" in trt["bundle_reason"]
+    assert json.loads((out / "export.json").read_text()) == summary
+
+
+def test_bundle_holds_model_plan_references_kit_and_the_exact_trtexec_line(jetson_export):
+    out, _ = jetson_export
+    bundle = out / "bundle"
+    plan = json.loads((bundle / "plan.json").read_text())
+    assert (
+        plan["sha256"]["model.onnx"] == sha256_file(bundle / "model.onnx") == sha256_file(out / "model.onnx")
+    )
+    assert plan["reference_batches"] == [1, 8]
+    with np.load(bundle / "reference.npz") as refs:
+        assert refs["inputs_b8"].shape == (8, 1, 28, 28) and refs["outputs_b8"].shape == (8, 10)
+    for name in ("run_on_device.py", "kit_common.py", "trt_device.py"):
+        assert (bundle / name).read_bytes() == (KIT_DIR / name).read_bytes()
+    readme = (bundle / "README.md").read_text()
+    assert "python3 run_on_device.py" in readme and shlex.join(plan["trtexec_bench"]) in readme
+    assert plan["trtexec_build"][:2] == ["trtexec", "--onnx=model.onnx"]
+
+
+def test_jetson_bundle_passes_its_own_onnxruntime_parity_check_without_torch_or_wave_deploy(
+    jetson_export, tmp_path
+):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(jetson_export[0] / "bundle", bundle)
+    proc = run_kit(
+        bundle, "--runtime", "onnxruntime", "--iterations", "20", "--warmup", "2", "--threads", "1"
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((bundle / "device_report.json").read_text())
+    assert report["passed"] and report["parity"]["passed"] and report["parity"]["max_abs_err"] <= 1e-4
+    assert report["schema_version"] == 1 and report["runtime"] == "onnxruntime"
+    assert report["providers"] == ["CPUExecutionProvider"] and report["precision"] == "fp32"
+    assert set(report["latency"]) == set(LATENCY_KEYS)
+    assert report["latency"]["iterations"] == 20 and report["latency"]["batch"] == 1
+
+
+def test_kit_exits_7_and_reports_failure_when_reference_outputs_are_corrupted(jetson_export, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(jetson_export[0] / "bundle", bundle)
+    with np.load(bundle / "reference.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["outputs_b8"][3, 2] += 0.5
+    np.savez(bundle / "reference.npz", **arrays)
+    proc = run_kit(bundle, "--runtime", "onnxruntime", "--iterations", "2", "--threads", "1")
+    assert proc.returncode == 7, proc.stderr
+    report = json.loads((bundle / "device_report.json").read_text())
+    assert not report["passed"] and not report["parity"]["passed"]
+    assert report["parity"]["max_abs_err"] == pytest.approx(0.5, rel=1e-3)
+    assert "parity failed" in report["error"] and "latency" not in report
+
+
+def test_kit_exits_3_for_an_incomplete_bundle(jetson_export, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(jetson_export[0] / "bundle", bundle)
+    (bundle / "reference.npz").unlink()
+    proc = run_kit(bundle, "--runtime", "onnxruntime")
+    assert proc.returncode == 3
+    assert "reference.npz" in json.loads((bundle / "device_report.json").read_text())["error"]
+
+
+@pytest.mark.skipif(any(os.path.exists(p) for p in ("/dev/nvidia0", "/dev/nvmap")), reason="a GPU is present")
+def test_kit_tensorrt_path_without_a_gpu_exits_4(jetson_export, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(jetson_export[0] / "bundle", bundle)
+    proc = run_kit(bundle)  # runtime from plan.json: tensorrt
+    assert proc.returncode == 4
+    assert "no NVIDIA GPU" in json.loads((bundle / "device_report.json").read_text())["error"]
+
+
+def test_trtexec_exported_times_give_compute_or_host_to_host_samples(tmp_path):
+    spec = importlib.util.spec_from_file_location("trt_device", KIT_DIR / "trt_device.py")
+    sys.path.insert(0, str(KIT_DIR))
+    try:
+        trt_device = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(trt_device)
+    finally:
+        sys.path.remove(str(KIT_DIR))
+    times = [{"count": 2}, {"startComputeMs": 1.0, "computeMs": 0.25, "latencyMs": 0.4},
+             {"startComputeMs": 2.0, "computeMs": 0.5, "latencyMs": 0.7}]  # fmt: skip
+    (tmp_path / "times.json").write_text(json.dumps(times))
+    assert trt_device.compute_times_ms(tmp_path / "times.json", compute_only=True) == [0.25, 0.5]
+    assert trt_device.compute_times_ms(tmp_path / "times.json", compute_only=False) == [0.4, 0.7]
+
+
+def test_export_cli_exit_codes(tmp_path, checkpoint):
+    runner = CliRunner()
+    missing = runner.invoke(
+        cli, ["export", str(tmp_path / "nope.safetensors"), "--profile", "jetson", "--out", str(tmp_path)]
+    )
+    assert missing.exit_code == 3 and "does not exist" in missing.output
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    assert runner.invoke(cli, ["export", str(tmp_path / "junk.safetensors"), "--profile", "jetson",
+                               "--out", str(tmp_path / "o")]).exit_code == 3  # fmt: skip
+    bad_profile = runner.invoke(
+        cli, ["export", str(checkpoint), "--profile", "no-such-device", "--out", str(tmp_path)]
+    )
+    assert bad_profile.exit_code == 3
+    assert runner.invoke(cli, ["export", str(checkpoint), "--profile", "jetson", "--out", str(tmp_path / "o"),
+                               "--opset", "13"]).exit_code == 2  # fmt: skip
+
+
+def test_export_cli_for_a_cpu_profile_writes_no_bundle(tmp_path, checkpoint):
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--profile", "x86-cpu", "--out", str(tmp_path),
+                                      "--exporter", "legacy", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["tensorrt"] == {"target": False, "reason": "not a TensorRT target (runtime onnxruntime)"}
+    assert summary["onnx"]["model"]["exporter"] == "legacy" and not (tmp_path / "bundle").exists()
+
+
+def _variant_profile(version: str, precision: str):
+    from wave_deploy.profiles import load_profile
+
+    jetson = load_profile("jetson")
+    return jetson.model_copy(
+        update={
+            "software": jetson.software.model_copy(update={"tensorrt_version": version}),
+            "runtime": jetson.runtime.model_copy(update={"precision": precision}),
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("version", "precision", "model_file"),
+    [("11.0", "fp16", "model.fp16.onnx"), ("10.3", "int8", "model.int8.qdq.onnx")],
+)
+def test_bundle_carries_the_onnx_variant_the_plan_builds_from_and_the_kit_checks_it(
+    tmp_path, version, precision, model_file
+):
+    from wave_deploy.exporters import export_for_profile
+    from wave_deploy.folding import load_folded_file
+
+    model, spec, _ = load_folded_file(_checkpoint_path(tmp_path))
+    summary = export_for_profile(model, spec, _variant_profile(version, precision), tmp_path / "out")
+    plan = json.loads((tmp_path / "out" / "bundle" / "plan.json").read_text())
+    assert plan["models"][plan["build_plan"]["onnx_variant"]] == model_file
+    assert plan["trtexec_build"][1] == f"--onnx={model_file}"
+    assert summary["onnx"]["variants"][0]["precision"] == precision
+    proc = run_kit(
+        tmp_path / "out" / "bundle", "--runtime", "onnxruntime", "--iterations", "3", "--threads", "1"
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "out" / "bundle" / "device_report.json").read_text())
+    assert report["precision"] == precision and report["model_file"] == model_file
+    assert report["parity"]["tolerance"] == plan["tolerances"][precision] and report["parity"]["passed"]
+
+
+def test_int8_cpu_profile_gets_dynamic_quantization_checked_on_given_validation_images(tmp_path):
+    from wave_deploy.exporters import export_for_profile
+    from wave_deploy.folding import load_folded_file
+    from wave_deploy.profiles import load_profile
+
+    model, spec, _ = load_folded_file(_checkpoint_path(tmp_path))
+    x86 = load_profile("x86-cpu")
+    profile = x86.model_copy(update={"runtime": x86.runtime.model_copy(update={"precision": "int8"})})
+    validation = np.random.default_rng(5).uniform(-1, 1, (40, 1, 28, 28)).astype(np.float32)
+    summary = export_for_profile(
+        model, spec, profile, tmp_path / "out", exporter="legacy", validation=validation
+    )
+    [int8] = summary["onnx"]["variants"]
+    assert (int8["precision"], int8["method"], int8["n_validation"]) == ("int8", "dynamic", 40)
+    assert int8["passed"] and summary["onnx"]["validation_source"] == "given validation data"
+    assert (tmp_path / "out" / "model.int8.onnx").is_file() and summary["tensorrt"]["target"] is False
+
+
+def _checkpoint_path(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path / "folded.safetensors"
+    save_folded(path, VisionTransformer(**SPEC.timm_kwargs()).eval().state_dict(), SPEC)
+    return path
