@@ -36,6 +36,14 @@ def stage_key(**parts: Any) -> str:
 
 
 @dataclass
+class StageOutput:
+    """What a stage function returns: a JSON-able result and the files it wrote (relative to out_dir)."""
+
+    result: dict[str, Any]
+    files: list[str]
+
+
+@dataclass
 class StageRecord:
     name: str
     key: str
@@ -91,21 +99,21 @@ class StageRunner:
                 return False
         return True
 
-    def run(self, name: str, key: str, fn: Callable[[Path], dict[str, Any]], outputs: list[str]) -> StageRecord:
-        """Run ``fn(out_dir) -> result dict`` unless a valid cached result exists; ``outputs`` are relative paths."""
+    def run(self, name: str, key: str, fn: Callable[[Path], StageOutput]) -> StageRecord:
+        """Run ``fn(out_dir) -> StageOutput`` unless a valid cached result for ``key`` exists."""
         prev = self.previous.get(name)
         if prev is not None and self._still_valid(prev, key):
             record = StageRecord(name, key, prev["outputs"], prev["seconds"], prev.get("result", {}), reused=True)
             log.info("stage %s: reused (key %s)", name, key)
         else:
             t0 = time.perf_counter()
-            result = fn(self.out_dir)
+            out = fn(self.out_dir)
             seconds = time.perf_counter() - t0
-            missing = [rel for rel in outputs if not (self.out_dir / rel).is_file()]
+            missing = [rel for rel in out.files if not (self.out_dir / rel).is_file()]
             if missing:
                 raise RuntimeError(f"stage {name} did not write {', '.join(missing)}")
-            hashes = {rel: sha256_file(self.out_dir / rel) for rel in outputs}
-            record = StageRecord(name, key, hashes, round(seconds, 3), result)
+            hashes = {rel: sha256_file(self.out_dir / rel) for rel in sorted(out.files)}
+            record = StageRecord(name, key, hashes, round(seconds, 3), out.result)
             log.info("stage %s: done in %.1f s", name, seconds)
         self.records[name] = record
         self.write_manifest()

@@ -270,6 +270,23 @@ def benchmark(
     seed: int = 0,
 ) -> LatencyStats:
     """Time ``runner`` on seeded inputs of one batch size; compute-only on accelerators unless asked otherwise."""
+    return benchmark_samples(
+        runner, batch=batch, warmup=warmup, iterations=iterations, min_duration_s=min_duration_s,
+        timed=timed, seed=seed,
+    )[0]  # fmt: skip
+
+
+def benchmark_samples(
+    runner: Runner,
+    *,
+    batch: int = 1,
+    warmup: int = 10,
+    iterations: int = 100,
+    min_duration_s: float = 0.0,
+    timed: str | None = None,
+    seed: int = 0,
+) -> tuple[LatencyStats, list[float]]:
+    """``benchmark`` that also returns the per-iteration latencies in ms (for histograms)."""
     if timed is None:
         timed = TIMED_COMPUTE if runner.on_device else TIMED_HOST_TO_HOST
     if timed not in (TIMED_COMPUTE, TIMED_HOST_TO_HOST):
@@ -278,7 +295,7 @@ def benchmark(
         timed = TIMED_HOST_TO_HOST  # on a CPU there is nothing to copy: say what was really timed
     call = runner.timed_call(seeded_inputs(runner.sample_shape, batch, seed), timed)
     samples = time_calls(call, warmup=warmup, iterations=iterations, min_duration_s=min_duration_s)
-    return summarize(
+    stats = summarize(
         samples,
         batch=batch,
         warmup=warmup,
@@ -287,3 +304,4 @@ def benchmark(
         hardware=runner.hardware,
         threads=runner.threads,
     )
+    return stats, list(samples)

@@ -182,7 +182,7 @@ class ScalerPhase:
     seed: int = 0
 
 
-def train_scalers(model: WaveViT, bank: TemplateBank, data, phase: ScalerPhase, **train_kwargs):
+def train_scalers(model: WaveViT, bank: TemplateBank, data, phase: ScalerPhase, device: str = "auto", **train_kwargs):
     """Train only ``model``'s scalers (templates are buffers); distil from the aux model on the bank's task."""
     from wave_deploy.training import TrainConfig, train
 
@@ -193,6 +193,8 @@ def train_scalers(model: WaveViT, bank: TemplateBank, data, phase: ScalerPhase, 
         weight_decay=0.0,
         warmup_steps=min(10, phase.steps // 10),
         seed=phase.seed,
+        checkpoint_every=50,
+        device=device,
     )
     if phase.steps == 0:
         return None
@@ -220,12 +222,15 @@ class DensePhase:
 
 
 def initialize(bank: TemplateBank, spec: ViTSpec, data, *, strategy: str = "aux", scaler: ScalerPhase | None = None,
-               dense: DensePhase | None = None, on_step=None, device: str = "auto"):
+               dense: DensePhase | None = None, on_step=None, device: str = "auto", checkpoint_dir=None):
     """Stage 2 end to end: init scalers, train them, fold into timm, optionally train densely.
 
     Returns (timm VisionTransformer, record) where record holds the spec, steps, losses, val accuracies and
-    timings of each phase.
+    timings of each phase. With ``checkpoint_dir`` both phases checkpoint there and resume from it, so a killed
+    run continues exactly where it stopped (the checkpoints refuse a different configuration or data).
     """
+    from pathlib import Path
+
     import time
 
     from wave_deploy.folding import fold, load_folded
@@ -238,15 +243,22 @@ def initialize(bank: TemplateBank, spec: ViTSpec, data, *, strategy: str = "aux"
     _, acc0 = evaluate(wave, data.val_x, data.val_labels, 512, torch.device("cpu"))
     record: dict = {"spec": spec.to_dict(), "strategy": strategy, "scaler_count": wave.scaler_count(),
                     "val_acc_at_init": acc0, "init_s": round(time.perf_counter() - t0, 3)}
-    result = train_scalers(wave, bank, data, scaler, on_step=on_step, device=device) if scaler.steps else None
+    ckpt = {"scalers": None, "dense": None}
+    if checkpoint_dir is not None:
+        ckpt = {phase: Path(checkpoint_dir) / phase for phase in ckpt}
+    result = None
+    if scaler.steps:
+        result = train_scalers(wave, bank, data, scaler, on_step=on_step, device=device,
+                               checkpoint_dir=ckpt["scalers"], resume=checkpoint_dir is not None)
     record["scaler_phase"] = _phase_record(result)
     state, spec = fold(wave.cpu())
     model = load_folded(state, spec)
     if dense.steps:
         config = TrainConfig(steps=dense.steps, batch_size=dense.batch_size, lr=dense.lr,
                              warmup_steps=dense.warmup_steps, label_smoothing=dense.label_smoothing,
-                             seed=dense.seed, device=device, min_lr_ratio=0.01)
-        result = train(model, config, *_tensors(data), on_step=on_step)
+                             seed=dense.seed, device=device, min_lr_ratio=0.01, checkpoint_every=50)
+        result = train(model, config, *_tensors(data), on_step=on_step, checkpoint_dir=ckpt["dense"],
+                       resume=checkpoint_dir is not None)
         model = model.cpu().eval()
     else:
         result = None
