@@ -11,6 +11,7 @@ from wave_deploy.wave.init import (
     SlicedModel,
     aux_model,
     init_wave_model,
+    is_bank_task,
     layer_indices,
     slice_scalers,
 )
@@ -133,3 +134,15 @@ def test_distiller_returns_logits_without_labels_and_the_distillation_loss_with_
     torch.testing.assert_close(d(x), student(x))
     ref = distillation_loss(student(x), teacher(x), y, tau=3.0, alpha=0.25)
     torch.testing.assert_close(d(x, y), ref)
+
+
+def test_a_task_with_other_class_names_is_a_new_task_even_with_the_same_class_count(bank):
+    import dataclasses
+
+    named = dataclasses.replace(bank, provenance={"data": {"class_names": [str(i) for i in range(10)]}})
+    assert is_bank_task(named, [str(i) for i in range(10)])
+    assert not is_bank_task(named, [f"c{i}" for i in range(10)])
+    assert not is_bank_task(named, ["0", "1"])
+    spec = bank.geometry.make_spec(2, 16)
+    assert not init_wave_model(named, spec, "aux", same_task=False).templated_head
+    assert init_wave_model(named, spec, "aux", same_task=True).templated_head

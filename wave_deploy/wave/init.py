@@ -128,12 +128,26 @@ def aux_model(bank: TemplateBank) -> WaveViT:
     return model.eval()
 
 
-def init_wave_model(bank: TemplateBank, spec: ViTSpec, strategy: str = "aux", seed: int = 0) -> WaveViT:
-    """A WaveViT of ``spec`` with scalers started by ``strategy`` (see the module docstring)."""
+def is_bank_task(bank: TemplateBank, class_names) -> bool:
+    """True when data with these class names is the task the bank was built on (its head and aux model apply)."""
+    built_on = bank.provenance.get("data", {}).get("class_names")
+    if len(class_names) != bank.geometry.num_classes:
+        return False
+    return built_on is None or list(built_on) == list(class_names)
+
+
+def init_wave_model(bank: TemplateBank, spec: ViTSpec, strategy: str = "aux", seed: int = 0,
+                    same_task: bool | None = None) -> WaveViT:
+    """A WaveViT of ``spec`` with scalers started by ``strategy`` (see the module docstring).
+
+    ``same_task``: the data is the bank's own task, so the templated head (and its scalers) carry over; a new
+    task gets a fresh dense head. Default: decided by the class count.
+    """
     if strategy not in INIT_STRATEGIES:
         raise InvalidInputError(f"unknown init strategy {strategy!r}; choose one of {', '.join(INIT_STRATEGIES)}")
     bank.geometry.check_spec(spec)
-    model = WaveViT(bank, spec, seed=seed)  # random scalers (and a fresh head for a new task)
+    # random scalers (and a fresh head for a new task)
+    model = WaveViT(bank, spec, seed=seed, templated_head=same_task)
     if strategy == "aux":
         src = aux_model(bank)
         if spec.depth > src.spec.depth and spec.embed_dim > src.spec.embed_dim:
@@ -239,9 +253,11 @@ def initialize(bank: TemplateBank, spec: ViTSpec, data, *, strategy: str = "aux"
     scaler = scaler or ScalerPhase()
     dense = dense or DensePhase()
     t0 = time.perf_counter()
-    wave = init_wave_model(bank, spec, strategy, seed=scaler.seed)
+    same_task = is_bank_task(bank, data.info.class_names)
+    wave = init_wave_model(bank, spec, strategy, seed=scaler.seed, same_task=same_task)
     _, acc0 = evaluate(wave, data.val_x, data.val_labels, 512, torch.device("cpu"))
-    record: dict = {"spec": spec.to_dict(), "strategy": strategy, "scaler_count": wave.scaler_count(),
+    record: dict = {"spec": spec.to_dict(), "strategy": strategy, "same_task_as_bank": same_task,
+                    "scaler_count": wave.scaler_count(),
                     "val_acc_at_init": acc0, "init_s": round(time.perf_counter() - t0, 3)}
     ckpt = {"scalers": None, "dense": None}
     if checkpoint_dir is not None:
