@@ -1,0 +1,90 @@
+"""`wave-deploy report`: compare device builds, merge on-device measurements, write the HTML index."""
+
+from __future__ import annotations
+
+import click
+
+from wave_deploy.errors import BudgetBrokenError, UsageError
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+@click.command("report")
+@click.argument("dirs", nargs=-1, required=True, type=click.Path(), metavar="DIR...")
+@click.option(
+    "--html",
+    "html_out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write one self-contained HTML index (inline CSS, embedded plots, no network) to this file.",
+)
+@click.option(
+    "--device-report",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Merge this device_report.json (from the bundle's run_on_device.py) into DIR first (one DIR only): "
+    "the latency budget is then judged on the device-measured percentile.",
+)
+@click.option(
+    "--fail-on-budget",
+    is_flag=True,
+    help="Exit 8 when any device's verdict is fail (default: report only, exit 0).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the index data as one JSON object on stdout.")
+def report(dirs, html_out, device_report, fail_on_budget, as_json):
+    """Summarize the device output directories DIR... (each holding a build's report.json; a folder whose
+    subfolders hold them, such as artifacts/, stands for all of them).
+
+    Prints a table (or --json), optionally writes the HTML index (--html) and merges a device_report.json
+    (--device-report). Exits 0 even when a verdict fails: it reports, `wave-deploy build` gates; pass
+    --fail-on-budget to exit 8 instead. A DIR without a valid report.json exits 3, naming it.
+    """
+    from wave_deploy.cli.output import console, is_quiet, print_json, table
+    from wave_deploy.fileio import write_text
+    from wave_deploy.reports import index_data, merge_device_report, render_index
+
+    merged = None
+    if device_report:
+        if len(dirs) != 1:
+            raise UsageError("--device-report merges into one device directory: give exactly one DIR")
+        merged = merge_device_report(dirs[0], device_report)
+    rows = index_data(list(dirs))
+    if html_out:
+        write_text(html_out, render_index(list(dirs), out_path=html_out))
+    failed = [r["profile"] for r in rows if r["verdict"] == "fail"]
+    if as_json:
+        print_json(
+            {"devices": rows, "html": html_out, "merged_device_report": device_report, "failed": failed}
+        )
+    elif not is_quiet():
+        out = console()
+        if merged is not None:
+            lat = merged["budgets"].get("latency") or {}
+            out.print(
+                f"merged {device_report} into {dirs[0]}: {lat.get('percentile')} measured on the device "
+                f"{_fmt(lat.get('value_ms'))} ms (budget {lat.get('budget_ms')} ms), verdict {merged['verdict']}"
+            )
+        columns = ["profile / spec", "params M", "pred. / budget ms", "local p50 / p99", "device p50 / p99",
+                   "pred./dev.", "val acc", "verdict"]  # fmt: skip
+        body = [
+            [
+                f"{r['profile']}\n{r['spec_name']}",
+                _fmt((r["params"] or 0) / 1e6, 2),
+                f"{_fmt(r['predicted_ms'])} / {_fmt(r['budget_ms'], 2)} {r['percentile']}",
+                f"{_fmt(r['local_p50_ms'])} / {_fmt(r['local_p99_ms'])}",
+                f"{_fmt(r['device_p50_ms'])} / {_fmt(r['device_p99_ms'])}" if r["device_p50_ms"] else "",
+                _fmt(r["predicted_over_measured"], 2),
+                "" if r["val_acc"] is None else f"{100 * r['val_acc']:.1f} %",
+                r["verdict"] + (f" ({', '.join(r['failed_budgets'])})" if r["failed_budgets"] else ""),
+            ]
+            for r in rows
+        ]
+        if not out.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
+            out.width = max(out.width, 140)
+        out.print(table("devices (local = build machine, not the target; ms)", columns, body))
+        if html_out:
+            out.print(f"index written to {html_out}")
+    if fail_on_budget and failed:
+        raise BudgetBrokenError(f"budget verdict fail for {', '.join(failed)}")

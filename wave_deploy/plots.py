@@ -1,0 +1,358 @@
+"""How build reports (report.json, docs/report-schema.md) look: number formatting shared by report.md and
+the index, PNG plots (candidate frontier, latency histogram, training curves), and the markup of the
+offline multi-device HTML index (wave_deploy.reports gathers the data; this module only draws).
+
+Every plot is deterministic: a fixed figure size and dpi, matplotlib's built-in default style (the user's
+matplotlibrc does not leak in) and no Software/date metadata in the PNG, so the same report renders
+byte-identical files with the same matplotlib and FreeType. matplotlib is imported inside the functions
+(Agg canvas, no pyplot, no global backend switch). ``*_png(report)`` return the PNG bytes, or None when
+the report lacks the data; ``plot_*(report, path)`` write the file atomically.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+from wave_deploy.errors import InvalidInputError
+from wave_deploy.fileio import write_bytes
+
+FIGSIZE_IN = (7.0, 4.2)
+DPI = 110
+PNG_METADATA = {"Software": None}  # matplotlib writes its version here by default; PNGs get no date
+
+CHOSEN_COLOR, FEASIBLE_COLOR, REJECTED_COLOR, BUDGET_COLOR = "tab:red", "tab:blue", "0.75", "tab:red"
+BUDGET_ORDER = ("latency", "memory", "build_memory", "accuracy")
+
+
+# --- formatting shared by report.md and the index -------------------------------------------------
+
+
+def fmt_num(value, digits: int = 3, unit: str = "") -> str:
+    """A number with fixed decimals and an optional unit; an em dash for None."""
+    if value is None:
+        return "—"
+    return f"{value:.{digits}f}{' ' + unit if unit else ''}"
+
+
+def fmt_pct(value) -> str:
+    """A fraction in 0..1 as a percentage."""
+    return "—" if value is None else f"{100 * value:.2f} %"
+
+
+def fmt_bytes(n) -> str:
+    return "—" if n is None else f"{n / 2**20:.2f} MiB ({n:,} bytes)"
+
+
+def power_mode_text(mode) -> str:
+    if not mode:
+        return "not applicable (the profile has no power modes)"
+    if isinstance(mode, dict):
+        clocks = "on" if mode.get("jetson_clocks") else "off"
+        return f"nvpmodel {mode.get('nvpmodel_mode')}, jetson_clocks {clocks}"
+    return str(mode)
+
+
+def budget_rows(budgets: dict) -> list[tuple[str, str, str, str, str]]:
+    """(budget, limit, value, source, 'ok' | 'FAIL') per budget, in BUDGET_ORDER."""
+    rows = []
+    for name in [n for n in BUDGET_ORDER if budgets.get(n)] + sorted(set(budgets) - set(BUDGET_ORDER)):
+        b = budgets[name]
+        if not isinstance(b, dict):
+            continue
+        if "budget_ms" in b:
+            label = f"{name} ({b.get('percentile', '?')})"
+            limit, value = f"<= {b['budget_ms']:g} ms", fmt_num(b.get("value_ms"), 3, "ms")
+        elif "budget_mib" in b:
+            label, limit, value = name, f"<= {b['budget_mib']:g} MiB", fmt_num(b.get("value_mib"), 1, "MiB")
+        elif "min" in b:
+            label, limit, value = name, f">= {fmt_pct(b['min'])}", fmt_pct(b.get("value"))
+        else:
+            label, limit, value = name, "?", json.dumps(b, sort_keys=True)
+        rows.append((label, limit, value, str(b.get("source", "")), "ok" if b.get("ok") else "FAIL"))
+    return rows
+
+
+# --- PNG plots --------------------------------------------------------------------------------------------
+
+
+def _figure():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=FIGSIZE_IN, dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(draw, report: dict) -> bytes | None:
+    import matplotlib.style
+
+    with matplotlib.style.context("default"):
+        fig = _figure()
+        if draw(fig, report) is False:
+            return None
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=DPI, metadata=PNG_METADATA)
+    return buf.getvalue()
+
+
+def _draw_frontier(fig, report: dict) -> bool:
+    sel = report.get("selection") or {}
+    frontier = sel.get("frontier") or []
+    if not frontier:
+        return False
+    budget = (report.get("budgets") or {}).get("latency") or {}
+    pred = report.get("prediction") or {}
+    ax = fig.add_subplot(1, 1, 1)
+    ordered = sorted(frontier, key=lambda c: c["latency_ms"])
+    # frontier line over all points, then feasible (colour) and rejected (grey) markers on top
+    ax.plot([c["latency_ms"] for c in ordered], [c["flops"] / 1e9 for c in ordered], color="0.6", lw=0.8)
+    for feasible, color, label in (
+        (True, FEASIBLE_COLOR, "fits the budgets"),
+        (False, REJECTED_COLOR, "rejected"),
+    ):
+        pts = [c for c in ordered if bool(c.get("feasible")) is feasible]
+        if pts:
+            edge = "none" if feasible else "0.35"
+            x, y = [c["latency_ms"] for c in pts], [c["flops"] / 1e9 for c in pts]
+            ax.scatter(x, y, s=22, c=color, edgecolors=edge, linewidths=0.5, label=label, zorder=3)
+    chosen = sel.get("chosen")
+    if chosen:
+        label = f"chosen: {report.get('spec_name', '')}"
+        ax.scatter([chosen["latency_ms"]], [chosen["flops"] / 1e9], s=160, marker="*", c=CHOSEN_COLOR,
+                   zorder=4, label=label)  # fmt: skip
+        device = (report.get("measured") or {}).get("device")
+        pct = budget.get("percentile") or pred.get("percentile")
+        if device and pct and f"{pct}_ms" in device:
+            ax.scatter([device[f"{pct}_ms"]], [chosen["flops"] / 1e9], s=70, marker="D", facecolors="none",
+                       edgecolors=CHOSEN_COLOR, zorder=4, label="chosen, measured on device")  # fmt: skip
+    if budget.get("budget_ms"):
+        ax.axvline(budget["budget_ms"], ls="--", lw=1.2, color=BUDGET_COLOR,
+                   label=f"budget {budget['budget_ms']:g} ms ({budget.get('percentile', '')})")  # fmt: skip
+    ax.set_xlabel(f"predicted latency {pred.get('percentile', '')} at batch {pred.get('batch', '?')} (ms)")
+    ax.set_ylabel("GFLOPs per image")
+    profile = (report.get("profile") or {}).get("name", "")
+    ax.set_title(f"{profile}: candidate frontier (latency: {pred.get('source', '?')})", fontsize=9)
+    ax.grid(True, lw=0.3, alpha=0.6)
+    ax.legend(fontsize=7, loc="lower right")
+    return True
+
+
+def _draw_latency(fig, report: dict) -> bool:
+    samples = [float(s) for s in report.get("latency_samples_ms") or []]
+    if not samples:
+        return False
+    local = (report.get("measured") or {}).get("local") or {}
+    ax = fig.add_subplot(1, 1, 1)
+    bins = min(50, max(10, len(samples) // 5))
+    ax.hist(samples, bins=bins, color=FEASIBLE_COLOR, alpha=0.8)
+    for key, style in (("p50_ms", "-"), ("p99_ms", "--")):
+        if local.get(key) is not None:
+            ax.axvline(local[key], color="black", ls=style, lw=1.2, label=f"{key[:3]} {local[key]:.3f} ms")
+    ax.set_xlabel(f"latency per call at batch {local.get('batch', '?')} (ms, {local.get('timed', '?')})")
+    ax.set_ylabel("iterations")
+    hardware = local.get("hardware", "unknown hardware")
+    ax.set_title(f"measured on the build machine, not the target: {hardware}", fontsize=8)
+    ax.grid(True, lw=0.3, alpha=0.6)
+    if local:
+        ax.legend(fontsize=8)
+    return True
+
+
+def _phase_points(phase: dict | None, offset: int, key: str) -> tuple[list[int], list[float]]:
+    curve = (phase or {}).get("curve") or []
+    pts = [(offset + int(p["step"]), float(p[key])) for p in curve if p.get(key) is not None]
+    return [s for s, _ in pts], [v for _, v in pts]
+
+
+def _draw_training(fig, report: dict) -> bool:
+    training = report.get("training") or {}
+    scaler, dense = training.get("scaler_phase"), training.get("dense_phase")
+    if not any((p or {}).get("curve") for p in (scaler, dense)):
+        return False
+    # steps count within a phase; the dense phase is drawn after the scaler phase
+    offset = int((scaler or {}).get("steps") or 0)
+    ax_loss = fig.add_subplot(1, 1, 1)
+    ax_acc = ax_loss.twinx()
+    for phase, off, name, color in (
+        (scaler, 0, "scalers", "tab:purple"),
+        (dense, offset, "dense", "tab:green"),
+    ):
+        x, y = _phase_points(phase, off, "train_loss")
+        if x:
+            ax_loss.plot(x, y, color=color, lw=1.0, label=f"train loss ({name})")
+        x, y = _phase_points(phase, off, "val_acc")
+        if x:
+            ax_acc.plot(x, [100 * v for v in y], color=color, lw=1.4, ls="--", marker="o", ms=3,
+                        label=f"val accuracy ({name})")  # fmt: skip
+    if scaler and dense and offset:
+        ax_loss.axvline(offset, color="0.5", ls=":", lw=1)
+    ax_loss.set_xlabel("step (scaler phase, then dense phase)")
+    ax_loss.set_ylabel("train loss")
+    ax_acc.set_ylabel("val accuracy (%)")
+    ax_loss.grid(True, lw=0.3, alpha=0.6)
+    handles = ax_loss.get_legend_handles_labels()
+    more = ax_acc.get_legend_handles_labels()
+    ax_loss.legend(
+        handles[0] + more[0],
+        handles[1] + more[1],
+        fontsize=7,
+        ncol=2,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.16),
+    )  # below the axes: covers no curve
+    acc = (report.get("accuracy") or {}).get("dataset", "")
+    ax_loss.set_title(f"training ({acc})" if acc else "training", fontsize=9)
+    return True
+
+
+def frontier_png(report: dict) -> bytes | None:
+    return _png(_draw_frontier, report)
+
+
+def latency_png(report: dict) -> bytes | None:
+    return _png(_draw_latency, report)
+
+
+def training_png(report: dict) -> bytes | None:
+    return _png(_draw_training, report)
+
+
+PLOTS = {"frontier": frontier_png, "latency": latency_png, "training": training_png}
+PLOT_DATA = {"frontier": "selection.frontier", "latency": "latency_samples_ms", "training": "training curves"}
+
+
+def _write(name: str, report: dict, path: str | Path) -> Path:
+    data = PLOTS[name](report)
+    if data is None:
+        raise InvalidInputError(f"cannot draw the {name} plot: the report has no {PLOT_DATA[name]}")
+    return write_bytes(path, data)
+
+
+def plot_frontier(report: dict, path: str | Path) -> Path:
+    """FLOPs vs predicted latency of the frontier, budget line, chosen spec starred, rejected ones grey."""
+    return _write("frontier", report, path)
+
+
+def plot_latency(report: dict, path: str | Path) -> Path:
+    """Histogram of the build machine's per-call latencies with its p50 and p99."""
+    return _write("latency", report, path)
+
+
+def plot_training(report: dict, path: str | Path) -> Path:
+    """Train loss and val accuracy vs step over the scaler and dense phases."""
+    return _write("training", report, path)
+
+
+def write_plots(plots_dir: str | Path, report: dict) -> dict[str, Path | None]:
+    """Every plot the report has data for, as plots_dir/<name>.png; None for the ones it lacks data for."""
+    out: dict[str, Path | None] = {}
+    for name, render in PLOTS.items():
+        data = render(report)
+        out[name] = None if data is None else write_bytes(Path(plots_dir) / f"{name}.png", data)
+    return out
+
+
+# --- the HTML index page (reports.render_index gathers the data) ---------------------------------------
+
+INDEX_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#222;max-width:1500px}
+h1{font-size:1.5em} h2{font-size:1.2em;margin-top:0} .muted{color:#555;font-size:.9em}
+.scroll{overflow-x:auto} table{border-collapse:collapse;font-size:.88em;margin:8px 0 16px}
+th,td{border:1px solid #ddd;padding:4px 8px;text-align:right;white-space:nowrap}
+th{background:#f3f4f6;white-space:normal;vertical-align:bottom} .l{text-align:left}
+td.wrap{white-space:normal;min-width:10em;max-width:14em}
+.pass{color:#116b2f;font-weight:600} .fail{color:#b00020;font-weight:600}
+section{border:1px solid #ddd;border-radius:6px;padding:14px 16px;margin:18px 0}
+.plots{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:12px}
+figure{margin:0} figure img{width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:.8em;color:#555}
+"""
+INDEX_COLUMNS = (
+    *("profile", "verdict", "device", "spec", "params M", "predicted / budget ms", "local p50 ms"),
+    *("local p99 ms", "device p50 ms", "device p99 ms", "pred./device", "val acc"),
+)
+INDEX_NOTE = (
+    "Predicted latency is at the percentile and batch of each latency budget. Local figures were measured "
+    "on the build machine, not on the target; device figures come from a merged device_report.json; "
+    "pred./device = predicted / measured on the device, at the budget percentile."
+)
+
+
+def _td(value, cls: str = "") -> str:
+    attr = f' class="{cls}"' if cls else ""
+    return f"<td{attr}>{html.escape(str(value))}</td>"
+
+
+def _th(value, cls: str = "") -> str:
+    attr = f' class="{cls}"' if cls else ""
+    return f"<th{attr}>{html.escape(str(value))}</th>"
+
+
+def _summary_row(x: dict) -> str:
+    anchor = html.escape(f"dev-{x['profile']}", quote=True)
+    failed = f" ({', '.join(x['failed_budgets'])})" if x["failed_budgets"] else ""
+    cells = [f'<td class="l"><a href="#{anchor}">{html.escape(x["profile"])}</a></td>']
+    cells += [_td(x["verdict"].upper() + failed, f"l {x['verdict']}"), _td(x["device"] or "", "l wrap")]
+    cells += [_td(x["spec_name"], "l"), _td(fmt_num((x["params"] or 0) / 1e6, 3))]
+    budget = "—" if x["budget_ms"] is None else f"{x['budget_ms']:g}"
+    cells += [_td(f"{fmt_num(x['predicted_ms'])} / {budget} ({x['percentile']})")]
+    cells += [_td(fmt_num(x[k])) for k in ("local_p50_ms", "local_p99_ms", "device_p50_ms", "device_p99_ms")]
+    cells += [_td(fmt_num(x["predicted_over_measured"], 2)), _td(fmt_pct(x["val_acc"]))]
+    return "<tr>" + "".join(cells) + "</tr>"
+
+
+def _device_section(d: dict) -> list[str]:
+    x, verdict = d["row"], d["row"]["verdict"]
+    anchor = html.escape(f"dev-{x['profile']}", quote=True)
+    out = [
+        (
+            f'<section id="{anchor}"><h2>{html.escape(x["profile"])}: {html.escape(x["spec_name"])} '
+            f'<span class="{verdict}">{verdict.upper()}</span></h2>'
+        )
+    ]
+    link = (
+        f'<br><a href="{html.escape(d["report_md"], quote=True)}">report.md</a>' if d.get("report_md") else ""
+    )
+    out.append('<p class="muted">' + "<br>".join(html.escape(f) for f in d["facts"]) + link + "</p>")
+    head = _th("budget", "l") + _th("limit") + _th("value") + _th("source", "l") + _th("result")
+    out.append(f'<div class="scroll"><table><tr>{head}</tr>')
+    for label, limit, value, source, ok in budget_rows(d["budgets"]):
+        cells = _td(label, "l") + _td(limit) + _td(value) + _td(source, "l")
+        out.append(f"<tr>{cells}{_td(ok, 'pass' if ok == 'ok' else 'fail')}</tr>")
+    out.append('</table></div><div class="plots">')
+    for name, png in d["plots"].items():
+        if png:
+            uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+            alt = html.escape(f"{name} plot of {x['profile']}", quote=True)
+            out.append(f'<figure><img src="{uri}" alt="{alt}"><figcaption>{name}</figcaption></figure>')
+    return out + ["</div></section>"]
+
+
+def index_html(devices: list[dict]) -> str:
+    """A self-contained page: inline CSS, PNGs as data URIs, no scripts, no external references.
+
+    Each device: row (reports.index_row), facts (lines of text), budgets (report["budgets"]),
+    plots {name: PNG bytes | None}, report_md (a relative link, or None).
+    """
+    n_fail = sum(d["row"]["verdict"] == "fail" for d in devices)
+    head = "".join(_th(c, "l" if i < 4 else "") for i, c in enumerate(INDEX_COLUMNS))
+    page = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>wave-deploy report: {len(devices)} device(s)</title><style>{INDEX_CSS}</style></head><body>",
+        f"<h1>wave-deploy: {len(devices)} device(s), {len(devices) - n_fail} pass, {n_fail} fail</h1>",
+        f'<p class="muted">{html.escape(INDEX_NOTE)}</p>',
+        f'<div class="scroll"><table><tr>{head}</tr>',
+        *(_summary_row(d["row"]) for d in devices),
+        "</table></div>",
+    ]
+    for d in devices:
+        page += _device_section(d)
+    return "\n".join(page + ["</body></html>"]) + "\n"
