@@ -30,10 +30,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=30)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--classes", help="comma-separated class indices to keep (default: all)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     data = load_builtin(seed=args.seed)
+    if args.classes:
+        data = data.select_classes([int(c) for c in args.classes.split(",")])
     spec = ViTSpec(depth=args.depth, embed_dim=args.embed_dim, num_heads=args.heads, patch_size=args.patch_size, img_size=28,
                    in_chans=1, num_classes=data.info.num_classes)
     model = random_init(spec, seed=args.seed)

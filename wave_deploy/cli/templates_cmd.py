@@ -84,6 +84,8 @@ def info(bank: str, as_json: bool) -> None:
 @click.option("--teacher-arch", help="timm architecture of --teacher-checkpoint when it is a plain state dict.")
 @click.option("--data", "data_path", type=click.Path(path_type=str),
               help="ImageFolder tree; default: the built-in MNIST-5k.")
+@click.option("--classes", help="Comma-separated class names or indices to keep (e.g. 0,1,2,3,4): build the bank "
+              "on a subset, e.g. to measure transfer to the classes left out.")
 @click.option("--out", required=True, type=click.Path(path_type=str), help="Bank file (.safetensors) or directory.")
 @click.option("--aux-depth", type=int, default=6, show_default=True, help="Depth of the auxiliary model.")
 @click.option("--aux-embed-dim", type=int, default=128, show_default=True, help="Width of the auxiliary model.")
@@ -111,7 +113,7 @@ def info(bank: str, as_json: bool) -> None:
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --checkpoint-dir.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
-def build(teacher_name, pretrained, teacher_checkpoint, teacher_arch, data_path, out, aux_depth, aux_embed_dim, w,
+def build(teacher_name, pretrained, teacher_checkpoint, teacher_arch, data_path, classes, out, aux_depth, aux_embed_dim, w,
           head_dim, patch_size, n_matrix, n_vector, max_depth, elastic, epochs, steps, batch_size, lr, tau, alpha,
           seed, checkpoint_dir, checkpoint_every, resume, device, as_json) -> None:
     """Build a template bank by distilling an ancestry model into an auxiliary WAVE model (stage 1).
@@ -135,6 +137,8 @@ def build(teacher_name, pretrained, teacher_checkpoint, teacher_arch, data_path,
     if steps is not None and epochs is not None:
         raise UsageError("give --steps or --epochs, not both")
     data = datasets.load(data_path, seed=seed)
+    if classes:
+        data = data.select_classes([int(c) if c.strip().isdigit() else c.strip() for c in classes.split(",")])
     teacher, teacher_info = load_teacher(name=teacher_name, pretrained=pretrained, checkpoint=teacher_checkpoint,
                                          arch=teacher_arch, num_classes=data.info.num_classes)
     config = LearngeneConfig(aux_depth=aux_depth, aux_embed_dim=aux_embed_dim, w=w, head_dim=head_dim,
