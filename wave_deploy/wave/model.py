@@ -61,7 +61,8 @@ def expanded_state_dict(
     for kind, lay in layouts.items():
         W = expand_kind(lay, scalers[kind], templates[kind], depth)
         if lay.per_layer:
-            out.update({f"blocks.{i}.{kind}": W[i] for i in range(depth)})
+            # unbind, not W[i]: indexing makes autograd add a full (L, ...) zero tensor per layer
+            out.update({f"blocks.{i}.{kind}": Wi for i, Wi in enumerate(W.unbind(0))})
         else:
             out[kind] = W
     if head is not None:
