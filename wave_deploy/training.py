@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 import math
 import time
@@ -25,16 +24,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from wave_deploy import checkpoint as ckpt_io
 from wave_deploy import distributed as D
 from wave_deploy.errors import InvalidInputError, MissingDependencyError, StageFailedError
-from wave_deploy.fileio import atomic_path
 
 log = logging.getLogger(__name__)
 
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 CHECKPOINT_NAME = "checkpoint.pt"
-CHECKPOINT_FORMAT = "wave-deploy-train-checkpoint/1"
 # Fields that do not change the trajectory of the parameters; a resume may change them.
 _NOT_HASHED = ("eval_every", "eval_batch_size", "checkpoint_every", "log_every", "device")
 
@@ -246,12 +244,12 @@ def train(
         torch.manual_seed(config.seed + rank)  # dropout / drop-path streams; the data order is separate
 
         ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-        fingerprint = _fingerprint(config, names, train_x, train_y, val_x, val_y) if ckpt_path else ""
+        fingerprint = ckpt_io.fingerprint(config, names, train_x, train_y, val_x, val_y) if ckpt_path else ""
         # step: optimizer steps done; window: (sum, count) of train losses since the last evaluation
         state = {"step": 0, "history": [], "window": torch.zeros(2, dtype=torch.float64), "train_time_s": 0.0}
         resumed_from = None
         if resume and ckpt_path is not None and ckpt_path.exists():
-            ckpt = _load_checkpoint(ckpt_path, config, fingerprint, model, (optimizer, scheduler, scaler))
+            ckpt = ckpt_io.load_checkpoint(ckpt_path, config, fingerprint, model, (optimizer, scheduler, scaler))
             D.restore_rng_states(ckpt["rng"], device)
             state = {k: ckpt[k] for k in state}
             resumed_from = state["step"]
@@ -317,7 +315,7 @@ def train(
                 _log_main("step %d/%d: train loss %.4f, val acc %s", step, total, w_sum / w_n, val_acc)
             if ckpt_now:
                 state["step"], state["window"] = step, D.all_reduce_sum(window).cpu()
-                _save_checkpoint(ckpt_path, state, config, fingerprint, model, (optimizer, scheduler, scaler))
+                ckpt_io.save_checkpoint(ckpt_path, state, config, fingerprint, model, (optimizer, scheduler, scaler))
             if on_step is not None and rank == 0:
                 norm = None if grad_norm is None else float(grad_norm)
                 info = (mean_loss, lr_used, norm, images_per_s, val_loss, val_acc, eval_now)
@@ -414,67 +412,3 @@ def _param_groups(model, params, weight_decay: float) -> tuple[list[dict], list[
     if not seen:
         raise InvalidInputError("no parameter to train (none requires grad)")
     return groups, [(name_of[id(p)], list(p.shape)) for g in groups for p in g["params"]]
-
-
-def _fingerprint(config, names, *tensors) -> str:
-    """Hash of what a resume must not change besides the config: the trained parameters and the data."""
-    digest = hashlib.sha256(json.dumps({"params": names, "config": config.hashed_fields()}).encode())
-    for t in tensors:
-        if t is not None:
-            digest.update(f"{tuple(t.shape)}:{t.dtype}".encode())
-            digest.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _save_checkpoint(path, state, config, fingerprint, model, stateful) -> None:
-    """Rank 0 writes everything a resume needs; every rank must call it (RNG states are gathered)."""
-    optimizer, scheduler, scaler = stateful
-    rng = D.gather_rng_states(next(model.parameters()).device)  # collective: before the rank check
-    if not D.is_main_process():
-        return
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "config": config.hashed_fields(),
-        "fingerprint": fingerprint,
-        "model": model.state_dict(),  # trainable parameters and buffers (WaveViT's templates too)
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),  # {} when fp16 is off
-        "rng": rng,  # per rank: torch CPU (and CUDA) generator states
-        **state,  # step, history, window, train_time_s
-    }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    log.debug("checkpoint at step %d written to %s", state["step"], path)
-
-
-def _load_checkpoint(path: Path, config: TrainConfig, fingerprint: str, model, stateful) -> dict:
-    """Read and check ``path``, then load its states into the model, optimizer, scheduler and scaler."""
-    try:  # weights_only: tensors, dicts, lists and primitives only; no code from the file runs
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InvalidInputError(f"cannot read training checkpoint {path}: {exc}") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise InvalidInputError(f"{path} is not a wave-deploy training checkpoint")
-    saved, now = ckpt["config"], config.hashed_fields()
-    changed = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in sorted(now) if saved.get(k) != now.get(k)]
-    if changed:
-        raise InvalidInputError(
-            f"checkpoint {path} was written with a different training config ({'; '.join(changed)})",
-            hint="resume with the same settings, or start over without resume",
-        )
-    if ckpt["fingerprint"] != fingerprint:
-        raise InvalidInputError(
-            f"checkpoint {path} was written for different data or a different set of trained parameters",
-            hint="start over without resume",
-        )
-    optimizer, scheduler, scaler = stateful
-    try:
-        model.load_state_dict(ckpt["model"], strict=True)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt["scaler"]:
-            scaler.load_state_dict(ckpt["scaler"])
-    except (RuntimeError, ValueError, KeyError) as exc:
-        raise InvalidInputError(f"checkpoint {path} does not match the model or optimizer: {exc}") from exc
-    return ckpt
