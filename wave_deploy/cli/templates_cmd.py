@@ -1,4 +1,4 @@
-"""``wave-deploy templates``: inspect WAVE template banks. Heavy imports happen inside the commands."""
+"""``wave-deploy templates``: build and inspect WAVE template banks. Heavy imports happen inside the commands."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from wave_deploy.cli.output import console, print_json, table
 
 @click.group()
 def templates() -> None:
-    """Inspect WAVE template banks (the stored learngene every model size is initialized from)."""
+    """Build (stage 1) and inspect WAVE template banks, the stored learngene every size starts from."""
 
 
 @templates.command("info")
