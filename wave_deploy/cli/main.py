@@ -26,12 +26,14 @@ Exit codes:
 # command name -> "module:attribute"; modules are imported only when the command runs or asks for --help.
 COMMANDS = {
     "bench": "wave_deploy.cli.bench_cmd:bench",
+    "build": "wave_deploy.cli.build_cmd:build",
     "calibrate": "wave_deploy.cli.calibrate_cmd:calibrate",
     "doctor": "wave_deploy.cli.doctor:doctor",
     "export": "wave_deploy.cli.export_cmd:export",
     "init": "wave_deploy.cli.init_cmd:init",
     "plan": "wave_deploy.cli.plan_cmd:plan",
     "profiles": "wave_deploy.cli.profiles_cmd:profiles",
+    "report": "wave_deploy.cli.report_cmd:report",
     "templates": "wave_deploy.cli.templates_cmd:templates",
 }
 

@@ -1,0 +1,299 @@
+"""Making a calibration: measure a designed sample of ViT shapes with the local runtime, fit, write the file.
+
+`wave-deploy calibrate` runs ``calibrate``. The design (``design_samples``) is whole models over a grid of
+depth x width x batch; each model is a randomly initialized timm VisionTransformer, exported to ONNX exactly as
+deployment exports it (or run in PyTorch eager). ``measure`` times every point in several shuffled passes and
+keeps the best pass's statistics; ``wave_deploy.latency.fit_latency`` fits the calibrated model to the
+medians; the file records the runtime, the machine and every sample (docs/latency.md).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import math
+import platform
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from wave_deploy.bench.runners import OrtRunner, TorchRunner, available_threads, seeded_inputs
+from wave_deploy.bench.stats import TIMED_HOST_TO_HOST, cpu_description, summarize, time_calls
+from wave_deploy.errors import InvalidInputError, UsageError
+from wave_deploy.fileio import write_json
+from wave_deploy.latency import (
+    CALIBRATION_SCHEMA_VERSION,
+    FEATURES,
+    Calibration,
+    fit_latency,
+    load_calibration,
+)
+from wave_deploy.memory import activation_precision
+from wave_deploy.spec import ViTSpec
+
+log = logging.getLogger(__name__)
+
+
+def _spread(values: list[int], k: int) -> list[int]:
+    """k values spread evenly over ``values`` by index, ends included."""
+    if len(values) <= k:
+        return list(values)
+    return sorted({values[round(i * (len(values) - 1) / (k - 1))] for i in range(k)})
+
+
+def design_samples(space, batch_max: int, *, quick: bool = False) -> list[tuple[ViTSpec, int]]:
+    """The (spec, batch) grid calibration measures: widths spread over the space (ends included), depths
+    1, 2, 4, 8, 12 (and the maximum), batches 1, 2, 4, 8 up to ``batch_max``; ``quick``: 3 x 2 x 2."""
+    step = math.lcm(space.w, space.head_dim)
+    widths = _spread(list(range(step, space.max_embed_dim + 1, step)), 3 if quick else 6)
+    depths = (
+        [1, min(4, space.max_depth)]
+        if quick
+        else sorted({1, 2, 4, 8, 12, space.max_depth} & set(range(1, space.max_depth + 1)))
+    )
+    batches = [b for b in ((1, 4) if quick else (1, 2, 4, 8)) if b <= batch_max] or [1]
+    return [
+        (space.spec(depth, width), batch)
+        for width in widths
+        for depth in sorted(set(depths))
+        for batch in batches
+    ]
+
+
+def _prepare(spec: ViTSpec, runtime: str, precision: str, batch_max: int, workdir: Path) -> Path | None:
+    """Export a randomly initialized timm model once (ONNX Runtime); torch models are rebuilt per pass."""
+    if runtime != "onnxruntime":
+        return None
+    import torch
+    from timm.models.vision_transformer import VisionTransformer
+
+    from wave_deploy.exporters.onnx import export_onnx, make_fp16, make_int8
+
+    torch.manual_seed(0)
+    path = workdir / f"{spec.name}.onnx"
+    export_onnx(VisionTransformer(**spec.timm_kwargs()).eval(), spec, path, batch_max=max(2, batch_max))
+    if precision == "fp32":
+        return path
+    variant = workdir / f"{spec.name}.{precision}.onnx"
+    make_fp16(path, variant) if precision == "fp16" else make_int8(path, variant, method="dynamic")
+    return variant
+
+
+def _open_runner(spec: ViTSpec, onnx_path: Path | None, threads: int):
+    if onnx_path is not None:
+        return OrtRunner(onnx_path, threads=threads)
+    import torch
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    model = VisionTransformer(**spec.timm_kwargs()).eval()
+    return TorchRunner(model, (spec.in_chans, spec.img_size, spec.img_size), threads=threads)
+
+
+def measure(
+    points: list[tuple[ViTSpec, int]],
+    *,
+    runtime: str = "onnxruntime",
+    precision: str = "fp32",
+    threads: int = 1,
+    clock: str = "wall",
+    passes: int = 3,
+    quick: bool = False,
+    seed: int = 0,
+) -> tuple[list[dict], str]:
+    """Time (spec, batch) points with the local runtime: ``passes`` passes over all points in a shuffled order
+    (a fresh session per model and pass); each point keeps the pass with the lowest median, so a burst of load
+    from other processes during one pass does not bias it. Returns sample dicts and the runtime description.
+    """
+    by_model: dict[ViTSpec, list[int]] = {}
+    for spec, batch in points:
+        by_model.setdefault(spec, []).append(batch)
+    clock_fn = time.thread_time_ns if clock == "thread" else time.perf_counter_ns
+    best: dict[tuple[ViTSpec, int], object] = {}
+    detail, rng = "", random.Random(seed)
+    with tempfile.TemporaryDirectory(prefix="wave-deploy-measure-") as tmp:
+        files = {s: _prepare(s, runtime, precision, max(b), Path(tmp)) for s, b in by_model.items()}
+        for _ in range(passes):
+            order = list(by_model)
+            rng.shuffle(order)
+            for spec in order:
+                runner = _open_runner(spec, files[spec], threads)
+                detail = runner.runtime
+                for batch in by_model[spec]:
+                    call = runner.timed_call(seeded_inputs(runner.sample_shape, batch), TIMED_HOST_TO_HOST)
+                    samples = time_calls(
+                        call,
+                        warmup=3 if quick else 10,
+                        iterations=10 if quick else 30,
+                        min_duration_s=0.05 if quick else 0.3,
+                        clock=clock_fn,
+                    )
+                    st = summarize(
+                        samples,
+                        batch=batch,
+                        warmup=0,
+                        timed=TIMED_HOST_TO_HOST,
+                        runtime=runner.runtime,
+                        hardware=runner.hardware,
+                        threads=runner.threads,
+                    )
+                    if (spec, batch) not in best or st.p50_ms < best[(spec, batch)].p50_ms:
+                        best[(spec, batch)] = st
+                    log.debug("measured %s batch %d: p50 %.3f ms", spec.name, batch, st.p50_ms)
+                del runner
+    out = []
+    for spec, batch in points:
+        st = best[(spec, batch)]
+        out.append(
+            {
+                "depth": spec.depth,
+                "embed_dim": spec.embed_dim,
+                "num_heads": spec.num_heads,
+                "batch": batch,
+                "p50_ms": st.p50_ms,
+                "p90_ms": st.p90_ms,
+                "p95_ms": st.p95_ms,
+                "p99_ms": st.p99_ms,
+                "mean_ms": st.mean_ms,
+                "iterations": st.iterations,
+            }
+        )
+    return out, detail
+
+
+def default_calibration_path(profile) -> Path:
+    base = Path(profile.source_file).parent if profile.source_file else Path.cwd()
+    return base / f"{profile.name}.calibration.json"
+
+
+def calibration_data(
+    profile,
+    samples: list[dict],
+    *,
+    runtime: str,
+    detail: str,
+    precision: str,
+    threads: int,
+    clock: str,
+    space,
+) -> dict:
+    """Fit the calibrated model to measured ``samples`` (of ``space``'s geometry) and build the file's content."""
+    w_prec = precision
+    a_prec = activation_precision(profile) if runtime == "onnxruntime" else "fp32"
+    rows = [
+        (space.spec(s["depth"], s["embed_dim"], s["num_heads"]), s["batch"], s["p50_ms"]) for s in samples
+    ]
+    fit = fit_latency(rows, w_prec, a_prec)
+    factors = {
+        p: max(1.0, statistics.median(s[f"{p}_ms"] / s["p50_ms"] for s in samples))
+        for p in ("p90", "p95", "p99")
+    }
+    return {
+        "schema_version": CALIBRATION_SCHEMA_VERSION,
+        "profile": profile.name,
+        "runtime": {
+            "name": runtime,
+            "version": detail.split()[1] if detail else "",
+            "detail": detail,
+            "precision": precision,
+            "threads": threads,
+            "clock": clock,
+        },
+        "machine": {
+            "cpu": cpu_description(),
+            "logical_cores": available_threads(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        },
+        "geometry": {
+            k: getattr(space, k) for k in ("img_size", "patch_size", "in_chans", "num_classes", "mlp_ratio")
+        },
+        "model": {
+            "features": list(FEATURES),
+            "coefficients_ms": fit.coefficients,
+            "cache_mb": fit.cache_mb,
+            "percentile_factors": {"p50": 1.0, **factors},
+            "weight_precision": w_prec,
+            "activation_precision": a_prec,
+        },
+        "fit": {
+            "n_samples": len(samples),
+            "mape_pct": fit.mape_pct,
+            "max_abs_pct": fit.max_abs_pct,
+            "within_10pct": fit.within_10pct,
+        },
+        "samples": samples,
+    }
+
+
+def write_calibration(data: dict, path: str | Path) -> Calibration:
+    """Write the file atomically and read it back through the validator."""
+    try:
+        write_json(path, data)
+    except OSError as exc:
+        raise InvalidInputError(
+            f"cannot write calibration file {path}: {exc}", hint="pass --out FILE"
+        ) from exc
+    log.info(
+        "calibration of %s: fit MAPE %.2f%% over %d samples -> %s",
+        data["profile"],
+        data["fit"]["mape_pct"],
+        data["fit"]["n_samples"],
+        path,
+    )
+    return load_calibration(path)
+
+
+def calibrate(
+    profile,
+    *,
+    runtime: str = "onnxruntime",
+    out: str | Path | None = None,
+    space=None,
+    quick: bool = False,
+    threads: int | None = None,
+    clock: str = "wall",
+    passes: int = 3,
+) -> Calibration:
+    """Measure ``design_samples`` with the local runtime, fit the calibrated model, write the file.
+
+    ``threads``: intra-op threads (default: the profile's, capped at this machine's cores). ``clock``:
+    'wall' (default) or 'thread' (per-thread CPU time: equals wall time for a single-threaded runtime on an
+    idle core, and is immune to other processes preempting it on a shared machine).
+    """
+    if runtime not in ("onnxruntime", "torch"):
+        raise UsageError(f"calibration runtime must be 'onnxruntime' or 'torch', got {runtime!r}")
+    if clock not in ("wall", "thread"):
+        raise UsageError(f"clock must be 'wall' or 'thread', got {clock!r}")
+    if space is None:
+        from wave_deploy.selection import DEFAULT_SEARCH_SPACE as space
+    threads = threads or min(profile.runtime.intra_op_threads or available_threads(), available_threads())
+    if clock == "thread" and threads != 1:
+        raise UsageError("clock 'thread' measures one thread's CPU time: use it with threads=1")
+    precision = profile.runtime.precision if runtime == "onnxruntime" else "fp32"
+    if precision != profile.runtime.precision:
+        log.warning("torch calibration measures fp32; the profile deploys %s", profile.runtime.precision)
+    grid = design_samples(space, profile.runtime.batch_max, quick=quick)
+    samples, detail = measure(
+        grid,
+        runtime=runtime,
+        precision=precision,
+        threads=threads,
+        clock=clock,
+        passes=1 if quick else passes,
+        quick=quick,
+    )
+    data = calibration_data(
+        profile,
+        samples,
+        runtime=runtime,
+        detail=detail,
+        precision=precision,
+        threads=threads,
+        clock=clock,
+        space=space,
+    )
+    return write_calibration(data, Path(out) if out else default_calibration_path(profile))

@@ -1,0 +1,217 @@
+"""`wave-deploy plan`: which ViT size fits a device profile, or what one given size would cost there."""
+
+from __future__ import annotations
+
+import click
+
+from wave_deploy.errors import UsageError
+
+SPEC_KEYS = ("depth", "embed_dim", "num_heads", "batch")
+
+
+def parse_spec_option(text: str) -> dict[str, int]:
+    """'depth=L,embed_dim=D[,num_heads=H][,batch=B]' -> dict; malformed text raises UsageError (exit 2)."""
+    values: dict[str, int] = {}
+    for part in text.split(","):
+        key, sep, raw = part.strip().partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--spec: expected key=value pairs separated by commas, got {part.strip()!r}")
+        if key not in SPEC_KEYS:
+            raise UsageError(f"--spec: unknown key {key!r}; expected {', '.join(SPEC_KEYS)}")
+        if key in values:
+            raise UsageError(f"--spec: {key} given twice")
+        try:
+            values[key] = int(raw.strip())
+        except ValueError:
+            raise UsageError(f"--spec: {key} must be an integer, got {raw.strip()!r}") from None
+    missing = [k for k in ("depth", "embed_dim") if k not in values]
+    if missing:
+        raise UsageError(f"--spec: missing {', '.join(missing)} (depth=L,embed_dim=D are required)")
+    return values
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _plot(selection, profile, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from wave_deploy.fileio import atomic_path
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for feasible, color, label in ((True, "tab:blue", "fits"), (False, "tab:gray", "rejected")):
+        pts = [c for c in selection.candidates if c.feasible is feasible]
+        ax.scatter(
+            [c.latency_at_budget_ms for c in pts], [c.flops / 1e9 for c in pts], s=12, c=color, label=label
+        )
+    front = selection.frontier
+    ax.plot(
+        [c.latency_at_budget_ms for c in front],
+        [c.flops / 1e9 for c in front],
+        c="tab:orange",
+        lw=1,
+        label="frontier",
+    )
+    chosen = selection.chosen
+    ax.scatter(
+        [chosen.latency_at_budget_ms],
+        [chosen.flops / 1e9],
+        s=80,
+        marker="*",
+        c="tab:red",
+        label=chosen.spec.name,
+    )
+    ax.axvline(profile.budgets.latency_ms, ls="--", c="tab:red", lw=1)
+    ax.set_xlabel(
+        f"predicted latency {profile.budgets.latency_percentile} (ms, batch {profile.budgets.latency_batch})"
+    )
+    ax.set_ylabel("GFLOPs per image")
+    ax.set_title(f"{profile.name}: {selection.latency_source}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+@click.command("plan")
+@click.option("--profile", "profile_name", required=True, help="Profile name, alias or YAML path.")
+@click.option(
+    "--spec",
+    "spec_text",
+    default=None,
+    metavar="depth=L,embed_dim=D[,num_heads=H][,batch=B]",
+    help="Predict this one size (latency, memory, FLOPs, params) instead of choosing one.",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Calibration file to predict with (default: the profile's own, else the analytic model).",
+)
+@click.option(
+    "--objective",
+    type=click.Choice(["flops", "params"]),
+    default="flops",
+    show_default=True,
+    help="What to maximize among the sizes that fit.",
+)
+@click.option(
+    "--plot", type=click.Path(dir_okay=False), default=None, help="Write a PNG of FLOPs vs latency."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def plan(profile_name, spec_text, calibration, objective, plot, as_json):
+    """Choose the ViT size that fits PROFILE's budgets, or predict one given size (--spec).
+
+    Sizes come from the template bank's search space (default: the shipped bank's geometry, 28 px MNIST);
+    latency and memory are predicted at that image size, while the profile's budgets were set for its own
+    input size. Exits 5 when no size fits, naming the closest ones and the budget each breaks.
+    """
+    from wave_deploy.cli.output import console, print_json, table
+    from wave_deploy.latency import load_calibration
+    from wave_deploy.profiles import load_profile
+    from wave_deploy.selection import DEFAULT_SEARCH_SPACE, evaluate, select
+    from wave_deploy.spec import macs
+
+    profile = load_profile(profile_name)
+    space = DEFAULT_SEARCH_SPACE
+    cal = load_calibration(calibration) if calibration else None
+    if spec_text is not None:
+        if plot:
+            raise UsageError("--plot draws the candidate frontier; it does not apply to --spec")
+        values = parse_spec_option(spec_text)
+        batch = values.pop("batch", profile.budgets.latency_batch)
+        spec = space.spec(values["depth"], values["embed_dim"], values.get("num_heads"))
+        c = evaluate(spec, profile, calibration=cal, batch=batch)
+        result = {
+            "profile": profile.name,
+            "spec": spec.to_dict(),
+            "name": spec.name,
+            "batch": batch,
+            "params": c.params,
+            "flops_per_image": c.flops,
+            "macs_per_image": macs(spec),
+            "latency": c.latency.to_dict(),
+            "budget_percentile": profile.budgets.latency_percentile,
+            "latency_at_budget_ms": c.latency_at_budget_ms,
+            "memory": c.memory.to_dict(),
+            "fits_budgets": c.feasible,
+            "reasons": list(c.reasons),
+        }
+        if as_json:
+            print_json(result)
+            return
+        out = console()
+        out.print(f"{spec.name} on {profile.name} (batch {batch}), source: {c.latency.source}")
+        out.print(f"  params {c.params / 1e6:.3f} M, {c.flops / 1e9:.3f} GFLOPs per image")
+        out.print(
+            f"  latency p50 {c.latency.latency_ms:.3f} ms, {profile.budgets.latency_percentile} "
+            f"{c.latency_at_budget_ms:.3f} ms (budget {profile.budgets.latency_ms:g} ms)"
+        )
+        out.print(
+            f"  memory {c.memory.total_mib:.1f} MiB (budget {profile.budgets.memory_mib:g} MiB)"
+            + (f", build peak {c.memory.build_peak_mib:.0f} MiB" if c.memory.build_peak_mib else "")
+        )
+        out.print("  fits the budgets" if c.feasible else "  breaks: " + "; ".join(c.reasons))
+        for note in c.latency.notes:
+            out.print(f"  note: {note}")
+        return
+
+    selection = select(profile, space, objective=objective, calibration=cal)
+    if plot:
+        _plot(selection, profile, plot)
+    if as_json:
+        print_json({**selection.to_dict(), "search_space": space.to_dict(), "plot": plot})
+        return
+    chosen = selection.chosen
+    out = console()
+    out.print(
+        f"profile {profile.name}: chose {chosen.spec.name} (depth {chosen.spec.depth}, embed_dim "
+        f"{chosen.spec.embed_dim}, heads {chosen.spec.num_heads}), most {selection.objective} among "
+        f"{sum(c.feasible for c in selection.candidates)} of {len(selection.candidates)} sizes that fit"
+    )
+    out.print(
+        f"  predicted latency {chosen.latency_at_budget_ms:.3f} ms {profile.budgets.latency_percentile} "
+        f"(budget {profile.budgets.latency_ms:g} ms), memory {chosen.memory.total_mib:.1f} MiB "
+        f"(budget {profile.budgets.memory_mib:g} MiB); source: {selection.latency_source}"
+    )
+    for note in selection.notes:
+        out.print(f"  note: {note}")
+    rows = [
+        [
+            c.spec.depth,
+            c.spec.embed_dim,
+            c.spec.num_heads,
+            _fmt(c.flops / 1e9, 3),
+            _fmt(c.params / 1e6, 2),
+            _fmt(c.latency.latency_ms, 3),
+            _fmt(c.latency_at_budget_ms, 3),
+            _fmt(c.memory.total_mib, 0),
+            "chosen" if c is chosen else ("fits" if c.feasible else "; ".join(c.reasons)),
+        ]
+        for c in selection.frontier
+    ]
+    out.print(
+        table(
+            "Pareto frontier (FLOPs vs predicted latency)",
+            [
+                "depth",
+                "dim",
+                "heads",
+                "GFLOPs",
+                "params M",
+                "p50 ms",
+                f"{profile.budgets.latency_percentile} ms",
+                "MiB",
+                "verdict",
+            ],
+            rows,
+        )
+    )
+    if plot:
+        out.print(f"plot: {plot}")

@@ -1,0 +1,395 @@
+"""Latency models of a ViTSpec on a device profile: analytic (roofline per kernel) and calibrated (fitted).
+
+Both models see one inference as the list of kernel-level ops a runtime executes (``model_ops``): per block
+norm1, qkv, Q K^T, softmax, A V, proj, residual add, norm2, fc1, GELU, fc2, residual add; before and after the
+blocks the patch embedding, the class-token/position add, the final norm and the head.
+
+- Analytic: each op takes max(flops / (peak x compute_efficiency), bytes / (bandwidth x memory_efficiency))
+  plus the profile's per-kernel overhead; peak is the profile's peak at the op's precision (scaled by the
+  share of cores the runtime uses on CPUs).
+- Calibrated: the same ops summed into a few features (kernel count, GEMM and attention GFLOP, softmax and
+  elementwise traffic, weight bytes, weight bytes that do not fit the cache), with non-negative coefficients
+  fitted to whole-model measurements made on the device by ``calibrate`` (docs/latency.md).
+
+Both predict a typical (median, p50) latency. ``Prediction.at('p99')`` maps it to a budget percentile with a
+factor: measured on the device for calibrated models, DEFAULT_PERCENTILE_FACTORS otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wave_deploy.errors import InvalidInputError
+from wave_deploy.memory import activation_precision, weight_precision
+from wave_deploy.spec import ViTSpec, model_ops, weight_bytes
+
+log = logging.getLogger(__name__)
+
+# Tail over median when nothing was measured: a quiet, pinned device (CHOICE, docs/latency.md).
+DEFAULT_PERCENTILE_FACTORS = {"p50": 1.00, "p90": 1.05, "p95": 1.07, "p99": 1.10}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Predicted typical (p50) latency of one spec at one batch, and where the number comes from."""
+
+    latency_ms: float
+    batch: int
+    source: str  # "analytic" or "calibrated:<file>"
+    breakdown_ms: dict[str, float]  # analytic: per op (summed over layers); calibrated: per feature
+    percentile_factors: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PERCENTILE_FACTORS))
+    notes: tuple[str, ...] = ()
+
+    def at(self, percentile: str) -> float:
+        """Predicted latency at a budget percentile ('p50', 'p90', 'p95', 'p99')."""
+        if percentile not in self.percentile_factors:
+            raise InvalidInputError(f"unknown percentile {percentile!r}; expected one of p50, p90, p95, p99")
+        return self.latency_ms * self.percentile_factors[percentile]
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["notes"] = list(self.notes)
+        return data
+
+
+def _peak_flops(profile, precision: str) -> float:
+    """FLOP/s the runtime can reach at ``precision``: the profile's peak, times the share of CPU cores used."""
+    hw = profile.hardware
+    peak = {"fp32": hw.peak_tflops_fp32, "fp16": hw.peak_tflops_fp16, "int8": hw.peak_tops_int8}[
+        precision
+    ] * 1e12
+    threads = profile.runtime.intra_op_threads
+    if hw.accelerator == "cpu" and threads:
+        peak *= min(threads, hw.cpu_cores) / hw.cpu_cores
+    return peak
+
+
+def predict_analytic(spec: ViTSpec, profile, batch: int) -> Prediction:
+    """Roofline per op from the profile's hardware facts and efficiency factors (uncalibrated)."""
+    lm = profile.latency_model
+    w_prec, a_prec = weight_precision(profile), activation_precision(profile)
+    matmul_peak = _peak_flops(profile, w_prec) * lm.compute_efficiency
+    vector_peak = _peak_flops(profile, a_prec) * lm.compute_efficiency
+    bandwidth = profile.hardware.memory_bandwidth_gb_per_s * 1e9 * lm.memory_efficiency
+    overhead_s = lm.per_kernel_overhead_us * 1e-6
+    breakdown: dict[str, float] = {}
+    for op in model_ops(spec, batch, w_prec, a_prec):
+        peak = matmul_peak if op.kind in ("gemm", "attention") else vector_peak
+        seconds = max(op.flops / peak, op.bytes / bandwidth) + overhead_s
+        breakdown[op.name] = breakdown.get(op.name, 0.0) + 1e3 * seconds * op.count
+    return Prediction(
+        latency_ms=sum(breakdown.values()), batch=batch, source="analytic", breakdown_ms=breakdown
+    )
+
+
+# --- calibrated model: features, fit, file -----------------------------------------------------------------
+
+FEATURES = (
+    "run",  # one per inference: session call, input/output copies
+    "kernels",  # ops executed
+    "gemm_gflop",
+    "attention_gflop",
+    "softmax_mb",
+    "elementwise_mb",
+    "weight_mb",  # weights read once per inference
+    "spilled_weight_mb",  # weights beyond the fitted cache size: read from DRAM every inference
+)
+
+
+def features(spec: ViTSpec, batch: int, weight_prec: str, act_prec: str, cache_mb: float) -> list[float]:
+    """Values of FEATURES for one inference (units in the names; MB = 1e6 bytes)."""
+    ops = model_ops(spec, batch, weight_prec, act_prec)
+    total = {"gemm": 0.0, "attention": 0.0, "softmax": 0.0, "elementwise": 0.0}
+    for op in ops:
+        total[op.kind] += (op.flops if op.kind in ("gemm", "attention") else op.bytes) * op.count
+    weights_mb = weight_bytes(spec, weight_prec) / 1e6
+    return [
+        1.0,
+        float(sum(op.count for op in ops)),
+        total["gemm"] / 1e9,
+        total["attention"] / 1e9,
+        total["softmax"] / 1e6,
+        total["elementwise"] / 1e6,
+        weights_mb,
+        max(0.0, weights_mb - cache_mb),
+    ]
+
+
+def nnls(a, b, *, tol: float = 1e-12, max_iter: int | None = None):
+    """Non-negative least squares min ||a x - b|| s.t. x >= 0 (Lawson and Hanson's active-set method)."""
+    import numpy as np
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    n = a.shape[1]
+    x = np.zeros(n)
+    passive = np.zeros(n, dtype=bool)
+    for _ in range(max_iter or 3 * n + 10):
+        grad = a.T @ (b - a @ x)  # negative gradient of 0.5 ||a x - b||^2
+        if passive.all() or grad[~passive].max() <= tol * max(1.0, abs(grad).max()):
+            break
+        passive[int(np.argmax(np.where(passive, -np.inf, grad)))] = True
+        while True:
+            z = np.zeros(n)
+            z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
+            if (z[passive] > 0).all():
+                x = z
+                break
+            blocking = passive & (z <= 0)
+            step = np.min(x[blocking] / (x[blocking] - z[blocking]))
+            x = x + step * (z - x)
+            passive &= x > tol
+            x[~passive] = 0.0
+    return x
+
+
+@dataclass(frozen=True)
+class FitResult:
+    coefficients: dict[str, float]  # ms per unit of each feature
+    cache_mb: float
+    mape_pct: float  # on the fitted samples
+    max_abs_pct: float
+    within_10pct: float
+
+
+def _relative_errors(pred, meas):
+    import numpy as np
+
+    return np.abs(np.asarray(pred) - np.asarray(meas)) / np.asarray(meas)
+
+
+def fit_latency(rows: list[tuple[ViTSpec, int, float]], weight_prec: str, act_prec: str) -> FitResult:
+    """Fit FEATURES coefficients to (spec, batch, measured p50 ms) rows, minimizing squared relative error.
+
+    The cache size (a nonlinear parameter) is chosen from a log grid by the same criterion.
+    """
+    import numpy as np
+
+    if len(rows) < len(FEATURES):
+        raise InvalidInputError(f"need at least {len(FEATURES)} measurements to fit, got {len(rows)}")
+    meas = np.array([r[2] for r in rows], dtype=np.float64)
+    if not np.all(np.isfinite(meas)) or (meas <= 0).any():
+        raise InvalidInputError("measured latencies must be positive and finite")
+    best = None
+    for cache_mb in [math.inf] + [0.25 * 2 ** (k / 2) for k in range(21)]:  # 0.25 MB .. 256 MB
+        x = np.array([features(s, bt, weight_prec, act_prec, cache_mb) for s, bt, _ in rows])
+        a = x / meas[:, None]  # rows scaled by 1 / measured: least squares on relative error
+        scale = np.maximum(np.abs(a).max(axis=0), 1e-30)  # column scaling for conditioning
+        coef = nnls(a / scale, np.ones(len(rows))) / scale
+        err = _relative_errors(x @ coef, meas)
+        score = float(np.sqrt(np.mean(err**2)))
+        if best is None or score < best[0] - 1e-12:
+            best = (score, cache_mb, coef, err)
+    _, cache_mb, coef, err = best
+    return FitResult(
+        coefficients={name: float(c) for name, c in zip(FEATURES, coef)},
+        cache_mb=float(cache_mb) if math.isfinite(cache_mb) else -1.0,  # -1: no cache term
+        mape_pct=float(100 * err.mean()),
+        max_abs_pct=float(100 * err.max()),
+        within_10pct=float((err <= 0.10).mean()),
+    )
+
+
+def predict_with_fit(
+    spec: ViTSpec,
+    batch: int,
+    fit_coefficients: dict[str, float],
+    cache_mb: float,
+    weight_prec: str,
+    act_prec: str,
+) -> tuple[float, dict[str, float]]:
+    """Latency (ms) and per-feature contributions from fitted coefficients."""
+    values = features(spec, batch, weight_prec, act_prec, cache_mb if cache_mb >= 0 else math.inf)
+    parts = {name: fit_coefficients[name] * v for name, v in zip(FEATURES, values)}
+    return sum(parts.values()), parts
+
+
+# --- calibration file -------------------------------------------------------------------------------------
+
+CALIBRATION_SCHEMA_VERSION = 1
+
+
+def _calibration_models():
+    """Pydantic models of the calibration file (built lazily: pydantic is only needed to read/write one)."""
+    from typing import Literal
+
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class Strict(BaseModel):
+        model_config = ConfigDict(extra="forbid", frozen=True)
+
+    class Sample(Strict):
+        depth: int = Field(ge=1)
+        embed_dim: int = Field(ge=1)
+        num_heads: int = Field(ge=1)
+        batch: int = Field(ge=1)
+        p50_ms: float = Field(gt=0)
+        p90_ms: float = Field(gt=0)
+        p95_ms: float = Field(gt=0)
+        p99_ms: float = Field(gt=0)
+        mean_ms: float = Field(gt=0)
+        iterations: int = Field(ge=1)
+
+    class Geometry(Strict):
+        img_size: int = Field(ge=1)
+        patch_size: int = Field(ge=1)
+        in_chans: int = Field(ge=1)
+        num_classes: int = Field(ge=1)
+        mlp_ratio: float = Field(gt=0)
+
+    class RuntimeInfo(Strict):
+        name: Literal["onnxruntime", "torch"]
+        version: str
+        detail: str  # what executed, e.g. "onnxruntime 1.32.0 [CPUExecutionProvider]"
+        precision: Literal["fp32", "fp16", "int8"]
+        threads: int = Field(ge=1)
+        clock: Literal["wall", "thread"]
+
+    class Machine(Strict):
+        cpu: str
+        logical_cores: int = Field(ge=1)
+        platform: str
+        python: str
+        date: str
+
+    class Model(Strict):
+        features: list[str]
+        coefficients_ms: dict[str, float]
+        cache_mb: float  # -1: no cache term
+        percentile_factors: dict[Literal["p50", "p90", "p95", "p99"], float]
+        weight_precision: Literal["fp32", "fp16", "int8"]
+        activation_precision: Literal["fp32", "fp16", "int8"]
+
+    class Fit(Strict):
+        n_samples: int = Field(ge=1)
+        mape_pct: float = Field(ge=0)
+        max_abs_pct: float = Field(ge=0)
+        within_10pct: float = Field(ge=0, le=1)
+
+    class CalibrationFile(Strict):
+        schema_version: Literal[1]
+        profile: str
+        runtime: RuntimeInfo
+        machine: Machine
+        geometry: Geometry
+        model: Model
+        fit: Fit
+        samples: list[Sample] = Field(min_length=1)
+
+    return CalibrationFile
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A validated calibration file and the model it holds."""
+
+    path: str
+    data: dict  # the file's content, validated
+
+    @property
+    def profile(self) -> str:
+        return self.data["profile"]
+
+    def predict(self, spec: ViTSpec, batch: int, *, profile=None) -> Prediction:
+        if profile is not None and profile.name != self.profile:
+            raise InvalidInputError(
+                f"calibration file {self.path} was made for profile '{self.profile}', not '{profile.name}'"
+            )
+        model = self.data["model"]
+        latency, parts = predict_with_fit(
+            spec,
+            batch,
+            model["coefficients_ms"],
+            model["cache_mb"],
+            model["weight_precision"],
+            model["activation_precision"],
+        )
+        return Prediction(
+            latency_ms=latency,
+            batch=batch,
+            source=f"calibrated:{self.path}",
+            breakdown_ms=parts,
+            percentile_factors=dict(model["percentile_factors"]),
+            notes=self._range_notes(spec, batch),
+        )
+
+    def _range_notes(self, spec: ViTSpec, batch: int) -> tuple[str, ...]:
+        notes = []
+        geometry = self.data["geometry"]
+        if any(getattr(spec, k) != v for k, v in geometry.items()):
+            notes.append(f"extrapolated: calibrated for {geometry}, spec differs")
+        samples = self.data["samples"]
+        for key, value in (("depth", spec.depth), ("embed_dim", spec.embed_dim), ("batch", batch)):
+            lo, hi = min(s[key] for s in samples), max(s[key] for s in samples)
+            if not lo <= value <= hi:
+                notes.append(f"extrapolated: {key}={value} outside the calibrated {lo}..{hi}")
+        return tuple(notes)
+
+
+def load_calibration(path: str | Path) -> Calibration:
+    """Read and validate a calibration file; any problem raises InvalidInputError (exit 3)."""
+    import json
+
+    from pydantic import ValidationError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"calibration file {path} does not exist")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInputError(f"invalid calibration file {path}: {exc}") from exc
+    try:
+        data = _calibration_models().model_validate(raw).model_dump()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise InvalidInputError(f"invalid calibration file {path}: field '{where}': {first['msg']}") from exc
+    model = data["model"]
+    if tuple(model["features"]) != FEATURES or set(model["coefficients_ms"]) != set(FEATURES):
+        raise InvalidInputError(
+            f"invalid calibration file {path}: its features {model['features']} are not this version's "
+            f"{list(FEATURES)}",
+            hint="re-run wave-deploy calibrate",
+        )
+    bad = [k for k, v in model["coefficients_ms"].items() if not (math.isfinite(v) and v >= 0)]
+    if bad:
+        raise InvalidInputError(
+            f"invalid calibration file {path}: negative or non-finite coefficient(s) {bad}"
+        )
+    factors = model["percentile_factors"]
+    if set(factors) != set(DEFAULT_PERCENTILE_FACTORS) or any(not (1.0 <= v < 100) for v in factors.values()):
+        raise InvalidInputError(
+            f"invalid calibration file {path}: percentile_factors need p50..p99, each >= 1"
+        )
+    return Calibration(path=str(path), data=data)
+
+
+def profile_calibration(profile) -> Calibration | None:
+    """The profile's own calibration (kind 'calibrated'), its file resolved relative to the profile file."""
+    lm = profile.latency_model
+    if lm.kind != "calibrated":
+        return None
+    path = Path(lm.calibration_file)
+    if not path.is_absolute() and profile.source_file:
+        path = Path(profile.source_file).parent / path
+    return load_calibration(path)
+
+
+def predict(spec: ViTSpec, profile, batch: int | None = None, *, calibration=None) -> Prediction:
+    """Predicted p50 latency of ``spec`` on ``profile`` at ``batch`` (default: the budget's batch).
+
+    ``calibration``: a Calibration, a path to a calibration file, or None for the profile's own
+    (``latency_model.calibration_file`` when kind is 'calibrated'), else the analytic model.
+    """
+    batch = profile.budgets.latency_batch if batch is None else batch
+    if isinstance(calibration, (str, Path)):
+        calibration = load_calibration(calibration)
+    elif calibration is None:
+        calibration = profile_calibration(profile)
+    if calibration is None:
+        return predict_analytic(spec, profile, batch)
+    return calibration.predict(spec, batch, profile=profile)

@@ -1,0 +1,333 @@
+"""Budget-driven choice of a ViTSpec (DESIGN section 5).
+
+Every spec the template bank can initialize (``SearchSpace.specs()``) gets a predicted latency (at the
+budget's batch and percentile) and a predicted memory from the profile; a candidate that breaks a budget is
+rejected with one reason per broken budget; among the rest the objective picks (default: most FLOPs; or
+highest estimated accuracy, or any callable). Ties break deterministically: lower predicted latency, fewer
+parameters, shallower, narrower. No feasible candidate raises NoFeasibleModelError (exit 5) naming the
+closest candidates and the budgets each breaks.
+
+Predictions are made at the search space's image size (the bank's), while a profile's budgets were set for
+its ``runtime.input_size_px``; ``Selection.notes`` says so when the two differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from wave_deploy.errors import InvalidInputError, NoFeasibleModelError, UsageError
+from wave_deploy.latency import Prediction, load_calibration, predict, profile_calibration
+from wave_deploy.memory import MemoryEstimate, predict_memory
+from wave_deploy.spec import ViTSpec, flops, param_count
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The ViT sizes a template bank can initialize: depth 1..max_depth, embed_dim a multiple of
+    lcm(w, head_dim) up to max_embed_dim, num_heads = embed_dim / head_dim; the rest is fixed by the bank."""
+
+    img_size: int
+    patch_size: int
+    in_chans: int
+    num_classes: int
+    mlp_ratio: float
+    w: int
+    head_dim: int
+    max_depth: int
+    max_embed_dim: int
+
+    def __post_init__(self) -> None:
+        for name in (
+            "img_size",
+            "patch_size",
+            "in_chans",
+            "num_classes",
+            "w",
+            "head_dim",
+            "max_depth",
+            "max_embed_dim",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidInputError(f"SearchSpace.{name} must be a positive integer, got {value!r}")
+        if self.max_embed_dim < self.width_step:
+            raise InvalidInputError(
+                f"SearchSpace.max_embed_dim={self.max_embed_dim} is below the width step lcm(w, head_dim)={self.width_step}"
+            )
+
+    @property
+    def width_step(self) -> int:
+        return math.lcm(self.w, self.head_dim)
+
+    def widths(self) -> list[int]:
+        return list(range(self.width_step, self.max_embed_dim + 1, self.width_step))
+
+    def spec(self, depth: int, embed_dim: int, num_heads: int | None = None) -> ViTSpec:
+        """A ViTSpec with this space's fixed geometry (heads default to embed_dim / head_dim)."""
+        if num_heads is None:
+            if not isinstance(embed_dim, int) or embed_dim % self.head_dim:
+                raise InvalidInputError(
+                    f"embed_dim={embed_dim} is not a multiple of head_dim={self.head_dim}"
+                )
+            num_heads = embed_dim // self.head_dim
+        return ViTSpec(
+            depth=depth,
+            embed_dim=embed_dim,
+            num_heads=num_heads,
+            mlp_ratio=self.mlp_ratio,
+            patch_size=self.patch_size,
+            img_size=self.img_size,
+            in_chans=self.in_chans,
+            num_classes=self.num_classes,
+        )
+
+    def specs(self) -> list[ViTSpec]:
+        return [self.spec(depth, width) for depth in range(1, self.max_depth + 1) for width in self.widths()]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# The geometry of the shipped default template bank (MNIST, 28 px); the lead wires --templates to real banks.
+DEFAULT_SEARCH_SPACE = SearchSpace(
+    img_size=28,
+    patch_size=4,
+    in_chans=1,
+    num_classes=10,
+    mlp_ratio=4.0,
+    w=32,
+    head_dim=32,
+    max_depth=12,
+    max_embed_dim=384,
+)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    spec: ViTSpec
+    params: int
+    flops: int  # per image, attention products included
+    latency: Prediction  # p50 at the budget's batch
+    latency_at_budget_ms: float  # the prediction mapped to the budget's percentile
+    memory: MemoryEstimate
+    accuracy: float | None  # estimate, where one was given
+    objective: float
+    reasons: tuple[str, ...]  # one per broken budget; empty when feasible
+
+    @property
+    def feasible(self) -> bool:
+        return not self.reasons
+
+    def to_dict(self) -> dict:
+        return {
+            "spec": self.spec.to_dict(),
+            "name": self.spec.name,
+            "params": self.params,
+            "flops": self.flops,
+            "latency_ms": self.latency.latency_ms,
+            "latency_at_budget_ms": self.latency_at_budget_ms,
+            "latency_source": self.latency.source,
+            "memory_mib": self.memory.total_mib,
+            "build_memory_mib": self.memory.build_peak_mib,
+            "accuracy": self.accuracy,
+            "objective": self.objective,
+            "feasible": self.feasible,
+            "reasons": list(self.reasons),
+        }
+
+
+@dataclass(frozen=True)
+class Selection:
+    chosen: Candidate
+    candidates: tuple[Candidate, ...]
+    frontier: tuple[Candidate, ...]  # Pareto: objective vs predicted latency, over all candidates
+    profile: str
+    objective: str
+    latency_source: str
+    notes: tuple[str, ...]
+
+    def to_dict(self) -> dict:
+        return {
+            "profile": self.profile,
+            "objective": self.objective,
+            "latency_source": self.latency_source,
+            "chosen": {
+                **self.chosen.to_dict(),
+                "latency": self.chosen.latency.to_dict(),
+                "memory": self.chosen.memory.to_dict(),
+            },
+            "frontier": [c.to_dict() for c in self.frontier],
+            "n_candidates": len(self.candidates),
+            "n_feasible": sum(c.feasible for c in self.candidates),
+            "rejected": [
+                {"name": c.spec.name, "reasons": list(c.reasons)} for c in self.candidates if not c.feasible
+            ],
+            "notes": list(self.notes),
+        }
+
+
+Objective = str | Callable[[Candidate], float]
+AccuracyTable = Mapping[tuple[int, int], float] | Callable[[ViTSpec], float | None]
+
+
+def _accuracy_of(spec: ViTSpec, accuracy: AccuracyTable | None) -> float | None:
+    if accuracy is None:
+        return None
+    if callable(accuracy):
+        return accuracy(spec)
+    return accuracy.get((spec.depth, spec.embed_dim))
+
+
+def _reasons(
+    latency_ms: float, memory: MemoryEstimate, accuracy: float | None, profile, batch: int
+) -> tuple[str, ...]:
+    b = profile.budgets
+    out = []
+    if latency_ms > b.latency_ms:
+        out.append(
+            f"latency {latency_ms:.2f} ms > budget {b.latency_ms:g} ms ({b.latency_percentile}, batch {batch})"
+        )
+    if memory.total_mib > b.memory_mib:
+        out.append(f"memory {memory.total_mib:.0f} MiB > budget {b.memory_mib:g} MiB")
+    if (
+        b.build_memory_mib is not None
+        and memory.build_peak_mib is not None
+        and memory.build_peak_mib > b.build_memory_mib
+    ):
+        out.append(f"build memory {memory.build_peak_mib:.0f} MiB > budget {b.build_memory_mib:g} MiB")
+    if b.min_accuracy is not None and accuracy is not None and accuracy < b.min_accuracy:
+        out.append(f"accuracy {accuracy:.3f} < minimum {b.min_accuracy:g}")
+    return tuple(out)
+
+
+def evaluate(
+    spec: ViTSpec,
+    profile,
+    *,
+    calibration=None,
+    objective: Objective = "flops",
+    accuracy: AccuracyTable | None = None,
+    batch: int | None = None,
+) -> Candidate:
+    """Predict one spec on a profile and judge it against the budgets."""
+    batch = profile.budgets.latency_batch if batch is None else batch
+    latency = predict(spec, profile, batch, calibration=calibration)
+    at_budget = latency.at(profile.budgets.latency_percentile)
+    memory = predict_memory(spec, profile, batch)
+    acc = _accuracy_of(spec, accuracy)
+    candidate = Candidate(
+        spec=spec,
+        params=param_count(spec),
+        flops=flops(spec),
+        latency=latency,
+        latency_at_budget_ms=at_budget,
+        memory=memory,
+        accuracy=acc,
+        objective=0.0,
+        reasons=_reasons(at_budget, memory, acc, profile, batch),
+    )
+    return dataclasses.replace(candidate, objective=_objective_value(candidate, objective))
+
+
+def _objective_value(candidate: Candidate, objective: Objective) -> float:
+    if callable(objective):
+        return float(objective(candidate))
+    if objective == "flops":
+        return float(candidate.flops)
+    if objective == "params":
+        return float(candidate.params)
+    if objective == "accuracy":  # candidates without an estimate rank below every estimated one
+        return candidate.accuracy if candidate.accuracy is not None else -math.inf
+    raise UsageError(f"unknown objective {objective!r}; expected 'flops', 'params', 'accuracy' or a callable")
+
+
+def _rank_key(c: Candidate):
+    """Best first: objective, then FLOPs (accuracy ties), then lower latency, fewer params, shallower, narrower."""
+    return (
+        -c.objective,
+        -c.flops,
+        c.latency.latency_ms,
+        c.params,
+        c.spec.depth,
+        c.spec.embed_dim,
+        c.spec.num_heads,
+    )
+
+
+def choose(candidates: Sequence[Candidate]) -> Candidate | None:
+    """The best feasible candidate, independent of the order of ``candidates``; None when none is feasible."""
+    feasible = [c for c in candidates if c.feasible]
+    return min(feasible, key=_rank_key) if feasible else None
+
+
+def pareto_frontier(candidates: Sequence[Candidate]) -> tuple[Candidate, ...]:
+    """Candidates no other beats on both objective (higher) and predicted latency (lower), by latency."""
+    ordered = sorted(candidates, key=lambda c: (c.latency.latency_ms, *_rank_key(c)))
+    frontier, best = [], -math.inf
+    for c in ordered:
+        if c.objective > best:
+            frontier.append(c)
+            best = c.objective
+    return tuple(frontier)
+
+
+def _violation(c: Candidate, profile) -> float:
+    """How far a candidate is from fitting: the largest ratio of predicted value to budget."""
+    b = profile.budgets
+    ratios = [c.latency_at_budget_ms / b.latency_ms, c.memory.total_mib / b.memory_mib]
+    if b.build_memory_mib is not None and c.memory.build_peak_mib is not None:
+        ratios.append(c.memory.build_peak_mib / b.build_memory_mib)
+    if b.min_accuracy is not None and c.accuracy is not None and c.accuracy > 0:
+        ratios.append(b.min_accuracy / c.accuracy)
+    return max(ratios)
+
+
+def closest(candidates: Sequence[Candidate], profile, n: int = 3) -> list[Candidate]:
+    return sorted(candidates, key=lambda c: (_violation(c, profile), *_rank_key(c)))[:n]
+
+
+def select(
+    profile,
+    space: SearchSpace = DEFAULT_SEARCH_SPACE,
+    *,
+    objective: Objective = "flops",
+    accuracy: AccuracyTable | None = None,
+    calibration=None,
+) -> Selection:
+    """Choose the spec that fits ``profile``'s budgets best; raise NoFeasibleModelError when none fits."""
+    if objective == "accuracy" and accuracy is None:
+        raise UsageError("objective 'accuracy' needs accuracy estimates (a table or a callable)")
+    if isinstance(calibration, str) or hasattr(calibration, "__fspath__"):
+        calibration = load_calibration(calibration)
+    elif calibration is None:
+        calibration = profile_calibration(profile)
+    candidates = tuple(
+        evaluate(spec, profile, calibration=calibration, objective=objective, accuracy=accuracy)
+        for spec in space.specs()
+    )
+    chosen = choose(candidates)
+    if chosen is None:
+        near = "; ".join(f"{c.spec.name} ({', '.join(c.reasons)})" for c in closest(candidates, profile))
+        raise NoFeasibleModelError(
+            f"no ViT size in the search space fits profile '{profile.name}': closest: {near}",
+            hint="relax the budgets, calibrate the profile, or use a bank with smaller sizes",
+        )
+    notes = []
+    if profile.runtime.input_size_px != space.img_size:
+        notes.append(
+            f"budgets were set for {profile.runtime.input_size_px} px inputs (runtime.input_size_px); candidates"
+            f" are predicted at the bank's {space.img_size} px"
+        )
+    objective_name = objective if isinstance(objective, str) else getattr(objective, "__name__", "custom")
+    return Selection(
+        chosen=chosen,
+        candidates=candidates,
+        frontier=pareto_frontier(candidates),
+        profile=profile.name,
+        objective=objective_name,
+        latency_source=chosen.latency.source,
+        notes=tuple(notes),
+    )
