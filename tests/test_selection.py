@@ -239,11 +239,27 @@ def test_plan_cli_predicts_one_given_spec():
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    spec = DEFAULT_SEARCH_SPACE.spec(3, 96)
+    from wave_deploy.wave.bank import TemplateBank, default_bank_path
+
+    spec = SearchSpace.from_bank(TemplateBank.load(default_bank_path()).geometry).spec(3, 96)
     assert data["spec"] == spec.to_dict() and data["batch"] == 2
     assert data["flops_per_image"] == flops(spec)
     assert data["latency"]["source"] == "analytic" and data["latency"]["batch"] == 2
     assert data["memory"]["total_mib"] > data["memory"]["weights_mib"] > 0
+
+
+def test_plan_cli_candidates_come_from_the_given_template_bank(tmp_path):
+    from wave_deploy.wave.bank import BankGeometry, TemplateBank
+
+    geom = BankGeometry.create(img_size=28, patch_size=14, in_chans=1, num_classes=10, w=16, head_dim=16,
+                               mlp_ratio=4.0, max_depth=2, max_embed_dim=48)
+    bank = TemplateBank.init_random(geom).save(tmp_path / "bank.safetensors")
+    result = CliRunner().invoke(cli, ["plan", "--profile", "x86-cpu", "--templates", str(bank), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["search_space"] == SearchSpace.from_bank(geom).to_dict()
+    assert data["n_candidates"] == 2 * 3  # depths 1..2 x widths 16, 32, 48
+    assert data["chosen"]["spec"]["patch_size"] == 14
 
 
 @pytest.mark.parametrize(

@@ -132,10 +132,7 @@ def _build_one(profile, bank, data, inputs, options: BuildOptions, on_event, on_
 def _plan(out_dir: Path, profile, bank, data, options: BuildOptions) -> StageOutput:
     from wave_deploy.selection import SearchSpace, select
 
-    g = bank.geometry
-    space = SearchSpace(img_size=g.img_size, patch_size=g.patch_size, in_chans=g.in_chans,
-                        num_classes=data.info.num_classes, mlp_ratio=g.mlp_ratio, w=g.w, head_dim=g.head_dim,
-                        max_depth=g.max_depth, max_embed_dim=g.max_embed_dim)
+    space = SearchSpace.from_bank(bank.geometry, data.info.num_classes)
     selection = select(profile, space, objective=options.objective, calibration=options.calibration)
     result = {"selection": selection.to_dict(), "search_space": space.to_dict()}
     write_json(out_dir / "plan.json", result)

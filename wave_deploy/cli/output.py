@@ -22,9 +22,13 @@ def print_json(data: Any) -> None:
 
 
 def console(stderr: bool = False):
+    """A rich console; piped or captured output gets 140 columns instead of being squeezed into 80."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    out = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    if not out.is_terminal:
+        out.width = max(out.width, 140)
+    return out
 
 
 def table(title: str | None, columns: list[str], rows: list[list[Any]]):

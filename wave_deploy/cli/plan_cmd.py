@@ -104,8 +104,12 @@ def _plot(selection, profile, path: str) -> None:
 @click.option(
     "--plot", type=click.Path(dir_okay=False), default=None, help="Write a PNG of FLOPs vs latency."
 )
+@click.option(
+    "--templates", "bank_path", type=click.Path(dir_okay=True), default=None,
+    help="Template bank whose sizes are the candidates (default: the bank shipped with wave-deploy).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def plan(profile_name, spec_text, calibration, objective, plot, as_json):
+def plan(profile_name, spec_text, calibration, objective, plot, bank_path, as_json):
     """Choose the ViT size that fits PROFILE's budgets, or predict one given size (--spec).
 
     Sizes come from the template bank's search space (default: the shipped bank's geometry, 28 px MNIST);
@@ -115,11 +119,12 @@ def plan(profile_name, spec_text, calibration, objective, plot, as_json):
     from wave_deploy.cli.output import console, print_json, table
     from wave_deploy.latency import load_calibration
     from wave_deploy.profiles import load_profile
-    from wave_deploy.selection import DEFAULT_SEARCH_SPACE, evaluate, select
+    from wave_deploy.selection import SearchSpace, evaluate, select
     from wave_deploy.spec import macs
+    from wave_deploy.wave.bank import TemplateBank, default_bank_path
 
     profile = load_profile(profile_name)
-    space = DEFAULT_SEARCH_SPACE
+    space = SearchSpace.from_bank(TemplateBank.load(bank_path or default_bank_path()).geometry)
     cal = load_calibration(calibration) if calibration else None
     if spec_text is not None:
         if plot:

@@ -81,8 +81,6 @@ def report(dirs, html_out, device_report, fail_on_budget, as_json):
             ]
             for r in rows
         ]
-        if not out.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
-            out.width = max(out.width, 140)
         out.print(table("devices (local = build machine, not the target; ms)", columns, body))
         if html_out:
             out.print(f"index written to {html_out}")
