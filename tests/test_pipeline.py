@@ -138,3 +138,17 @@ def test_bad_build_input_exits_with_its_code_and_writes_nothing(args, code, tmp_
     result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "out")])
     assert result.exit_code == code, result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_two_profiles_that_pick_the_same_spec_share_one_trained_model(bank_path, tmp_path):
+    args = ["build", "--profile", "jetson", "--profile", "x86-cpu", "--templates", str(bank_path),
+            "--out", str(tmp_path), "--json", *FAST]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    devices = json.loads(result.stdout)["devices"]
+    assert [d["profile"] for d in devices] == ["jetson-orin-nano-8gb", "x86-cpu"]
+    assert devices[0]["spec"] == devices[1]["spec"]
+    assert len(list((tmp_path / ".models").iterdir())) == 1
+    a, b = (tmp_path / d["profile"] / "model.safetensors" for d in devices)
+    assert a.read_bytes() == b.read_bytes()
+    assert not (tmp_path / "x86-cpu" / "bundle").exists()  # an ONNX Runtime CPU target needs no bundle
