@@ -4,6 +4,7 @@ saw, given as --transfer-classes: the bank's classes are the others).
 
     python benchmarks/paper_claims.py compute --ancestry artifacts/bank-recipe/ancestry.safetensors
     python benchmarks/paper_claims.py storage
+    python benchmarks/paper_claims.py strategies     # stage-2 scaler start: aux slice vs random
     python benchmarks/paper_claims.py transfer --templates BANK_BUILT_ON_0_4 --ancestry ANCESTRY_0_4 \
         --classes 5,6,7,8,9
 
@@ -81,6 +82,27 @@ def compute(args) -> None:
               flush=True)
 
 
+def strategies(args) -> None:
+    """Stage-2 scaler start: slicing the bank's auxiliary scalers vs random scalers, same budgets."""
+    data = load_builtin(seed=args.seed)
+    bank = TemplateBank.load(args.templates or default_bank_path())
+    B = args.budget
+    print(f"scaler phase {args.scaler_steps} steps, then {B} dense steps (batch 128), seed {args.seed}\n")
+    print("| size | aux: at init | aux: after scalers | aux: after B | random: at init | random: after scalers "
+          "| random: after B |")
+    print("|---|---|---|---|---|---|---|")
+    for depth, dim in SIZES:
+        spec = bank.geometry.make_spec(depth, dim)
+        cells = []
+        for strategy in ("aux", "random"):
+            model, rec = initialize(bank, spec, data, strategy=strategy,
+                                    scaler=ScalerPhase(steps=args.scaler_steps, seed=args.seed),
+                                    dense=DensePhase(steps=0, seed=args.seed))
+            after = val_acc_after(model, data, B, args.seed)
+            cells += [rec["val_acc_at_init"], rec["val_acc"], after]
+        print(f"| L{depth} D{dim} | " + " | ".join(f"{c:.1%}" for c in cells) + " |", flush=True)
+
+
 def val_acc_after(model, data, steps: int, seed: int) -> float:
     if steps:
         train_dense(model, data, steps, seed)
@@ -117,7 +139,7 @@ def storage(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["compute", "storage", "transfer"])
+    parser.add_argument("what", choices=["compute", "storage", "transfer", "strategies"])
     parser.add_argument("--templates", type=str, help="bank (default: the shipped one)")
     parser.add_argument("--ancestry", type=str, help="folded ancestry checkpoint (for weight selection)")
     parser.add_argument("--classes", type=str, help="comma-separated class subset (transfer: classes unseen by the bank)")
@@ -129,6 +151,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.what == "storage":
         storage(args)
+    elif args.what == "strategies":
+        strategies(args)
     else:
         if args.what == "transfer" and not args.classes:
             parser.error("transfer needs --classes (the classes the bank was not built on)")
