@@ -1,0 +1,62 @@
+"""`wave-deploy init`: one size from a bank, folded into a timm checkpoint that loads strictly."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from wave_deploy.cli.main import cli
+from wave_deploy.folding import load_folded_file
+from wave_deploy.wave.bank import BankGeometry, TemplateBank
+from wave_deploy.wave.init import init_wave_model
+from wave_deploy.wave.model import WaveViT
+
+
+@pytest.fixture(scope="module")
+def bank_path(tmp_path_factory):
+    geom = BankGeometry.create(img_size=28, patch_size=7, in_chans=1, num_classes=10, w=16, head_dim=16,
+                               mlp_ratio=4.0, max_depth=3, max_embed_dim=48, n_matrix=2, n_vector=2)
+    aux = WaveViT(TemplateBank.init_random(geom, seed=0), geom.make_spec(3, 48), seed=1)
+    bank = aux.export_bank({"data": {"class_names": [str(i) for i in range(10)]}})
+    return bank.save(tmp_path_factory.mktemp("bank") / "bank.safetensors")
+
+
+def test_init_without_training_writes_exactly_the_sliced_model(bank_path, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["init", "--templates", str(bank_path), "--depth", "2", "--embed-dim", "32",
+                                      "--scaler-steps", "0", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["spec"]["depth"] == 2 and record["spec"]["embed_dim"] == 32 and record["same_task_as_bank"]
+    assert record["scaler_phase"] is None and record["dense_phase"] is None
+    assert json.loads((out / "init.json").read_text())["val_acc"] == record["val_acc"]
+    model, spec, _ = load_folded_file(out / "model.safetensors")  # strict load into timm's VisionTransformer
+    bank = TemplateBank.load(bank_path)
+    wave = init_wave_model(bank, spec, "aux").eval()
+    x = torch.randn(3, 1, 28, 28)
+    torch.testing.assert_close(model(x), wave(x), rtol=0, atol=1e-5)
+
+
+def test_init_trains_the_scalers_and_records_the_phase(bank_path, tmp_path):
+    result = CliRunner().invoke(cli, ["init", "--templates", str(bank_path), "--depth", "1", "--embed-dim", "16",
+                                      "--scaler-steps", "3", "--dense-steps", "2", "--batch-size", "16",
+                                      "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["scaler_phase"]["steps"] == 3 and record["dense_phase"]["steps"] == 2
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--depth", "2", "--embed-dim", "40"], 3, "not a multiple"),
+        (["--depth", "9", "--embed-dim", "32"], 3, "max_depth"),
+        (["--depth", "2", "--embed-dim", "32", "--scaler-steps", "-1"], 2, ">= 0"),
+    ],
+)
+def test_init_rejects_sizes_the_bank_cannot_make(bank_path, tmp_path, args, code, message):
+    result = CliRunner().invoke(cli, ["init", "--templates", str(bank_path), *args, "--out", str(tmp_path / "o")])
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    assert not (tmp_path / "o").exists()
