@@ -55,9 +55,12 @@ def compute(args) -> None:
     B = args.budget
     print(f"data {data.info.name}: {data.info.train_count} train / {data.info.val_count} val; budget B = {B} steps "
           f"(batch 128); WAVE scaler phase {args.scaler_steps} steps; seed {args.seed}\n")
-    print("| size | params | WAVE@0 (sliced, no training) | WAVE@B | weight sel.@B | random@B | random@5B | "
-          "random@15B | random steps to reach WAVE@B |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    if args.only_wave:
+        print("| size | WAVE@0 (sliced, no training) | WAVE@B |\n|---|---|---|")
+    else:
+        print("| size | params | WAVE@0 (sliced, no training) | WAVE@B | weight sel.@B | random@B | random@5B | "
+              "random@15B | random steps to reach WAVE@B |")
+        print("|---|---|---|---|---|---|---|---|---|")
     for depth, dim in SIZES:
         spec = bank.geometry.make_spec(depth, dim, num_classes=data.info.num_classes)
         t0 = time.perf_counter()
@@ -65,6 +68,9 @@ def compute(args) -> None:
                                    dense=DensePhase(steps=0, seed=args.seed))
         wave_b = val_acc_after(model, data, B, args.seed)
         row = {"wave0": record["val_acc_at_init"], "wave": wave_b}
+        if args.only_wave:  # ablations of the bank: the baselines do not depend on it
+            print(f"| L{depth} D{dim} | {row['wave0']:.1%} | {row['wave']:.1%} |", flush=True)
+            continue
         if teacher is not None and spec.num_classes == teacher_spec.num_classes:
             ws = weight_selection(teacher, teacher_spec, spec, seed=args.seed)
             row["ws"] = val_acc_after(ws, data, B, args.seed)
@@ -145,6 +151,7 @@ def main() -> None:
     parser.add_argument("--classes", type=str, help="comma-separated class subset (transfer: classes unseen by the bank)")
     parser.add_argument("--budget", type=int, default=35, help="B in optimizer steps (35 = one epoch)")
     parser.add_argument("--scaler-steps", type=int, default=35)
+    parser.add_argument("--only-wave", action="store_true", help="compute: WAVE columns only (bank ablations)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
