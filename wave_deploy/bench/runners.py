@@ -259,21 +259,9 @@ def seeded_inputs(sample_shape: tuple[int, ...], batch: int, seed: int = 0) -> n
     return np.random.default_rng(seed).standard_normal((batch, *sample_shape)).astype(np.float32)
 
 
-def benchmark(
-    runner: Runner,
-    *,
-    batch: int = 1,
-    warmup: int = 10,
-    iterations: int = 100,
-    min_duration_s: float = 0.0,
-    timed: str | None = None,
-    seed: int = 0,
-) -> LatencyStats:
-    """Time ``runner`` on seeded inputs of one batch size; compute-only on accelerators unless asked otherwise."""
-    return benchmark_samples(
-        runner, batch=batch, warmup=warmup, iterations=iterations, min_duration_s=min_duration_s,
-        timed=timed, seed=seed,
-    )[0]  # fmt: skip
+def benchmark(runner: Runner, **options) -> LatencyStats:
+    """Time ``runner`` on seeded inputs of one batch size (options: see ``benchmark_samples``)."""
+    return benchmark_samples(runner, **options)[0]
 
 
 def benchmark_samples(
@@ -286,7 +274,10 @@ def benchmark_samples(
     timed: str | None = None,
     seed: int = 0,
 ) -> tuple[LatencyStats, list[float]]:
-    """``benchmark`` that also returns the per-iteration latencies in ms (for histograms)."""
+    """Time ``runner`` on seeded inputs of one batch size; compute-only on accelerators unless asked otherwise.
+
+    Returns the statistics and the per-iteration latencies in ms (for histograms).
+    """
     if timed is None:
         timed = TIMED_COMPUTE if runner.on_device else TIMED_HOST_TO_HOST
     if timed not in (TIMED_COMPUTE, TIMED_HOST_TO_HOST):
