@@ -15,7 +15,7 @@ for arg in "$@"; do
     *) OUT="$arg" ;;
   esac
 done
-PY=${PYTHON:-python}
+PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 start=$(date +%s)
 "$PY" scripts/train_ancestry.py --out "$OUT/ancestry.safetensors" --depth 6 --embed-dim 128 --heads 4 \
