@@ -16,8 +16,8 @@ smoothing 0.1); WAVE adds its scaler phase (reported separately, in steps). Outp
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 import time
+from pathlib import Path
 
 import torch
 
@@ -32,13 +32,27 @@ SIZES = [(2, 64), (4, 96), (3, 128), (6, 64), (6, 128)]
 
 
 def dense_config(steps: int, seed: int, eval_every: int | None = None) -> TrainConfig:
-    return TrainConfig(steps=steps, batch_size=128, lr=5e-4, warmup_steps=max(1, steps // 10), min_lr_ratio=0.01,
-                       label_smoothing=0.1, seed=seed, eval_every=eval_every)
+    return TrainConfig(
+        steps=steps,
+        batch_size=128,
+        lr=5e-4,
+        warmup_steps=max(1, steps // 10),
+        min_lr_ratio=0.01,
+        label_smoothing=0.1,
+        seed=seed,
+        eval_every=eval_every,
+    )
 
 
 def train_dense(model, data, steps: int, seed: int, eval_every: int | None = None):
-    result = train(model, dense_config(steps, seed, eval_every), data.train_x, data.train_labels, data.val_x,
-                   data.val_labels)
+    result = train(
+        model,
+        dense_config(steps, seed, eval_every),
+        data.train_x,
+        data.train_labels,
+        data.val_x,
+        data.val_labels,
+    )
     return result
 
 
@@ -53,19 +67,28 @@ def compute(args) -> None:
     bank = TemplateBank.load(args.templates or default_bank_path())
     teacher, teacher_spec, _ = load_folded_file(args.ancestry) if args.ancestry else (None, None, None)
     B = args.budget
-    print(f"data {data.info.name}: {data.info.train_count} train / {data.info.val_count} val; budget B = {B} steps "
-          f"(batch 128); WAVE scaler phase {args.scaler_steps} steps; seed {args.seed}\n")
+    print(
+        f"data {data.info.name}: {data.info.train_count} train / {data.info.val_count} val; budget B = {B} steps "
+        f"(batch 128); WAVE scaler phase {args.scaler_steps} steps; seed {args.seed}\n"
+    )
     if args.only_wave:
         print("| size | WAVE@0 (sliced, no training) | WAVE@B |\n|---|---|---|")
     else:
-        print("| size | params | WAVE@0 (sliced, no training) | WAVE@B | weight sel.@B | random@B | random@5B | "
-              "random@15B | random steps to reach WAVE@B |")
+        print(
+            "| size | params | WAVE@0 (sliced, no training) | WAVE@B | weight sel.@B | random@B | random@5B | "
+            "random@15B | random steps to reach WAVE@B |"
+        )
         print("|---|---|---|---|---|---|---|---|---|")
     for depth, dim in SIZES:
         spec = bank.geometry.make_spec(depth, dim, num_classes=data.info.num_classes)
         t0 = time.perf_counter()
-        model, record = initialize(bank, spec, data, scaler=ScalerPhase(steps=args.scaler_steps, seed=args.seed),
-                                   dense=DensePhase(steps=0, seed=args.seed))
+        model, record = initialize(
+            bank,
+            spec,
+            data,
+            scaler=ScalerPhase(steps=args.scaler_steps, seed=args.seed),
+            dense=DensePhase(steps=0, seed=args.seed),
+        )
         wave_b = val_acc_after(model, data, B, args.seed)
         row = {"wave0": record["val_acc_at_init"], "wave": wave_b}
         if args.only_wave:  # ablations of the bank: the baselines do not depend on it
@@ -78,14 +101,18 @@ def compute(args) -> None:
             row["ws"] = None
         for mult in (1, 5):
             row[f"r{mult}"] = val_acc_after(random_init(spec, seed=args.seed), data, mult * B, args.seed)
-        curve = train_dense(random_init(spec, seed=args.seed), data, 15 * B, args.seed, eval_every=max(1, B // 2))
+        curve = train_dense(
+            random_init(spec, seed=args.seed), data, 15 * B, args.seed, eval_every=max(1, B // 2)
+        )
         row["r15"] = curve.final_val_acc
         reach = next((r.step for r in curve.history if r.val_acc is not None and r.val_acc >= wave_b), None)
         params = sum(p.numel() for p in model.parameters())
-        print(f"| L{depth} D{dim} | {params / 1e6:.2f}M | {row['wave0']:.1%} | {row['wave']:.1%} | "
-              f"{_pct(row['ws'])} | {row['r1']:.1%} | {row['r5']:.1%} | {row['r15']:.1%} | "
-              f"{reach if reach is not None else f'> {15 * B}'} |  <!-- {time.perf_counter() - t0:.0f} s -->",
-              flush=True)
+        print(
+            f"| L{depth} D{dim} | {params / 1e6:.2f}M | {row['wave0']:.1%} | {row['wave']:.1%} | "
+            f"{_pct(row['ws'])} | {row['r1']:.1%} | {row['r5']:.1%} | {row['r15']:.1%} | "
+            f"{reach if reach is not None else f'> {15 * B}'} |  <!-- {time.perf_counter() - t0:.0f} s -->",
+            flush=True,
+        )
 
 
 def strategies(args) -> None:
@@ -94,16 +121,23 @@ def strategies(args) -> None:
     bank = TemplateBank.load(args.templates or default_bank_path())
     B = args.budget
     print(f"scaler phase {args.scaler_steps} steps, then {B} dense steps (batch 128), seed {args.seed}\n")
-    print("| size | aux: at init | aux: after scalers | aux: after B | random: at init | random: after scalers "
-          "| random: after B |")
+    print(
+        "| size | aux: at init | aux: after scalers | aux: after B | random: at init | random: after scalers "
+        "| random: after B |"
+    )
     print("|---|---|---|---|---|---|---|")
     for depth, dim in SIZES:
         spec = bank.geometry.make_spec(depth, dim)
         cells = []
         for strategy in ("aux", "random"):
-            model, rec = initialize(bank, spec, data, strategy=strategy,
-                                    scaler=ScalerPhase(steps=args.scaler_steps, seed=args.seed),
-                                    dense=DensePhase(steps=0, seed=args.seed))
+            model, rec = initialize(
+                bank,
+                spec,
+                data,
+                strategy=strategy,
+                scaler=ScalerPhase(steps=args.scaler_steps, seed=args.seed),
+                dense=DensePhase(steps=0, seed=args.seed),
+            )
             after = val_acc_after(model, data, B, args.seed)
             cells += [rec["val_acc_at_init"], rec["val_acc"], after]
         print(f"| L{depth} D{dim} | " + " | ".join(f"{c:.1%}" for c in cells) + " |", flush=True)
@@ -130,8 +164,10 @@ def storage(args) -> None:
     specs = [g.make_spec(d, e) for d, e in SIZES]
     models = sum(4 * param_count(s) for s in specs)
     path = Path(path)
-    print(f"bank {path}: templates {tmpl:,} B + auxiliary scalers {aux:,} B = {tmpl + aux:,} B "
-          f"(file {path.stat().st_size:,} B)\n")
+    print(
+        f"bank {path}: templates {tmpl:,} B + auxiliary scalers {aux:,} B = {tmpl + aux:,} B "
+        f"(file {path.stat().st_size:,} B)\n"
+    )
     print("| what | bytes (fp32) |\n|---|---|")
     for s in specs:
         print(f"| L{s.depth} D{s.embed_dim} model | {4 * param_count(s):,} |")
@@ -148,10 +184,14 @@ def main() -> None:
     parser.add_argument("what", choices=["compute", "storage", "transfer", "strategies"])
     parser.add_argument("--templates", type=str, help="bank (default: the shipped one)")
     parser.add_argument("--ancestry", type=str, help="folded ancestry checkpoint (for weight selection)")
-    parser.add_argument("--classes", type=str, help="comma-separated class subset (transfer: classes unseen by the bank)")
+    parser.add_argument(
+        "--classes", type=str, help="comma-separated class subset (transfer: classes unseen by the bank)"
+    )
     parser.add_argument("--budget", type=int, default=35, help="B in optimizer steps (35 = one epoch)")
     parser.add_argument("--scaler-steps", type=int, default=35)
-    parser.add_argument("--only-wave", action="store_true", help="compute: WAVE columns only (bank ablations)")
+    parser.add_argument(
+        "--only-wave", action="store_true", help="compute: WAVE columns only (bank ablations)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()

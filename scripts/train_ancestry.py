@@ -37,18 +37,43 @@ def main() -> None:
     data = load_builtin(seed=args.seed)
     if args.classes:
         data = data.select_classes([int(c) for c in args.classes.split(",")])
-    spec = ViTSpec(depth=args.depth, embed_dim=args.embed_dim, num_heads=args.heads, patch_size=args.patch_size, img_size=28,
-                   in_chans=1, num_classes=data.info.num_classes)
+    spec = ViTSpec(
+        depth=args.depth,
+        embed_dim=args.embed_dim,
+        num_heads=args.heads,
+        patch_size=args.patch_size,
+        img_size=28,
+        in_chans=1,
+        num_classes=data.info.num_classes,
+    )
     model = random_init(spec, seed=args.seed)
-    config = TrainConfig(epochs=args.epochs, batch_size=128, lr=args.lr, warmup_steps=100, label_smoothing=0.1,
-                         seed=args.seed, min_lr_ratio=0.01)
+    config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=128,
+        lr=args.lr,
+        warmup_steps=100,
+        label_smoothing=0.1,
+        seed=args.seed,
+        min_lr_ratio=0.01,
+    )
     result = train(model, config, data.train_x, data.train_labels, data.val_x, data.val_labels)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    extra = {"val_accuracy": result.final_val_acc, "epochs": args.epochs, "steps": result.steps,
-             "data": data.info.to_dict(), "seed": args.seed, "lr": args.lr}
+    extra = {
+        "val_accuracy": result.final_val_acc,
+        "epochs": args.epochs,
+        "steps": result.steps,
+        "data": data.info.to_dict(),
+        "seed": args.seed,
+        "lr": args.lr,
+    }
     save_folded(args.out, state, spec, extra)
-    logging.info("ancestry %s: val acc %.4f in %.0f s -> %s", spec.name, result.final_val_acc,
-                 result.wall_time_s, args.out)
+    logging.getLogger("train_ancestry").info(
+        "ancestry %s: val acc %.4f in %.0f s -> %s",
+        spec.name,
+        result.final_val_acc,
+        result.wall_time_s,
+        args.out,
+    )
 
 
 if __name__ == "__main__":

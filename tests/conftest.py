@@ -3,7 +3,7 @@ import os
 # Two cores on CI: keep each test process from oversubscribing them.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(autouse=True, scope="session")

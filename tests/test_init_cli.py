@@ -15,8 +15,19 @@ from wave_deploy.wave.model import WaveViT
 
 @pytest.fixture(scope="module")
 def bank_path(tmp_path_factory):
-    geom = BankGeometry.create(img_size=28, patch_size=7, in_chans=1, num_classes=10, w=16, head_dim=16,
-                               mlp_ratio=4.0, max_depth=3, max_embed_dim=48, n_matrix=2, n_vector=2)
+    geom = BankGeometry.create(
+        img_size=28,
+        patch_size=7,
+        in_chans=1,
+        num_classes=10,
+        w=16,
+        head_dim=16,
+        mlp_ratio=4.0,
+        max_depth=3,
+        max_embed_dim=48,
+        n_matrix=2,
+        n_vector=2,
+    )
     aux = WaveViT(TemplateBank.init_random(geom, seed=0), geom.make_spec(3, 48), seed=1)
     bank = aux.export_bank({"data": {"class_names": [str(i) for i in range(10)]}})
     return bank.save(tmp_path_factory.mktemp("bank") / "bank.safetensors")
@@ -24,8 +35,23 @@ def bank_path(tmp_path_factory):
 
 def test_init_without_training_writes_exactly_the_sliced_model(bank_path, tmp_path):
     out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["init", "--templates", str(bank_path), "--depth", "2", "--embed-dim", "32",
-                                      "--scaler-steps", "0", "--out", str(out), "--json"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "init",
+            "--templates",
+            str(bank_path),
+            "--depth",
+            "2",
+            "--embed-dim",
+            "32",
+            "--scaler-steps",
+            "0",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["spec"]["depth"] == 2 and record["spec"]["embed_dim"] == 32 and record["same_task_as_bank"]
@@ -39,9 +65,27 @@ def test_init_without_training_writes_exactly_the_sliced_model(bank_path, tmp_pa
 
 
 def test_init_trains_the_scalers_and_records_the_phase(bank_path, tmp_path):
-    result = CliRunner().invoke(cli, ["init", "--templates", str(bank_path), "--depth", "1", "--embed-dim", "16",
-                                      "--scaler-steps", "3", "--dense-steps", "2", "--batch-size", "16",
-                                      "--out", str(tmp_path), "--json"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "init",
+            "--templates",
+            str(bank_path),
+            "--depth",
+            "1",
+            "--embed-dim",
+            "16",
+            "--scaler-steps",
+            "3",
+            "--dense-steps",
+            "2",
+            "--batch-size",
+            "16",
+            "--out",
+            str(tmp_path),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["scaler_phase"]["steps"] == 3 and record["dense_phase"]["steps"] == 2
@@ -56,7 +100,9 @@ def test_init_trains_the_scalers_and_records_the_phase(bank_path, tmp_path):
     ],
 )
 def test_init_rejects_sizes_the_bank_cannot_make(bank_path, tmp_path, args, code, message):
-    result = CliRunner().invoke(cli, ["init", "--templates", str(bank_path), *args, "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        cli, ["init", "--templates", str(bank_path), *args, "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == code, result.output
     assert message in result.output
     assert not (tmp_path / "o").exists()

@@ -20,8 +20,24 @@ from wave_deploy.wave.bank import TemplateBank
 from wave_deploy.wave.learngene import ElasticStudent, LearngeneConfig, bank_geometry, elastic_sizes
 from wave_deploy.wave.model import WaveViT
 
-TINY = ["--aux-depth", "2", "--aux-embed-dim", "16", "--template-size", "8", "--head-dim", "8",
-        "--templates-per-kind", "2", "--vector-templates", "2", "--batch-size", "8", "--seed", "3"]
+TINY = [
+    "--aux-depth",
+    "2",
+    "--aux-embed-dim",
+    "16",
+    "--template-size",
+    "8",
+    "--head-dim",
+    "8",
+    "--templates-per-kind",
+    "2",
+    "--vector-templates",
+    "2",
+    "--batch-size",
+    "8",
+    "--seed",
+    "3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +63,9 @@ def teacher_ckpt(tmp_path_factory) -> Path:
 
 
 def test_elastic_student_samples_the_same_subnet_for_the_same_step_and_seed():
-    cfg = LearngeneConfig(aux_depth=2, aux_embed_dim=16, w=8, head_dim=8, patch_size=4, n_matrix=2, n_vector=2)
+    cfg = LearngeneConfig(
+        aux_depth=2, aux_embed_dim=16, w=8, head_dim=8, patch_size=4, n_matrix=2, n_vector=2
+    )
     geom = bank_geometry(cfg, img_size=8, in_chans=1, num_classes=3)
     aux_spec = geom.make_spec(2, 16)
     sizes = elastic_sizes(geom, aux_spec)
@@ -74,8 +92,20 @@ def test_elastic_student_samples_the_same_subnet_for_the_same_step_and_seed():
 
 def test_templates_build_writes_a_verified_bank_with_provenance(tiny_data, teacher_ckpt, tmp_path):
     out = tmp_path / "bank.safetensors"
-    args = ["templates", "build", "--teacher-checkpoint", str(teacher_ckpt), "--data", str(tiny_data),
-            "--out", str(out), "--steps", "6", "--json", *TINY]
+    args = [
+        "templates",
+        "build",
+        "--teacher-checkpoint",
+        str(teacher_ckpt),
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(out),
+        "--steps",
+        "6",
+        "--json",
+        *TINY,
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -88,7 +118,7 @@ def test_templates_build_writes_a_verified_bank_with_provenance(tiny_data, teach
     info = CliRunner().invoke(cli, ["templates", "info", str(out), "--json"])
     assert info.exit_code == 0 and json.loads(info.stdout)["aux_spec"]["embed_dim"] == 16
     # --resume on a finished run trains nothing more and writes the same bank
-    again = CliRunner().invoke(cli, [*args[:-len(TINY)], *TINY, "--resume"])
+    again = CliRunner().invoke(cli, [*args[: -len(TINY)], *TINY, "--resume"])
     assert again.exit_code == 0, again.output
     bank2 = TemplateBank.load(out)
     assert all(torch.equal(bank2.aux_scalers[k], bank.aux_scalers[k]) for k in bank.aux_scalers)
@@ -96,12 +126,25 @@ def test_templates_build_writes_a_verified_bank_with_provenance(tiny_data, teach
 
 @pytest.mark.parametrize(
     "extra, message",
-    [(["--teacher", "vit_tiny_patch16_224"], "exactly one of"), (["--steps", "2", "--epochs", "1"], "not both")],
+    [
+        (["--teacher", "vit_tiny_patch16_224"], "exactly one of"),
+        (["--steps", "2", "--epochs", "1"], "not both"),
+    ],
 )
 def test_templates_build_usage_errors_exit_2(tiny_data, teacher_ckpt, tmp_path, extra, message):
     out = tmp_path / "b.safetensors"
-    args = ["templates", "build", "--teacher-checkpoint", str(teacher_ckpt), "--data", str(tiny_data),
-            "--out", str(out), *extra, *TINY]
+    args = [
+        "templates",
+        "build",
+        "--teacher-checkpoint",
+        str(teacher_ckpt),
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(out),
+        *extra,
+        *TINY,
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2, result.output
     assert message in result.output
@@ -109,9 +152,22 @@ def test_templates_build_usage_errors_exit_2(tiny_data, teacher_ckpt, tmp_path, 
 
 
 def test_a_checkpoint_that_does_not_fit_the_teacher_arch_exits_3(tiny_data, teacher_ckpt, tmp_path):
-    result = CliRunner().invoke(cli, ["templates", "build", "--teacher-checkpoint", str(teacher_ckpt),
-                                      "--teacher-arch", "vit_tiny_patch16_224", "--data", str(tiny_data),
-                                      "--out", str(tmp_path / "b.safetensors"), *TINY])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "templates",
+            "build",
+            "--teacher-checkpoint",
+            str(teacher_ckpt),
+            "--teacher-arch",
+            "vit_tiny_patch16_224",
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(tmp_path / "b.safetensors"),
+            *TINY,
+        ],
+    )
     assert result.exit_code == 3, result.output
     assert "does not fit vit_tiny_patch16_224" in result.output
 
@@ -125,35 +181,95 @@ def test_a_pickled_teacher_file_is_refused_without_running_it(tiny_data, tmp_pat
 
     evil = tmp_path / "teacher.pt"
     torch.save({"model": Payload()}, evil)
-    result = CliRunner().invoke(cli, ["templates", "build", "--teacher-checkpoint", str(evil), "--teacher-arch",
-                                      "vit_tiny_patch16_224", "--data", str(tiny_data), "--out",
-                                      str(tmp_path / "b.safetensors"), *TINY])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "templates",
+            "build",
+            "--teacher-checkpoint",
+            str(evil),
+            "--teacher-arch",
+            "vit_tiny_patch16_224",
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(tmp_path / "b.safetensors"),
+            *TINY,
+        ],
+    )
     assert result.exit_code == 3, result.output
     assert "safely" in result.output
     assert not marker.exists()
 
 
 def test_missing_teacher_checkpoint_exits_3(tiny_data, tmp_path):
-    result = CliRunner().invoke(cli, ["templates", "build", "--teacher-checkpoint", str(tmp_path / "nope.pt"),
-                                      "--data", str(tiny_data), "--out", str(tmp_path / "b.safetensors"), *TINY])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "templates",
+            "build",
+            "--teacher-checkpoint",
+            str(tmp_path / "nope.pt"),
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(tmp_path / "b.safetensors"),
+            *TINY,
+        ],
+    )
     assert result.exit_code == 3 and "does not exist" in result.output
 
 
 def test_two_gloo_processes_build_the_same_bank_as_one(tiny_data, teacher_ckpt, tmp_path):
     """torchrun with 2 CPU processes and the same global batch gives the one-process bank (atol 1e-5)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    common = ["templates", "build", "--teacher-checkpoint", str(teacher_ckpt), "--data", str(tiny_data),
-              "--steps", "5", "--lr", "0.2", "--device", "cpu", *TINY]
+    common = [
+        "templates",
+        "build",
+        "--teacher-checkpoint",
+        str(teacher_ckpt),
+        "--data",
+        str(tiny_data),
+        "--steps",
+        "5",
+        "--lr",
+        "0.2",
+        "--device",
+        "cpu",
+        *TINY,
+    ]
     one = tmp_path / "one.safetensors"
     two = tmp_path / "two.safetensors"
-    subprocess.run([sys.executable, "-m", "wave_deploy.cli.main", "-q", *common, "--out", str(one)],
-                   check=True, env=env, timeout=300)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                    "-m", "wave_deploy.cli.main", "-q", *common, "--out", str(two)],
-                   check=True, env=env, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "wave_deploy.cli.main", "-q", *common, "--out", str(one)],
+        check=True,
+        env=env,
+        timeout=300,
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "wave_deploy.cli.main",
+            "-q",
+            *common,
+            "--out",
+            str(two),
+        ],
+        check=True,
+        env=env,
+        timeout=300,
+    )
     a, b = TemplateBank.load(one), TemplateBank.load(two)
-    moved = max((a.templates[k] - TemplateBank.init_random(a.geometry, seed=3).templates[k]).abs().max()
-                for k in a.templates)
+    moved = max(
+        (a.templates[k] - TemplateBank.init_random(a.geometry, seed=3).templates[k]).abs().max()
+        for k in a.templates
+    )
     assert moved > 1e-3  # training really changed the templates
     for k in a.templates:
         torch.testing.assert_close(a.templates[k], b.templates[k], rtol=0, atol=1e-5)

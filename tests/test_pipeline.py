@@ -24,15 +24,37 @@ FAST = ["--scaler-steps", "2", "--dense-steps", "3", "--batch-size", "32", "--be
 @pytest.fixture(scope="module")
 def bank_path(tmp_path_factory) -> Path:
     """A small bank for MNIST geometry (28 px, patch 7) with random templates and auxiliary scalers."""
-    geom = BankGeometry.create(img_size=28, patch_size=7, in_chans=1, num_classes=10, w=16, head_dim=16,
-                               mlp_ratio=4.0, max_depth=2, max_embed_dim=32, n_matrix=2, n_vector=2)
+    geom = BankGeometry.create(
+        img_size=28,
+        patch_size=7,
+        in_chans=1,
+        num_classes=10,
+        w=16,
+        head_dim=16,
+        mlp_ratio=4.0,
+        max_depth=2,
+        max_embed_dim=32,
+        n_matrix=2,
+        n_vector=2,
+    )
     aux = WaveViT(TemplateBank.init_random(geom, seed=0), geom.make_spec(2, 32), seed=1)
     bank = aux.export_bank({"data": {"class_names": [str(i) for i in range(10)]}})
     return bank.save(tmp_path_factory.mktemp("bank") / "bank.safetensors")
 
 
 def _build(bank_path, out, *extra, profile="jetson"):
-    args = ["build", "--profile", profile, "--templates", str(bank_path), "--out", str(out), "--json", *FAST, *extra]
+    args = [
+        "build",
+        "--profile",
+        profile,
+        "--templates",
+        str(bank_path),
+        "--out",
+        str(out),
+        "--json",
+        *FAST,
+        *extra,
+    ]
     return CliRunner().invoke(cli, args)
 
 
@@ -50,8 +72,17 @@ def test_build_writes_every_artifact_and_a_rerun_reuses_every_stage(bank_path, t
     first = _build(bank_path, tmp_path)
     assert first.exit_code == 0, first.output
     dev = tmp_path / "jetson-orin-nano-8gb"
-    for rel in ("model.safetensors", "model.onnx", "model.fp16.onnx", "bundle/run_on_device.py", "report.json",
-                "report.md", "plots/frontier.png", "plots/latency.png", "manifest.json"):
+    for rel in (
+        "model.safetensors",
+        "model.onnx",
+        "model.fp16.onnx",
+        "bundle/run_on_device.py",
+        "report.json",
+        "report.md",
+        "plots/frontier.png",
+        "plots/latency.png",
+        "manifest.json",
+    ):
         assert (dev / rel).is_file(), rel
     summary = json.loads(first.stdout)["devices"][0]
     assert summary["verdict"] == "pass" and summary["spec"].startswith("vit_d32_l2")
@@ -78,9 +109,27 @@ def test_the_same_command_gives_a_byte_identical_model_onnx(bank_path, tmp_path)
 
 
 def test_a_build_killed_midway_completes_on_rerun_with_consistent_outputs(bank_path, tmp_path):
-    args = [sys.executable, "-m", "wave_deploy.cli.main", "-q", "build", "--profile", "x86-cpu", "--templates",
-            str(bank_path), "--out", str(tmp_path), "--scaler-steps", "40", "--dense-steps", "60",
-            "--batch-size", "32", "--bench-iterations", "5"]
+    args = [
+        sys.executable,
+        "-m",
+        "wave_deploy.cli.main",
+        "-q",
+        "build",
+        "--profile",
+        "x86-cpu",
+        "--templates",
+        str(bank_path),
+        "--out",
+        str(tmp_path),
+        "--scaler-steps",
+        "40",
+        "--dense-steps",
+        "60",
+        "--batch-size",
+        "32",
+        "--bench-iterations",
+        "5",
+    ]
     proc = subprocess.Popen(args, env={**os.environ, "OMP_NUM_THREADS": "1"})
     dev = tmp_path / "x86-cpu"
     deadline = time.time() + 120
@@ -93,7 +142,9 @@ def test_a_build_killed_midway_completes_on_rerun_with_consistent_outputs(bank_p
     assert proc.returncode == -signal.SIGKILL
     assert not (dev / "report.json").exists()
     assert not list(tmp_path.rglob("*.part"))  # no half-written file at a final path... nor left beside one
-    rerun = subprocess.run(args, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    rerun = subprocess.run(
+        args, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, check=False
+    )
     assert rerun.returncode == 0, rerun.stderr
     _assert_hash_consistent(dev)
     assert json.loads((dev / "report.json").read_text())["verdict"] == "pass"
@@ -141,8 +192,19 @@ def test_bad_build_input_exits_with_its_code_and_writes_nothing(args, code, tmp_
 
 
 def test_two_profiles_that_pick_the_same_spec_share_one_trained_model(bank_path, tmp_path):
-    args = ["build", "--profile", "jetson", "--profile", "x86-cpu", "--templates", str(bank_path),
-            "--out", str(tmp_path), "--json", *FAST]
+    args = [
+        "build",
+        "--profile",
+        "jetson",
+        "--profile",
+        "x86-cpu",
+        "--templates",
+        str(bank_path),
+        "--out",
+        str(tmp_path),
+        "--json",
+        *FAST,
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     devices = json.loads(result.stdout)["devices"]

@@ -21,8 +21,19 @@ from wave_deploy.wave.model import WaveViT
 @pytest.fixture(scope="module")
 def bank():
     """A bank whose auxiliary model (depth 5, width 48) has random, non-trivial scalers."""
-    geom = BankGeometry.create(img_size=8, patch_size=4, in_chans=1, num_classes=10, w=8, head_dim=8,
-                               mlp_ratio=4.0, max_depth=7, max_embed_dim=48, n_matrix=3, n_vector=2)
+    geom = BankGeometry.create(
+        img_size=8,
+        patch_size=4,
+        in_chans=1,
+        num_classes=10,
+        w=8,
+        head_dim=8,
+        mlp_ratio=4.0,
+        max_depth=7,
+        max_embed_dim=48,
+        n_matrix=3,
+        n_vector=2,
+    )
     base = TemplateBank.init_random(geom, seed=0)
     aux = WaveViT(base, geom.make_spec(5, 48), seed=3)
     with torch.no_grad():  # make every scaler (biases and norms too) distinct and non-zero
@@ -99,7 +110,9 @@ def test_slicing_is_differentiable_back_to_the_auxiliary_scalers(bank):
     aux = WaveViT(bank, bank.aux_spec)
     aux.load_scalers(bank.aux_scalers)
     SlicedModel(aux, bank.geometry.make_spec(2, 16))(_x()).square().sum().backward()
-    qkv = aux.scaler("attn.qkv.weight").grad  # (L=5, N, 18, 6): only layers 0 and 2, k rows 0..1 of each block
+    qkv = aux.scaler(
+        "attn.qkv.weight"
+    ).grad  # (L=5, N, 18, 6): only layers 0 and 2, k rows 0..1 of each block
     assert qkv[[0, 2]].abs().sum() > 0
     assert qkv[[1, 3, 4]].abs().sum() == 0
     assert qkv[:, :, 2:6].abs().sum() == 0 and qkv[:, :, :, 2:].abs().sum() == 0

@@ -68,7 +68,9 @@ class DeviceResult:
 Event = Callable[[str, str, str, float | None], None]  # (profile, stage, "start"|"done"|"reused", seconds)
 
 
-def build(profiles: list[str], options: BuildOptions, on_event: Event | None = None, on_step=None) -> list[DeviceResult]:
+def build(
+    profiles: list[str], options: BuildOptions, on_event: Event | None = None, on_step=None
+) -> list[DeviceResult]:
     """Build every profile; return their results. Raises the first stage's WaveDeployError."""
     from wave_deploy import data as datasets
     from wave_deploy.profiles import load_profile
@@ -105,21 +107,39 @@ def _build_one(profile, bank, data, inputs, options: BuildOptions, on_event, on_
             on_event(profile.name, name, "reused" if record.reused else "done", record.seconds)
         return record.result
 
-    plan_key = stage_key(profile=profile_json, bank=inputs["bank_sha256"], objective=options.objective,
-                         calibration=_file_hash(options.calibration), classes=data.info.num_classes)
+    plan_key = stage_key(
+        profile=profile_json,
+        bank=inputs["bank_sha256"],
+        objective=options.objective,
+        calibration=_file_hash(options.calibration),
+        classes=data.info.num_classes,
+    )
     plan = stage("plan", plan_key, lambda d: _plan(d, profile, bank, data, options))
     spec_dict = plan["selection"]["chosen"]["spec"]
 
-    train_key = stage_key(bank=inputs["bank_sha256"], data=inputs["data"], spec=spec_dict, **options.training_fields())
-    trained = stage("train", train_key, lambda d: _train(d, bank, data, spec_dict, options, train_key, on_step))
+    train_key = stage_key(
+        bank=inputs["bank_sha256"], data=inputs["data"], spec=spec_dict, **options.training_fields()
+    )
+    trained = stage(
+        "train", train_key, lambda d: _train(d, bank, data, spec_dict, options, train_key, on_step)
+    )
 
-    export_key = stage_key(model=runner.records["train"].outputs["model.safetensors"], profile=profile_json,
-                           opset=options.opset, exporter=options.exporter, seed=options.seed)
+    export_key = stage_key(
+        model=runner.records["train"].outputs["model.safetensors"],
+        profile=profile_json,
+        opset=options.opset,
+        exporter=options.exporter,
+        seed=options.seed,
+    )
     exported = stage("export", export_key, lambda d: _export(d, profile, data, options))
 
-    bench_key = stage_key(onnx=runner.records["export"].outputs["model.onnx"], batch=profile.budgets.latency_batch,
-                          iterations=options.bench_iterations, warmup=options.bench_warmup,
-                          threads=profile.runtime.intra_op_threads)
+    bench_key = stage_key(
+        onnx=runner.records["export"].outputs["model.onnx"],
+        batch=profile.budgets.latency_batch,
+        iterations=options.bench_iterations,
+        warmup=options.bench_warmup,
+        threads=profile.runtime.intra_op_threads,
+    )
     bench = stage("bench", bench_key, lambda d: _bench(d, profile, exported, options))
 
     report_key = stage_key(plan=plan_key, train=train_key, export=export_key, bench=bench_key)
@@ -139,7 +159,9 @@ def _plan(out_dir: Path, profile, bank, data, options: BuildOptions) -> StageOut
     return StageOutput(result, ["plan.json"])
 
 
-def _train(out_dir: Path, bank, data, spec_dict: dict, options: BuildOptions, key: str, on_step) -> StageOutput:
+def _train(
+    out_dir: Path, bank, data, spec_dict: dict, options: BuildOptions, key: str, on_step
+) -> StageOutput:
     """WAVE init + scaler phase + dense phase; shared by every profile of this output root that picks the spec."""
     from wave_deploy.folding import save_folded
     from wave_deploy.spec import ViTSpec
@@ -150,10 +172,16 @@ def _train(out_dir: Path, bank, data, spec_dict: dict, options: BuildOptions, ke
     if not (shared / "model.safetensors").is_file() or not record_path.is_file():
         spec = ViTSpec.from_dict(spec_dict)
         model, record = initialize(
-            bank, spec, data, strategy=options.strategy,
+            bank,
+            spec,
+            data,
+            strategy=options.strategy,
             scaler=ScalerPhase(steps=options.scaler_steps, batch_size=options.batch_size, seed=options.seed),
             dense=DensePhase(steps=options.dense_steps, batch_size=options.batch_size, seed=options.seed),
-            on_step=on_step, device=options.device, checkpoint_dir=out_dir.parent / ".cache" / f"train-{key}")
+            on_step=on_step,
+            device=options.device,
+            checkpoint_dir=out_dir.parent / ".cache" / f"train-{key}",
+        )
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         save_folded(shared / "model.safetensors", state, spec, {"train_key": key, "wave_deploy": __version__})
         write_json(record_path, record)  # written last: its presence marks the shared model complete
@@ -171,11 +199,23 @@ def _export(out_dir: Path, profile, data, options: BuildOptions) -> StageOutput:
 
     model, spec, _ = load_folded_file(out_dir / "model.safetensors")
     validation = data.val_x[:256].numpy()
-    summary = export_for_profile(model, spec, profile, out_dir, opset=options.opset, exporter=options.exporter,
-                                 seed=options.seed, validation=validation)
+    summary = export_for_profile(
+        model,
+        spec,
+        profile,
+        out_dir,
+        opset=options.opset,
+        exporter=options.exporter,
+        seed=options.seed,
+        validation=validation,
+    )
     files = ["export.json", "model.onnx"] + [p.name for p in out_dir.glob("model.*.onnx")]
-    files += [str(p.relative_to(out_dir)) for sub in ("bundle", "engine") for p in (out_dir / sub).rglob("*")
-              if p.is_file()]
+    files += [
+        str(p.relative_to(out_dir))
+        for sub in ("bundle", "engine")
+        for p in (out_dir / sub).rglob("*")
+        if p.is_file()
+    ]
     if (out_dir / "tensorrt_plan.json").is_file():
         files.append("tensorrt_plan.json")
     return StageOutput(summary, files)
@@ -189,20 +229,35 @@ def _bench(out_dir: Path, profile, exported: dict, options: BuildOptions) -> Sta
     if profile.software.runtime == "onnxruntime" and profile.runtime.precision == "int8":
         onnx = next(iter(sorted(out_dir.glob("model.int8*.onnx"))), onnx)
     runner = OrtRunner(onnx, threads=profile.runtime.intra_op_threads)
-    stats, samples = benchmark_samples(runner, batch=profile.budgets.latency_batch, warmup=options.bench_warmup,
-                                       iterations=options.bench_iterations, seed=options.seed)
-    result = {"model": onnx.name, "stats": stats.to_dict(), "samples_ms": [round(s, 4) for s in samples],
-              "what": f"{onnx.name} with ONNX Runtime on this build machine (not the target device)"}
+    stats, samples = benchmark_samples(
+        runner,
+        batch=profile.budgets.latency_batch,
+        warmup=options.bench_warmup,
+        iterations=options.bench_iterations,
+        seed=options.seed,
+    )
+    result = {
+        "model": onnx.name,
+        "stats": stats.to_dict(),
+        "samples_ms": [round(s, 4) for s in samples],
+        "what": f"{onnx.name} with ONNX Runtime on this build machine (not the target device)",
+    }
     write_json(out_dir / "bench.json", result)
     return StageOutput({"model": onnx.name, "stats": stats.to_dict()}, ["bench.json"])
 
 
-def _report(out_dir: Path, profile, plan: dict, trained: dict, exported: dict, bench: dict, data) -> StageOutput:
+def _report(
+    out_dir: Path, profile, plan: dict, trained: dict, exported: dict, bench: dict, data
+) -> StageOutput:
     from wave_deploy.reports import write_report_files
 
-    report = assemble_report(out_dir, profile, plan, trained, exported, _read_json(out_dir / "bench.json"), data)
+    report = assemble_report(
+        out_dir, profile, plan, trained, exported, _read_json(out_dir / "bench.json"), data
+    )
     paths = write_report_files(out_dir, report)
-    return StageOutput({"verdict": report["verdict"]}, sorted(str(Path(p).relative_to(out_dir)) for p in paths))
+    return StageOutput(
+        {"verdict": report["verdict"]}, sorted(str(Path(p).relative_to(out_dir)) for p in paths)
+    )
 
 
 def assemble_report(out_dir: Path, profile, plan, trained, exported, bench, data) -> dict[str, Any]:
@@ -218,21 +273,41 @@ def assemble_report(out_dir: Path, profile, plan, trained, exported, bench, data
     memory_pred = chosen["memory_mib"]
     onnx_section = exported["onnx"]
     variants = {v.get("precision", f"variant{i}"): v for i, v in enumerate(onnx_section.get("variants", []))}
-    agreement = next((v.get("top1_agreement") for v in variants.values() if v.get("top1_agreement") is not None), None)
+    agreement = next(
+        (v.get("top1_agreement") for v in variants.values() if v.get("top1_agreement") is not None), None
+    )
     budgets = {
-        "latency": {"budget_ms": b.latency_ms, "percentile": b.latency_percentile, "batch": b.latency_batch,
-                    "value_ms": latency_pred, "source": "predicted", "ok": latency_pred <= b.latency_ms},
-        "memory": {"budget_mib": b.memory_mib, "value_mib": memory_pred, "source": "predicted",
-                   "ok": memory_pred <= b.memory_mib},
+        "latency": {
+            "budget_ms": b.latency_ms,
+            "percentile": b.latency_percentile,
+            "batch": b.latency_batch,
+            "value_ms": latency_pred,
+            "source": "predicted",
+            "ok": latency_pred <= b.latency_ms,
+        },
+        "memory": {
+            "budget_mib": b.memory_mib,
+            "value_mib": memory_pred,
+            "source": "predicted",
+            "ok": memory_pred <= b.memory_mib,
+        },
         "build_memory": None,
         "accuracy": None,
     }
     build_peak = chosen.get("build_memory_mib")
     if b.build_memory_mib is not None and build_peak is not None:
-        budgets["build_memory"] = {"budget_mib": b.build_memory_mib, "value_mib": build_peak, "source": "predicted",
-                                   "ok": build_peak <= b.build_memory_mib}
+        budgets["build_memory"] = {
+            "budget_mib": b.build_memory_mib,
+            "value_mib": build_peak,
+            "source": "predicted",
+            "ok": build_peak <= b.build_memory_mib,
+        }
     if b.min_accuracy is not None:
-        budgets["accuracy"] = {"min": b.min_accuracy, "value": trained["val_acc"], "ok": trained["val_acc"] >= b.min_accuracy}
+        budgets["accuracy"] = {
+            "min": b.min_accuracy,
+            "value": trained["val_acc"],
+            "ok": trained["val_acc"] >= b.min_accuracy,
+        }
     failed = [name for name, v in budgets.items() if v is not None and not v["ok"]]
     tensorrt = exported.get("tensorrt", {})
     local = {**bench["stats"], "what": bench["what"]}
@@ -241,50 +316,97 @@ def assemble_report(out_dir: Path, profile, plan, trained, exported, bench, data
         "kind": "build_report",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "wave_deploy": __version__,
-        "profile": {"name": profile.name, "description": profile.description,
-                    "device_name": profile.hardware.device_name, "accelerator": profile.hardware.accelerator,
-                    "runtime": profile.software.runtime, "precision": profile.runtime.precision,
-                    "engine_built_on_device": profile.software.engine_built_on_device,
-                    "input_size_px": profile.runtime.input_size_px,
-                    "power_mode": profile.hardware.power_mode.model_dump() if profile.hardware.power_mode else None},
+        "profile": {
+            "name": profile.name,
+            "description": profile.description,
+            "device_name": profile.hardware.device_name,
+            "accelerator": profile.hardware.accelerator,
+            "runtime": profile.software.runtime,
+            "precision": profile.runtime.precision,
+            "engine_built_on_device": profile.software.engine_built_on_device,
+            "input_size_px": profile.runtime.input_size_px,
+            "power_mode": profile.hardware.power_mode.model_dump() if profile.hardware.power_mode else None,
+        },
         "spec": spec.to_dict(),
         "spec_name": spec.name,
         "costs": {"params": c.params, "macs": c.macs, "flops": c.flops, "weight_bytes": c.weight_bytes},
-        "selection": {"objective": sel["objective"], "search_space": plan["search_space"],
-                      "chosen": {**chosen["spec"], "flops": chosen["flops"], "params": chosen["params"],
-                                 "latency_ms": latency_pred, "memory_mib": memory_pred},
-                      "frontier": [{**f["spec"], "flops": f["flops"], "params": f["params"],
-                                    "latency_ms": f["latency_at_budget_ms"], "memory_mib": f["memory_mib"],
-                                    "feasible": f["feasible"], "reasons": f["reasons"]} for f in sel["frontier"]],
-                      "candidates": sel["n_candidates"], "feasible": sel["n_feasible"], "notes": sel["notes"]},
-        "prediction": {"latency_ms": latency_pred, "percentile": b.latency_percentile, "batch": b.latency_batch,
-                       "source": chosen["latency_source"], "memory_mib": memory_pred, "build_memory_mib": build_peak},
+        "selection": {
+            "objective": sel["objective"],
+            "search_space": plan["search_space"],
+            "chosen": {
+                **chosen["spec"],
+                "flops": chosen["flops"],
+                "params": chosen["params"],
+                "latency_ms": latency_pred,
+                "memory_mib": memory_pred,
+            },
+            "frontier": [
+                {
+                    **f["spec"],
+                    "flops": f["flops"],
+                    "params": f["params"],
+                    "latency_ms": f["latency_at_budget_ms"],
+                    "memory_mib": f["memory_mib"],
+                    "feasible": f["feasible"],
+                    "reasons": f["reasons"],
+                }
+                for f in sel["frontier"]
+            ],
+            "candidates": sel["n_candidates"],
+            "feasible": sel["n_feasible"],
+            "notes": sel["notes"],
+        },
+        "prediction": {
+            "latency_ms": latency_pred,
+            "percentile": b.latency_percentile,
+            "batch": b.latency_batch,
+            "source": chosen["latency_source"],
+            "memory_mib": memory_pred,
+            "build_memory_mib": build_peak,
+        },
         "measured": {"local": local, "device": None},
         "latency_samples_ms": bench["samples_ms"],
-        "accuracy": {"val_acc": trained["val_acc"], "val_acc_at_init": trained["val_acc_at_init"],
-                     "dataset": data.info.name, "onnx_top1_agreement": agreement},
+        "accuracy": {
+            "val_acc": trained["val_acc"],
+            "val_acc_at_init": trained["val_acc_at_init"],
+            "dataset": data.info.name,
+            "onnx_top1_agreement": agreement,
+        },
         "training": {"scaler_phase": trained.get("scaler_phase"), "dense_phase": trained.get("dense_phase")},
         "parity": {"onnx_fp32_max_abs_err": onnx_section["parity"]["max_abs_err"], "variants": variants},
-        "sizes": {"checkpoint_bytes": (out_dir / "model.safetensors").stat().st_size,
-                  "onnx_bytes": (out_dir / "model.onnx").stat().st_size,
-                  "bundle_bytes": _dir_bytes(out_dir / "bundle") if (out_dir / "bundle").is_dir() else None},
+        "sizes": {
+            "checkpoint_bytes": (out_dir / "model.safetensors").stat().st_size,
+            "onnx_bytes": (out_dir / "model.onnx").stat().st_size,
+            "bundle_bytes": _dir_bytes(out_dir / "bundle") if (out_dir / "bundle").is_dir() else None,
+        },
         "budgets": budgets,
         "verdict": "fail" if failed else "pass",
         "failed_budgets": failed,
-        "artifacts": {"checkpoint": "model.safetensors", "onnx": "model.onnx",
-                      "bundle": "bundle/" if tensorrt.get("bundle") else None,
-                      "engine": (tensorrt.get("engine") or {}).get("path"), "report_md": "report.md",
-                      "plots": {"frontier": "plots/frontier.png", "latency": "plots/latency.png",
-                                "training": "plots/training.png"}},
+        "artifacts": {
+            "checkpoint": "model.safetensors",
+            "onnx": "model.onnx",
+            "bundle": "bundle/" if tensorrt.get("bundle") else None,
+            "engine": (tensorrt.get("engine") or {}).get("path"),
+            "report_md": "report.md",
+            "plots": {
+                "frontier": "plots/frontier.png",
+                "latency": "plots/latency.png",
+                "training": "plots/training.png",
+            },
+        },
     }
 
 
 def check_budgets(results: list[DeviceResult]) -> None:
     """Raise BudgetBrokenError (exit 8) naming every device whose built model breaks a budget."""
-    failed = [f"{r.profile} ({', '.join(r.report['failed_budgets'])})" for r in results if r.verdict != "pass"]
+    failed = [
+        f"{r.profile} ({', '.join(r.report['failed_budgets'])})" for r in results if r.verdict != "pass"
+    ]
     if failed:
-        raise BudgetBrokenError(f"built model breaks a budget on: {'; '.join(failed)}",
-                                hint="reports are written; see report.md, or pass --no-fail-on-budget")
+        raise BudgetBrokenError(
+            f"built model breaks a budget on: {'; '.join(failed)}",
+            hint="reports are written; see report.md, or pass --no-fail-on-budget",
+        )
 
 
 def _file_hash(path: str | None) -> str | None:

@@ -91,7 +91,7 @@ class SearchSpace:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_bank(cls, geometry, num_classes: int | None = None) -> "SearchSpace":
+    def from_bank(cls, geometry, num_classes: int | None = None) -> SearchSpace:
         """Every size a template bank (its ``BankGeometry``) can initialize, for a task of ``num_classes``."""
         g = geometry
         return cls(img_size=g.img_size, patch_size=g.patch_size, in_chans=g.in_chans,

@@ -103,7 +103,9 @@ class StageRunner:
         """Run ``fn(out_dir) -> StageOutput`` unless a valid cached result for ``key`` exists."""
         prev = self.previous.get(name)
         if prev is not None and self._still_valid(prev, key):
-            record = StageRecord(name, key, prev["outputs"], prev["seconds"], prev.get("result", {}), reused=True)
+            record = StageRecord(
+                name, key, prev["outputs"], prev["seconds"], prev.get("result", {}), reused=True
+            )
             log.info("stage %s: reused (key %s)", name, key)
         else:
             t0 = time.perf_counter()

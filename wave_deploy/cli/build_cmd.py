@@ -8,34 +8,88 @@ from wave_deploy.cli.output import console, is_quiet, print_json, table
 
 
 @click.command("build")
-@click.option("--profile", "profiles", multiple=True,
-              help="Device profile name, alias or YAML path; repeat for several devices.")
+@click.option(
+    "--profile",
+    "profiles",
+    multiple=True,
+    help="Device profile name, alias or YAML path; repeat for several devices.",
+)
 @click.option("--all-profiles", is_flag=True, help="Build every shipped profile.")
-@click.option("--templates", type=click.Path(path_type=str),
-              help="Template bank (.safetensors); default: the bank shipped with wave-deploy.")
+@click.option(
+    "--templates",
+    type=click.Path(path_type=str),
+    help="Template bank (.safetensors); default: the bank shipped with wave-deploy.",
+)
 @click.option("--data", type=click.Path(path_type=str), help="ImageFolder tree; default: built-in MNIST-5k.")
-@click.option("--out", default="artifacts", show_default=True, type=click.Path(file_okay=False, path_type=str),
-              help="Output root; each device writes <out>/<profile name>/.")
+@click.option(
+    "--out",
+    default="artifacts",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="Output root; each device writes <out>/<profile name>/.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--strategy", type=click.Choice(["aux", "random"]), default="aux", show_default=True,
-              help="How target scalers start (see `wave-deploy init --help`).")
+@click.option(
+    "--strategy",
+    type=click.Choice(["aux", "random"]),
+    default="aux",
+    show_default=True,
+    help="How target scalers start (see `wave-deploy init --help`).",
+)
 @click.option("--scaler-steps", type=int, default=60, show_default=True, help="Scaler-only training steps.")
-@click.option("--dense-steps", type=int, default=150, show_default=True, help="Full training steps after folding.")
+@click.option(
+    "--dense-steps", type=int, default=150, show_default=True, help="Full training steps after folding."
+)
 @click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--calibration", type=click.Path(dir_okay=False, path_type=str),
-              help="Latency calibration file (from `wave-deploy calibrate`) to use instead of the profile's.")
+@click.option(
+    "--calibration",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Latency calibration file (from `wave-deploy calibrate`) to use instead of the profile's.",
+)
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (>= 17).")
 @click.option("--exporter", type=click.Choice(["dynamo", "legacy"]), default="dynamo", show_default=True)
-@click.option("--bench-iterations", type=int, default=200, show_default=True,
-              help="Timed iterations of the local ONNX Runtime benchmark.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Where to train (auto: CUDA when present).")
+@click.option(
+    "--bench-iterations",
+    type=int,
+    default=200,
+    show_default=True,
+    help="Timed iterations of the local ONNX Runtime benchmark.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where to train (auto: CUDA when present).",
+)
 @click.option("--force", is_flag=True, help="Rebuild every stage, ignoring cached results.")
-@click.option("--fail-on-budget/--no-fail-on-budget", default=True, show_default=True,
-              help="Exit 8 when a built model breaks a budget (reports are written either way).")
+@click.option(
+    "--fail-on-budget/--no-fail-on-budget",
+    default=True,
+    show_default=True,
+    help="Exit 8 when a built model breaks a budget (reports are written either way).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
-def build(profiles, all_profiles, templates, data, out, seed, strategy, scaler_steps, dense_steps, batch_size,
-          calibration, opset, exporter, bench_iterations, device, force, fail_on_budget, as_json) -> None:
+def build(
+    profiles,
+    all_profiles,
+    templates,
+    data,
+    out,
+    seed,
+    strategy,
+    scaler_steps,
+    dense_steps,
+    batch_size,
+    calibration,
+    opset,
+    exporter,
+    bench_iterations,
+    device,
+    force,
+    fail_on_budget,
+    as_json,
+) -> None:
     """Pick, initialize, train, fold, export and benchmark the ViT that fits each device; write reports.
 
     Re-running the same command reuses every finished stage; a killed build resumes where it stopped.
@@ -45,7 +99,8 @@ def build(profiles, all_profiles, templates, data, out, seed, strategy, scaler_s
 
     from wave_deploy.cli.progress import TrainingProgress
     from wave_deploy.errors import UsageError
-    from wave_deploy.pipeline import BuildOptions, build as run_build, check_budgets
+    from wave_deploy.pipeline import BuildOptions, check_budgets
+    from wave_deploy.pipeline import build as run_build
     from wave_deploy.profiles import list_profiles
 
     if all_profiles and profiles:
@@ -56,10 +111,22 @@ def build(profiles, all_profiles, templates, data, out, seed, strategy, scaler_s
         raise UsageError("give at least one --profile (e.g. --profile jetson) or --all-profiles")
     if min(scaler_steps, dense_steps) < 0 or batch_size < 1 or bench_iterations < 1:
         raise UsageError("steps must be >= 0, --batch-size and --bench-iterations >= 1")
-    options = BuildOptions(templates=templates, data=data, out=out, seed=seed, strategy=strategy,
-                           scaler_steps=scaler_steps, dense_steps=dense_steps, batch_size=batch_size,
-                           calibration=calibration, opset=opset, exporter=exporter,
-                           bench_iterations=bench_iterations, device=device, force=force)
+    options = BuildOptions(
+        templates=templates,
+        data=data,
+        out=out,
+        seed=seed,
+        strategy=strategy,
+        scaler_steps=scaler_steps,
+        dense_steps=dense_steps,
+        batch_size=batch_size,
+        calibration=calibration,
+        opset=opset,
+        exporter=exporter,
+        bench_iterations=bench_iterations,
+        device=device,
+        force=force,
+    )
     quiet = is_quiet() or as_json
     err = console(stderr=True)
     t0 = time.perf_counter()
@@ -77,13 +144,24 @@ def build(profiles, all_profiles, templates, data, out, seed, strategy, scaler_s
         print_json({"devices": summary, "seconds": round(time.perf_counter() - t0, 1)})
     elif not is_quiet():
         columns = ["device", "spec", "params", "predicted", "budget", "local p50", "val acc", "verdict"]
-        rows = [[s["profile"], s["spec"], f"{s['params'] / 1e6:.2f}M",
-                 f"{s['predicted_latency_ms']:.2f} ms ({s['latency_source']})",
-                 f"{s['latency_budget_ms']:g} ms {s['percentile']}", f"{s['local_p50_ms']:.2f} ms",
-                 f"{s['val_acc']:.1%}", s["verdict"]] for s in summary]
+        rows = [
+            [
+                s["profile"],
+                s["spec"],
+                f"{s['params'] / 1e6:.2f}M",
+                f"{s['predicted_latency_ms']:.2f} ms ({s['latency_source']})",
+                f"{s['latency_budget_ms']:g} ms {s['percentile']}",
+                f"{s['local_p50_ms']:.2f} ms",
+                f"{s['val_acc']:.1%}",
+                s["verdict"],
+            ]
+            for s in summary
+        ]
         err.print(table(None, columns, rows))
-        err.print(f"reports: {', '.join(s['report'] for s in summary)}  ({time.perf_counter() - t0:.0f} s)",
-                  markup=False)
+        err.print(
+            f"reports: {', '.join(s['report'] for s in summary)}  ({time.perf_counter() - t0:.0f} s)",
+            markup=False,
+        )
     if fail_on_budget:
         check_budgets(results)
 

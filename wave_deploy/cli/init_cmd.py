@@ -8,26 +8,63 @@ from wave_deploy.cli.output import console, is_quiet, print_json
 
 
 @click.command("init")
-@click.option("--templates", "bank_path", type=click.Path(path_type=str),
-              help="Template bank (.safetensors); default: the bank shipped with wave-deploy.")
+@click.option(
+    "--templates",
+    "bank_path",
+    type=click.Path(path_type=str),
+    help="Template bank (.safetensors); default: the bank shipped with wave-deploy.",
+)
 @click.option("--depth", type=int, required=True, help="Number of transformer blocks L.")
-@click.option("--embed-dim", type=int, required=True, help="Width D (a multiple of the bank's template size).")
+@click.option(
+    "--embed-dim", type=int, required=True, help="Width D (a multiple of the bank's template size)."
+)
 @click.option("--heads", type=int, help="Attention heads (default: D / the bank's head_dim).")
-@click.option("--data", "data_path", type=click.Path(path_type=str),
-              help="ImageFolder tree; default: the built-in MNIST-5k. A new class set gets a fresh head.")
-@click.option("--strategy", type=click.Choice(["aux", "random"]), default="aux", show_default=True,
-              help="Scaler start: slice the bank's auxiliary scalers, or random.")
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(path_type=str),
+    help="ImageFolder tree; default: the built-in MNIST-5k. A new class set gets a fresh head.",
+)
+@click.option(
+    "--strategy",
+    type=click.Choice(["aux", "random"]),
+    default="aux",
+    show_default=True,
+    help="Scaler start: slice the bank's auxiliary scalers, or random.",
+)
 @click.option("--scaler-steps", type=int, default=100, show_default=True, help="Scaler-only training steps.")
-@click.option("--dense-steps", type=int, default=0, show_default=True,
-              help="Full training steps after folding (0: fold right after the scaler phase).")
+@click.option(
+    "--dense-steps",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Full training steps after folding (0: fold right after the scaler phase).",
+)
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=str),
-              help="Output directory: model.safetensors (timm state dict + spec) and init.json.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="Output directory: model.safetensors (timm state dict + spec) and init.json.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the init record as JSON on stdout.")
-def init(bank_path, depth, embed_dim, heads, data_path, strategy, scaler_steps, dense_steps, batch_size, seed,
-         device, out, as_json) -> None:
+def init(
+    bank_path,
+    depth,
+    embed_dim,
+    heads,
+    data_path,
+    strategy,
+    scaler_steps,
+    dense_steps,
+    batch_size,
+    seed,
+    device,
+    out,
+    as_json,
+) -> None:
     """Initialize a ViT of depth L and width D from weight templates and write a plain timm checkpoint."""
     from pathlib import Path
 
@@ -45,13 +82,21 @@ def init(bank_path, depth, embed_dim, heads, data_path, strategy, scaler_steps, 
     data = datasets.load(data_path, seed=seed)
     spec = bank.geometry.make_spec(depth, embed_dim, heads, num_classes=data.info.num_classes)
     if data.train_x.shape[1:] != (spec.in_chans, spec.img_size, spec.img_size):
-        raise UsageError(f"data images are {tuple(data.train_x.shape[1:])}, the bank needs "
-                         f"({spec.in_chans}, {spec.img_size}, {spec.img_size})")
+        raise UsageError(
+            f"data images are {tuple(data.train_x.shape[1:])}, the bank needs "
+            f"({spec.in_chans}, {spec.img_size}, {spec.img_size})"
+        )
     with TrainingProgress("stage 2: init", disable=is_quiet() or as_json) as bar:
         model, record = initialize(
-            bank, spec, data, strategy=strategy,
+            bank,
+            spec,
+            data,
+            strategy=strategy,
             scaler=ScalerPhase(steps=scaler_steps, batch_size=batch_size, seed=seed),
-            dense=DensePhase(steps=dense_steps, batch_size=batch_size, seed=seed), on_step=bar, device=device)
+            dense=DensePhase(steps=dense_steps, batch_size=batch_size, seed=seed),
+            on_step=bar,
+            device=device,
+        )
     out_dir = Path(out)
     record["bank"] = str(bank_path or default_bank_path())
     record["data"] = data.info.to_dict()
@@ -62,4 +107,6 @@ def init(bank_path, depth, embed_dim, heads, data_path, strategy, scaler_steps, 
     else:
         console(stderr=True).print(
             f"{spec.name}: val acc {record['val_acc']:.2%} (at init {record['val_acc_at_init']:.2%}) -> "
-            f"{out_dir / 'model.safetensors'}", markup=False)
+            f"{out_dir / 'model.safetensors'}",
+            markup=False,
+        )

@@ -80,7 +80,7 @@ def main() -> None:
         cli.main(prog_name="wave-deploy")
     except SystemExit:
         raise
-    except Exception:  # a bug: show the traceback, exit 1
+    except Exception:  # noqa: BLE001  (a bug: show the traceback, exit 1)
         import traceback
 
         traceback.print_exc()

@@ -77,45 +77,116 @@ def info(bank: str, as_json: bool) -> None:
 
 @templates.command("build")
 @click.option("--teacher", "teacher_name", help="Ancestry as a timm model name (e.g. deit_base_patch16_224).")
-@click.option("--pretrained", is_flag=True, help="With --teacher: load timm's pretrained weights (downloads).")
-@click.option("--teacher-checkpoint", type=click.Path(dir_okay=False, path_type=str),
-              help="Ancestry from a local file: a wave-deploy folded checkpoint, or with --teacher-arch a timm "
-              "state dict (.safetensors, or a torch file read with weights_only=True).")
-@click.option("--teacher-arch", help="timm architecture of --teacher-checkpoint when it is a plain state dict.")
-@click.option("--data", "data_path", type=click.Path(path_type=str),
-              help="ImageFolder tree; default: the built-in MNIST-5k.")
-@click.option("--classes", help="Comma-separated class names or indices to keep (e.g. 0,1,2,3,4): build the bank "
-              "on a subset, e.g. to measure transfer to the classes left out.")
-@click.option("--out", required=True, type=click.Path(path_type=str), help="Bank file (.safetensors) or directory.")
+@click.option(
+    "--pretrained", is_flag=True, help="With --teacher: load timm's pretrained weights (downloads)."
+)
+@click.option(
+    "--teacher-checkpoint",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Ancestry from a local file: a wave-deploy folded checkpoint, or with --teacher-arch a timm "
+    "state dict (.safetensors, or a torch file read with weights_only=True).",
+)
+@click.option(
+    "--teacher-arch", help="timm architecture of --teacher-checkpoint when it is a plain state dict."
+)
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(path_type=str),
+    help="ImageFolder tree; default: the built-in MNIST-5k.",
+)
+@click.option(
+    "--classes",
+    help="Comma-separated class names or indices to keep (e.g. 0,1,2,3,4): build the bank "
+    "on a subset, e.g. to measure transfer to the classes left out.",
+)
+@click.option(
+    "--out", required=True, type=click.Path(path_type=str), help="Bank file (.safetensors) or directory."
+)
 @click.option("--aux-depth", type=int, default=6, show_default=True, help="Depth of the auxiliary model.")
-@click.option("--aux-embed-dim", type=int, default=128, show_default=True, help="Width of the auxiliary model.")
+@click.option(
+    "--aux-embed-dim", type=int, default=128, show_default=True, help="Width of the auxiliary model."
+)
 @click.option("--template-size", "w", type=int, default=32, show_default=True, help="Template size w.")
 @click.option("--head-dim", type=int, default=32, show_default=True)
 @click.option("--patch-size", type=int, default=4, show_default=True)
-@click.option("--templates-per-kind", "n_matrix", type=int, default=16, show_default=True,
-              help="Templates per matrix kind.")
-@click.option("--vector-templates", "n_vector", type=int, default=4, show_default=True,
-              help="Templates per vector kind.")
+@click.option(
+    "--templates-per-kind",
+    "n_matrix",
+    type=int,
+    default=16,
+    show_default=True,
+    help="Templates per matrix kind.",
+)
+@click.option(
+    "--vector-templates",
+    "n_vector",
+    type=int,
+    default=4,
+    show_default=True,
+    help="Templates per vector kind.",
+)
 @click.option("--max-depth", type=int, help="Deepest target the bank serves (default: the auxiliary depth).")
-@click.option("--elastic/--no-elastic", default=True, show_default=True,
-              help="Also train one sampled sub-size per step, so sliced targets start as working models.")
+@click.option(
+    "--elastic/--no-elastic",
+    default=True,
+    show_default=True,
+    help="Also train one sampled sub-size per step, so sliced targets start as working models.",
+)
 @click.option("--epochs", type=float, help="Training budget in epochs (default 20 unless --steps).")
 @click.option("--steps", type=int, help="Training budget in optimizer steps.")
 @click.option("--batch-size", type=int, default=128, show_default=True, help="Global batch size.")
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--tau", type=float, default=2.0, show_default=True, help="Distillation temperature.")
-@click.option("--alpha", type=float, default=0.7, show_default=True,
-              help="Weight of the distillation term; 1 - alpha weights cross-entropy on labels.")
+@click.option(
+    "--alpha",
+    type=float,
+    default=0.7,
+    show_default=True,
+    help="Weight of the distillation term; 1 - alpha weights cross-entropy on labels.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=str),
-              help="Write training checkpoints here (default: <out>.ckpt/).")
-@click.option("--checkpoint-every", type=int, default=100, show_default=True, help="Steps between checkpoints.")
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(file_okay=False, path_type=str),
+    help="Write training checkpoints here (default: <out>.ckpt/).",
+)
+@click.option(
+    "--checkpoint-every", type=int, default=100, show_default=True, help="Steps between checkpoints."
+)
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --checkpoint-dir.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
-def build(teacher_name, pretrained, teacher_checkpoint, teacher_arch, data_path, classes, out, aux_depth, aux_embed_dim, w,
-          head_dim, patch_size, n_matrix, n_vector, max_depth, elastic, epochs, steps, batch_size, lr, tau, alpha,
-          seed, checkpoint_dir, checkpoint_every, resume, device, as_json) -> None:
+def build(
+    teacher_name,
+    pretrained,
+    teacher_checkpoint,
+    teacher_arch,
+    data_path,
+    classes,
+    out,
+    aux_depth,
+    aux_embed_dim,
+    w,
+    head_dim,
+    patch_size,
+    n_matrix,
+    n_vector,
+    max_depth,
+    elastic,
+    epochs,
+    steps,
+    batch_size,
+    lr,
+    tau,
+    alpha,
+    seed,
+    checkpoint_dir,
+    checkpoint_every,
+    resume,
+    device,
+    as_json,
+) -> None:
     """Build a template bank by distilling an ancestry model into an auxiliary WAVE model (stage 1).
 
     Runs under `torchrun --nproc_per_node N wave-deploy templates build ...` for several GPUs or nodes
@@ -125,8 +196,8 @@ def build(teacher_name, pretrained, teacher_checkpoint, teacher_arch, data_path,
 
     from wave_deploy import data as datasets
     from wave_deploy import distributed
-    from wave_deploy.cli.progress import TrainingProgress
     from wave_deploy.cli.output import is_quiet
+    from wave_deploy.cli.progress import TrainingProgress
     from wave_deploy.errors import UsageError
     from wave_deploy.wave.learngene import LearngeneConfig, build_bank, load_teacher
 
@@ -139,23 +210,59 @@ def build(teacher_name, pretrained, teacher_checkpoint, teacher_arch, data_path,
     data = datasets.load(data_path, seed=seed)
     if classes:
         data = data.select_classes([int(c) if c.strip().isdigit() else c.strip() for c in classes.split(",")])
-    teacher, teacher_info = load_teacher(name=teacher_name, pretrained=pretrained, checkpoint=teacher_checkpoint,
-                                         arch=teacher_arch, num_classes=data.info.num_classes)
-    config = LearngeneConfig(aux_depth=aux_depth, aux_embed_dim=aux_embed_dim, w=w, head_dim=head_dim,
-                             patch_size=patch_size, n_matrix=n_matrix, n_vector=n_vector, max_depth=max_depth,
-                             elastic=elastic, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, tau=tau,
-                             alpha=alpha, seed=seed)
-    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else Path(str(out).removesuffix(".safetensors") + ".ckpt")
+    teacher, teacher_info = load_teacher(
+        name=teacher_name,
+        pretrained=pretrained,
+        checkpoint=teacher_checkpoint,
+        arch=teacher_arch,
+        num_classes=data.info.num_classes,
+    )
+    config = LearngeneConfig(
+        aux_depth=aux_depth,
+        aux_embed_dim=aux_embed_dim,
+        w=w,
+        head_dim=head_dim,
+        patch_size=patch_size,
+        n_matrix=n_matrix,
+        n_vector=n_vector,
+        max_depth=max_depth,
+        elastic=elastic,
+        steps=steps,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        tau=tau,
+        alpha=alpha,
+        seed=seed,
+    )
+    ckpt_dir = (
+        Path(checkpoint_dir) if checkpoint_dir else Path(str(out).removesuffix(".safetensors") + ".ckpt")
+    )
     quiet = is_quiet() or as_json or not distributed.is_main_process()
     with TrainingProgress("stage 1: templates", disable=quiet) as bar:
-        bank, summary = build_bank(teacher, teacher_info, data, config, checkpoint_dir=ckpt_dir,
-                                   checkpoint_every=checkpoint_every, resume=resume, on_step=bar, device=device)
+        bank, summary = build_bank(
+            teacher,
+            teacher_info,
+            data,
+            config,
+            checkpoint_dir=ckpt_dir,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
+            on_step=bar,
+            device=device,
+        )
     if not distributed.is_main_process():
         return
     path = bank.save(out)
-    result = {"bank": str(path), "accuracies": summary["accuracies"], "steps": summary["train"]["steps"],
-              "train_time_s": round(summary["train"]["train_time_s"], 1)}
+    result = {
+        "bank": str(path),
+        "accuracies": summary["accuracies"],
+        "steps": summary["train"]["steps"],
+        "train_time_s": round(summary["train"]["train_time_s"], 1),
+    }
     if as_json:
         print_json(result)
     elif not is_quiet():
-        console(stderr=True).print(f"bank written to {path}; val accuracy {summary['accuracies']}", markup=False)
+        console(stderr=True).print(
+            f"bank written to {path}; val accuracy {summary['accuracies']}", markup=False
+        )

@@ -16,7 +16,9 @@ is the bank's own, with labels otherwise; then the expanded model is folded and 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -77,7 +79,11 @@ def slice_scalers(
         for k, axis in enumerate(axes):
             dim = S.dim() - len(axes) + k
             if axis == "qkv":  # (..., 3 * Dsrc/w, ...) -> first D/w tiles of each of q, k, v
-                S = S.unflatten(dim, (3, S.shape[dim] // 3)).narrow(dim + 1, 0, keep["D"]).flatten(dim, dim + 1)
+                S = (
+                    S.unflatten(dim, (3, S.shape[dim] // 3))
+                    .narrow(dim + 1, 0, keep["D"])
+                    .flatten(dim, dim + 1)
+                )
             elif axis is not None:
                 S = S.narrow(dim, 0, keep[axis])
         out[kind] = S
@@ -121,7 +127,9 @@ class SlicedModel(nn.Module):
 def aux_model(bank: TemplateBank) -> WaveViT:
     """The bank's full auxiliary model (templates + aux scalers), frozen, in eval mode."""
     if bank.aux_spec is None or not bank.aux_scalers:
-        raise InvalidInputError("the template bank holds no auxiliary scalers; rebuild it with `templates build`")
+        raise InvalidInputError(
+            "the template bank holds no auxiliary scalers; rebuild it with `templates build`"
+        )
     model = WaveViT(bank, bank.aux_spec)
     model.load_scalers(bank.aux_scalers)
     model.requires_grad_(False)
@@ -136,15 +144,18 @@ def is_bank_task(bank: TemplateBank, class_names) -> bool:
     return built_on is None or list(built_on) == list(class_names)
 
 
-def init_wave_model(bank: TemplateBank, spec: ViTSpec, strategy: str = "aux", seed: int = 0,
-                    same_task: bool | None = None) -> WaveViT:
+def init_wave_model(
+    bank: TemplateBank, spec: ViTSpec, strategy: str = "aux", seed: int = 0, same_task: bool | None = None
+) -> WaveViT:
     """A WaveViT of ``spec`` with scalers started by ``strategy`` (see the module docstring).
 
     ``same_task``: the data is the bank's own task, so the templated head (and its scalers) carry over; a new
     task gets a fresh dense head. Default: decided by the class count.
     """
     if strategy not in INIT_STRATEGIES:
-        raise InvalidInputError(f"unknown init strategy {strategy!r}; choose one of {', '.join(INIT_STRATEGIES)}")
+        raise InvalidInputError(
+            f"unknown init strategy {strategy!r}; choose one of {', '.join(INIT_STRATEGIES)}"
+        )
     bank.geometry.check_spec(spec)
     # random scalers (and a fresh head for a new task)
     model = WaveViT(bank, spec, seed=seed, templated_head=same_task)
@@ -152,7 +163,9 @@ def init_wave_model(bank: TemplateBank, spec: ViTSpec, strategy: str = "aux", se
         src = aux_model(bank)
         if spec.depth > src.spec.depth and spec.embed_dim > src.spec.embed_dim:
             log.info("target is deeper than the auxiliary model: layers are repeated by relative depth")
-        sliced = slice_scalers(src.scalers_dict(), src.spec, spec, bank.geometry.w, with_head=model.templated_head)
+        sliced = slice_scalers(
+            src.scalers_dict(), src.spec, spec, bank.geometry.w, with_head=model.templated_head
+        )
         model.load_scalers(sliced)
     return model
 
@@ -168,7 +181,7 @@ class Distiller(nn.Module):
         self.student, self.tau, self.alpha = student, tau, alpha
         self.teacher = teacher.requires_grad_(False).eval()
 
-    def train(self, mode: bool = True) -> "Distiller":
+    def train(self, mode: bool = True) -> Distiller:
         super().train(mode)
         self.teacher.eval()  # the teacher never leaves eval mode
         return self
@@ -196,7 +209,9 @@ class ScalerPhase:
     seed: int = 0
 
 
-def train_scalers(model: WaveViT, bank: TemplateBank, data, phase: ScalerPhase, device: str = "auto", **train_kwargs):
+def train_scalers(
+    model: WaveViT, bank: TemplateBank, data, phase: ScalerPhase, device: str = "auto", **train_kwargs
+):
     """Train only ``model``'s scalers (templates are buffers); distil from the aux model on the bank's task."""
     from wave_deploy.training import TrainConfig, train
 
@@ -215,8 +230,14 @@ def train_scalers(model: WaveViT, bank: TemplateBank, data, phase: ScalerPhase, 
     same_task = model.templated_head and bank.aux_spec is not None
     if same_task:
         runner = Distiller(model, aux_model(bank), tau=phase.tau, alpha=phase.alpha)
-        return train(runner, config, *_tensors(data), params=list(model.parameters()),
-                     loss_fn=distill_loss_fn, **train_kwargs)
+        return train(
+            runner,
+            config,
+            *_tensors(data),
+            params=list(model.parameters()),
+            loss_fn=distill_loss_fn,
+            **train_kwargs,
+        )
     return train(model, config, *_tensors(data), **train_kwargs)
 
 
@@ -235,18 +256,24 @@ class DensePhase:
     seed: int = 0
 
 
-def initialize(bank: TemplateBank, spec: ViTSpec, data, *, strategy: str = "aux", scaler: ScalerPhase | None = None,
-               dense: DensePhase | None = None, on_step=None, device: str = "auto", checkpoint_dir=None):
+def initialize(
+    bank: TemplateBank,
+    spec: ViTSpec,
+    data,
+    *,
+    strategy: str = "aux",
+    scaler: ScalerPhase | None = None,
+    dense: DensePhase | None = None,
+    on_step=None,
+    device: str = "auto",
+    checkpoint_dir=None,
+):
     """Stage 2 end to end: init scalers, train them, fold into timm, optionally train densely.
 
     Returns (timm VisionTransformer, record) where record holds the spec, steps, losses, val accuracies and
     timings of each phase. With ``checkpoint_dir`` both phases checkpoint there and resume from it, so a killed
     run continues exactly where it stopped (the checkpoints refuse a different configuration or data).
     """
-    from pathlib import Path
-
-    import time
-
     from wave_deploy.folding import fold, load_folded
     from wave_deploy.training import TrainConfig, evaluate, train
 
@@ -256,28 +283,54 @@ def initialize(bank: TemplateBank, spec: ViTSpec, data, *, strategy: str = "aux"
     same_task = is_bank_task(bank, data.info.class_names)
     wave = init_wave_model(bank, spec, strategy, seed=scaler.seed, same_task=same_task)
     _, acc0 = evaluate(wave, data.val_x, data.val_labels, 512, torch.device("cpu"))
-    record: dict = {"spec": spec.to_dict(), "strategy": strategy, "same_task_as_bank": same_task,
-                    "scaler_count": wave.scaler_count(),
-                    "val_acc_at_init": acc0, "init_s": round(time.perf_counter() - t0, 3)}
+    record: dict = {
+        "spec": spec.to_dict(),
+        "strategy": strategy,
+        "same_task_as_bank": same_task,
+        "scaler_count": wave.scaler_count(),
+        "val_acc_at_init": acc0,
+        "init_s": round(time.perf_counter() - t0, 3),
+    }
     ckpt = {"scalers": None, "dense": None}
     if checkpoint_dir is not None:
         ckpt = {phase: Path(checkpoint_dir) / phase for phase in ckpt}
-    result = None
+    result = None  # of the phase just run
     if scaler.steps:
-        result = train_scalers(wave, bank, data, scaler, on_step=on_step, device=device,
-                               checkpoint_dir=ckpt["scalers"], resume=checkpoint_dir is not None)
+        result = train_scalers(
+            wave,
+            bank,
+            data,
+            scaler,
+            on_step=on_step,
+            device=device,
+            checkpoint_dir=ckpt["scalers"],
+            resume=checkpoint_dir is not None,
+        )
     record["scaler_phase"] = _phase_record(result)
     state, spec = fold(wave.cpu())
     model = load_folded(state, spec)
+    result = None
     if dense.steps:
-        config = TrainConfig(steps=dense.steps, batch_size=dense.batch_size, lr=dense.lr,
-                             warmup_steps=dense.warmup_steps, label_smoothing=dense.label_smoothing,
-                             seed=dense.seed, device=device, min_lr_ratio=0.01, checkpoint_every=50)
-        result = train(model, config, *_tensors(data), on_step=on_step, checkpoint_dir=ckpt["dense"],
-                       resume=checkpoint_dir is not None)
+        config = TrainConfig(
+            steps=dense.steps,
+            batch_size=dense.batch_size,
+            lr=dense.lr,
+            warmup_steps=dense.warmup_steps,
+            label_smoothing=dense.label_smoothing,
+            seed=dense.seed,
+            device=device,
+            min_lr_ratio=0.01,
+            checkpoint_every=50,
+        )
+        result = train(
+            model,
+            config,
+            *_tensors(data),
+            on_step=on_step,
+            checkpoint_dir=ckpt["dense"],
+            resume=checkpoint_dir is not None,
+        )
         model = model.cpu().eval()
-    else:
-        result = None
     record["dense_phase"] = _phase_record(result)
     _, record["val_acc"] = evaluate(model, data.val_x, data.val_labels, 512, torch.device("cpu"))
     record["total_s"] = round(time.perf_counter() - t0, 3)
@@ -287,6 +340,10 @@ def initialize(bank: TemplateBank, spec: ViTSpec, data, *, strategy: str = "aux"
 def _phase_record(result) -> dict | None:
     if result is None:
         return None
-    return {"steps": result.steps, "train_time_s": round(result.train_time_s, 3),
-            "images_per_s": round(result.images_per_s, 1), "final_val_acc": result.final_val_acc,
-            "curve": [{"step": r.step, "train_loss": r.train_loss, "val_acc": r.val_acc} for r in result.history]}
+    return {
+        "steps": result.steps,
+        "train_time_s": round(result.train_time_s, 3),
+        "images_per_s": round(result.images_per_s, 1),
+        "final_val_acc": result.final_val_acc,
+        "curve": [{"step": r.step, "train_loss": r.train_loss, "val_acc": r.val_acc} for r in result.history],
+    }

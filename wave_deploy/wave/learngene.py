@@ -65,10 +65,14 @@ class TeacherInput(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[1] != self.in_chans:
             if x.shape[1] != 1:
-                raise InvalidInputError(f"cannot feed {x.shape[1]}-channel images to a {self.in_chans}-channel teacher")
+                raise InvalidInputError(
+                    f"cannot feed {x.shape[1]}-channel images to a {self.in_chans}-channel teacher"
+                )
             x = x.expand(-1, self.in_chans, -1, -1)
         if x.shape[-1] != self.img_size:
-            x = nn.functional.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False)
+            x = nn.functional.interpolate(
+                x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False
+            )
         return self.teacher(x)
 
 
@@ -87,7 +91,7 @@ class ElasticStudent(nn.Module):
         self.subnets = [Subnet(s) for s in sizes]
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
-    def train(self, mode: bool = True) -> "ElasticStudent":
+    def train(self, mode: bool = True) -> ElasticStudent:
         super().train(mode)
         self.teacher.eval()
         return self
@@ -139,8 +143,12 @@ def elastic_sizes(geom: BankGeometry, aux_spec: ViTSpec) -> list[ViTSpec]:
 
 
 def load_teacher(
-    *, name: str | None = None, pretrained: bool = False, checkpoint: str | Path | None = None,
-    arch: str | None = None, num_classes: int,
+    *,
+    name: str | None = None,
+    pretrained: bool = False,
+    checkpoint: str | Path | None = None,
+    arch: str | None = None,
+    num_classes: int,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The ancestry model, frozen, and a description of it for the bank's provenance.
 
@@ -165,14 +173,20 @@ def load_teacher(
         from wave_deploy.folding import load_folded_file
 
         model, spec, extra = load_folded_file(path)
-        info = {"checkpoint": str(path), "spec": spec.to_dict(), **{k: v for k, v in extra.items() if k != "spec"}}
+        info = {
+            "checkpoint": str(path),
+            "spec": spec.to_dict(),
+            **{k: v for k, v in extra.items() if k != "spec"},
+        }
     else:
         model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
         state = _read_state_dict(path)
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise InvalidInputError(f"teacher checkpoint {path} does not fit {arch}: {str(exc).splitlines()[0]}") from exc
+            raise InvalidInputError(
+                f"teacher checkpoint {path} does not fit {arch}: {str(exc).splitlines()[0]}"
+            ) from exc
         info = {"checkpoint": str(path), "arch": arch}
     head_out = model.get_classifier().out_features if hasattr(model, "get_classifier") else None
     if head_out is not None and head_out != num_classes:
@@ -192,7 +206,9 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refuses anything but tensors and containers
-        raise InvalidInputError(f"cannot read teacher checkpoint {path} safely: {str(exc).splitlines()[0]}") from exc
+        raise InvalidInputError(
+            f"cannot read teacher checkpoint {path} safely: {str(exc).splitlines()[0]}"
+        ) from exc
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
@@ -215,9 +231,16 @@ def _teacher_input(teacher: nn.Module, img_size: int, in_chans: int) -> nn.Modul
 
 
 def build_bank(
-    teacher: nn.Module, teacher_info: dict[str, Any], data, config: LearngeneConfig, *,
-    checkpoint_dir: str | Path | None = None, checkpoint_every: int | None = None, resume: bool = False,
-    on_step=None, device: str = "auto",
+    teacher: nn.Module,
+    teacher_info: dict[str, Any],
+    data,
+    config: LearngeneConfig,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    on_step=None,
+    device: str = "auto",
 ) -> tuple[TemplateBank, dict[str, Any]]:
     """Train the auxiliary model and return its bank (with provenance) and a summary of the run."""
     x_tr, y_tr, x_va, y_va = data.train_x, data.train_labels, data.val_x, data.val_labels
@@ -230,12 +253,29 @@ def build_bank(
     teacher = _teacher_input(teacher, img_size, in_chans)
     student = ElasticStudent(aux, teacher, elastic_sizes(geom, aux_spec), config)
     tcfg = TrainConfig(
-        steps=config.steps, epochs=config.epochs if config.steps or config.epochs else 20, batch_size=config.batch_size, lr=config.lr,
-        weight_decay=config.weight_decay, warmup_steps=config.warmup_steps, seed=config.seed, device=device,
+        steps=config.steps,
+        epochs=config.epochs if config.steps or config.epochs else 20,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_steps,
+        seed=config.seed,
+        device=device,
         checkpoint_every=checkpoint_every,
     )
-    result = train(student, tcfg, x_tr, y_tr, x_va, y_va, params=list(aux.parameters()),
-                   loss_fn=distill_loss_fn, checkpoint_dir=checkpoint_dir, resume=resume, on_step=on_step)
+    result = train(
+        student,
+        tcfg,
+        x_tr,
+        y_tr,
+        x_va,
+        y_va,
+        params=list(aux.parameters()),
+        loss_fn=distill_loss_fn,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        on_step=on_step,
+    )
     aux.cpu().eval()
     teacher.cpu()
     accuracies = {"teacher": _accuracy(teacher, x_va, y_va), "aux": _accuracy(aux, x_va, y_va)}
