@@ -23,7 +23,7 @@ start=$(date +%s)
 mid=$(date +%s)
 "$PY" -m wave_deploy.cli.main templates build --teacher-checkpoint "$OUT/ancestry.safetensors" \
     --out "$OUT/bank.safetensors" --aux-depth 6 --aux-embed-dim 128 --template-size 32 --head-dim 32 \
-    --patch-size 7 --templates-per-kind 16 --vector-templates 4 --epochs "${STAGE1_EPOCHS:-12}" \
+    --patch-size 7 --templates-per-kind 16 --vector-templates 4 --epochs "${STAGE1_EPOCHS:-40}" \
     --checkpoint-dir "$OUT/stage1.ckpt" --resume --seed 0
 end=$(date +%s)
 echo "ancestry $((mid - start)) s, stage 1 $((end - mid)) s, total $((end - start)) s" >&2
