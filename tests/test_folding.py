@@ -2,13 +2,13 @@
 
 import pytest
 import torch
+from _banks import random_bank
 from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
 
 from wave_deploy.baselines import random_init
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.folding import fold, load_folded, load_folded_file, parity, save_folded
-from wave_deploy.wave.bank import BankGeometry, TemplateBank
 from wave_deploy.wave.model import WaveViT
 
 TOL = 1e-5  # fp32 max abs error (DESIGN 3.4)
@@ -16,20 +16,7 @@ TOL = 1e-5  # fp32 max abs error (DESIGN 3.4)
 
 @pytest.fixture(scope="module")
 def bank():
-    geom = BankGeometry.create(
-        img_size=8,
-        patch_size=4,
-        in_chans=1,
-        num_classes=10,
-        w=8,
-        head_dim=8,
-        mlp_ratio=4.0,
-        max_depth=12,
-        max_embed_dim=48,
-        n_matrix=3,
-        n_vector=2,
-    )
-    return TemplateBank.init_random(geom, seed=0)
+    return random_bank()
 
 
 def _x(n=4):

@@ -4,33 +4,18 @@ import json
 
 import pytest
 import torch
+from _banks import mnist_bank_file
 from click.testing import CliRunner
 
 from wave_deploy.cli.main import cli
 from wave_deploy.folding import load_folded_file
-from wave_deploy.wave.bank import BankGeometry, TemplateBank
+from wave_deploy.wave.bank import TemplateBank
 from wave_deploy.wave.init import init_wave_model
-from wave_deploy.wave.model import WaveViT
 
 
 @pytest.fixture(scope="module")
 def bank_path(tmp_path_factory):
-    geom = BankGeometry.create(
-        img_size=28,
-        patch_size=7,
-        in_chans=1,
-        num_classes=10,
-        w=16,
-        head_dim=16,
-        mlp_ratio=4.0,
-        max_depth=3,
-        max_embed_dim=48,
-        n_matrix=2,
-        n_vector=2,
-    )
-    aux = WaveViT(TemplateBank.init_random(geom, seed=0), geom.make_spec(3, 48), seed=1)
-    bank = aux.export_bank({"data": {"class_names": [str(i) for i in range(10)]}})
-    return bank.save(tmp_path_factory.mktemp("bank") / "bank.safetensors")
+    return mnist_bank_file(tmp_path_factory.mktemp("bank"), max_depth=3, max_embed_dim=48)
 
 
 def test_init_without_training_writes_exactly_the_sliced_model(bank_path, tmp_path):

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _banks import mnist_bank_file
 from click.testing import CliRunner
 
 from wave_deploy.cli.main import cli
 from wave_deploy.fileio import sha256_file
 from wave_deploy.profiles import load_profile
-from wave_deploy.wave.bank import BankGeometry, TemplateBank
-from wave_deploy.wave.model import WaveViT
 
 FAST = ["--scaler-steps", "2", "--dense-steps", "3", "--batch-size", "32", "--bench-iterations", "5"]
 
@@ -24,22 +23,7 @@ FAST = ["--scaler-steps", "2", "--dense-steps", "3", "--batch-size", "32", "--be
 @pytest.fixture(scope="module")
 def bank_path(tmp_path_factory) -> Path:
     """A small bank for MNIST geometry (28 px, patch 7) with random templates and auxiliary scalers."""
-    geom = BankGeometry.create(
-        img_size=28,
-        patch_size=7,
-        in_chans=1,
-        num_classes=10,
-        w=16,
-        head_dim=16,
-        mlp_ratio=4.0,
-        max_depth=2,
-        max_embed_dim=32,
-        n_matrix=2,
-        n_vector=2,
-    )
-    aux = WaveViT(TemplateBank.init_random(geom, seed=0), geom.make_spec(2, 32), seed=1)
-    bank = aux.export_bank({"data": {"class_names": [str(i) for i in range(10)]}})
-    return bank.save(tmp_path_factory.mktemp("bank") / "bank.safetensors")
+    return mnist_bank_file(tmp_path_factory.mktemp("bank"))
 
 
 def _build(bank_path, out, *extra, profile="jetson"):

@@ -2,10 +2,11 @@
 
 import pytest
 import torch
+from _banks import random_bank
 
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.training import distillation_loss
-from wave_deploy.wave.bank import BankGeometry, TemplateBank
+from wave_deploy.wave.bank import TemplateBank
 from wave_deploy.wave.init import (
     Distiller,
     SlicedModel,
@@ -21,20 +22,8 @@ from wave_deploy.wave.model import WaveViT
 @pytest.fixture(scope="module")
 def bank():
     """A bank whose auxiliary model (depth 5, width 48) has random, non-trivial scalers."""
-    geom = BankGeometry.create(
-        img_size=8,
-        patch_size=4,
-        in_chans=1,
-        num_classes=10,
-        w=8,
-        head_dim=8,
-        mlp_ratio=4.0,
-        max_depth=7,
-        max_embed_dim=48,
-        n_matrix=3,
-        n_vector=2,
-    )
-    base = TemplateBank.init_random(geom, seed=0)
+    base = random_bank(max_depth=7)
+    geom = base.geometry
     aux = WaveViT(base, geom.make_spec(5, 48), seed=3)
     with torch.no_grad():  # make every scaler (biases and norms too) distinct and non-zero
         for p in aux.scalers.values():

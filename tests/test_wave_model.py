@@ -2,29 +2,17 @@
 
 import pytest
 import torch
+from _banks import random_bank
 from timm.models.vision_transformer import VisionTransformer
 
 from wave_deploy.errors import InvalidInputError
-from wave_deploy.wave.bank import ALL_KINDS, BLOCK_KINDS, HEAD_KINDS, BankGeometry, TemplateBank
+from wave_deploy.wave.bank import ALL_KINDS, BLOCK_KINDS, HEAD_KINDS, TemplateBank
 from wave_deploy.wave.model import WaveViT
 
 
 @pytest.fixture(scope="module")
 def bank():
-    geom = BankGeometry.create(
-        img_size=8,
-        patch_size=4,
-        in_chans=1,
-        num_classes=10,
-        w=8,
-        head_dim=8,
-        mlp_ratio=4.0,
-        max_depth=12,
-        max_embed_dim=48,
-        n_matrix=3,
-        n_vector=2,
-    )
-    return TemplateBank.init_random(geom, seed=0)
+    return random_bank()
 
 
 def _naive(S, T):
