@@ -1,0 +1,168 @@
+"""The offline HTML index over many device outputs and the `wave-deploy report` command."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import io
+import json
+import subprocess
+import sys
+from html.parser import HTMLParser
+
+import pytest
+from _report_data import (
+    PNG_SIZE,
+    make_device_report,
+    make_report,
+    run,
+    write_build,
+    write_device,
+)
+from PIL import Image
+
+from wave_deploy.errors import EXIT_BUDGET_BROKEN, EXIT_INVALID_INPUT, EXIT_USAGE
+from wave_deploy.reports import (
+    budget_verdict,
+    merge_device_report,
+    render_index,
+    write_report_files,
+)
+
+# --- the HTML index -----------------------------------------------------------------------------------
+
+
+class _Refs(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.refs: list[tuple[str, str, str]] = []
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.refs += [(tag, k, v or "") for k, v in attrs if k in ("src", "href", "srcset", "action")]
+
+
+def test_index_html_is_offline_and_embeds_every_devices_plots(tmp_path):
+    jetson, _ = write_build(tmp_path, "jetson")
+    pi, pi_report = write_build(tmp_path, "pi", profile_name="raspberry-pi-5", latency_budget_ms=40.0)
+    page = render_index([jetson, pi], out_path=tmp_path / "index.html")
+    parser = _Refs()
+    parser.feed(page)
+    assert "jetson-orin-nano-8gb" in page and "raspberry-pi-5" in page and pi_report["spec_name"] in page
+    assert "script" not in parser.tags and "link" not in parser.tags
+    images = [v for tag, k, v in parser.refs if tag == "img" and k == "src"]
+    assert len(images) == 6
+    for uri in images:
+        assert uri.startswith("data:image/png;base64,")
+        with Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) as img:
+            assert img.size == PNG_SIZE
+    for _, _, value in parser.refs:
+        assert not value.lower().startswith(("http:", "https:", "//")), value
+    assert "url(" not in page and "@import" not in page
+    hrefs = {v for tag, k, v in parser.refs if k == "href"}
+    assert {"#dev-jetson-orin-nano-8gb", "#dev-raspberry-pi-5", "jetson/report.md", "pi/report.md"} <= hrefs
+
+
+def test_index_escapes_text_from_reports(tmp_path):
+    report = make_report()
+    report["profile"]["device_name"] = "Orin <script>alert(1)</script>"
+    write_report_files(tmp_path / "d", report)
+    page = render_index([tmp_path / "d"])
+    assert "<script>" not in page and "&lt;script&gt;" in page
+
+
+def test_index_shows_device_measured_ratio_after_merge(tmp_path):
+    out, report = write_build(tmp_path, "jetson")
+    measured = report["prediction"]["latency_ms"] / 2
+    merge_device_report(out, write_device(tmp_path / "d.json", make_device_report(report, measured)))
+    result = run("report", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)["devices"][0]
+    assert row["device_at_percentile_ms"] == measured
+    assert row["predicted_over_measured"] == pytest.approx(2.0)
+    assert "2.00" in render_index([out])
+
+
+# --- the CLI ------------------------------------------------------------------------------------------
+
+
+def test_cli_report_of_a_missing_dir_exits_3_naming_it(tmp_path):
+    good, _ = write_build(tmp_path, "jetson")
+    result = run("report", str(good), str(tmp_path / "nope"))
+    assert result.exit_code == EXIT_INVALID_INPUT
+    assert "nope" in result.output
+
+
+def test_cli_report_of_an_invalid_report_json_exits_3(tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "report.json").write_text('{"schema_version": 1, "kind": "build_report"}', encoding="utf-8")
+    result = run("report", str(bad))
+    assert result.exit_code == EXIT_INVALID_INPUT and "bad" in result.output
+
+
+def test_cli_report_exits_0_on_a_failed_verdict_and_8_with_fail_on_budget(tmp_path):
+    out, report = write_build(tmp_path, "jetson")
+    budget = report["budgets"]["latency"]["budget_ms"]
+    device_file = write_device(tmp_path / "d.json", make_device_report(report, budget * 2))
+    merged = run("report", str(out), "--device-report", str(device_file), "--json")
+    assert merged.exit_code == 0, merged.output
+    assert json.loads(merged.stdout)["failed"] == ["jetson-orin-nano-8gb"]
+    assert run("report", str(out)).exit_code == 0
+    result = run("report", str(out), "--fail-on-budget")
+    assert result.exit_code == EXIT_BUDGET_BROKEN and "jetson-orin-nano-8gb" in result.output
+
+
+def test_cli_report_passes_fail_on_budget_when_every_verdict_passes(tmp_path):
+    out, _ = write_build(tmp_path, "jetson")
+    assert run("report", str(out), "--fail-on-budget").exit_code == 0
+
+
+def test_cli_report_expands_a_parent_dir_and_writes_the_html(tmp_path):
+    write_build(tmp_path / "artifacts", "jetson")
+    write_build(tmp_path / "artifacts", "pi", profile_name="raspberry-pi-5", latency_budget_ms=40.0)
+    html_path = tmp_path / "site" / "index.html"
+    result = run("report", str(tmp_path / "artifacts"), "--html", str(html_path), "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [d["profile"] for d in data["devices"]] == ["jetson-orin-nano-8gb", "raspberry-pi-5"]
+    page = html_path.read_text(encoding="utf-8")
+    assert page.count('<img src="data:image/png;base64,') == 6
+    assert 'href="../artifacts/jetson/report.md"' in page
+
+
+def test_cli_device_report_needs_exactly_one_dir(tmp_path):
+    a, report = write_build(tmp_path, "a")
+    b, _ = write_build(tmp_path, "b")
+    dev = write_device(tmp_path / "d.json", make_device_report(report, 1.0))
+    result = run("report", str(a), str(b), "--device-report", str(dev))
+    assert result.exit_code == EXIT_USAGE
+
+
+def test_budget_verdict_lists_broken_budgets_in_a_fixed_order():
+    budgets = copy.deepcopy(make_report()["budgets"])
+    budgets["accuracy"]["ok"] = False
+    budgets["latency"]["ok"] = False
+    assert budget_verdict(budgets) == ("fail", ["latency", "accuracy"])
+    budgets["accuracy"]["ok"] = budgets["latency"]["ok"] = True
+    assert budget_verdict(budgets) == ("pass", [])
+
+
+def test_cli_report_imports_no_heavy_package(tmp_path):
+    """`wave-deploy report` reads JSON and PNGs: it must stay fast on a CI runner without torch loaded."""
+    out, _ = write_build(tmp_path, "jetson")
+    heavy = ("torch", "torchvision", "timm", "onnx", "onnxruntime", "tensorrt")
+    code = (
+        "import sys\n"
+        "from wave_deploy.cli.main import cli\n"
+        "try:\n"
+        "    cli.main(args=sys.argv[1:], prog_name='wave-deploy', standalone_mode=False)\n"
+        "finally:\n"
+        f"    print('HEAVY=' + ','.join(m for m in {heavy!r} if m in sys.modules))\n"
+    )
+    argv = ["report", str(out), "--json", "--html", str(tmp_path / "index.html")]
+    cmd = [sys.executable, "-c", code, *argv]
+    result = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "HEAVY="
