@@ -26,7 +26,7 @@ from torch.func import functional_call
 
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.spec import ViTSpec
-from wave_deploy.training import distillation_loss
+from wave_deploy.training import TrainConfig, distillation_loss, evaluate, train
 from wave_deploy.wave.bank import HEAD_KINDS, TemplateBank, kind_layouts
 from wave_deploy.wave.model import WaveViT, expanded_state_dict
 
@@ -208,25 +208,26 @@ class ScalerPhase:
     alpha: float = 0.5  # weight of the distillation term (1 - alpha on labels)
     seed: int = 0
 
+    def config(self, device: str = "auto") -> TrainConfig:
+        return TrainConfig(
+            steps=self.steps,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=0.0,
+            warmup_steps=min(10, self.steps // 10),
+            seed=self.seed,
+            checkpoint_every=50,
+            device=device,
+        )
+
 
 def train_scalers(
     model: WaveViT, bank: TemplateBank, data, phase: ScalerPhase, device: str = "auto", **train_kwargs
 ):
     """Train only ``model``'s scalers (templates are buffers); distil from the aux model on the bank's task."""
-    from wave_deploy.training import TrainConfig, train
-
-    config = TrainConfig(
-        steps=phase.steps,
-        batch_size=phase.batch_size,
-        lr=phase.lr,
-        weight_decay=0.0,
-        warmup_steps=min(10, phase.steps // 10),
-        seed=phase.seed,
-        checkpoint_every=50,
-        device=device,
-    )
     if phase.steps == 0:
         return None
+    config = phase.config(device)
     same_task = model.templated_head and bank.aux_spec is not None
     if same_task:
         runner = Distiller(model, aux_model(bank), tau=phase.tau, alpha=phase.alpha)
@@ -255,6 +256,19 @@ class DensePhase:
     label_smoothing: float = 0.1
     seed: int = 0
 
+    def config(self, device: str = "auto") -> TrainConfig:
+        return TrainConfig(
+            steps=self.steps,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            warmup_steps=self.warmup_steps,
+            label_smoothing=self.label_smoothing,
+            seed=self.seed,
+            device=device,
+            min_lr_ratio=0.01,
+            checkpoint_every=50,
+        )
+
 
 def initialize(
     bank: TemplateBank,
@@ -275,7 +289,6 @@ def initialize(
     run continues exactly where it stopped (the checkpoints refuse a different configuration or data).
     """
     from wave_deploy.folding import fold, load_folded
-    from wave_deploy.training import TrainConfig, evaluate, train
 
     scaler = scaler or ScalerPhase()
     dense = dense or DensePhase()
@@ -311,20 +324,9 @@ def initialize(
     model = load_folded(state, spec)
     result = None
     if dense.steps:
-        config = TrainConfig(
-            steps=dense.steps,
-            batch_size=dense.batch_size,
-            lr=dense.lr,
-            warmup_steps=dense.warmup_steps,
-            label_smoothing=dense.label_smoothing,
-            seed=dense.seed,
-            device=device,
-            min_lr_ratio=0.01,
-            checkpoint_every=50,
-        )
         result = train(
             model,
-            config,
+            dense.config(device),
             *_tensors(data),
             on_step=on_step,
             checkpoint_dir=ckpt["dense"],
