@@ -69,3 +69,30 @@ def test_helpers_report_a_single_process_when_not_launched_by_torchrun(monkeypat
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert (D.is_distributed(), D.rank(), D.world_size(), D.is_main_process()) == (True, 1, 2, False)
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_the_cli_leaves_the_process_group_a_command_joined(tmp_path, fail):
+    """A gloo group left alive at exit can abort the process (SIGABRT) after a successful run under torchrun."""
+    import click
+    import torch.distributed as dist
+    from click.testing import CliRunner
+
+    from wave_deploy.cli.main import cli
+    from wave_deploy.errors import InvalidInputError
+
+    @click.command("join-group")
+    def join_group():
+        store = dist.FileStore(str(tmp_path / "store"), 1)
+        dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+        assert dist.is_initialized()
+        if fail:
+            raise InvalidInputError("bad input after joining")
+
+    cli.add_command(join_group)
+    try:
+        result = CliRunner().invoke(cli, ["join-group"])
+    finally:
+        cli.commands.pop("join-group")
+    assert result.exit_code == (3 if fail else 0), result.output
+    assert not dist.is_initialized()

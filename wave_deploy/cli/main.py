@@ -58,6 +58,22 @@ class LazyGroup(click.Group):
                 logging.getLogger("wave_deploy").exception("error")
             click.echo(f"error: {exc.one_line()}", err=True)
             ctx.exit(exc.exit_code)
+        finally:
+            leave_process_group()
+
+
+def leave_process_group() -> None:
+    """Destroy the torch.distributed process group a command joined under torchrun, if any.
+
+    A process that exits with a gloo group still alive can abort in the group's destructor
+    ("terminate called without an active exception", SIGABRT), which torchrun reports as a failure
+    even though the command itself succeeded. Reads sys.modules so that commands which never
+    imported torch stay torch-free.
+    """
+    if "torch.distributed" in sys.modules:
+        from wave_deploy.distributed import cleanup_distributed
+
+        cleanup_distributed()
 
 
 @click.group(cls=LazyGroup, epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
