@@ -280,8 +280,23 @@ def test_two_gloo_processes_build_the_same_bank_as_one(tiny_data, teacher_ckpt, 
 def test_a_timm_teacher_by_name_gets_its_own_input_size_and_channels(tiny_data, tmp_path):
     """--teacher NAME (no download): a 224 px RGB timm model teaches an 8 px grey bank through resized inputs."""
     out = tmp_path / "bank.safetensors"
-    result = CliRunner().invoke(cli, ["templates", "build", "--teacher", "vit_tiny_patch16_224", "--data",
-                                      str(tiny_data), "--out", str(out), "--steps", "2", "--json", *TINY])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "templates",
+            "build",
+            "--teacher",
+            "vit_tiny_patch16_224",
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--json",
+            *TINY,
+        ],
+    )
     assert result.exit_code == 0, result.output
     bank = TemplateBank.load(out)
     assert bank.provenance["ancestry"] == {"name": "vit_tiny_patch16_224", "pretrained": False}

@@ -251,8 +251,17 @@ def test_plan_cli_predicts_one_given_spec():
 def test_plan_cli_candidates_come_from_the_given_template_bank(tmp_path):
     from wave_deploy.wave.bank import BankGeometry, TemplateBank
 
-    geom = BankGeometry.create(img_size=28, patch_size=14, in_chans=1, num_classes=10, w=16, head_dim=16,
-                               mlp_ratio=4.0, max_depth=2, max_embed_dim=48)
+    geom = BankGeometry.create(
+        img_size=28,
+        patch_size=14,
+        in_chans=1,
+        num_classes=10,
+        w=16,
+        head_dim=16,
+        mlp_ratio=4.0,
+        max_depth=2,
+        max_embed_dim=48,
+    )
     bank = TemplateBank.init_random(geom).save(tmp_path / "bank.safetensors")
     result = CliRunner().invoke(cli, ["plan", "--profile", "x86-cpu", "--templates", str(bank), "--json"])
     assert result.exit_code == 0, result.output

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "wave-deploy-train-checkpoint/1"
 
+
 def fingerprint(config, names, *tensors) -> str:
     """Hash of what a resume must not change besides the config: the trained parameters and the data."""
     digest = hashlib.sha256(json.dumps({"params": names, "config": config.hashed_fields()}).encode())

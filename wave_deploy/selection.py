@@ -94,9 +94,17 @@ class SearchSpace:
     def from_bank(cls, geometry, num_classes: int | None = None) -> SearchSpace:
         """Every size a template bank (its ``BankGeometry``) can initialize, for a task of ``num_classes``."""
         g = geometry
-        return cls(img_size=g.img_size, patch_size=g.patch_size, in_chans=g.in_chans,
-                   num_classes=num_classes or g.num_classes, mlp_ratio=g.mlp_ratio, w=g.w, head_dim=g.head_dim,
-                   max_depth=g.max_depth, max_embed_dim=g.max_embed_dim)
+        return cls(
+            img_size=g.img_size,
+            patch_size=g.patch_size,
+            in_chans=g.in_chans,
+            num_classes=num_classes or g.num_classes,
+            mlp_ratio=g.mlp_ratio,
+            w=g.w,
+            head_dim=g.head_dim,
+            max_depth=g.max_depth,
+            max_embed_dim=g.max_embed_dim,
+        )
 
 
 # A broad space at the built-in data's geometry: the design space of calibrations and of tests. Plans and

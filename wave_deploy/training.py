@@ -249,7 +249,9 @@ def train(
         state = {"step": 0, "history": [], "window": torch.zeros(2, dtype=torch.float64), "train_time_s": 0.0}
         resumed_from = None
         if resume and ckpt_path is not None and ckpt_path.exists():
-            ckpt = ckpt_io.load_checkpoint(ckpt_path, config, fingerprint, model, (optimizer, scheduler, scaler))
+            ckpt = ckpt_io.load_checkpoint(
+                ckpt_path, config, fingerprint, model, (optimizer, scheduler, scaler)
+            )
             D.restore_rng_states(ckpt["rng"], device)
             state = {k: ckpt[k] for k in state}
             resumed_from = state["step"]
@@ -315,7 +317,9 @@ def train(
                 _log_main("step %d/%d: train loss %.4f, val acc %s", step, total, w_sum / w_n, val_acc)
             if ckpt_now:
                 state["step"], state["window"] = step, D.all_reduce_sum(window).cpu()
-                ckpt_io.save_checkpoint(ckpt_path, state, config, fingerprint, model, (optimizer, scheduler, scaler))
+                ckpt_io.save_checkpoint(
+                    ckpt_path, state, config, fingerprint, model, (optimizer, scheduler, scaler)
+                )
             if on_step is not None and rank == 0:
                 norm = None if grad_norm is None else float(grad_norm)
                 info = (mean_loss, lr_used, norm, images_per_s, val_loss, val_acc, eval_now)

@@ -105,7 +105,10 @@ def _plot(selection, profile, path: str) -> None:
     "--plot", type=click.Path(dir_okay=False), default=None, help="Write a PNG of FLOPs vs latency."
 )
 @click.option(
-    "--templates", "bank_path", type=click.Path(dir_okay=True), default=None,
+    "--templates",
+    "bank_path",
+    type=click.Path(dir_okay=True),
+    default=None,
     help="Template bank whose sizes are the candidates (default: the bank shipped with wave-deploy).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
