@@ -12,6 +12,7 @@
 
 Usage (results land in docs/latency.md):
     python benchmarks/latency_model.py --threads 1 --clock thread --heldout 40
+    python benchmarks/latency_model.py --memory-only      # step 3 alone
 """
 
 from __future__ import annotations
@@ -110,6 +111,12 @@ def memory_check(profile, threads: int) -> list[str]:
     return lines
 
 
+def print_memory_check(profile, threads: int) -> None:
+    print("\nmemory: predicted runtime memory vs peak RSS of a fresh ONNX Runtime process")
+    for line in memory_check(profile, threads):
+        print("  " + line)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="x86-cpu")
@@ -120,6 +127,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=2025)
     ap.add_argument("--out-dir", default="artifacts/benchmarks/latency_model")
     ap.add_argument("--quick", action="store_true", help="small calibration design: a dry run of this script")
+    ap.add_argument("--memory-only", action="store_true", help="only step 3, the memory check (about a minute)")
     args = ap.parse_args()
 
     profile = load_profile(args.profile)
@@ -129,6 +137,10 @@ def main() -> None:
     out_dir = Path(args.out_dir)
     started = time.time()
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  {' '.join(sys.argv)}")
+    if args.memory_only:
+        print_memory_check(profile, args.threads)
+        print(f"\ntook {time.time() - started:.0f} s")
+        return
     design = design_samples(SPACE, profile.runtime.batch_max, quick=args.quick)
     points = heldout_points(args.heldout, args.seed, {(s.depth, s.embed_dim, b) for s, b in design})
     load_before = os.getloadavg()[0]
@@ -195,9 +207,7 @@ def main() -> None:
         f"median wall / {args.clock} time over held-out specs: {ratio:.3f} (load average {os.getloadavg()[0]:.1f})"
     )
 
-    print("\nmemory: predicted runtime memory vs peak RSS of a fresh ONNX Runtime process")
-    for line in memory_check(profile, args.threads):
-        print("  " + line)
+    print_memory_check(profile, args.threads)
     print(f"\ntook {time.time() - started:.0f} s")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "heldout.json").write_text(json.dumps(rows, indent=1))
