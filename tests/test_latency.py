@@ -146,7 +146,12 @@ def test_memory_is_weights_plus_activations_plus_overhead_and_build_peak_is_stat
     assert cpu.weights_mib == weight_bytes(spec, "fp32") / MIB
     assert cpu.activations_mib == activation_bytes(spec, 2, "fp32") / MIB
     factors = RUNTIME_FACTORS["onnxruntime"]
-    assert cpu.total_mib == factors[0] * cpu.weights_mib + factors[1] * cpu.activations_mib + x86.latency_model.runtime_overhead_mib
+    assert (
+        cpu.total_mib
+        == factors[0] * cpu.weights_mib
+        + factors[1] * cpu.activations_mib
+        + x86.latency_model.runtime_overhead_mib
+    )
     assert cpu.build_peak_mib is None
     jetson = load_profile("jetson")
     gpu = predict_memory(spec, jetson, batch=1)

@@ -21,10 +21,10 @@ from _report_data import (
 )
 from PIL import Image
 
+from wave_deploy.device_reports import merge_device_report
 from wave_deploy.errors import EXIT_BUDGET_BROKEN, EXIT_INVALID_INPUT, EXIT_USAGE
 from wave_deploy.reports import (
     budget_verdict,
-    merge_device_report,
     render_index,
     write_report_files,
 )

@@ -16,11 +16,11 @@ from _report_data import (
 from PIL import Image
 
 from wave_deploy.bench.stats import LATENCY_KEYS
+from wave_deploy.device_reports import merge_device_report
 from wave_deploy.errors import EXIT_INVALID_INPUT, InvalidInputError
 from wave_deploy.plots import frontier_png, latency_png, training_png
 from wave_deploy.reports import (
     budget_verdict,
-    merge_device_report,
     render_markdown,
     write_report_files,
 )
