@@ -23,7 +23,8 @@ from timm.models.vision_transformer import VisionTransformer
 from wave_deploy.bench.runners import OrtRunner, TorchRunner, benchmark
 from wave_deploy.exporters import onnx as ox
 from wave_deploy.folding import fold, load_folded_file, save_folded
-from wave_deploy.wave.bank import BankGeometry, TemplateBank
+from wave_deploy.wave.bank import TemplateBank
+from wave_deploy.wave.geometry import BankGeometry
 from wave_deploy.wave.model import WaveViT
 
 GEOM_28 = {"img_size": 28, "patch_size": 4, "in_chans": 1, "w": 32, "head_dim": 32}

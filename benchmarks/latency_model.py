@@ -127,7 +127,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=2025)
     ap.add_argument("--out-dir", default="artifacts/benchmarks/latency_model")
     ap.add_argument("--quick", action="store_true", help="small calibration design: a dry run of this script")
-    ap.add_argument("--memory-only", action="store_true", help="only step 3, the memory check (about a minute)")
+    ap.add_argument("--memory-only", action="store_true", help="only step 3, the memory check (about 15 s)")
     args = ap.parse_args()
 
     profile = load_profile(args.profile)

@@ -36,7 +36,8 @@ import torch.nn.functional as F
 
 from wave_deploy.baselines import random_init
 from wave_deploy.folding import fold, load_folded
-from wave_deploy.wave.bank import BankGeometry, TemplateBank
+from wave_deploy.wave.bank import TemplateBank
+from wave_deploy.wave.geometry import BankGeometry
 from wave_deploy.wave.model import WaveViT
 
 # name -> (img_size, patch_size, depth, embed_dim, num_heads, num_classes, batch, rounds, steps per round)

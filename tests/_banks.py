@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wave_deploy.wave.bank import BankGeometry, TemplateBank
+from wave_deploy.wave.bank import TemplateBank
+from wave_deploy.wave.geometry import BankGeometry
 from wave_deploy.wave.model import WaveViT
 
 # 8 px grey images, patch 4 (5 tokens), template size 8: fast to expand, fold and run.

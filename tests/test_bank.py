@@ -13,14 +13,8 @@ from safetensors.torch import save_file
 from wave_deploy.cli.main import cli
 from wave_deploy.errors import EXIT_INVALID_INPUT, InvalidInputError
 from wave_deploy.spec import ViTSpec
-from wave_deploy.wave.bank import (
-    ALL_KINDS,
-    METADATA_KEY,
-    BankGeometry,
-    TemplateBank,
-    kind_layouts,
-    template_shape,
-)
+from wave_deploy.wave.bank import METADATA_KEY, TemplateBank
+from wave_deploy.wave.geometry import ALL_KINDS, BankGeometry, kind_layouts, template_shape
 
 
 def _geometry(**changes):

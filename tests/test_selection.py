@@ -249,7 +249,8 @@ def test_plan_cli_predicts_one_given_spec():
 
 
 def test_plan_cli_candidates_come_from_the_given_template_bank(tmp_path):
-    from wave_deploy.wave.bank import BankGeometry, TemplateBank
+    from wave_deploy.wave.bank import TemplateBank
+    from wave_deploy.wave.geometry import BankGeometry
 
     geom = BankGeometry.create(
         img_size=28,

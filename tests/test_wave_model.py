@@ -6,7 +6,8 @@ from _banks import random_bank
 from timm.models.vision_transformer import VisionTransformer
 
 from wave_deploy.errors import InvalidInputError
-from wave_deploy.wave.bank import ALL_KINDS, BLOCK_KINDS, HEAD_KINDS, TemplateBank
+from wave_deploy.wave.bank import TemplateBank
+from wave_deploy.wave.geometry import ALL_KINDS, BLOCK_KINDS, HEAD_KINDS
 from wave_deploy.wave.model import WaveViT
 
 

@@ -27,7 +27,8 @@ from torch.func import functional_call
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.spec import ViTSpec
 from wave_deploy.training import TrainConfig, distillation_loss, evaluate, train
-from wave_deploy.wave.bank import HEAD_KINDS, TemplateBank, kind_layouts
+from wave_deploy.wave.bank import TemplateBank
+from wave_deploy.wave.geometry import HEAD_KINDS, kind_layouts
 from wave_deploy.wave.model import WaveViT, expanded_state_dict
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,8 @@ from wave_deploy import __version__
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.spec import ViTSpec
 from wave_deploy.training import TrainConfig, distillation_loss, evaluate, train
-from wave_deploy.wave.bank import BankGeometry, TemplateBank
+from wave_deploy.wave.bank import TemplateBank
+from wave_deploy.wave.geometry import BankGeometry
 from wave_deploy.wave.init import SlicedModel, Subnet, distill_loss_fn
 from wave_deploy.wave.model import WaveViT
 

@@ -23,7 +23,8 @@ from torch.func import functional_call
 
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.spec import ViTSpec
-from wave_deploy.wave.bank import KindLayout, TemplateBank, kind_layouts
+from wave_deploy.wave.bank import TemplateBank
+from wave_deploy.wave.geometry import KindLayout, kind_layouts
 from wave_deploy.wave.kron import expand, expand_vec, project_vec
 
 LAYERNORM_WEIGHT_KINDS = ("norm1.weight", "norm2.weight", "norm.weight")

@@ -1,0 +1,201 @@
+"""What a template bank's tensors look like: parameter kinds, bank geometry, per-spec layouts.
+
+A kind is a ViT parameter named as timm names it (per-layer kinds without the ``blocks.{l}.`` prefix).
+``BankGeometry`` says which ViTSpecs a bank can produce; ``kind_layouts`` says, for one spec, the template
+shape, the scaler grid and timm's parameter shape of every kind (DESIGN 3.1). Storage is wave.bank's job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from wave_deploy.errors import InvalidInputError
+from wave_deploy.spec import ViTSpec
+
+# Kinds, in timm's parameter names. Block kinds live at blocks.{l}.<kind>; global kinds at <kind>.
+BLOCK_MATRIX_KINDS = ("attn.qkv.weight", "attn.proj.weight", "mlp.fc1.weight", "mlp.fc2.weight")
+BLOCK_VECTOR_KINDS = (
+    *("norm1.weight", "norm1.bias", "attn.qkv.bias", "attn.proj.bias"),  # attention half of a block
+    *("norm2.weight", "norm2.bias", "mlp.fc1.bias", "mlp.fc2.bias"),  # mlp half
+)
+GLOBAL_MATRIX_KINDS = ("patch_embed.proj.weight", "cls_token", "pos_embed", "head.weight")
+GLOBAL_VECTOR_KINDS = ("patch_embed.proj.bias", "norm.weight", "norm.bias", "head.bias")
+BLOCK_KINDS = BLOCK_MATRIX_KINDS + BLOCK_VECTOR_KINDS
+ALL_KINDS = BLOCK_KINDS + GLOBAL_MATRIX_KINDS + GLOBAL_VECTOR_KINDS
+HEAD_KINDS = ("head.weight", "head.bias")
+
+
+@dataclass(frozen=True)
+class KindLayout:
+    """How one kind is produced for one spec. Shapes exclude the template axis N and the layer axis L."""
+
+    kind: str
+    per_layer: bool  # True: one scaler set per block, param at blocks.{l}.<kind>
+    vector: bool  # True: expand_vec with 1-D templates; False: block-form expand
+    template_shape: tuple[int, ...]  # (u, v) or (w,)
+    grid: tuple[int, ...]  # scaler grid (a, b) or (m/w,)
+    param_shape: tuple[int, ...]  # timm's shape of the parameter
+
+    def scaler_shape(self, n: int, depth: int) -> tuple[int, ...]:
+        return ((depth,) if self.per_layer else ()) + (n, *self.grid)
+
+
+@dataclass(frozen=True)
+class BankGeometry:
+    """What a bank's templates look like and which ViTSpecs they can produce."""
+
+    img_size: int
+    patch_size: int
+    in_chans: int
+    num_classes: int  # of the bank's own task (the templated head)
+    w: int  # template size
+    head_dim: int
+    mlp_ratio: float
+    templates: dict[str, int]  # kind -> N
+    max_depth: int
+    max_embed_dim: int
+
+    def __post_init__(self) -> None:
+        for name in [f.name for f in dataclasses.fields(self) if f.type == "int"]:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidInputError(f"bank geometry: {name} must be a positive integer, got {value!r}")
+        if not isinstance(self.mlp_ratio, (int, float)) or self.mlp_ratio <= 0:
+            raise InvalidInputError(f"bank geometry: mlp_ratio must be positive, got {self.mlp_ratio!r}")
+        if self.img_size % self.patch_size:
+            raise InvalidInputError("bank geometry: img_size must be a multiple of patch_size")
+        if not isinstance(self.templates, dict):
+            raise InvalidInputError("bank geometry: templates must map each kind to its template count")
+        missing = sorted(set(ALL_KINDS) - set(self.templates))
+        unknown = sorted(set(self.templates) - set(ALL_KINDS))
+        if missing or unknown:
+            raise InvalidInputError(
+                f"bank geometry: templates per kind: missing {missing}, unknown {unknown}"
+            )
+        for kind, n in self.templates.items():
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                raise InvalidInputError(f"bank geometry: templates[{kind!r}] must be a positive integer")
+
+    @classmethod
+    def create(cls, *, n_matrix: int = 4, n_vector: int = 2, **fields: Any) -> BankGeometry:
+        """Geometry with n_matrix templates for every matrix kind and n_vector for every vector kind."""
+        vectors = set(BLOCK_VECTOR_KINDS + GLOBAL_VECTOR_KINDS)
+        templates = {k: (n_vector if k in vectors else n_matrix) for k in ALL_KINDS}
+        return cls(templates=templates, **fields)
+
+    @property
+    def num_patches(self) -> int:
+        return (self.img_size // self.patch_size) ** 2
+
+    def problems(self, spec: ViTSpec) -> list[str]:
+        """Every reason this bank cannot produce ``spec`` (empty when it can)."""
+        out = []
+        for name in ("img_size", "patch_size", "in_chans", "mlp_ratio"):
+            if getattr(spec, name) != getattr(self, name):
+                out.append(f"{name}={getattr(spec, name)} differs from the bank's {getattr(self, name)}")
+        d = spec.embed_dim
+        if d % self.w:
+            out.append(f"embed_dim={d} is not a multiple of the template size w={self.w}")
+        elif spec.mlp_hidden % self.w:
+            out.append(f"mlp hidden size {spec.mlp_hidden} is not a multiple of w={self.w}")
+        if d % self.head_dim:
+            out.append(f"embed_dim={d} is not a multiple of the bank's head_dim={self.head_dim}")
+        if spec.depth > self.max_depth:
+            out.append(f"depth={spec.depth} exceeds the bank's max_depth={self.max_depth}")
+        if d > self.max_embed_dim:
+            out.append(f"embed_dim={d} exceeds the bank's max_embed_dim={self.max_embed_dim}")
+        return out
+
+    def check_spec(self, spec: ViTSpec) -> None:
+        """Raise InvalidInputError explaining why ``spec`` cannot be produced from this bank."""
+        problems = self.problems(spec)
+        if problems:
+            raise InvalidInputError(f"the template bank cannot produce {spec.name}: " + "; ".join(problems))
+
+    def valid_embed_dims(self) -> list[int]:
+        step = self.w * self.head_dim // math.gcd(self.w, self.head_dim)
+        return [d for d in range(step, self.max_embed_dim + 1, step) if (d * self.mlp_ratio) % self.w == 0]
+
+    def make_spec(
+        self, depth: int, embed_dim: int, num_heads: int | None = None, num_classes: int | None = None
+    ) -> ViTSpec:
+        """A checked ViTSpec of this geometry (num_heads defaults to embed_dim / head_dim)."""
+        if num_heads is None:
+            if embed_dim % self.head_dim:
+                raise InvalidInputError(
+                    f"embed_dim={embed_dim} is not a multiple of head_dim={self.head_dim}"
+                )
+            num_heads = embed_dim // self.head_dim
+        spec = ViTSpec(
+            depth=depth,
+            embed_dim=embed_dim,
+            num_heads=num_heads,
+            mlp_ratio=self.mlp_ratio,
+            patch_size=self.patch_size,
+            img_size=self.img_size,
+            in_chans=self.in_chans,
+            num_classes=self.num_classes if num_classes is None else num_classes,
+        )
+        self.check_spec(spec)
+        return spec
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BankGeometry:
+        known = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(data, dict) or set(data) != known:
+            got = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise InvalidInputError(f"bank geometry must have exactly the fields {sorted(known)}, got {got}")
+        return cls(**data)
+
+
+def template_shape(geom: BankGeometry, kind: str) -> tuple[int, ...]:
+    w, c, p = geom.w, geom.in_chans, geom.patch_size
+    special = {
+        "patch_embed.proj.weight": (w, c * p * p),
+        "cls_token": (1, w),
+        "pos_embed": (geom.num_patches + 1, w),
+        "head.weight": (geom.num_classes, w),
+        "head.bias": (geom.num_classes,),
+    }
+    if kind in special:
+        return special[kind]
+    return (w, w) if kind in BLOCK_MATRIX_KINDS else (w,)
+
+
+def kind_layouts(geom: BankGeometry, spec: ViTSpec, templated_head: bool = True) -> dict[str, KindLayout]:
+    """Layout of every templated kind for ``spec`` (head kinds only when ``templated_head``)."""
+    geom.check_spec(spec)
+    if templated_head and spec.num_classes != geom.num_classes:
+        raise InvalidInputError(
+            f"a templated head needs num_classes={geom.num_classes} (the bank's task), got {spec.num_classes}"
+        )
+    w, d, h = geom.w, spec.embed_dim, spec.mlp_hidden
+    c, p, k, tokens = spec.in_chans, spec.patch_size, spec.num_classes, spec.seq_len
+    # kind -> (grid, timm param shape)
+    table = {
+        "attn.qkv.weight": ((3 * d // w, d // w), (3 * d, d)),
+        "attn.proj.weight": ((d // w, d // w), (d, d)),
+        "mlp.fc1.weight": ((h // w, d // w), (h, d)),
+        "mlp.fc2.weight": ((d // w, h // w), (d, h)),
+        "attn.qkv.bias": ((3 * d // w,), (3 * d,)),
+        "mlp.fc1.bias": ((h // w,), (h,)),
+        "patch_embed.proj.weight": ((d // w, 1), (d, c, p, p)),
+        "cls_token": ((1, d // w), (1, 1, d)),
+        "pos_embed": ((1, d // w), (1, tokens, d)),
+        "head.weight": ((1, d // w), (k, d)),
+        "head.bias": ((1,), (k,)),
+    }
+    out = {}
+    for kind in ALL_KINDS:
+        if kind in HEAD_KINDS and not templated_head:
+            continue
+        grid, shape = table.get(kind, ((d // w,), (d,)))  # the remaining kinds are length-D vectors
+        t_shape = template_shape(geom, kind)
+        out[kind] = KindLayout(kind, kind in BLOCK_KINDS, len(t_shape) == 1, t_shape, grid, shape)
+    return out
