@@ -5,6 +5,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
+# Where the WAVE core tests (expansion, WaveViT, folding, training) run: "cpu" (CI) or "cuda"
+# (scripts/gpu_check.sh on a GPU machine). Every other test runs on the CPU either way.
+TEST_DEVICE_ENV = "WAVE_DEPLOY_TEST_DEVICE"
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _torch_threads():
@@ -15,3 +19,26 @@ def _torch_threads():
         return
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture(scope="session")
+def device():
+    """The torch.device named by WAVE_DEPLOY_TEST_DEVICE (default cpu).
+
+    Asking for cuda where none is visible fails rather than skips: a GPU check that quietly ran nothing
+    would prove nothing. On CUDA, TF32 is switched off and cuDNN made deterministic, so the fp32 tolerances
+    and the bit-identical resume test mean the same thing as on the CPU.
+    """
+    import torch
+
+    name = os.environ.get(TEST_DEVICE_ENV, "cpu")
+    if name not in ("cpu", "cuda"):
+        pytest.fail(f"{TEST_DEVICE_ENV}={name!r}: use cpu or cuda")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            pytest.fail(f"{TEST_DEVICE_ENV}=cuda but torch sees no CUDA GPU")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    return torch.device(name)

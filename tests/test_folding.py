@@ -1,4 +1,7 @@
-"""Folding: a WaveViT becomes a plain timm VisionTransformer (strict load) that computes the same function."""
+"""Folding: a WaveViT becomes a plain timm VisionTransformer (strict load) that computes the same function.
+
+The WaveViT of the first tests lives on the ``device`` fixture (cpu, or cuda under scripts/gpu_check.sh).
+"""
 
 import pytest
 import torch
@@ -25,13 +28,14 @@ def _x(n=4):
 
 @pytest.mark.parametrize("width", [8, 16, 24, 48])  # 1x, 2x, 3x, 6x the template size
 @pytest.mark.parametrize("depth", range(1, 13))
-def test_folded_timm_model_matches_wave_forward(bank, depth, width):
-    wave = WaveViT(bank, bank.geometry.make_spec(depth, width), seed=depth * 100 + width)
+def test_folded_timm_model_matches_wave_forward(bank, depth, width, device):
+    wave = WaveViT(bank, bank.geometry.make_spec(depth, width), seed=depth * 100 + width).to(device)
     state, spec = fold(wave)
-    vit = load_folded(state, spec)  # strict=True inside
-    x = _x()
+    vit = load_folded(state, spec).to(device)  # strict=True inside
+    x = _x().to(device)
     assert parity(wave, vit, x) <= TOL
-    assert parity(wave, random_init(spec, seed=0), x) > 1e-3  # an unrelated model of the same spec differs
+    other = random_init(spec, seed=0).to(device)
+    assert parity(wave, other, x) > 1e-3  # an unrelated model of the same spec differs
 
 
 def test_fold_with_a_fresh_head_for_a_new_task(bank):
@@ -57,8 +61,8 @@ def test_folded_model_contains_no_wave_code(bank):
     assert not any("scaler" in k or "template" in k for k in vit.state_dict())
 
 
-def test_folded_checkpoint_round_trips_through_safetensors(bank, tmp_path):
-    wave = WaveViT(bank, bank.geometry.make_spec(5, 24), seed=9)
+def test_folded_checkpoint_round_trips_through_safetensors(bank, tmp_path, device):
+    wave = WaveViT(bank, bank.geometry.make_spec(5, 24), seed=9).to(device)
     state, spec = fold(wave)
     path = save_folded(tmp_path / "model.safetensors", state, spec, {"steps": 12, "val_acc": 0.5})
     vit, loaded_spec, extra = load_folded_file(path)
@@ -66,7 +70,9 @@ def test_folded_checkpoint_round_trips_through_safetensors(bank, tmp_path):
     x = _x()
     with torch.no_grad():
         torch.testing.assert_close(vit(x), load_folded(state, spec)(x), rtol=0, atol=0)
-    assert parity(wave, vit, x) <= TOL
+        # the file's CPU model computes what the (possibly GPU) WaveViT computed
+        err = (wave.eval()(x.to(device)).cpu() - vit(x)).abs().max().item()
+    assert err <= TOL
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
 
 

@@ -1,4 +1,8 @@
-"""Kronecker expansion equals the naive sum of torch.kron products, for every kind and width multiple."""
+"""Kronecker expansion equals the naive sum of torch.kron products, for every kind and width multiple.
+
+The fast paths run on the ``device`` fixture (cpu, or cuda under scripts/gpu_check.sh); the naive reference
+always runs on the CPU.
+"""
 
 import zlib
 
@@ -39,12 +43,12 @@ def _matrix_kinds(d):
 
 @pytest.mark.parametrize("multiple", MULTIPLES)
 @pytest.mark.parametrize("kind", list(_matrix_kinds(W)))
-def test_expand_equals_sum_of_kron_exactly_for_every_matrix_kind(kind, multiple):
+def test_expand_equals_sum_of_kron_exactly_for_every_matrix_kind(kind, multiple, device):
     gen = torch.Generator().manual_seed(zlib.crc32(kind.encode()) + multiple)
     (u, v), (a, b) = _matrix_kinds(W * multiple)[kind]
     depth, n = 3, 4
     S, T = _ints(depth, n, a, b, gen=gen), _ints(n, u, v, gen=gen)
-    W_fast = expand(S, T)  # all layers at once
+    W_fast = expand(S.to(device), T.to(device)).cpu()  # all layers at once
     assert W_fast.shape == (depth, a * u, b * v)
     for layer in range(depth):
         assert torch.equal(W_fast[layer], _naive(S[layer], T))
@@ -52,23 +56,23 @@ def test_expand_equals_sum_of_kron_exactly_for_every_matrix_kind(kind, multiple)
 
 @pytest.mark.parametrize("multiple", MULTIPLES)
 @pytest.mark.parametrize("length", [1, 3, 4])  # vector length in units of d: D, 3D (qkv bias), 4D (fc1 bias)
-def test_expand_vec_equals_sum_of_kron_exactly(length, multiple):
+def test_expand_vec_equals_sum_of_kron_exactly(length, multiple, device):
     gen = torch.Generator().manual_seed(100 * length + multiple)
     m, n, depth = length * multiple * W, 3, 2
     s, t = _ints(depth, n, m // W, gen=gen), _ints(n, W, gen=gen)
-    fast = expand_vec(s, t)
+    fast = expand_vec(s.to(device), t.to(device)).cpu()
     assert fast.shape == (depth, m)
     for layer in range(depth):
         assert torch.equal(fast[layer], _naive(s[layer], t))  # torch.kron of 1-D tensors
 
 
-def test_expand_matches_kron_on_gaussian_values_to_fp64_rounding():
+def test_expand_matches_kron_on_gaussian_values_to_fp64_rounding(device):
     gen = torch.Generator().manual_seed(0)
     S, T = (
         torch.randn(2, 5, 18, 6, generator=gen, dtype=torch.float64),
         torch.randn(5, 8, 8, generator=gen, dtype=torch.float64),
     )
-    fast = expand(S, T)
+    fast = expand(S.to(device), T.to(device)).cpu()
     for layer in range(2):
         torch.testing.assert_close(fast[layer], _naive(S[layer], T), rtol=0, atol=1e-13)
 
@@ -88,11 +92,13 @@ def test_expand_rejects_mismatched_template_count():
         expand_vec(torch.zeros(3, 2), torch.zeros(4, 8))
 
 
-def test_project_recovers_scalers_when_templates_are_independent():
+def test_project_recovers_scalers_when_templates_are_independent(device):
     gen = torch.Generator().manual_seed(2)
     S, T = torch.randn(4, 5, 6, 3, generator=gen).double(), torch.randn(5, 8, 8, generator=gen).double()
+    S, T = S.to(device), T.to(device)
     torch.testing.assert_close(project(expand(S, T), T), S, rtol=0, atol=1e-10)
     s, t = torch.randn(4, 5, 6, generator=gen).double(), torch.randn(5, 8, generator=gen).double()
+    s, t = s.to(device), t.to(device)
     torch.testing.assert_close(project_vec(expand_vec(s, t), t), s, rtol=0, atol=1e-10)
 
 

@@ -1,4 +1,8 @@
-"""The plain training loop: learning, schedule, clipping, losses, data order, exact resume, input checks."""
+"""The plain training loop: learning, schedule, clipping, losses, data order, exact resume, input checks.
+
+Learning and exact resume run on the ``device`` fixture (cpu, or cuda with autocast under
+scripts/gpu_check.sh); the rest on the CPU.
+"""
 
 from __future__ import annotations
 
@@ -47,12 +51,13 @@ def cpu_config(**kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
-def test_training_learns_separable_patterns_well_above_chance():
+def test_training_learns_separable_patterns_well_above_chance(device):
     x, y = stripes(640)
-    result = train(
-        tiny_vit(), cpu_config(steps=80, batch_size=32, lr=1e-2, warmup_steps=5, eval_every=20),
-        x[:512], y[:512], x[512:], y[512:],
-    )  # fmt: skip
+    cfg = cpu_config(
+        steps=80, batch_size=32, lr=1e-2, warmup_steps=5, eval_every=20, device=device.type, amp="auto"
+    )
+    result = train(tiny_vit(), cfg, x[:512], y[:512], x[512:], y[512:])
+    assert result.device.startswith(device.type) and (result.amp == "off") == (device.type == "cpu")
     losses = [r.train_loss for r in result.history]
     assert [r.step for r in result.history] == [20, 40, 60, 80]
     assert losses[-1] < 0.7 * losses[0]
@@ -203,10 +208,10 @@ def _crash_at(step: int):
     return Crash, on_step
 
 
-def test_resume_after_a_crash_continues_bit_identically(tmp_path):
+def test_resume_after_a_crash_continues_bit_identically(tmp_path, device):
     x, y = stripes(96)
     # drop_path makes the result depend on the torch RNG, so restoring it is part of what is checked.
-    cfg = cpu_config(steps=20, checkpoint_every=5, eval_every=5)
+    cfg = cpu_config(steps=20, checkpoint_every=5, eval_every=5, device=device.type)
     straight = tiny_vit(drop_path_rate=0.2)
     ref = train(straight, cfg, x[:64], y[:64], x[64:], y[64:])
 

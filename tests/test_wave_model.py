@@ -1,4 +1,7 @@
-"""WaveViT: every parameter follows the expansion rule, forward is timm's, gradients reach the scalers."""
+"""WaveViT: every parameter follows the expansion rule, forward is timm's, gradients reach the scalers.
+
+Models in the first tests run on the ``device`` fixture (cpu, or cuda under scripts/gpu_check.sh).
+"""
 
 import pytest
 import torch
@@ -26,13 +29,13 @@ def _x(n=3, seed=0):
 
 
 @pytest.mark.parametrize("depth, width", [(1, 8), (2, 16), (3, 24), (2, 48)])
-def test_every_expanded_parameter_equals_the_naive_kron_rule(bank, depth, width):
-    model = WaveViT(bank, bank.geometry.make_spec(depth, width), seed=1).double()
-    dense = model.expanded_state_dict()
+def test_every_expanded_parameter_equals_the_naive_kron_rule(bank, depth, width, device):
+    model = WaveViT(bank, bank.geometry.make_spec(depth, width), seed=1).double().to(device)
+    dense = {k: v.cpu() for k, v in model.expanded_state_dict().items()}
     timm_shapes = {k: v.shape for k, v in VisionTransformer(**model.spec.timm_kwargs()).state_dict().items()}
     assert {k: v.shape for k, v in dense.items()} == timm_shapes
     for kind in ALL_KINDS:
-        S, T = model.scaler(kind).detach(), model.template(kind)
+        S, T = model.scaler(kind).detach().cpu(), model.template(kind).cpu()
         if kind in BLOCK_KINDS:
             for layer in range(depth):
                 ref = _naive(S[layer], T).reshape(dense[f"blocks.{layer}.{kind}"].shape)
@@ -53,30 +56,30 @@ def test_pos_embed_token_row_is_the_template_row_mixed_per_width_segment(bank):
 
 
 @pytest.mark.parametrize("num_classes", [10, 4])  # the bank's own task (templated head) and a new one
-def test_forward_equals_timm_vit_loaded_with_the_expanded_weights(bank, num_classes):
-    model = WaveViT(bank, bank.geometry.make_spec(3, 24, num_classes=num_classes), seed=3).eval()
-    vit = VisionTransformer(**model.spec.timm_kwargs()).eval()
+def test_forward_equals_timm_vit_loaded_with_the_expanded_weights(bank, num_classes, device):
+    model = WaveViT(bank, bank.geometry.make_spec(3, 24, num_classes=num_classes), seed=3).eval().to(device)
+    vit = VisionTransformer(**model.spec.timm_kwargs()).eval().to(device)
     vit.load_state_dict({k: v.detach() for k, v in model.expanded_state_dict().items()}, strict=True)
-    x = _x()
+    x = _x().to(device)
     with torch.no_grad():
         out, ref = model(x), vit(x)
     assert out.shape == (3, num_classes) and out.std() > 1e-3  # a non-degenerate function of the input
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
 
 
-def test_gradients_reach_every_scaler_and_no_frozen_template(bank):
-    model = WaveViT(bank, bank.geometry.make_spec(2, 16), seed=4)
+def test_gradients_reach_every_scaler_and_no_frozen_template(bank, device):
+    model = WaveViT(bank, bank.geometry.make_spec(2, 16), seed=4).to(device)
     assert all(not b.requires_grad for b in model.templates.buffers())
-    model(_x()).logsumexp(-1).sum().backward()
+    model(_x().to(device)).logsumexp(-1).sum().backward()
     for kind in ALL_KINDS:
         grad = model.scaler(kind).grad
         assert grad is not None and grad.abs().sum() > 0, kind
     assert {n for n, _ in model.named_parameters()} == {f"scalers.{k.replace('.', '__')}" for k in ALL_KINDS}
 
 
-def test_trainable_templates_receive_gradients_for_stage_one(bank):
-    model = WaveViT(bank, bank.geometry.make_spec(2, 16), train_templates=True)
-    model(_x()).logsumexp(-1).sum().backward()
+def test_trainable_templates_receive_gradients_for_stage_one(bank, device):
+    model = WaveViT(bank, bank.geometry.make_spec(2, 16), train_templates=True).to(device)
+    model(_x().to(device)).logsumexp(-1).sum().backward()
     for kind in ALL_KINDS:
         grad = model.template(kind).grad
         assert grad is not None, kind

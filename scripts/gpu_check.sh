@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The GPU checks of issues #4 and #7 as one command for a lent GPU machine (docs/gpu.md):
+#   1. the WAVE core tests on CUDA (expansion, WaveViT, folding, training incl. exact resume) and the CUDA
+#      runner test;
+#   2. benchmarks/gpu_throughput.py: training images/s and inference latency, GPU vs that machine's CPU;
+#   3. `wave-deploy build --profile nvidia-l4 --device cuda`: the whole pipeline with training on the GPU.
+# Prepare here with scripts/gpu_wheels.sh, then run there with `.whl` carried:
+#   bash scripts/gpu_check.sh            (logs and the build report land in $OUT, else artifacts/gpu_check)
+# TensorRT is not installed on those machines: the engine build is not part of this check.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+LOG_DIR=${OUT:-artifacts/gpu_check}
+mkdir -p "$LOG_DIR"
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1
+status=0
+
+SITE=/tmp/wave-deploy-site
+rm -rf "$SITE"
+if compgen -G ".whl/*.whl" >/dev/null; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .whl/*.whl || exit 4
+fi
+$PY -m pip install -q --no-index --no-deps --no-build-isolation --target "$SITE" . || exit 4
+export PYTHONPATH="$SITE"
+
+echo "== device"
+nvidia-smi -L || true
+$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())"
+
+echo "== 1. WAVE core tests on CUDA"
+WAVE_DEPLOY_TEST_DEVICE=cuda timeout 300 $PY -m pytest -q -p no:cacheprovider \
+    tests/test_kron.py tests/test_wave_model.py tests/test_folding.py tests/test_training.py tests/test_bench.py \
+    2>&1 | tee "$LOG_DIR/tests_cuda.log" | tail -25
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+echo "== 2. GPU vs CPU throughput and latency"
+timeout 240 $PY benchmarks/gpu_throughput.py 2>&1 | tee "$LOG_DIR/gpu_throughput.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+echo "== 3. wave-deploy build on the GPU"
+timeout 240 $PY -m wave_deploy.cli.main build --profile nvidia-l4 --device cuda --out /tmp/gpu_build --json \
+    > "$LOG_DIR/build.json" 2> "$LOG_DIR/build.log"
+rc=$?
+echo "build exit code $rc"; tail -5 "$LOG_DIR/build.log"; cat "$LOG_DIR/build.json"
+cp /tmp/gpu_build/nvidia-l4/report.md "$LOG_DIR/" 2>/dev/null || true
+[ "$rc" -eq 0 ] || status=1
+exit $status
