@@ -1,7 +1,8 @@
 """report.json's content, assembled from the results of a build's stages (docs/report-schema.md).
 
-wave_deploy.pipeline calls ``assemble_report`` in its report stage; wave_deploy.reports renders the result
-and judges it again whenever a device measurement is merged.
+wave_deploy.pipeline calls ``assemble_report`` in its report stage; wave_deploy.reports renders the result,
+and wave_deploy.device_reports judges it again, with the same ``budget_verdict``, when a device's measurement
+is merged.
 """
 
 from __future__ import annotations
