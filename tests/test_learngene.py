@@ -249,6 +249,7 @@ def test_two_gloo_processes_build_the_same_bank_as_one(tiny_data, teacher_ckpt, 
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     proc = subprocess.run(
         [*torchrun, "-m", "wave_deploy.cli.main", "-q", *common, "--out", str(two)],
+        check=False,
         env=env,
         timeout=300,
         capture_output=True,

@@ -152,6 +152,25 @@ def test_a_model_below_the_accuracy_budget_exits_8_after_writing_the_report(bank
     assert ok.exit_code == 0
 
 
+def test_set_changes_a_budget_for_one_build_and_the_report_records_it(bank_path, tmp_path):
+    out = tmp_path / "out"
+    strict = _build(bank_path, out, "--set", "budgets.min_accuracy=0.99", profile="x86-cpu")
+    assert strict.exit_code == 8, strict.output
+    report = json.loads((out / "x86-cpu" / "report.json").read_text())
+    assert report["profile"]["overrides"] == ["budgets.min_accuracy=0.99"]
+    assert report["budgets"]["accuracy"]["min"] == 0.99 and report["failed_budgets"] == ["accuracy"]
+    assert "`budgets.min_accuracy=0.99`" in (out / "x86-cpu" / "report.md").read_text()
+
+    plain = _build(bank_path, out, profile="x86-cpu")  # the profile's own budgets again
+    assert plain.exit_code == 0, plain.output
+    reused = {s["name"]: s["reused"] for s in json.loads(plain.stdout)["devices"][0]["stages"]}
+    assert reused["train"] and not reused["report"]  # a budget does not change the trained model
+    report = json.loads((out / "x86-cpu" / "report.json").read_text())
+    assert report["profile"]["overrides"] == [] and report["budgets"]["accuracy"] is None
+    assert "set for this build" not in (out / "x86-cpu" / "report.md").read_text()
+    _assert_hash_consistent(out / "x86-cpu")
+
+
 def test_an_impossible_budget_exits_5_naming_the_closest_candidates(bank_path, tmp_path):
     profile = _profile_copy(tmp_path, memory_mib=1)
     result = _build(bank_path, tmp_path / "out", profile=str(profile))
@@ -167,6 +186,8 @@ def test_an_impossible_budget_exits_5_naming_the_closest_candidates(bank_path, t
         (["build", "--profile", "no-such-device"], 3),
         (["build", "--profile", "jetson", "--data", "/no/such/dir"], 3),
         (["build", "--profile", "jetson", "--templates", "/no/such/bank.safetensors"], 3),
+        (["build", "--profile", "jetson", "--set", "budgets.latency_msx=1"], 3),
+        (["build", "--profile", "jetson", "--set", "budgets.latency_ms"], 2),
     ],
 )
 def test_bad_build_input_exits_with_its_code_and_writes_nothing(args, code, tmp_path):

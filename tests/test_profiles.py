@@ -10,8 +10,14 @@ import yaml
 from click.testing import CliRunner
 
 from wave_deploy.cli.main import cli
-from wave_deploy.errors import InvalidInputError
-from wave_deploy.profiles import DeviceProfile, builtin_profiles_dir, list_profiles, load_profile
+from wave_deploy.errors import InvalidInputError, UsageError
+from wave_deploy.profiles import (
+    DeviceProfile,
+    apply_overrides,
+    builtin_profiles_dir,
+    list_profiles,
+    load_profile,
+)
 
 REQUIRED = {
     "jetson-orin-nano-8gb",
@@ -275,3 +281,51 @@ def test_validate_missing_file_exits_3(tmp_path):
     result = run("profiles", "validate", str(tmp_path / "nope.yaml"))
     assert result.exit_code == 3
     assert "does not exist" in result.stderr
+
+
+# --- `--set SECTION.FIELD=VALUE` overrides ---------------------------------------------------------------
+
+
+def test_set_overrides_change_only_the_named_fields_and_are_recorded():
+    base = load_profile("jetson")
+    changed = apply_overrides(
+        base, ["budgets.latency_ms=0.5", "budgets.min_accuracy=null", "runtime.precision=fp32"]
+    )
+    assert changed.budgets.latency_ms == 0.5 and isinstance(changed.budgets.latency_ms, float)
+    assert changed.budgets.min_accuracy is None and changed.runtime.precision == "fp32"
+    assert changed.overrides == (
+        "budgets.latency_ms=0.5",
+        "budgets.min_accuracy=null",
+        "runtime.precision=fp32",
+    )
+    assert changed.source_file == base.source_file
+    untouched = {"budgets": {"latency_ms", "min_accuracy"}, "runtime": {"precision"}}
+    assert changed.model_dump(exclude=untouched) == base.model_dump(exclude=untouched)
+    assert base.budgets.latency_ms != 0.5 and base.overrides == ()  # the loaded profile is not modified
+    assert apply_overrides(base, []) is base
+
+
+@pytest.mark.parametrize(
+    "setting, error, match",
+    [
+        ("budgets.latency_msx=1", InvalidInputError, r"field 'budgets.latency_msx': unknown key"),
+        ("budgets.latency_ms=-1", InvalidInputError, r"field 'budgets.latency_ms': .*greater than 0"),
+        ("budgets.latency_ms=fast", InvalidInputError, r"field 'budgets.latency_ms'"),
+        ("budgets.latency_ms.p99=1", InvalidInputError, r"'latency_ms' is a value, not a section"),
+        ("budgets.latency_ms", UsageError, r"expected SECTION.FIELD=VALUE"),
+        ("=1", UsageError, r"expected SECTION.FIELD=VALUE"),
+        ("budgets.latency_ms=[1", UsageError, r"not valid YAML"),
+    ],
+)
+def test_bad_set_overrides_are_refused_with_their_error(setting, error, match):
+    with pytest.raises(error, match=match) as info:
+        apply_overrides(load_profile("x86-cpu"), [setting])
+    assert type(info.value) is error
+
+
+def test_set_with_a_misspelt_field_suggests_the_right_one_through_the_cli():
+    result = CliRunner().invoke(cli, ["plan", "--profile", "jetson", "--set", "budgets.memory_mb=100"])
+    assert result.exit_code == 3
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "with --set budgets.memory_mb=100" in lines[0] and "memory_mib" in lines[0]
+    assert CliRunner().invoke(cli, ["plan", "--profile", "jetson", "--set", "budgets"]).exit_code == 2

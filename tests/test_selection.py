@@ -289,3 +289,18 @@ def test_plan_cli_rejects_a_bad_spec_with_its_exit_code(spec, code):
     result = CliRunner().invoke(cli, ["plan", "--profile", "x86-cpu", "--spec", spec])
     assert result.exit_code == code, result.output
     assert "error:" in result.output
+
+
+def test_plan_with_set_budgets_picks_ever_smaller_models_as_the_latency_budget_tightens():
+    """--set budgets.latency_ms makes the shipped bank's selection bind: the choice shrinks monotonically."""
+    chosen = []
+    for budget in (5.0, 2.5, 1.5, 1.0, 0.7, 0.5):
+        args = ["plan", "--profile", "raspberry-pi-5", "--set", f"budgets.latency_ms={budget}", "--json"]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        c = json.loads(result.stdout)["chosen"]
+        assert c["latency_at_budget_ms"] <= budget
+        chosen.append(c["flops"])
+    assert chosen == sorted(chosen, reverse=True) and len(set(chosen)) >= 4  # the budget really binds
+    tight = ["plan", "--profile", "raspberry-pi-5", "--set", "budgets.latency_ms=0.05"]
+    assert CliRunner().invoke(cli, tight).exit_code == 5  # below the smallest size: nothing fits

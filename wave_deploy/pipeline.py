@@ -44,6 +44,7 @@ class BuildOptions:
     bench_warmup: int = 20
     device: str = "auto"
     force: bool = False
+    profile_overrides: tuple[str, ...] = ()  # `--set SECTION.FIELD=VALUE`, applied to every profile
 
     def training_fields(self) -> dict[str, Any]:
         keys = ("seed", "strategy", "scaler_steps", "dense_steps", "batch_size")
@@ -70,10 +71,11 @@ def build(
 ) -> list[DeviceResult]:
     """Build every profile; return their results. Raises the first stage's WaveDeployError."""
     from wave_deploy import data as datasets
-    from wave_deploy.profiles import load_profile
+    from wave_deploy.profiles import apply_overrides, load_profile
     from wave_deploy.wave.bank import TemplateBank, default_bank_path
 
-    loaded = [load_profile(p) for p in profiles]  # validate every profile before any work
+    # validate every profile (and every --set) before any work
+    loaded = [apply_overrides(load_profile(p), options.profile_overrides) for p in profiles]
     bank_path = Path(options.templates) if options.templates else default_bank_path()
     bank = TemplateBank.load(bank_path)
     data = datasets.load(options.data, seed=options.seed)

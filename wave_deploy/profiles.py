@@ -128,6 +128,7 @@ class DeviceProfile(_Strict):
     budgets: Budgets
     latency_model: LatencyModelSettings
     source_file: str | None = Field(default=None, exclude=True)
+    overrides: tuple[str, ...] = Field(default=(), exclude=True)  # `--set` settings applied on load
 
     @model_validator(mode="after")
     def _consistent(self) -> DeviceProfile:
@@ -283,3 +284,46 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
             return profile
     known = ", ".join(sorted(p.name for p in profiles))
     raise InvalidInputError(f"unknown profile '{text}'", hint=f"known profiles: {known}; or give a YAML path")
+
+
+def apply_overrides(profile: DeviceProfile, settings: typing.Sequence[str]) -> DeviceProfile:
+    """``profile`` with ``--set SECTION.FIELD=VALUE`` settings applied, then validated like a profile file.
+
+    VALUE is read as a YAML scalar (``1.5`` is a number, ``null`` clears an optional field, ``fp16`` a
+    string). A setting without ``=`` is a usage error (exit 2); an unknown field or a value the profile
+    schema refuses is an invalid profile (exit 3), named as ``<profile> with --set ...``.
+    """
+    import yaml
+
+    from wave_deploy.errors import UsageError
+
+    if not settings:
+        return profile
+    data = profile.model_dump(mode="json")
+    for setting in settings:
+        key, sep, raw = setting.partition("=")
+        path = key.strip().split(".")
+        if not sep or not all(path):
+            raise UsageError(f"--set {setting!r}: expected SECTION.FIELD=VALUE, e.g. budgets.latency_ms=2.5")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise UsageError(f"--set {setting!r}: the value is not valid YAML: {exc}") from exc
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}  # e.g. an absent power_mode: validation names what else it needs
+            if not isinstance(child, dict):
+                raise InvalidInputError(f"--set {setting!r}: '{part}' is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    where = Path(f"{profile.name} with --set {' '.join(settings)}")
+    try:
+        updated = DeviceProfile.model_validate(data)
+    except ValidationError as exc:
+        message, hint = _format_validation_error(where, exc)
+        raise InvalidInputError(message, hint=hint) from exc
+    return updated.model_copy(
+        update={"source_file": profile.source_file, "overrides": profile.overrides + tuple(settings)}
+    )

@@ -80,6 +80,7 @@ def assemble_report(out_dir: Path, profile, plan, trained, exported, bench, data
             "engine_built_on_device": profile.software.engine_built_on_device,
             "input_size_px": profile.runtime.input_size_px,
             "power_mode": profile.hardware.power_mode.model_dump() if profile.hardware.power_mode else None,
+            "overrides": list(profile.overrides),
         },
         "spec": spec.to_dict(),
         "spec_name": spec.name,

@@ -110,6 +110,8 @@ def _md_device(r: dict) -> list[str]:
         ["input size the budgets were set for", f"{p.get('input_size_px', '?')} px"],
         ["engine built on the device", "yes (bundle)" if p.get("engine_built_on_device") else "no"],
     ]
+    if p.get("overrides"):  # reports written before --set existed have no such key
+        rows.append(["profile fields set for this build", ", ".join(f"`{o}`" for o in p["overrides"])])
     return ["## Device", "", *_table(["", ""], rows)]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from wave_deploy.cli.output import console, is_quiet, print_json, table
+from wave_deploy.cli.output import console, is_quiet, print_json, profile_set_option, table
 
 
 @click.command("build")
@@ -15,6 +15,7 @@ from wave_deploy.cli.output import console, is_quiet, print_json, table
     help="Device profile name, alias or YAML path; repeat for several devices.",
 )
 @click.option("--all-profiles", is_flag=True, help="Build every shipped profile.")
+@profile_set_option
 @click.option(
     "--templates",
     type=click.Path(path_type=str),
@@ -73,6 +74,7 @@ from wave_deploy.cli.output import console, is_quiet, print_json, table
 def build(
     profiles,
     all_profiles,
+    overrides,
     templates,
     data,
     out,
@@ -126,6 +128,7 @@ def build(
         bench_iterations=bench_iterations,
         device=device,
         force=force,
+        profile_overrides=tuple(overrides),
     )
     quiet = is_quiet() or as_json
     err = console(stderr=True)

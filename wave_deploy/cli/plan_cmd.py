@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from wave_deploy.cli.output import profile_set_option
 from wave_deploy.errors import UsageError
 
 SPEC_KEYS = ("depth", "embed_dim", "num_heads", "batch")
@@ -81,6 +82,7 @@ def _plot(selection, profile, path: str) -> None:
 
 @click.command("plan")
 @click.option("--profile", "profile_name", required=True, help="Profile name, alias or YAML path.")
+@profile_set_option
 @click.option(
     "--spec",
     "spec_text",
@@ -112,7 +114,7 @@ def _plot(selection, profile, path: str) -> None:
     help="Template bank whose sizes are the candidates (default: the bank shipped with wave-deploy).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def plan(profile_name, spec_text, calibration, objective, plot, bank_path, as_json):
+def plan(profile_name, overrides, spec_text, calibration, objective, plot, bank_path, as_json):
     """Choose the ViT size that fits PROFILE's budgets, or predict one given size (--spec).
 
     Sizes come from the template bank's search space (default: the shipped bank's geometry, 28 px MNIST);
@@ -121,12 +123,12 @@ def plan(profile_name, spec_text, calibration, objective, plot, bank_path, as_js
     """
     from wave_deploy.cli.output import console, print_json, table
     from wave_deploy.latency import load_calibration
-    from wave_deploy.profiles import load_profile
+    from wave_deploy.profiles import apply_overrides, load_profile
     from wave_deploy.selection import SearchSpace, evaluate, select
     from wave_deploy.spec import macs
     from wave_deploy.wave.bank import TemplateBank, default_bank_path
 
-    profile = load_profile(profile_name)
+    profile = apply_overrides(load_profile(profile_name), overrides)
     space = SearchSpace.from_bank(TemplateBank.load(bank_path or default_bank_path()).geometry)
     cal = load_calibration(calibration) if calibration else None
     if spec_text is not None:
