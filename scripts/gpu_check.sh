@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of issues #4 and #7 as one command for a lent GPU machine (docs/gpu.md):
+# The GPU checks of issues #4 and #7 as one command for a GPU host without network access (docs/gpu.md):
 #   1. the WAVE core tests on CUDA (expansion, WaveViT, folding, training incl. exact resume) and the CUDA
 #      runner test;
 #   2. benchmarks/gpu_throughput.py: training images/s and inference latency, GPU vs that machine's CPU;
@@ -22,13 +22,15 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 fi
 $PY -m pip install -q --no-index --no-deps --no-build-isolation --target "$SITE" . || exit 4
 export PYTHONPATH="$SITE"
+export CUBLAS_WORKSPACE_CONFIG=:4096:8  # deterministic cuBLAS, for the bit-identical resume test
+# -P: do not put the working directory on sys.path, so the installed package (with its profiles) is used
 
 echo "== device"
 nvidia-smi -L || true
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())"
 
 echo "== 1. WAVE core tests on CUDA"
-WAVE_DEPLOY_TEST_DEVICE=cuda timeout 300 $PY -m pytest -q -p no:cacheprovider \
+WAVE_DEPLOY_TEST_DEVICE=cuda timeout 300 $PY -P -m pytest -q -p no:cacheprovider \
     tests/test_kron.py tests/test_wave_model.py tests/test_folding.py tests/test_training.py tests/test_bench.py \
     2>&1 | tee "$LOG_DIR/tests_cuda.log" | tail -25
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
@@ -38,7 +40,7 @@ timeout 240 $PY benchmarks/gpu_throughput.py 2>&1 | tee "$LOG_DIR/gpu_throughput
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 echo "== 3. wave-deploy build on the GPU"
-timeout 240 $PY -m wave_deploy.cli.main build --profile nvidia-l4 --device cuda --out /tmp/gpu_build --json \
+timeout 240 $PY -P -m wave_deploy.cli.main build --profile nvidia-l4 --device cuda --out /tmp/gpu_build --json \
     > "$LOG_DIR/build.json" 2> "$LOG_DIR/build.log"
 rc=$?
 echo "build exit code $rc"; tail -5 "$LOG_DIR/build.log"; cat "$LOG_DIR/build.json"

@@ -26,8 +26,9 @@ def device():
     """The torch.device named by WAVE_DEPLOY_TEST_DEVICE (default cpu).
 
     Asking for cuda where none is visible fails rather than skips: a GPU check that quietly ran nothing
-    would prove nothing. On CUDA, TF32 is switched off and cuDNN made deterministic, so the fp32 tolerances
-    and the bit-identical resume test mean the same thing as on the CPU.
+    would prove nothing. On CUDA, TF32 is switched off and deterministic kernels are asked for (cuBLAS also
+    needs CUBLAS_WORKSPACE_CONFIG, which scripts/gpu_check.sh sets), so the fp32 tolerances and the
+    bit-identical resume test mean the same thing as on the CPU.
     """
     import torch
 
@@ -41,4 +42,5 @@ def device():
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
     return torch.device(name)

@@ -170,6 +170,13 @@ def test_set_changes_a_budget_for_one_build_and_the_report_records_it(bank_path,
     assert "set for this build" not in (out / "x86-cpu" / "report.md").read_text()
     _assert_hash_consistent(out / "x86-cpu")
 
+    same = load_profile("x86-cpu").budgets.latency_ms  # a setting that changes no value is still recorded
+    noop = _build(bank_path, out, "--set", f"budgets.latency_ms={same}", profile="x86-cpu")
+    reused = {s["name"]: s["reused"] for s in json.loads(noop.stdout)["devices"][0]["stages"]}
+    assert reused == {"plan": True, "train": True, "export": True, "bench": True, "report": False}
+    report = json.loads((out / "x86-cpu" / "report.json").read_text())
+    assert report["profile"]["overrides"] == [f"budgets.latency_ms={same}"]
+
 
 def test_an_impossible_budget_exits_5_naming_the_closest_candidates(bank_path, tmp_path):
     profile = _profile_copy(tmp_path, memory_mib=1)

@@ -314,7 +314,9 @@ def test_set_overrides_change_only_the_named_fields_and_are_recorded():
         ("budgets.latency_ms.p99=1", InvalidInputError, r"'latency_ms' is a value, not a section"),
         ("budgets.latency_ms", UsageError, r"expected SECTION.FIELD=VALUE"),
         ("=1", UsageError, r"expected SECTION.FIELD=VALUE"),
-        ("budgets.latency_ms=[1", UsageError, r"not valid YAML"),
+        ("budgets.latency_ms=[1", InvalidInputError, r"not valid YAML"),
+        ("name=my-device", UsageError, r"name and aliases identify the profile"),
+        ("aliases=[x]", UsageError, r"name and aliases identify the profile"),
     ],
 )
 def test_bad_set_overrides_are_refused_with_their_error(setting, error, match):
@@ -329,3 +331,27 @@ def test_set_with_a_misspelt_field_suggests_the_right_one_through_the_cli():
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "with --set budgets.memory_mb=100" in lines[0] and "memory_mib" in lines[0]
     assert CliRunner().invoke(cli, ["plan", "--profile", "jetson", "--set", "budgets"]).exit_code == 2
+
+
+def test_set_keeps_version_text_and_takes_a_relative_calibration_file_from_the_current_directory(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    jetson = apply_overrides(load_profile("jetson"), ["software.tensorrt_version=10.10"])
+    assert jetson.software.tensorrt_version == "10.10"  # YAML alone would read the number 10.1
+    x86 = apply_overrides(
+        load_profile("x86-cpu"), ["latency_model.kind=calibrated", "latency_model.calibration_file=cal.json"]
+    )
+    assert x86.latency_model.calibration_file == str(tmp_path / "cal.json")
+    assert apply_overrides(load_profile("x86-cpu"), ["budgets.latency_ms=2"]).budgets.latency_ms == 2.0
+
+
+def test_profiles_show_applies_set_and_says_so():
+    args = ["profiles", "show", "jetson", "--set", "budgets.memory_mib=300"]
+    shown = json.loads(CliRunner().invoke(cli, [*args, "--json"]).stdout)
+    assert shown["budgets"]["memory_mib"] == 300 and shown["overrides"] == ["budgets.memory_mib=300"]
+    assert "overrides" not in json.loads(
+        CliRunner().invoke(cli, ["profiles", "show", "jetson", "--json"]).stdout
+    )
+    text = CliRunner().invoke(cli, args).output
+    assert "set for this run: budgets.memory_mib=300" in text

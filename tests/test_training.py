@@ -1,7 +1,7 @@
 """The plain training loop: learning, schedule, clipping, losses, data order, exact resume, input checks.
 
-Learning and exact resume run on the ``device`` fixture (cpu, or cuda with autocast under
-scripts/gpu_check.sh); the rest on the CPU.
+Learning and exact resume run on the ``device`` fixture with the loop's default autocast (none on the cpu;
+bf16 on cuda under scripts/gpu_check.sh); the rest on the CPU.
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ def _crash_at(step: int):
 def test_resume_after_a_crash_continues_bit_identically(tmp_path, device):
     x, y = stripes(96)
     # drop_path makes the result depend on the torch RNG, so restoring it is part of what is checked.
-    cfg = cpu_config(steps=20, checkpoint_every=5, eval_every=5, device=device.type)
+    cfg = cpu_config(steps=20, checkpoint_every=5, eval_every=5, device=device.type, amp="auto")
     straight = tiny_vit(drop_path_rate=0.2)
     ref = train(straight, cfg, x[:64], y[:64], x[64:], y[64:])
 

@@ -141,7 +141,10 @@ def _build_one(profile, bank, data, inputs, options: BuildOptions, on_event, on_
     )
     bench = stage("bench", bench_key, lambda d: _bench(d, profile, exported, options))
 
-    report_key = stage_key(plan=plan_key, train=train_key, export=export_key, bench=bench_key)
+    # the report records the --set settings, which a setting that changes no value would not show in the keys
+    report_key = stage_key(
+        plan=plan_key, train=train_key, export=export_key, bench=bench_key, overrides=list(profile.overrides)
+    )
     stage("report", report_key, lambda d: _report(d, profile, plan, trained, exported, bench, data))
     report = _read_json(out_dir / "report.json")
     stages = [{"name": r.name, "seconds": r.seconds, "reused": r.reused} for r in runner.records.values()]

@@ -174,7 +174,7 @@ def _suggest_field(loc: tuple) -> str | None:
     return match[0] if match else None
 
 
-def _format_validation_error(path: Path, err: ValidationError) -> tuple[str, str | None]:
+def _format_validation_error(path: str | Path, err: ValidationError) -> tuple[str, str | None]:
     """One line naming the file and the first (most telling) bad field, plus a hint where one helps."""
     errors = sorted(err.errors(), key=lambda e: _ERROR_ORDER.get(e["type"], 2))
     first = errors[0]
@@ -286,15 +286,46 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
     raise InvalidInputError(f"unknown profile '{text}'", hint=f"known profiles: {known}; or give a YAML path")
 
 
+# Fields `--set` may not change: they identify the profile (and name its output directory).
+IDENTITY_FIELDS = ("name", "aliases")
+
+
+def _wants_text(path: list[str]) -> bool:
+    """True when the profile field at ``path`` holds a string (e.g. a version), so '10.10' stays '10.10'."""
+    owner = _model_at(tuple(path))
+    field = owner.model_fields.get(path[-1]) if owner is not None else None
+    if field is None:
+        return False
+    kinds = typing.get_args(field.annotation) or (field.annotation,)
+    return str in kinds and not {int, float} & set(kinds)
+
+
+def _override_value(setting: str, path: list[str], raw: str) -> Any:
+    """The value of one ``--set`` setting: a YAML scalar, the raw text for string fields, absolute paths."""
+    import yaml
+
+    text = raw.strip()
+    try:
+        value = yaml.safe_load(text) if text else ""
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or "unreadable"
+        raise InvalidInputError(f"--set {setting!r}: the value is not valid YAML ({problem})") from None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and _wants_text(path):
+        value = text  # version-like text: YAML would read 10.10 as the number 10.1
+    if path == ["latency_model", "calibration_file"] and isinstance(value, str) and value:
+        value = str(Path(value).resolve())  # relative to where the command runs, not to the profile's file
+    return value
+
+
 def apply_overrides(profile: DeviceProfile, settings: typing.Sequence[str]) -> DeviceProfile:
     """``profile`` with ``--set SECTION.FIELD=VALUE`` settings applied, then validated like a profile file.
 
     VALUE is read as a YAML scalar (``1.5`` is a number, ``null`` clears an optional field, ``fp16`` a
-    string). A setting without ``=`` is a usage error (exit 2); an unknown field or a value the profile
+    string); a string field keeps the text as given (``software.tensorrt_version=10.10``), and a relative
+    ``latency_model.calibration_file`` is taken from the current directory. A setting without ``=``, or one
+    that changes ``name`` or ``aliases``, is a usage error (exit 2); an unknown field or a value the profile
     schema refuses is an invalid profile (exit 3), named as ``<profile> with --set ...``.
     """
-    import yaml
-
     from wave_deploy.errors import UsageError
 
     if not settings:
@@ -305,10 +336,11 @@ def apply_overrides(profile: DeviceProfile, settings: typing.Sequence[str]) -> D
         path = key.strip().split(".")
         if not sep or not all(path):
             raise UsageError(f"--set {setting!r}: expected SECTION.FIELD=VALUE, e.g. budgets.latency_ms=2.5")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as exc:
-            raise UsageError(f"--set {setting!r}: the value is not valid YAML: {exc}") from exc
+        if path[0] in IDENTITY_FIELDS:
+            raise UsageError(
+                f"--set {setting!r}: name and aliases identify the profile (and name its output directory)",
+                hint="copy the profile's YAML file under a new name instead",
+            )
         node = data
         for part in path[:-1]:
             child = node.get(part)
@@ -317,12 +349,11 @@ def apply_overrides(profile: DeviceProfile, settings: typing.Sequence[str]) -> D
             if not isinstance(child, dict):
                 raise InvalidInputError(f"--set {setting!r}: '{part}' is a value, not a section")
             node = child
-        node[path[-1]] = value
-    where = Path(f"{profile.name} with --set {' '.join(settings)}")
+        node[path[-1]] = _override_value(setting, path, raw)
     try:
         updated = DeviceProfile.model_validate(data)
     except ValidationError as exc:
-        message, hint = _format_validation_error(where, exc)
+        message, hint = _format_validation_error(f"{profile.name} with --set {' '.join(settings)}", exc)
         raise InvalidInputError(message, hint=hint) from exc
     return updated.model_copy(
         update={"source_file": profile.source_file, "overrides": profile.overrides + tuple(settings)}

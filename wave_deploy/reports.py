@@ -1,8 +1,8 @@
 """Build reports: report.json -> report.md and plots; one offline HTML index over many device output
 directories (DESIGN section 7, docs/report-schema.md).
 
-The build (wave_deploy.pipeline) assembles the report dict; this module renders, re-judges and compares
-it; wave_deploy.device_reports merges the on-device kit's measurements into it. Budget verdicts are
+wave_deploy.report_assembly builds the report dict during a build; this module renders and compares it;
+wave_deploy.device_reports merges the on-device kit's measurements into it. Budget verdicts are
 recomputed from ``report["budgets"]`` by ``budget_verdict`` so that a merged device measurement can turn a
 predicted pass into a measured fail (or the reverse).
 """

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from wave_deploy.cli.output import console, is_quiet, print_json, table
+from wave_deploy.cli.output import console, is_quiet, print_json, profile_set_option, table
 
 
 def _wide_console():
@@ -50,8 +50,9 @@ def _summary(profile) -> dict[str, Any]:
 
 
 def _resolved(profile) -> dict[str, Any]:
-    """The full resolved profile as JSON-ready data (``source_file`` is excluded from the schema dump)."""
-    return {**profile.model_dump(mode="json"), "source_file": profile.source_file}
+    """The full resolved profile as JSON-ready data (``source_file`` and ``overrides`` are outside the schema)."""
+    data = {**profile.model_dump(mode="json"), "source_file": profile.source_file}
+    return {**data, "overrides": list(profile.overrides)} if profile.overrides else data
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -105,12 +106,13 @@ def list_cmd(as_json: bool) -> None:
 
 @profiles.command("show")
 @click.argument("profile", metavar="NAME|ALIAS|PATH")
+@profile_set_option
 @click.option("--json", "as_json", is_flag=True, help="Print the full resolved profile as JSON on stdout.")
-def show_cmd(profile: str, as_json: bool) -> None:
-    """Show every field of one profile, looked up by name, alias or YAML path."""
-    from wave_deploy.profiles import load_profile
+def show_cmd(profile: str, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Show every field of one profile, looked up by name, alias or YAML path (after any --set)."""
+    from wave_deploy.profiles import apply_overrides, load_profile
 
-    found = load_profile(profile)
+    found = apply_overrides(load_profile(profile), overrides)
     if as_json:
         print_json(_resolved(found))
         return
@@ -119,6 +121,8 @@ def show_cmd(profile: str, as_json: bool) -> None:
     out.print(f"{found.name}{aliases}", style="bold", markup=False, highlight=False)
     out.print(found.description, markup=False, highlight=False)
     out.print(f"file: {found.source_file}", markup=False, highlight=False)
+    if found.overrides:
+        out.print(f"set for this run: {' '.join(found.overrides)}", markup=False, highlight=False)
     from rich.markup import escape
 
     data = found.model_dump(mode="json", exclude={"name", "aliases", "description"})
