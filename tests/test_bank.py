@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from _banks import TINY
 from click.testing import CliRunner
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -18,19 +19,7 @@ from wave_deploy.wave.geometry import ALL_KINDS, BankGeometry, kind_layouts, tem
 
 
 def _geometry(**changes):
-    fields = {
-        "img_size": 8,
-        "patch_size": 4,
-        "in_chans": 1,
-        "num_classes": 10,
-        "w": 8,
-        "head_dim": 8,
-        "mlp_ratio": 4.0,
-        "max_depth": 6,
-        "max_embed_dim": 48,
-    }
-    fields.update(changes)
-    return BankGeometry.create(n_matrix=3, n_vector=2, **fields)
+    return BankGeometry.create(**{**TINY, "max_depth": 6, **changes})
 
 
 def _bank(with_aux=True):

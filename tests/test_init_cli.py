@@ -18,25 +18,15 @@ def bank_path(tmp_path_factory):
     return mnist_bank_file(tmp_path_factory.mktemp("bank"), max_depth=3, max_embed_dim=48)
 
 
+def _init(bank_path, out, *args: str):
+    return CliRunner().invoke(
+        cli, ["init", "--templates", str(bank_path), *args, "--out", str(out), "--json"]
+    )
+
+
 def test_init_without_training_writes_exactly_the_sliced_model(bank_path, tmp_path):
     out = tmp_path / "out"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "init",
-            "--templates",
-            str(bank_path),
-            "--depth",
-            "2",
-            "--embed-dim",
-            "32",
-            "--scaler-steps",
-            "0",
-            "--out",
-            str(out),
-            "--json",
-        ],
-    )
+    result = _init(bank_path, out, "--depth", "2", "--embed-dim", "32", "--scaler-steps", "0")
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["spec"]["depth"] == 2 and record["spec"]["embed_dim"] == 32 and record["same_task_as_bank"]
@@ -50,27 +40,10 @@ def test_init_without_training_writes_exactly_the_sliced_model(bank_path, tmp_pa
 
 
 def test_init_trains_the_scalers_and_records_the_phase(bank_path, tmp_path):
-    result = CliRunner().invoke(
-        cli,
-        [
-            "init",
-            "--templates",
-            str(bank_path),
-            "--depth",
-            "1",
-            "--embed-dim",
-            "16",
-            "--scaler-steps",
-            "3",
-            "--dense-steps",
-            "2",
-            "--batch-size",
-            "16",
-            "--out",
-            str(tmp_path),
-            "--json",
-        ],
-    )
+    result = _init(
+        bank_path, tmp_path, "--depth", "1", "--embed-dim", "16", "--scaler-steps", "3", "--dense-steps", "2",
+        "--batch-size", "16",
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["scaler_phase"]["steps"] == 3 and record["dense_phase"]["steps"] == 2

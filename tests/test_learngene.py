@@ -40,6 +40,11 @@ TINY = [
 ]
 
 
+def build_args(teacher: list[str], data: Path, *extra: str) -> list[str]:
+    """`templates build` arguments: the teacher options, the data, ``extra`` (incl. --out) and TINY."""
+    return ["templates", "build", *teacher, "--data", str(data), *extra, *TINY]
+
+
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
     """An ImageFolder tree of 8x8 grey images, 3 classes told apart by which third of the image is bright."""
@@ -92,20 +97,9 @@ def test_elastic_student_samples_the_same_subnet_for_the_same_step_and_seed():
 
 def test_templates_build_writes_a_verified_bank_with_provenance(tiny_data, teacher_ckpt, tmp_path):
     out = tmp_path / "bank.safetensors"
-    args = [
-        "templates",
-        "build",
-        "--teacher-checkpoint",
-        str(teacher_ckpt),
-        "--data",
-        str(tiny_data),
-        "--out",
-        str(out),
-        "--steps",
-        "6",
-        "--json",
-        *TINY,
-    ]
+    args = build_args(
+        ["--teacher-checkpoint", str(teacher_ckpt)], tiny_data, "--out", str(out), "--steps", "6", "--json"
+    )
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -118,7 +112,7 @@ def test_templates_build_writes_a_verified_bank_with_provenance(tiny_data, teach
     info = CliRunner().invoke(cli, ["templates", "info", str(out), "--json"])
     assert info.exit_code == 0 and json.loads(info.stdout)["aux_spec"]["embed_dim"] == 16
     # --resume on a finished run trains nothing more and writes the same bank
-    again = CliRunner().invoke(cli, [*args[: -len(TINY)], *TINY, "--resume"])
+    again = CliRunner().invoke(cli, [*args, "--resume"])
     assert again.exit_code == 0, again.output
     bank2 = TemplateBank.load(out)
     assert all(torch.equal(bank2.aux_scalers[k], bank.aux_scalers[k]) for k in bank.aux_scalers)
@@ -133,18 +127,7 @@ def test_templates_build_writes_a_verified_bank_with_provenance(tiny_data, teach
 )
 def test_templates_build_usage_errors_exit_2(tiny_data, teacher_ckpt, tmp_path, extra, message):
     out = tmp_path / "b.safetensors"
-    args = [
-        "templates",
-        "build",
-        "--teacher-checkpoint",
-        str(teacher_ckpt),
-        "--data",
-        str(tiny_data),
-        "--out",
-        str(out),
-        *extra,
-        *TINY,
-    ]
+    args = build_args(["--teacher-checkpoint", str(teacher_ckpt)], tiny_data, "--out", str(out), *extra)
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2, result.output
     assert message in result.output
@@ -152,22 +135,8 @@ def test_templates_build_usage_errors_exit_2(tiny_data, teacher_ckpt, tmp_path, 
 
 
 def test_a_checkpoint_that_does_not_fit_the_teacher_arch_exits_3(tiny_data, teacher_ckpt, tmp_path):
-    result = CliRunner().invoke(
-        cli,
-        [
-            "templates",
-            "build",
-            "--teacher-checkpoint",
-            str(teacher_ckpt),
-            "--teacher-arch",
-            "vit_tiny_patch16_224",
-            "--data",
-            str(tiny_data),
-            "--out",
-            str(tmp_path / "b.safetensors"),
-            *TINY,
-        ],
-    )
+    teacher = ["--teacher-checkpoint", str(teacher_ckpt), "--teacher-arch", "vit_tiny_patch16_224"]
+    result = CliRunner().invoke(cli, build_args(teacher, tiny_data, "--out", str(tmp_path / "b.safetensors")))
     assert result.exit_code == 3, result.output
     assert "does not fit vit_tiny_patch16_224" in result.output
 
@@ -181,63 +150,32 @@ def test_a_pickled_teacher_file_is_refused_without_running_it(tiny_data, tmp_pat
 
     evil = tmp_path / "teacher.pt"
     torch.save({"model": Payload()}, evil)
-    result = CliRunner().invoke(
-        cli,
-        [
-            "templates",
-            "build",
-            "--teacher-checkpoint",
-            str(evil),
-            "--teacher-arch",
-            "vit_tiny_patch16_224",
-            "--data",
-            str(tiny_data),
-            "--out",
-            str(tmp_path / "b.safetensors"),
-            *TINY,
-        ],
-    )
+    teacher = ["--teacher-checkpoint", str(evil), "--teacher-arch", "vit_tiny_patch16_224"]
+    result = CliRunner().invoke(cli, build_args(teacher, tiny_data, "--out", str(tmp_path / "b.safetensors")))
     assert result.exit_code == 3, result.output
     assert "safely" in result.output
     assert not marker.exists()
 
 
 def test_missing_teacher_checkpoint_exits_3(tiny_data, tmp_path):
-    result = CliRunner().invoke(
-        cli,
-        [
-            "templates",
-            "build",
-            "--teacher-checkpoint",
-            str(tmp_path / "nope.pt"),
-            "--data",
-            str(tiny_data),
-            "--out",
-            str(tmp_path / "b.safetensors"),
-            *TINY,
-        ],
-    )
+    teacher = ["--teacher-checkpoint", str(tmp_path / "nope.pt")]
+    result = CliRunner().invoke(cli, build_args(teacher, tiny_data, "--out", str(tmp_path / "b.safetensors")))
     assert result.exit_code == 3 and "does not exist" in result.output
 
 
 def test_two_gloo_processes_build_the_same_bank_as_one(tiny_data, teacher_ckpt, tmp_path):
     """torchrun with 2 CPU processes and the same global batch gives the one-process bank (atol 1e-5)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    common = [
-        "templates",
-        "build",
-        "--teacher-checkpoint",
-        str(teacher_ckpt),
-        "--data",
-        str(tiny_data),
+    common = build_args(
+        ["--teacher-checkpoint", str(teacher_ckpt)],
+        tiny_data,
         "--steps",
         "5",
         "--lr",
         "0.2",
         "--device",
         "cpu",
-        *TINY,
-    ]
+    )
     one = tmp_path / "one.safetensors"
     two = tmp_path / "two.safetensors"
     subprocess.run(
@@ -271,23 +209,10 @@ def test_two_gloo_processes_build_the_same_bank_as_one(tiny_data, teacher_ckpt, 
 def test_a_timm_teacher_by_name_gets_its_own_input_size_and_channels(tiny_data, tmp_path):
     """--teacher NAME (no download): a 224 px RGB timm model teaches an 8 px grey bank through resized inputs."""
     out = tmp_path / "bank.safetensors"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "templates",
-            "build",
-            "--teacher",
-            "vit_tiny_patch16_224",
-            "--data",
-            str(tiny_data),
-            "--out",
-            str(out),
-            "--steps",
-            "2",
-            "--json",
-            *TINY,
-        ],
+    args = build_args(
+        ["--teacher", "vit_tiny_patch16_224"], tiny_data, "--out", str(out), "--steps", "2", "--json"
     )
+    result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     bank = TemplateBank.load(out)
     assert bank.provenance["ancestry"] == {"name": "vit_tiny_patch16_224", "pretrained": False}

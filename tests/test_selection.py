@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -23,17 +24,7 @@ from wave_deploy.selection import (
 )
 from wave_deploy.spec import flops
 
-SMALL_SPACE = SearchSpace(
-    img_size=28,
-    patch_size=4,
-    in_chans=1,
-    num_classes=10,
-    mlp_ratio=4.0,
-    w=32,
-    head_dim=32,
-    max_depth=6,
-    max_embed_dim=192,
-)
+SMALL_SPACE = dataclasses.replace(DEFAULT_SEARCH_SPACE, max_depth=6, max_embed_dim=192)
 
 
 def _with_budgets(profile, **budgets):
