@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from wave_deploy.errors import InvalidInputError
+from wave_deploy.errors import InvalidInputError, UsageError
 
 Precision = Literal["fp32", "fp16", "int8"]
 Runtime = Literal["tensorrt", "onnxruntime"]
@@ -326,8 +326,6 @@ def apply_overrides(profile: DeviceProfile, settings: typing.Sequence[str]) -> D
     that changes ``name`` or ``aliases``, is a usage error (exit 2); an unknown field or a value the profile
     schema refuses is an invalid profile (exit 3), named as ``<profile> with --set ...``.
     """
-    from wave_deploy.errors import UsageError
-
     if not settings:
         return profile
     data = profile.model_dump(mode="json")
