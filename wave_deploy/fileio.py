@@ -64,3 +64,22 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+REJECTED_DIR = "rejected"
+
+
+def reject_file(path: str | Path, reason: str) -> Path:
+    """Move an artifact that failed a gate out of its final path, into ``rejected/`` beside it.
+
+    The file keeps its name (``out/model.int8.onnx`` -> ``out/rejected/model.int8.onnx``) and
+    ``rejected/<name>.why.txt`` says which gate it failed, so nothing that failed a gate ever sits at a final
+    path and a person can still inspect it. Returns the new path.
+    """
+    path = Path(path)
+    target_dir = path.parent / REJECTED_DIR
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / path.name
+    os.replace(path, target)
+    write_text(target_dir / f"{path.name}.why.txt", " ".join(reason.split()) + "\n")
+    return target
