@@ -1,28 +1,29 @@
-"""A schema-complete build report for report tests: a real selection and real latency statistics."""
+"""A build report for report tests, made by the build's own ``assemble_report`` from real stage results:
+a real selection, real latency statistics, and the model files whose sizes and hashes it records."""
 
 from __future__ import annotations
 
 import json
 import random
+import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 from click.testing import CliRunner
 
 from wave_deploy.bench.stats import TIMED_COMPUTE, TIMED_HOST_TO_HOST, summarize
 from wave_deploy.cli.main import cli
-from wave_deploy.plots import DPI, FIGSIZE_IN
+from wave_deploy.fileio import sha256_bytes
 from wave_deploy.profiles import load_profile
-from wave_deploy.reports import budget_verdict, write_report_files
+from wave_deploy.reports import write_report_files
+from wave_deploy.reports.assemble import assemble_report
+from wave_deploy.reports.plots import DPI, FIGSIZE_IN
 from wave_deploy.selection import DEFAULT_SEARCH_SPACE, select
-from wave_deploy.spec import macs
 
 PNG_SIZE = (round(FIGSIZE_IN[0] * DPI), round(FIGSIZE_IN[1] * DPI))
-
-
-def _candidate(c) -> dict:
-    return {"depth": c.spec.depth, "embed_dim": c.spec.embed_dim, "num_heads": c.spec.num_heads,
-            "flops": c.flops, "params": c.params, "latency_ms": c.latency_at_budget_ms,
-            "memory_mib": c.memory.total_mib, "feasible": c.feasible, "reasons": list(c.reasons)}  # fmt: skip
+MODEL_FILE = "model.fp16.onnx"  # what the jetson bundle ships and its kit runs
+MODEL_BYTES = b"the fp16 model the bundle ships, for the report tests"
+MODEL_SHA256 = sha256_bytes(MODEL_BYTES)
 
 
 def _curve(steps: int, loss0: float, acc0: float, acc1: float) -> list[dict]:
@@ -31,108 +32,67 @@ def _curve(steps: int, loss0: float, acc0: float, acc1: float) -> list[dict]:
              "val_acc": acc0 + (acc1 - acc0) * s / steps} for s in pts]  # fmt: skip
 
 
-def make_report(profile_name: str = "jetson", latency_budget_ms: float = 2.0, seed: int = 0) -> dict:
-    """A schema-complete report (docs/report-schema.md) from a real selection over the default search space
-    (with a tightened latency budget so that the frontier has rejected sizes) and real latency statistics."""
+def _model_files(out: Path) -> None:
+    """The files assemble_report measures: a 1,234,567-byte checkpoint, model.onnx and a bundle whose
+    plan.json records the sha256 of the model its kit runs."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "model.safetensors").write_bytes(b"\0" * 1_234_567)
+    (out / "model.onnx").write_bytes(b"\0" * 1_300_000)
+    (out / "bundle").mkdir(exist_ok=True)
+    (out / "bundle" / MODEL_FILE).write_bytes(MODEL_BYTES)
+    plan = {"sha256": {MODEL_FILE: MODEL_SHA256}, "models": {"fp16": MODEL_FILE}}
+    (out / "bundle" / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
+
+
+def make_report(
+    profile_name: str = "jetson", latency_budget_ms: float = 2.0, seed: int = 0, out: Path | None = None
+) -> dict:
+    """report.json's content from assemble_report over a real selection of the default search space (with a
+    tightened latency budget so that the frontier has rejected sizes) and real latency statistics."""
     profile = load_profile(profile_name)
-    budgets = profile.budgets.model_copy(update={"latency_ms": latency_budget_ms})
+    budgets = profile.budgets.model_copy(update={"latency_ms": latency_budget_ms, "min_accuracy": 0.5})
     profile = profile.model_copy(update={"budgets": budgets})
     sel = select(profile, DEFAULT_SEARCH_SPACE)
-    c, pct = sel.chosen, budgets.latency_percentile
     rng = random.Random(seed)
     samples = [0.8 + rng.expovariate(8.0) for _ in range(300)]
     local = summarize(samples, batch=budgets.latency_batch, warmup=20, timed=TIMED_HOST_TO_HOST,
                       runtime="onnxruntime 1.20.0 [CPUExecutionProvider]",
                       hardware="Test CPU (2 logical cores)", threads=2).to_dict()  # fmt: skip
-    report_budgets = {
-        "latency": {"budget_ms": latency_budget_ms, "percentile": pct, "value_ms": c.latency_at_budget_ms,
-                    "source": "predicted", "ok": c.latency_at_budget_ms <= latency_budget_ms},
-        "memory": {"budget_mib": budgets.memory_mib, "value_mib": c.memory.total_mib, "source": "predicted",
-                   "ok": c.memory.total_mib <= budgets.memory_mib},
-        "build_memory": None,
-        "accuracy": {"min": 0.5, "value": 0.9312, "ok": True},
-    }  # fmt: skip
-    verdict, failed = budget_verdict(report_budgets)
-    hw = profile.hardware
-    return {
-        "schema_version": 1,
-        "kind": "build_report",
-        "created": "2025-01-02T03:04:05Z",
-        "profile": {
-            "name": profile.name,
-            "description": profile.description,
-            "device_name": hw.device_name,
-            "accelerator": hw.accelerator,
-            "runtime": profile.software.runtime,
-            "precision": profile.runtime.precision,
-            "engine_built_on_device": profile.software.engine_built_on_device,
-            "input_size_px": profile.runtime.input_size_px,
-            "power_mode": hw.power_mode.model_dump() if hw.power_mode else None,
-        },
-        "spec": c.spec.to_dict(),
-        "spec_name": c.spec.name,
-        "costs": {"params": c.params, "macs": macs(c.spec), "flops": c.flops, "weight_bytes": 4 * c.params},
-        "selection": {
-            "objective": sel.objective,
-            "search_space": DEFAULT_SEARCH_SPACE.to_dict(),
-            "chosen": _candidate(c),
-            "frontier": [_candidate(f) for f in sel.frontier],
-            "candidates": len(sel.candidates),
-            "feasible": sum(x.feasible for x in sel.candidates),
-        },
-        "prediction": {
-            "latency_ms": c.latency_at_budget_ms,
-            "percentile": pct,
-            "batch": budgets.latency_batch,
-            "source": c.latency.source,
-            "memory_mib": c.memory.total_mib,
-            "build_memory_mib": c.memory.build_peak_mib,
-        },
-        "measured": {
-            "local": {**local, "what": "model.onnx on this build machine (not the target)"},
-            "device": None,
-        },
-        "latency_samples_ms": samples,
-        "accuracy": {
-            "val_acc": 0.9312,
-            "val_acc_at_init": 0.4125,
-            "dataset": "mnist-5k (500 val)",
-            "onnx_top1_agreement": 1.0,
-        },
-        "training": {
-            "scaler_phase": {"steps": 200, "curve": _curve(200, 2.3, 0.41, 0.62)},
-            "dense_phase": {"steps": 600, "curve": _curve(600, 1.2, 0.62, 0.9312)},
-        },
-        "parity": {
-            "onnx_fp32_max_abs_err": 3.2e-06,
-            "variants": {
-                "fp16": {
-                    "precision": "fp16",
-                    "method": "float16-cast-io",
-                    "path": "model.fp16.onnx",
-                    "sha256": "ab" * 32,
-                    "size_bytes": 650000,
-                    "tolerance": {"atol": 0.01, "rtol": 0.01},
-                    "max_abs_err": 0.0041,
-                    "top1_agreement": 0.996,
-                    "n_validation": 256,
-                    "passed": True,
-                }
-            },  # the keys of exporters.onnx.VariantResult
-        },
-        "sizes": {"checkpoint_bytes": 1234567, "onnx_bytes": 1300000, "bundle_bytes": 2600000},
-        "budgets": report_budgets,
-        "verdict": verdict,
-        "failed_budgets": failed,
-        "artifacts": {
-            "checkpoint": "model.safetensors",
-            "onnx": "model.onnx",
-            "bundle": "bundle/",
-            "engine": None,
-            "report_md": "report.md",
-            "plots": {},
-        },
+    bench = {"stats": local, "what": "model.onnx on this build machine (not the target)", "samples_ms": samples}
+    trained = {
+        "val_acc": 0.9312,
+        "val_acc_at_init": 0.4125,
+        "scaler_phase": {"steps": 200, "curve": _curve(200, 2.3, 0.41, 0.62)},
+        "dense_phase": {"steps": 600, "curve": _curve(600, 1.2, 0.62, 0.9312)},
     }
+    fp16 = {
+        "precision": "fp16", "method": "float16-cast-io", "path": MODEL_FILE, "file": MODEL_FILE,
+        "sha256": MODEL_SHA256, "size_bytes": 650000, "tolerance": {"atol": 0.01, "rtol": 0.01},
+        "max_abs_err": 0.0041, "top1_agreement": 0.996, "n_validation": 256, "n_images": 500,
+        "top1": 0.9302, "top1_drop_points": 0.1, "max_drop_points": 1.0, "passed": True, "chosen": True,
+    }  # fmt: skip
+    exported = {
+        "onnx": {
+            "parity": {"max_abs_err": 3.2e-06, "passed": True},
+            "accuracy": {
+                "split": "validation",
+                "n_images": 500,
+                "torch_fp32_top1": 0.9312,
+                "onnx_fp32_top1": 0.9312,
+            },
+            "variants": [fp16],
+            "chosen_precision": "fp16",
+            "chosen_passed": True,
+        },
+        "tensorrt": {"bundle": "bundle/"},
+    }
+    data = SimpleNamespace(info=SimpleNamespace(name="mnist-5k (500 val)"))
+    plan = {"selection": sel.to_dict(), "search_space": DEFAULT_SEARCH_SPACE.to_dict()}
+    out = Path(tempfile.mkdtemp(prefix="report-data-")) if out is None else out
+    _model_files(out)
+    report = assemble_report(out, profile, plan, trained, exported, bench, data)
+    report["created"] = "2025-01-02T03:04:05Z"
+    return report
 
 
 def make_device_report(report: dict, at_budget_ms: float, **overrides) -> dict:
@@ -147,7 +107,7 @@ def make_device_report(report: dict, at_budget_ms: float, **overrides) -> dict:
         "power_mode": "NV Power Mode: 15W 0", "batch": stats["batch"], "runtime": report["profile"]["runtime"],
         "runtime_version": "10.3.0", "precision": report["profile"]["precision"],
         "parity": {"batches": [], "max_abs_err": 0.0031, "passed": True}, "latency": stats,
-        "hardware": "Orin (nvgpu)",
+        "hardware": "Orin (nvgpu)", "model_file": MODEL_FILE, "model_sha256": MODEL_SHA256,
     }  # fmt: skip
     dev.update(overrides)
     return dev
@@ -155,9 +115,9 @@ def make_device_report(report: dict, at_budget_ms: float, **overrides) -> dict:
 
 def write_build(tmp_path: Path, name: str, **kwargs) -> tuple[Path, dict]:
     out = tmp_path / name
-    report = make_report(**kwargs)
+    report = make_report(out=out, **kwargs)
     write_report_files(out, report)
-    return out, report
+    return out, json.loads((out / "report.json").read_text(encoding="utf-8"))
 
 
 def write_device(path: Path, dev: dict) -> Path:
@@ -167,3 +127,13 @@ def write_device(path: Path, dev: dict) -> Path:
 
 def run(*args: str):
     return CliRunner().invoke(cli, list(args))
+
+
+def rejudge(report: dict) -> dict:
+    """Judge a test-edited report's budget values again, as the build and a merge do."""
+    from wave_deploy.reports.judge import Limits, judge_budgets, observed_in
+
+    checks = report["budgets"]
+    judged = judge_budgets(Limits.of_report(checks, batch=1), observed_in(checks))
+    report["budgets"], report["verdict"], report["failed_budgets"] = judged.checks, judged.verdict, judged.failed
+    return report

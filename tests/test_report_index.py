@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import copy
 import io
 import json
 import subprocess
@@ -15,19 +14,19 @@ from _report_data import (
     PNG_SIZE,
     make_device_report,
     make_report,
+    rejudge,
     run,
     write_build,
     write_device,
 )
 from PIL import Image
 
-from wave_deploy.device_reports import merge_device_report
 from wave_deploy.errors import EXIT_BUDGET_BROKEN, EXIT_INVALID_INPUT, EXIT_USAGE
 from wave_deploy.reports import (
-    budget_verdict,
     render_index,
     write_report_files,
 )
+from wave_deploy.reports.merge import merge_device_report
 
 # --- the HTML index -----------------------------------------------------------------------------------
 
@@ -140,13 +139,14 @@ def test_cli_device_report_needs_exactly_one_dir(tmp_path):
     assert result.exit_code == EXIT_USAGE
 
 
-def test_budget_verdict_lists_broken_budgets_in_a_fixed_order():
-    budgets = copy.deepcopy(make_report()["budgets"])
-    budgets["accuracy"]["ok"] = False
-    budgets["latency"]["ok"] = False
-    assert budget_verdict(budgets) == ("fail", ["latency", "accuracy"])
-    budgets["accuracy"]["ok"] = budgets["latency"]["ok"] = True
-    assert budget_verdict(budgets) == ("pass", [])
+def test_judge_lists_broken_budgets_in_a_fixed_order():
+    report = make_report()
+    report["budgets"]["accuracy"]["value"] = 0.1  # below the minimum 0.5
+    report["budgets"]["latency"]["value_ms"] = 1e3
+    assert rejudge(report)["failed_budgets"] == ["latency", "accuracy"] and report["verdict"] == "fail"
+    report["budgets"]["accuracy"]["value"] = 0.9
+    report["budgets"]["latency"]["value_ms"] = 0.1
+    assert rejudge(report)["failed_budgets"] == [] and report["verdict"] == "pass"
 
 
 def test_cli_report_imports_no_heavy_package(tmp_path):

@@ -10,20 +10,20 @@ from _report_data import (
     PNG_SIZE,
     make_device_report,
     make_report,
+    rejudge,
     write_build,
     write_device,
 )
 from PIL import Image
 
 from wave_deploy.bench.stats import LATENCY_KEYS
-from wave_deploy.device_reports import merge_device_report
 from wave_deploy.errors import EXIT_INVALID_INPUT, InvalidInputError
-from wave_deploy.plots import frontier_png, latency_png, training_png
 from wave_deploy.reports import (
-    budget_verdict,
     render_markdown,
     write_report_files,
 )
+from wave_deploy.reports.merge import merge_device_report
+from wave_deploy.reports.plots import frontier_png, latency_png, training_png
 
 # --- report.md --------------------------------------------------------------------------------------------
 
@@ -57,7 +57,7 @@ def test_markdown_has_every_section_and_the_reports_numbers(tmp_path):
 def test_markdown_verdict_table_marks_a_broken_budget_fail():
     report = make_report()
     report["budgets"]["memory"].update(value_mib=9999.0, ok=False)
-    report["verdict"], report["failed_budgets"] = budget_verdict(report["budgets"])
+    rejudge(report)
     md = render_markdown(report)
     assert md.splitlines()[0].endswith("— FAIL")
     assert "| memory | <= 512 MiB | 9999.0 MiB | predicted | FAIL |" in md
@@ -135,7 +135,7 @@ def test_merge_device_latency_above_budget_turns_the_verdict_to_fail(tmp_path):
 def test_merge_device_latency_below_budget_passes_a_build_predicted_to_fail(tmp_path):
     out, report = write_build(tmp_path, "jetson")
     report["budgets"]["latency"].update(value_ms=9.0, ok=False)  # as if the prediction had broken it
-    report["verdict"], report["failed_budgets"] = budget_verdict(report["budgets"])
+    rejudge(report)
     write_report_files(out, report)
     budget = report["budgets"]["latency"]["budget_ms"]
     dev = write_device(tmp_path / "device_report.json", make_device_report(report, budget * 0.8))

@@ -22,10 +22,11 @@ class WaveDeployError(Exception):
 
     exit_code = EXIT_INTERNAL
 
-    def __init__(self, message: str, *, hint: str | None = None):
+    def __init__(self, message: str, *, hint: str | None = None, details: dict | None = None):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.details = details or {}  # extra fields of the --json error object (e.g. per-profile results)
 
     def one_line(self) -> str:
         text = " ".join(self.message.split())

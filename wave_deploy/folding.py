@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from wave_deploy.errors import InvalidInputError
+from wave_deploy.errors import InvalidInputError, ParityError
 from wave_deploy.fileio import atomic_path
 from wave_deploy.spec import ViTSpec
 
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "wave-deploy.folded-vit"
 SCHEMA_VERSION = 1
+FOLD_TOLERANCE = 1e-5  # max abs error of the folded model's outputs vs the WaveViT's, fp32 (DESIGN 3.4)
 
 
 def fold(wave) -> tuple[dict[str, Tensor], ViTSpec]:
@@ -99,4 +100,17 @@ def parity(wave, timm_model, x: Tensor) -> float:
     finally:
         wave.train(modes[0]), timm_model.train(modes[1])
     log.debug("fold parity: max abs error %.3g", err)
+    return err
+
+
+def check_fold(wave, timm_model, x: Tensor, tolerance: float = FOLD_TOLERANCE) -> float:
+    """The fold parity gate: the folded model must compute what the WaveViT computes on ``x`` within
+    ``tolerance`` (max abs error); else ParityError (exit 7) and the folded weights are never written."""
+    err = parity(wave, timm_model, x)
+    if not err <= tolerance:  # NaN fails too
+        raise ParityError(
+            f"the folded timm model differs from the WAVE model by {err:.3g} (max abs, tolerance "
+            f"{tolerance:g}): the fold is wrong, so no checkpoint was written",
+            hint="a bug or a corrupted bank; rerun with --debug and report it",
+        )
     return err

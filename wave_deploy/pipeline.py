@@ -19,8 +19,20 @@ from pathlib import Path
 from typing import Any
 
 from wave_deploy import __version__
-from wave_deploy.errors import BudgetBrokenError, InvalidInputError
+from wave_deploy.errors import (
+    ALL_ERRORS,
+    EXIT_BUDGET_BROKEN,
+    EXIT_INTERNAL,
+    BudgetBrokenError,
+    InvalidInputError,
+    ParityError,
+    WaveDeployError,
+)
 from wave_deploy.fileio import sha256_file, write_json
+from wave_deploy.profiles import DeviceProfile
+from wave_deploy.reports import failure_of, load_report, write_failure_report, write_report_files
+from wave_deploy.reports.assemble import assemble_report, profile_section
+from wave_deploy.reports.merge import kept_device_report, merge_kept
 from wave_deploy.stages import StageOutput, StageRunner, stage_key
 
 log = logging.getLogger(__name__)
@@ -53,14 +65,29 @@ class BuildOptions:
 
 @dataclass
 class DeviceResult:
+    """One profile's outcome: its report (a failing one when the build failed) and the error, if any."""
+
     profile: str
     out_dir: str
     report: dict[str, Any]
     stages: list[dict[str, Any]] = field(default_factory=list)
+    error: WaveDeployError | None = None  # the build of this profile failed (its report says so)
 
     @property
     def verdict(self) -> str:
         return self.report["verdict"]
+
+    @property
+    def exit_code(self) -> int:
+        """This profile's own exit code: its error's, 8 for a broken budget, else 0."""
+        if self.error is not None:
+            return self.error.exit_code
+        return EXIT_BUDGET_BROKEN if self.verdict != "pass" else 0
+
+
+# Which exit code a multi-profile build reports when profiles fail differently, most severe first: a bug,
+# then a stage or a gate that failed, then inputs that are missing or wrong, then a model that does not fit.
+SEVERITY = (1, 6, 7, 4, 3, 5, 8, 0)
 
 
 Event = Callable[[str, str, str, float | None], None]  # (profile, stage, "start"|"done"|"reused", seconds)
@@ -69,39 +96,69 @@ Event = Callable[[str, str, str, float | None], None]  # (profile, stage, "start
 def build(
     profiles: list[str], options: BuildOptions, on_event: Event | None = None, on_step=None
 ) -> list[DeviceResult]:
-    """Build every profile; return their results. Raises the first stage's WaveDeployError."""
+    """Build every profile; return one result per profile, failed ones included.
+
+    Fail closed: a profile whose build fails gets a failing report.json/report.md (never an earlier PASS)
+    and the next profile is built all the same. Errors before any per-profile work (a bad profile, bank or
+    data) raise, after marking failed the reports that the named profiles' directories already held.
+    """
     from wave_deploy import data as datasets
     from wave_deploy.profiles import apply_overrides, load_profile
     from wave_deploy.wave.bank import TemplateBank, default_bank_path
 
     # validate every profile (and every --set) before any work
     loaded = [apply_overrides(load_profile(p), options.profile_overrides) for p in profiles]
-    bank_path = Path(options.templates) if options.templates else default_bank_path()
-    bank = TemplateBank.load(bank_path)
-    data = datasets.load(options.data, seed=options.seed)
-    expected = (bank.geometry.in_chans, bank.geometry.img_size, bank.geometry.img_size)
-    if tuple(data.train_x.shape[1:]) != expected:
-        raise InvalidInputError(
-            f"data images are {tuple(data.train_x.shape[1:])} but the template bank needs {expected}",
-            hint="give --data images of the bank's size and channels, or a bank built for them",
-        )
+    try:
+        bank_path = Path(options.templates) if options.templates else default_bank_path()
+        bank = TemplateBank.load(bank_path)
+        data = datasets.load(options.data, seed=options.seed)
+        expected = (bank.geometry.in_chans, bank.geometry.img_size, bank.geometry.img_size)
+        if tuple(data.train_x.shape[1:]) != expected:
+            raise InvalidInputError(
+                f"data images are {tuple(data.train_x.shape[1:])} but the template bank needs {expected}",
+                hint="give --data images of the bank's size and channels, or a bank built for them",
+            )
+    except BaseException as exc:
+        for profile in loaded:  # neutralise earlier reports; create nothing new
+            out_dir = Path(options.out) / profile.name
+            failure = failure_of("inputs", exc)
+            write_failure_report(out_dir, profile_section(profile), failure, only_if_present=True)
+        raise
     inputs = {"bank": str(bank_path), "bank_sha256": sha256_file(bank_path), "data": data.info.fingerprint}
-    results = []
-    for profile in loaded:
-        results.append(_build_one(profile, bank, data, inputs, options, on_event, on_step))
-    return results
+    return [_build_one(profile, bank, data, inputs, options, on_event, on_step) for profile in loaded]
 
 
-def _build_one(profile, bank, data, inputs, options: BuildOptions, on_event, on_step) -> DeviceResult:
+def _build_one(
+    profile: DeviceProfile, bank, data, inputs, options: BuildOptions, on_event, on_step
+) -> DeviceResult:
+    """One profile's stages; a WaveDeployError becomes a failing report and a failed DeviceResult."""
     out_dir = Path(options.out) / profile.name
+    done: list[dict[str, Any]] = []
+    current = ["setup"]
+    try:
+        return _run_stages(profile, bank, data, inputs, options, on_event, on_step, out_dir, current, done)
+    except BaseException as exc:
+        write_failure_report(out_dir, profile_section(profile), failure_of(current[0], exc))
+        if not isinstance(exc, WaveDeployError):
+            raise  # a bug (or an interrupt): the report says fail, the traceback says why
+        log.warning("%s: build failed at stage %s: %s", profile.name, current[0], exc.one_line())
+        return DeviceResult(profile.name, str(out_dir), load_report(out_dir), list(done), error=exc)
+
+
+def _run_stages(
+    profile: DeviceProfile, bank, data, inputs, options: BuildOptions, on_event, on_step, out_dir: Path,
+    current: list[str], done: list[dict[str, Any]],
+) -> DeviceResult:  # fmt: skip
     config = {"profile": profile.name, "options": asdict(options), **inputs}
     runner = StageRunner(out_dir, config=config, force=options.force)
     profile_json = profile.model_dump(mode="json")
 
     def stage(name: str, key: str, fn) -> dict:
+        current[0] = name
         if on_event:
             on_event(profile.name, name, "start", None)
         record = runner.run(name, key, fn)
+        done.append({"name": record.name, "seconds": record.seconds, "reused": record.reused})
         if on_event:
             on_event(profile.name, name, "reused" if record.reused else "done", record.seconds)
         return record.result
@@ -131,24 +188,47 @@ def _build_one(profile, bank, data, inputs, options: BuildOptions, on_event, on_
         seed=options.seed,
     )
     exported = stage("export", export_key, lambda d: _export(d, profile, data, options))
+    gate = _precision_gate(profile, exported)
 
-    bench_key = stage_key(
-        onnx=runner.records["export"].outputs["model.onnx"],
-        batch=profile.budgets.latency_batch,
-        iterations=options.bench_iterations,
-        warmup=options.bench_warmup,
-        threads=profile.runtime.intra_op_threads,
-    )
-    bench = stage("bench", bench_key, lambda d: _bench(d, profile, exported, options))
+    bench, bench_key = None, None
+    if gate is None:  # a model that failed its gate is not what the device would run: nothing to time
+        bench_key = stage_key(
+            onnx=runner.records["export"].outputs["model.onnx"],
+            batch=profile.budgets.latency_batch,
+            iterations=options.bench_iterations,
+            warmup=options.bench_warmup,
+            threads=profile.runtime.intra_op_threads,
+        )
+        bench = stage("bench", bench_key, lambda d: _bench(d, profile, exported, options))
 
-    # the report records the --set settings, which a setting that changes no value would not show in the keys
+    # The report records the --set settings, which a setting that changes no value would not show in the
+    # other keys; a device measurement merged since the last build is merged again (a fail stays a fail).
+    kept = kept_device_report(out_dir)
     report_key = stage_key(
-        plan=plan_key, train=train_key, export=export_key, bench=bench_key, overrides=list(profile.overrides)
+        plan=plan_key,
+        train=train_key,
+        export=export_key,
+        bench=bench_key,
+        overrides=list(profile.overrides),
+        gate=None if gate is None else gate.one_line(),
+        device=sha256_file(kept) if kept.is_file() else None,
     )
-    stage("report", report_key, lambda d: _report(d, profile, plan, trained, exported, bench, data))
-    report = _read_json(out_dir / "report.json")
-    stages = [{"name": r.name, "seconds": r.seconds, "reused": r.reused} for r in runner.records.values()]
-    return DeviceResult(profile.name, str(out_dir), report, stages)
+    failure = None if gate is None else failure_of("export", gate)
+    stage("report", report_key, lambda d: _report(d, profile, plan, trained, exported, bench, data, failure))
+    return DeviceResult(profile.name, str(out_dir), load_report(out_dir), list(done), error=gate)
+
+
+def _precision_gate(profile: DeviceProfile, exported: dict) -> ParityError | None:
+    """The error when the variant of the profile's own precision failed its gate (exit 7), else None."""
+    onnx = exported.get("onnx") or {}
+    if onnx.get("chosen_passed", True):
+        return None
+    chosen = next((v for v in onnx.get("variants", []) if v.get("chosen")), {})
+    why = chosen.get("failure") or "failed its gate"
+    return ParityError(
+        f"the {profile.runtime.precision} model that {profile.name} runs failed its accuracy gate: {why}",
+        hint="see report.md; the model was moved to rejected/ (change the precision or the tolerance)",
+    )
 
 
 def _plan(out_dir: Path, profile, bank, data, options: BuildOptions) -> StageOutput:
@@ -249,30 +329,41 @@ def _bench(out_dir: Path, profile, exported: dict, options: BuildOptions) -> Sta
 
 
 def _report(
-    out_dir: Path, profile, plan: dict, trained: dict, exported: dict, bench: dict, data
+    out_dir: Path, profile, plan: dict, trained: dict, exported: dict, bench: dict | None, data, failure
 ) -> StageOutput:
-    from wave_deploy.report_assembly import assemble_report
-    from wave_deploy.reports import write_report_files
-
-    report = assemble_report(
-        out_dir, profile, plan, trained, exported, _read_json(out_dir / "bench.json"), data
-    )
+    bench_full = _read_json(out_dir / "bench.json") if bench is not None else None
+    report = assemble_report(out_dir, profile, plan, trained, exported, bench_full, data, failure)
+    report = merge_kept(out_dir, report)
     paths = write_report_files(out_dir, report)
     return StageOutput(
         {"verdict": report["verdict"]}, sorted(str(Path(p).relative_to(out_dir)) for p in paths)
     )
 
 
-def check_budgets(results: list[DeviceResult]) -> None:
-    """Raise BudgetBrokenError (exit 8) naming every device whose built model breaks a budget."""
-    failed = [
-        f"{r.profile} ({', '.join(r.report['failed_budgets'])})" for r in results if r.verdict != "pass"
-    ]
-    if failed:
-        raise BudgetBrokenError(
-            f"built model breaks a budget on: {'; '.join(failed)}",
-            hint="reports are written; see report.md, or pass --no-fail-on-budget",
+def outcome(results: list[DeviceResult], fail_on_budget: bool = True) -> WaveDeployError | None:
+    """The error a build exits with: the most severe of its profiles' (SEVERITY), naming every profile
+    that failed and why; None when every profile passed (or only budgets broke, with fail_on_budget off)."""
+    failed = [r for r in results if r.exit_code and (r.error is not None or fail_on_budget)]
+    if not failed:
+        return None
+    if len(results) == 1 and failed[0].error is not None:
+        return failed[0].error
+    code = min((r.exit_code for r in failed), key=SEVERITY.index)
+    hint = "reports are written; see report.md" + (", or pass --no-fail-on-budget" if code == 8 else "")
+    if all(r.error is None for r in failed):  # only broken budgets
+        broken = "; ".join(f"{r.profile} ({', '.join(r.report['failed_budgets'])})" for r in failed)
+        return BudgetBrokenError(f"built model breaks a budget on: {broken}", hint=hint)
+    parts = []
+    for r in failed:
+        why = (
+            r.error.one_line() if r.error is not None else "budget: " + ", ".join(r.report["failed_budgets"])
         )
+        parts.append(f"{r.profile}: exit {r.exit_code} ({why})")
+    message = f"{len(failed)} of {len(results)} device builds failed: " + "; ".join(parts)
+    cls = next((e for e in ALL_ERRORS if e.exit_code == code), None)
+    if cls is None or code == EXIT_INTERNAL:
+        raise RuntimeError(message)
+    return cls(message, hint=hint)
 
 
 def _file_hash(path: str | None) -> str | None:

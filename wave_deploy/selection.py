@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from wave_deploy.errors import InvalidInputError, NoFeasibleModelError, UsageError
 from wave_deploy.latency import Prediction, load_calibration, predict, profile_calibration
 from wave_deploy.memory import MemoryEstimate, predict_memory
+from wave_deploy.profiles import DeviceProfile
+from wave_deploy.reports.judge import Limits, Observed, judge_budgets
 from wave_deploy.spec import ViTSpec, flops, param_count
 
 
@@ -199,25 +201,17 @@ def _accuracy_of(spec: ViTSpec, accuracy: AccuracyTable | None) -> float | None:
 
 
 def _reasons(
-    latency_ms: float, memory: MemoryEstimate, accuracy: float | None, profile, batch: int
+    latency_ms: float, memory: MemoryEstimate, accuracy: float | None, profile: DeviceProfile, batch: int
 ) -> tuple[str, ...]:
-    b = profile.budgets
-    out = []
-    if latency_ms > b.latency_ms:
-        out.append(
-            f"latency {latency_ms:.2f} ms > budget {b.latency_ms:g} ms ({b.latency_percentile}, batch {batch})"
-        )
-    if memory.total_mib > b.memory_mib:
-        out.append(f"memory {memory.total_mib:.0f} MiB > budget {b.memory_mib:g} MiB")
-    if (
-        b.build_memory_mib is not None
-        and memory.build_peak_mib is not None
-        and memory.build_peak_mib > b.build_memory_mib
-    ):
-        out.append(f"build memory {memory.build_peak_mib:.0f} MiB > budget {b.build_memory_mib:g} MiB")
-    if b.min_accuracy is not None and accuracy is not None and accuracy < b.min_accuracy:
-        out.append(f"accuracy {accuracy:.3f} < minimum {b.min_accuracy:g}")
-    return tuple(out)
+    limits = dataclasses.replace(Limits.of_profile(profile.budgets), latency_batch=batch)
+    observed = Observed(
+        latency_ms=latency_ms,
+        memory_mib=memory.total_mib,
+        build_memory_mib=memory.build_peak_mib,
+        accuracy=accuracy,
+        accuracy_source="estimate",
+    )
+    return judge_budgets(limits, observed).reasons
 
 
 def evaluate(

@@ -96,12 +96,16 @@ def build(
 
     Re-running the same command reuses every finished stage; a killed build resumes where it stopped.
     Exit 8 (after writing the reports) when a built model breaks a budget, 5 when no size fits.
+
+    Every profile is built even when another fails; the exit code is then the most severe of theirs
+    (1, 6, 7, 4, 3, 5, 8). A failed profile's report.json/report.md say FAIL and why: no earlier PASS is
+    left standing. With --json, one object on stdout on every exit, with one entry per profile.
     """
     import time
 
     from wave_deploy.cli.progress import TrainingProgress
     from wave_deploy.errors import UsageError
-    from wave_deploy.pipeline import BuildOptions, check_budgets
+    from wave_deploy.pipeline import BuildOptions, outcome
     from wave_deploy.pipeline import build as run_build
     from wave_deploy.profiles import list_profiles
 
@@ -143,38 +147,76 @@ def build(
     with TrainingProgress("training", console=err, disable=quiet) as bar:
         results = run_build(list(profiles), options, on_event=on_event, on_step=bar)
     summary = [_summary_row(r) for r in results]
+    error = outcome(results, fail_on_budget)
     if as_json:
-        print_json({"devices": summary, "seconds": round(time.perf_counter() - t0, 1)})
+        failure = None if error is None else {"class": type(error).__name__, "message": error.one_line()}
+        print_json(
+            {
+                "ok": error is None,
+                "exit_code": 0 if error is None else error.exit_code,
+                "error": failure,
+                "devices": summary,
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
     elif not is_quiet():
         columns = ["device", "spec", "params", "predicted", "budget", "local p50", "val acc", "verdict"]
-        rows = [
-            [
-                s["profile"],
-                s["spec"],
-                f"{s['params'] / 1e6:.2f}M",
-                f"{s['predicted_latency_ms']:.2f} ms ({s['latency_source']})",
-                f"{s['latency_budget_ms']:g} ms {s['percentile']}",
-                f"{s['local_p50_ms']:.2f} ms",
-                f"{s['val_acc']:.1%}",
-                s["verdict"],
-            ]
-            for s in summary
-        ]
+        rows = [_table_row(s) for s in summary]
         err.print(table(None, columns, rows))
         err.print(
             f"reports: {', '.join(s['report'] for s in summary)}  ({time.perf_counter() - t0:.0f} s)",
             markup=False,
         )
-    if fail_on_budget:
-        check_budgets(results)
+    if error is not None:
+        raise error
+
+
+def _table_row(s: dict) -> list[str]:
+    if s.get("error"):
+        e = s["error"]
+        return [
+            s["profile"],
+            "—",
+            "",
+            "",
+            "",
+            "",
+            "",
+            f"FAIL: exit {s['exit_code']} at {e['stage']}: {e['message']}",
+        ]
+    return [
+        s["profile"],
+        s["spec"],
+        f"{s['params'] / 1e6:.2f}M",
+        f"{s['predicted_latency_ms']:.2f} ms ({s['latency_source']})",
+        f"{s['latency_budget_ms']:g} ms {s['percentile']}",
+        "—" if s["local_p50_ms"] is None else f"{s['local_p50_ms']:.2f} ms",
+        f"{s['val_acc']:.1%}",
+        s["verdict"],
+    ]
 
 
 def _summary_row(result) -> dict:
+    """One profile's entry of the build summary (--json "devices"); a failed build has "error"."""
     r = result.report
-    return {
+    row = {
         "profile": result.profile,
         "out_dir": result.out_dir,
         "report": f"{result.out_dir}/report.md",
+        "exit_code": result.exit_code,
+        "verdict": r["verdict"],
+        "failed_budgets": r["failed_budgets"],
+        "stages": result.stages,
+        "error": None,
+    }
+    failure = r.get("failure")
+    if failure is not None:
+        row["error"] = {"stage": failure["stage"], "class": failure["error"], "message": failure["message"]}
+    if r.get("spec") is None:  # failed before a model was chosen
+        return row
+    local = (r["measured"] or {}).get("local") or {}
+    return {
+        **row,
         "spec": r["spec_name"],
         "params": r["costs"]["params"],
         "predicted_latency_ms": r["prediction"]["latency_ms"],
@@ -182,9 +224,6 @@ def _summary_row(result) -> dict:
         "latency_budget_ms": r["budgets"]["latency"]["budget_ms"],
         "percentile": r["budgets"]["latency"]["percentile"],
         "predicted_memory_mib": r["prediction"]["memory_mib"],
-        "local_p50_ms": r["measured"]["local"]["p50_ms"],
+        "local_p50_ms": local.get("p50_ms"),
         "val_acc": r["accuracy"]["val_acc"],
-        "verdict": r["verdict"],
-        "failed_budgets": r["failed_budgets"],
-        "stages": result.stages,
     }

@@ -13,6 +13,7 @@ import sys
 import click
 
 from wave_deploy import __version__
+from wave_deploy.cli import output
 from wave_deploy.errors import EXIT_INTERNAL, WaveDeployError
 
 EXIT_CODES_HELP = """\b
@@ -39,6 +40,18 @@ COMMANDS = {
 
 
 class LazyGroup(click.Group):
+    """Loads subcommands lazily, maps errors to exit codes, and keeps the --json promise on every exit:
+    a command run with --json prints exactly one JSON object on stdout, an error object when it fails
+    (``{"ok": false, "exit_code", "error": {"class", "message"}, ...details}``)."""
+
+    json_mode = False
+
+    def main(self, args=None, *more, **kwargs):
+        argv = list(sys.argv[1:] if args is None else args)
+        self.json_mode = "--json" in argv
+        output.reset_json()
+        return super().main(argv, *more, **kwargs)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(COMMANDS) | set(self.commands))
 
@@ -56,10 +69,24 @@ class LazyGroup(click.Group):
             debug = bool(ctx.obj and ctx.obj.get("debug"))
             if debug:
                 logging.getLogger("wave_deploy").exception("error")
+            self._json_error(exc.exit_code, type(exc).__name__, exc.one_line(), exc.details)
             click.echo(f"error: {exc.one_line()}", err=True)
             ctx.exit(exc.exit_code)
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException as exc:  # click's usage errors: click prints them, exit 2
+            self._json_error(exc.exit_code, "UsageError", " ".join(exc.format_message().split()), {})
+            raise
+        except Exception as exc:  # a bug: the traceback follows (main), exit 1
+            self._json_error(EXIT_INTERNAL, type(exc).__name__, " ".join(str(exc).split()), {})
+            raise
         finally:
             leave_process_group()
+
+    def _json_error(self, code: int, cls: str, message: str, details: dict) -> None:
+        if self.json_mode and not output.json_printed():
+            error = {"class": cls, "message": message}
+            output.print_json({"ok": False, "exit_code": code, "error": error, **details})
 
 
 def leave_process_group() -> None:

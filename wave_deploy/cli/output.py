@@ -15,10 +15,22 @@ def is_quiet() -> bool:
     return bool(root and root.obj and root.obj.get("quiet"))
 
 
+_json_state = {"printed": False}
+
+
 def print_json(data: Any) -> None:
-    """One machine-readable object on stdout."""
+    """One machine-readable object on stdout (the CLI prints an error object instead when none was)."""
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
     sys.stdout.flush()
+    _json_state["printed"] = True
+
+
+def json_printed() -> bool:
+    return _json_state["printed"]
+
+
+def reset_json() -> None:
+    _json_state["printed"] = False
 
 
 def console(stderr: bool = False):

@@ -42,9 +42,9 @@ def report(dirs, html_out, device_report, fail_on_budget, as_json):
     --fail-on-budget to exit 8 instead. A DIR without a valid report.json exits 3, naming it.
     """
     from wave_deploy.cli.output import console, is_quiet, print_json, table
-    from wave_deploy.device_reports import merge_device_report
     from wave_deploy.fileio import write_text
     from wave_deploy.reports import index_data, render_index
+    from wave_deploy.reports.merge import merge_device_report
 
     merged = None
     if device_report:

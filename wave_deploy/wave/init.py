@@ -289,7 +289,7 @@ def initialize(
     timings of each phase. With ``checkpoint_dir`` both phases checkpoint there and resume from it, so a killed
     run continues exactly where it stopped (the checkpoints refuse a different configuration or data).
     """
-    from wave_deploy.folding import fold, load_folded
+    from wave_deploy.folding import check_fold, fold, load_folded
 
     scaler = scaler or ScalerPhase()
     dense = dense or DensePhase()
@@ -323,6 +323,7 @@ def initialize(
     record["scaler_phase"] = _phase_record(result)
     state, spec = fold(wave.cpu())
     model = load_folded(state, spec)
+    record["fold_parity_max_abs_err"] = check_fold(wave, model, data.val_x[:8].float())
     result = None
     if dense.steps:
         result = train(

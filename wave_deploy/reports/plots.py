@@ -1,6 +1,4 @@
-"""How build reports (report.json, docs/report-schema.md) look: number formatting shared by report.md and
-the index, PNG plots (candidate frontier, latency histogram, training curves), and the markup of the
-offline multi-device HTML index (wave_deploy.reports gathers the data; this module only draws).
+"""PNG plots of a build report: the candidate frontier, the latency histogram and the training curves.
 
 Every plot is deterministic: a fixed figure size and dpi, matplotlib's built-in default style (the user's
 matplotlibrc does not leak in) and no Software/date metadata in the PNG, so the same report renders
@@ -11,10 +9,7 @@ the report lacks the data; ``plot_*(report, path)`` write the file atomically.
 
 from __future__ import annotations
 
-import base64
-import html
 import io
-import json
 from pathlib import Path
 
 from wave_deploy.errors import InvalidInputError
@@ -25,55 +20,6 @@ DPI = 110
 PNG_METADATA = {"Software": None}  # matplotlib writes its version here by default; PNGs get no date
 
 CHOSEN_COLOR, FEASIBLE_COLOR, REJECTED_COLOR, BUDGET_COLOR = "tab:red", "tab:blue", "0.75", "tab:red"
-BUDGET_ORDER = ("latency", "memory", "build_memory", "accuracy")
-
-
-# --- formatting shared by report.md and the index -------------------------------------------------
-
-
-def fmt_num(value, digits: int = 3, unit: str = "") -> str:
-    """A number with fixed decimals and an optional unit; an em dash for None."""
-    if value is None:
-        return "—"
-    return f"{value:.{digits}f}{' ' + unit if unit else ''}"
-
-
-def fmt_pct(value) -> str:
-    """A fraction in 0..1 as a percentage."""
-    return "—" if value is None else f"{100 * value:.2f} %"
-
-
-def fmt_bytes(n) -> str:
-    return "—" if n is None else f"{n / 2**20:.2f} MiB ({n:,} bytes)"
-
-
-def power_mode_text(mode) -> str:
-    if not mode:
-        return "not applicable (the profile has no power modes)"
-    if isinstance(mode, dict):
-        clocks = "on" if mode.get("jetson_clocks") else "off"
-        return f"nvpmodel {mode.get('nvpmodel_mode')}, jetson_clocks {clocks}"
-    return str(mode)
-
-
-def budget_rows(budgets: dict) -> list[tuple[str, str, str, str, str]]:
-    """(budget, limit, value, source, 'ok' | 'FAIL') per budget, in BUDGET_ORDER."""
-    rows = []
-    for name in [n for n in BUDGET_ORDER if budgets.get(n)] + sorted(set(budgets) - set(BUDGET_ORDER)):
-        b = budgets[name]
-        if not isinstance(b, dict):
-            continue
-        if "budget_ms" in b:
-            label = f"{name} ({b.get('percentile', '?')})"
-            limit, value = f"<= {b['budget_ms']:g} ms", fmt_num(b.get("value_ms"), 3, "ms")
-        elif "budget_mib" in b:
-            label, limit, value = name, f"<= {b['budget_mib']:g} MiB", fmt_num(b.get("value_mib"), 1, "MiB")
-        elif "min" in b:
-            label, limit, value = name, f">= {fmt_pct(b['min'])}", fmt_pct(b.get("value"))
-        else:
-            label, limit, value = name, "?", json.dumps(b, sort_keys=True)
-        rows.append((label, limit, value, str(b.get("source", "")), "ok" if b.get("ok") else "FAIL"))
-    return rows
 
 
 # --- PNG plots --------------------------------------------------------------------------------------------
@@ -256,103 +202,3 @@ def write_plots(plots_dir: str | Path, report: dict) -> dict[str, Path | None]:
         data = render(report)
         out[name] = None if data is None else write_bytes(Path(plots_dir) / f"{name}.png", data)
     return out
-
-
-# --- the HTML index page (reports.render_index gathers the data) ---------------------------------------
-
-INDEX_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#222;max-width:1500px}
-h1{font-size:1.5em} h2{font-size:1.2em;margin-top:0} .muted{color:#555;font-size:.9em}
-.scroll{overflow-x:auto} table{border-collapse:collapse;font-size:.88em;margin:8px 0 16px}
-th,td{border:1px solid #ddd;padding:4px 8px;text-align:right;white-space:nowrap}
-th{background:#f3f4f6;white-space:normal;vertical-align:bottom} .l{text-align:left}
-td.wrap{white-space:normal;min-width:10em;max-width:14em}
-.pass{color:#116b2f;font-weight:600} .fail{color:#b00020;font-weight:600}
-section{border:1px solid #ddd;border-radius:6px;padding:14px 16px;margin:18px 0}
-.plots{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:12px}
-figure{margin:0} figure img{width:100%;height:auto;border:1px solid #eee}
-figcaption{font-size:.8em;color:#555}
-"""
-INDEX_COLUMNS = (
-    *("profile", "verdict", "device", "spec", "params M", "predicted / budget ms", "local p50 ms"),
-    *("local p99 ms", "device p50 ms", "device p99 ms", "pred./device", "val acc"),
-)
-INDEX_NOTE = (
-    "Predicted latency is at the percentile and batch of each latency budget. Local figures were measured "
-    "on the build machine, not on the target; device figures come from a merged device_report.json; "
-    "pred./device = predicted / measured on the device, at the budget percentile."
-)
-
-
-def _td(value, cls: str = "") -> str:
-    attr = f' class="{cls}"' if cls else ""
-    return f"<td{attr}>{html.escape(str(value))}</td>"
-
-
-def _th(value, cls: str = "") -> str:
-    attr = f' class="{cls}"' if cls else ""
-    return f"<th{attr}>{html.escape(str(value))}</th>"
-
-
-def _summary_row(x: dict) -> str:
-    anchor = html.escape(f"dev-{x['profile']}", quote=True)
-    failed = f" ({', '.join(x['failed_budgets'])})" if x["failed_budgets"] else ""
-    cells = [f'<td class="l"><a href="#{anchor}">{html.escape(x["profile"])}</a></td>']
-    cells += [_td(x["verdict"].upper() + failed, f"l {x['verdict']}"), _td(x["device"] or "", "l wrap")]
-    cells += [_td(x["spec_name"], "l"), _td(fmt_num((x["params"] or 0) / 1e6, 3))]
-    budget = "—" if x["budget_ms"] is None else f"{x['budget_ms']:g}"
-    cells += [_td(f"{fmt_num(x['predicted_ms'])} / {budget} ({x['percentile']})")]
-    cells += [_td(fmt_num(x[k])) for k in ("local_p50_ms", "local_p99_ms", "device_p50_ms", "device_p99_ms")]
-    cells += [_td(fmt_num(x["predicted_over_measured"], 2)), _td(fmt_pct(x["val_acc"]))]
-    return "<tr>" + "".join(cells) + "</tr>"
-
-
-def _device_section(d: dict) -> list[str]:
-    x, verdict = d["row"], d["row"]["verdict"]
-    anchor = html.escape(f"dev-{x['profile']}", quote=True)
-    out = [
-        (
-            f'<section id="{anchor}"><h2>{html.escape(x["profile"])}: {html.escape(x["spec_name"])} '
-            f'<span class="{verdict}">{verdict.upper()}</span></h2>'
-        )
-    ]
-    link = (
-        f'<br><a href="{html.escape(d["report_md"], quote=True)}">report.md</a>' if d.get("report_md") else ""
-    )
-    out.append('<p class="muted">' + "<br>".join(html.escape(f) for f in d["facts"]) + link + "</p>")
-    head = _th("budget", "l") + _th("limit") + _th("value") + _th("source", "l") + _th("result")
-    out.append(f'<div class="scroll"><table><tr>{head}</tr>')
-    for label, limit, value, source, ok in budget_rows(d["budgets"]):
-        cells = _td(label, "l") + _td(limit) + _td(value) + _td(source, "l")
-        out.append(f"<tr>{cells}{_td(ok, 'pass' if ok == 'ok' else 'fail')}</tr>")
-    out.append('</table></div><div class="plots">')
-    for name, png in d["plots"].items():
-        if png:
-            uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-            alt = html.escape(f"{name} plot of {x['profile']}", quote=True)
-            out.append(f'<figure><img src="{uri}" alt="{alt}"><figcaption>{name}</figcaption></figure>')
-    return out + ["</div></section>"]
-
-
-def index_html(devices: list[dict]) -> str:
-    """A self-contained page: inline CSS, PNGs as data URIs, no scripts, no external references.
-
-    Each device: row (reports.index_row), facts (lines of text), budgets (report["budgets"]),
-    plots {name: PNG bytes | None}, report_md (a relative link, or None).
-    """
-    n_fail = sum(d["row"]["verdict"] == "fail" for d in devices)
-    head = "".join(_th(c, "l" if i < 4 else "") for i, c in enumerate(INDEX_COLUMNS))
-    page = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>wave-deploy report: {len(devices)} device(s)</title><style>{INDEX_CSS}</style></head><body>",
-        f"<h1>wave-deploy: {len(devices)} device(s), {len(devices) - n_fail} pass, {n_fail} fail</h1>",
-        f'<p class="muted">{html.escape(INDEX_NOTE)}</p>',
-        f'<div class="scroll"><table><tr>{head}</tr>',
-        *(_summary_row(d["row"]) for d in devices),
-        "</table></div>",
-    ]
-    for d in devices:
-        page += _device_section(d)
-    return "\n".join(page + ["</body></html>"]) + "\n"

@@ -1,0 +1,114 @@
+"""Reading and writing a device output directory's report files: report.json (validated through
+reports.schema on every read and write), report.md and plots/*.png.
+
+Fail closed: ``write_failure_report`` replaces whatever report a directory held with a failing one, so a
+run that fails never leaves an earlier run's PASS at a final path.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from wave_deploy import __version__
+from wave_deploy.errors import InvalidInputError, WaveDeployError
+from wave_deploy.fileio import write_json, write_text
+from wave_deploy.reports.markdown import render_failure_markdown, render_markdown
+from wave_deploy.reports.plots import PLOTS, write_plots
+from wave_deploy.reports.schema import SCHEMA_VERSION, Failure, dump, parse_build_report
+
+REPORT_JSON, REPORT_MD, PLOTS_DIR = "report.json", "report.md", "plots"
+
+
+def validate_report(report: object, where: str) -> dict[str, Any]:
+    """The report as a JSON-ready dict if it matches the BuildReport schema; else InvalidInputError."""
+    return dump(parse_build_report(report, where))
+
+
+def read_json(path: Path, what: str) -> object:
+    """A user-supplied JSON file (``what`` names it in errors); InvalidInputError if missing or unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidInputError(f"{path}: no {what} there") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise InvalidInputError(f"{path}: unreadable {what}: {exc}") from None
+
+
+def load_report(out_dir: str | Path) -> dict[str, Any]:
+    """report.json of one device output directory, validated."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise InvalidInputError(f"{out_dir}: not a directory (expected a device output directory)")
+    return validate_report(read_json(out_dir / REPORT_JSON, "report.json"), str(out_dir))
+
+
+def report_dirs(dirs: list[str | Path]) -> list[Path]:
+    """Device output directories: each DIR with a report.json, or a folder whose subfolders have one."""
+    found: list[Path] = []
+    for d in map(Path, dirs):
+        if not (d / REPORT_JSON).is_file() and d.is_dir():
+            children = sorted(c for c in d.iterdir() if (c / REPORT_JSON).is_file())
+            if children:
+                found.extend(children)
+                continue
+        found.append(d)  # load_report names it if it is not a device output directory
+    return found
+
+
+def write_report_files(out_dir: str | Path, report: dict[str, Any]) -> list[Path]:
+    """Write plots/<name>.png (those the report has data for), report.md and report.json into out_dir, each
+    atomically, report.json last; set report["artifacts"]["plots"] to match. Return the written paths."""
+    out_dir = Path(out_dir)
+    report = validate_report(report, str(out_dir))
+    plots = write_plots(out_dir / PLOTS_DIR, report)
+    _remove_stale_plots(out_dir, keep={name for name, path in plots.items() if path})
+    arts = report.setdefault("artifacts", {})
+    arts["plots"] = {name: (f"{PLOTS_DIR}/{name}.png" if path else None) for name, path in plots.items()}
+    arts["report_md"] = REPORT_MD
+    md = write_text(out_dir / REPORT_MD, render_markdown(report))
+    return [p for p in plots.values() if p] + [md, write_json(out_dir / REPORT_JSON, report)]
+
+
+def _remove_stale_plots(out_dir: Path, keep: set[str]) -> None:
+    for name in PLOTS:
+        if name not in keep:
+            (out_dir / PLOTS_DIR / f"{name}.png").unlink(missing_ok=True)
+
+
+def failure_of(stage: str, error: BaseException) -> Failure:
+    """The report's ``failure`` section for an error raised by ``stage``."""
+    if isinstance(error, WaveDeployError):
+        return Failure(stage=stage, exit_code=error.exit_code, error=type(error).__name__,
+                       message=error.one_line())  # fmt: skip
+    return Failure(stage=stage, exit_code=1, error=type(error).__name__, message=" ".join(str(error).split()))
+
+
+def write_failure_report(
+    out_dir: str | Path, profile: dict[str, Any], failure: Failure, *, only_if_present: bool = False
+) -> Path | None:
+    """Replace out_dir's report with a failing one (verdict fail, the failure, no stale sections or plots).
+
+    ``profile`` is report.json's profile section. With ``only_if_present`` nothing is created where no
+    report stood (an input error before any work): only an earlier report is neutralised.
+    """
+    out_dir = Path(out_dir)
+    if only_if_present and not (out_dir / REPORT_JSON).exists():
+        return None
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "build_report",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "wave_deploy": __version__,
+        "profile": profile,
+        "verdict": "fail",
+        "failed_budgets": [],
+        "failure": failure.model_dump(),
+        "artifacts": {"report_md": REPORT_MD, "plots": dict.fromkeys(PLOTS)},
+    }
+    report = validate_report(report, str(out_dir))
+    _remove_stale_plots(out_dir, keep=set())
+    write_text(out_dir / REPORT_MD, render_failure_markdown(report))
+    return write_json(out_dir / REPORT_JSON, report)

@@ -1,0 +1,148 @@
+"""The one place where a value is judged against a device's budgets.
+
+Selection judges every candidate on predicted values, report assembly judges the chosen model, and a merged
+device measurement re-judges the latency budget on the device's figure: all three call ``judge_budgets``,
+so a rejection reason, a report's budget table and its verdict can never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+BUDGET_ORDER = ("latency", "memory", "build_memory", "accuracy")
+PREDICTED = "predicted"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A profile's budgets (profiles.Budgets), or the limits a report recorded when it was judged."""
+
+    latency_ms: float
+    latency_percentile: str
+    latency_batch: int
+    memory_mib: float
+    build_memory_mib: float | None = None
+    min_accuracy: float | None = None
+
+    @classmethod
+    def of_profile(cls, budgets: Any) -> Limits:
+        """From a DeviceProfile's ``budgets`` section."""
+        return cls(
+            latency_ms=budgets.latency_ms,
+            latency_percentile=budgets.latency_percentile,
+            latency_batch=budgets.latency_batch,
+            memory_mib=budgets.memory_mib,
+            build_memory_mib=budgets.build_memory_mib,
+            min_accuracy=budgets.min_accuracy,
+        )
+
+    @classmethod
+    def of_report(cls, checks: Mapping[str, Any], batch: int) -> Limits:
+        """From report.json's ``budgets`` section (the limits travel with the values they judged)."""
+        lat, mem = checks["latency"], checks["memory"]
+        build, acc = checks.get("build_memory") or {}, checks.get("accuracy") or {}
+        return cls(
+            latency_ms=lat["budget_ms"],
+            latency_percentile=lat["percentile"],
+            latency_batch=lat.get("batch", batch),
+            memory_mib=mem["budget_mib"],
+            build_memory_mib=build.get("budget_mib"),
+            min_accuracy=acc.get("min"),
+        )
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The values to judge, each with where it came from. None: not known (that budget is not judged)."""
+
+    latency_ms: float
+    memory_mib: float
+    build_memory_mib: float | None = None
+    accuracy: float | None = None
+    latency_source: str = PREDICTED
+    memory_source: str = PREDICTED
+    build_memory_source: str = PREDICTED
+    accuracy_source: str = "validation split"
+
+
+@dataclass(frozen=True)
+class Judgement:
+    checks: dict[str, dict[str, Any] | None]  # report.json's "budgets" section, in BUDGET_ORDER
+    verdict: str  # "pass" | "fail"
+    failed: list[str]  # names of broken budgets, in BUDGET_ORDER
+    reasons: tuple[str, ...]  # one line per broken budget (selection's rejection reasons)
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == "pass"
+
+
+def judge_budgets(limits: Limits, observed: Observed) -> Judgement:
+    """Judge observed values against the limits: one check per budget, the verdict and the reasons."""
+    checks: dict[str, dict[str, Any] | None] = dict.fromkeys(BUDGET_ORDER)
+    reasons: list[str] = []
+    lat_ok = observed.latency_ms <= limits.latency_ms
+    checks["latency"] = {
+        "budget_ms": limits.latency_ms,
+        "percentile": limits.latency_percentile,
+        "batch": limits.latency_batch,
+        "value_ms": observed.latency_ms,
+        "source": observed.latency_source,
+        "ok": lat_ok,
+    }
+    if not lat_ok:
+        reasons.append(
+            f"latency {observed.latency_ms:.2f} ms > budget {limits.latency_ms:g} ms "
+            f"({limits.latency_percentile}, batch {limits.latency_batch})"
+        )
+    mem_ok = observed.memory_mib <= limits.memory_mib
+    checks["memory"] = {
+        "budget_mib": limits.memory_mib,
+        "value_mib": observed.memory_mib,
+        "source": observed.memory_source,
+        "ok": mem_ok,
+    }
+    if not mem_ok:
+        reasons.append(f"memory {observed.memory_mib:.0f} MiB > budget {limits.memory_mib:g} MiB")
+    if limits.build_memory_mib is not None and observed.build_memory_mib is not None:
+        ok = observed.build_memory_mib <= limits.build_memory_mib
+        checks["build_memory"] = {
+            "budget_mib": limits.build_memory_mib,
+            "value_mib": observed.build_memory_mib,
+            "source": observed.build_memory_source,
+            "ok": ok,
+        }
+        if not ok:
+            reasons.append(
+                f"build memory {observed.build_memory_mib:.0f} MiB > budget {limits.build_memory_mib:g} MiB"
+            )
+    if limits.min_accuracy is not None and observed.accuracy is not None:
+        ok = observed.accuracy >= limits.min_accuracy
+        checks["accuracy"] = {
+            "min": limits.min_accuracy,
+            "value": observed.accuracy,
+            "source": observed.accuracy_source,
+            "ok": ok,
+        }
+        if not ok:
+            reasons.append(f"accuracy {observed.accuracy:.3f} < minimum {limits.min_accuracy:g}")
+    failed = [name for name in BUDGET_ORDER if checks[name] is not None and not checks[name]["ok"]]
+    return Judgement(checks, "fail" if failed else "pass", failed, tuple(reasons))
+
+
+def observed_in(checks: Mapping[str, Any]) -> Observed:
+    """The values a report's ``budgets`` section was judged on, to judge again with one of them replaced."""
+    lat, mem = checks["latency"], checks["memory"]
+    build, acc = checks.get("build_memory") or {}, checks.get("accuracy") or {}
+    return Observed(
+        latency_ms=lat["value_ms"],
+        memory_mib=mem["value_mib"],
+        build_memory_mib=build.get("value_mib"),
+        accuracy=acc.get("value"),
+        latency_source=lat.get("source", PREDICTED),
+        memory_source=mem.get("source", PREDICTED),
+        build_memory_source=build.get("source", PREDICTED),
+        accuracy_source=acc.get("source", "validation split"),
+    )

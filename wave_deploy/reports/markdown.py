@@ -1,0 +1,222 @@
+"""report.md: a person-readable rendering of one device's report.json (a pure function of it)."""
+
+from __future__ import annotations
+
+from wave_deploy.reports.fmt import check_rows, fmt_bytes, fmt_num, fmt_pct, power_mode_text
+from wave_deploy.reports.schema import dump, parse_build_report
+
+STATS = ("p50", "p90", "p95", "p99", "mean", "min", "max")
+
+
+def _table(header: list[str], rows: list) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return out + [""]
+
+
+# --- report.md ------------------------------------------------------------------------------------------
+
+
+def _md_device(r: dict) -> list[str]:
+    p = r["profile"]
+    rows = [
+        ["device", f"{p.get('device_name', '?')} ({p.get('accelerator', '?')})"],
+        ["runtime, precision", f"{p.get('runtime', '?')}, {p.get('precision', '?')}"],
+        ["power mode (profile)", power_mode_text(p.get("power_mode"))],
+        ["input size the budgets were set for", f"{p.get('input_size_px', '?')} px"],
+        ["engine built on the device", "yes (bundle)" if p.get("engine_built_on_device") else "no"],
+    ]
+    if p.get("overrides"):  # reports written before --set existed have no such key
+        rows.append(["profile fields set for this build", ", ".join(f"`{o}`" for o in p["overrides"])])
+    return ["## Device", "", *_table(["", ""], rows)]
+
+
+def _md_verdict(r: dict) -> list[str]:
+    failed = ", ".join(r["failed_budgets"]) or "none"
+    head = ["## Budget verdict", "", f"**{r['verdict'].upper()}** (broken budgets: {failed})", ""]
+    return head + _table(["budget", "limit", "value", "source", "result"], check_rows(r["budgets"]))
+
+
+def _md_model(r: dict) -> list[str]:
+    spec, sel, costs, pred = r["spec"], r["selection"], r.get("costs") or {}, r["prediction"]
+    keys = (
+        "depth",
+        "embed_dim",
+        "num_heads",
+        "mlp_ratio",
+        "patch_size",
+        "img_size",
+        "in_chans",
+        "num_classes",
+    )
+    out = ["## Chosen model", "", f"`{r['spec_name']}`: " + ", ".join(f"{k} {spec.get(k)}" for k in keys), ""]
+    if costs:
+        out += [
+            (
+                f"{costs.get('params', 0) / 1e6:.3f} M parameters, {costs.get('flops', 0) / 1e9:.4f} GFLOPs "
+                f"({costs.get('macs', 0) / 1e9:.4f} GMACs) per image, "
+                f"{fmt_bytes(costs.get('weight_bytes'))} of weights."
+            ),
+            "",
+        ]
+    out += [
+        (
+            f"Why: the most **{sel.get('objective', '?')}** among the {sel.get('feasible', '?')} of "
+            f"{sel.get('candidates', '?')} candidate sizes that fit every budget (latency predicted by "
+            f"{pred.get('source', '?')}). The Pareto frontier (FLOPs vs predicted latency):"
+        ),
+        "",
+    ]
+    chosen, rows = sel.get("chosen") or {}, []
+    for c in sel.get("frontier") or []:
+        if all(c.get(k) == chosen.get(k) for k in ("depth", "embed_dim", "num_heads")):
+            status = "**chosen**"
+        else:
+            status = "fits" if c.get("feasible") else "; ".join(c.get("reasons", []))
+        gflops, mparams = fmt_num(c["flops"] / 1e9, 4), fmt_num(c["params"] / 1e6, 3)
+        row = [c["depth"], c["embed_dim"], c["num_heads"], gflops, mparams, fmt_num(c["latency_ms"])]
+        rows.append(row + [fmt_num(c.get("memory_mib"), 1), status])
+    pct = pred.get("percentile", "?")
+    header = ["depth", "embed_dim", "heads", "GFLOPs", "params M", f"pred. {pct} ms", "MiB", "status"]
+    return out + _table(header, rows)
+
+
+def _md_latency(r: dict) -> list[str]:
+    pred, budget = r["prediction"], r["budgets"].get("latency") or {}
+    local, device = r["measured"].get("local"), r["measured"].get("device")
+    pct = pred.get("percentile", "?")
+    limit = "none" if budget.get("budget_ms") is None else f"{budget['budget_ms']:g} ms"
+    out = [
+        "## Latency",
+        "",
+        (
+            f"Predicted {pct} at batch {pred.get('batch', '?')}: "
+            f"**{fmt_num(pred.get('latency_ms'), 3, 'ms')}** (source: {pred.get('source', '?')}); "
+            f"budget {limit}, judged on: {budget.get('source', '—')}."
+        ),
+        "",
+    ]
+    cols = [(n, b) for n, b in (("build machine (NOT the target)", local), ("on the device", device)) if b]
+    if not cols:
+        return out + ["No latency was measured.", ""]
+    rows = [[s] + [fmt_num(b.get(f"{s}_ms")) for _, b in cols] for s in STATS]
+    rows.append(["throughput (img/s)"] + [fmt_num(b.get("throughput_img_per_s"), 1) for _, b in cols])
+    out += _table(["ms"] + [n for n, _ in cols], rows)
+    for name, b in cols:
+        out.append(
+            f"- {name}: {b.get('what') or b.get('source', '')}; {b.get('runtime')} on {b.get('hardware')}, "
+            f"batch {b.get('batch')}, {b.get('iterations')} timed calls after {b.get('warmup')} warm-up "
+            f"({b.get('timed')}), threads {b.get('threads') or '—'}."
+        )
+    out.append("")
+    if device:
+        measured = device.get(f"{pct}_ms")
+        ratio = fmt_num(pred["latency_ms"] / measured, 2) if measured and pred.get("latency_ms") else "—"
+        mode = power_mode_text(device["power_mode"]) if device.get("power_mode") else "not reported"
+        out += [
+            (
+                f"Device run: power mode {mode}, precision {device.get('precision', '?')}, "
+                f"parity max abs error {device.get('parity_max_abs_err')}. "
+                f"Predicted / measured {pct}: {ratio}."
+            ),
+            "",
+        ]
+        out += [f"- note: {n}" for n in device.get("notes", [])] + ([""] if device.get("notes") else [])
+    return out
+
+
+def _md_memory_accuracy(r: dict) -> list[str]:
+    pred, acc, training = r["prediction"], r.get("accuracy") or {}, r.get("training") or {}
+    out = [
+        "## Memory",
+        "",
+        (
+            f"Predicted runtime memory {fmt_num(pred.get('memory_mib'), 1, 'MiB')}; engine build peak "
+            f"{fmt_num(pred.get('build_memory_mib'), 0, 'MiB')} (where the engine is built on the device)."
+        ),
+        "",
+        "## Accuracy",
+        "",
+    ]
+    rows = [
+        ["validation accuracy", f"{fmt_pct(acc.get('val_acc'))} on {acc.get('dataset', '?')}"],
+        ["at initialization (before training)", fmt_pct(acc.get("val_acc_at_init"))],
+        ["ONNX top-1 agreement with PyTorch", fmt_pct(acc.get("onnx_top1_agreement"))],
+    ]
+    out += _table(["", ""], rows) if acc else ["Accuracy was not measured.", ""]
+    rows = []
+    for name in ("scaler", "dense"):
+        phase = training.get(f"{name}_phase")
+        if phase:
+            last = (phase.get("curve") or [{}])[-1]
+            rows.append(
+                [name, phase.get("steps"), fmt_num(last.get("train_loss"), 4), fmt_pct(last.get("val_acc"))]
+            )
+    return out + (
+        _table(["training phase", "steps", "last train loss", "last val accuracy"], rows) if rows else []
+    )
+
+
+def _md_files(r: dict) -> list[str]:
+    parity, sizes, arts = r.get("parity") or {}, r.get("sizes") or {}, r.get("artifacts") or {}
+    out = [
+        "## Parity",
+        "",
+        f"ONNX fp32 vs PyTorch max abs error: {parity.get('onnx_fp32_max_abs_err', '—')}",
+        "",
+    ]
+    rows = []
+    for name, v in sorted((parity.get("variants") or {}).items()):
+        tol = ", ".join(f"{k} {t:g}" for k, t in sorted((v.get("tolerance") or {}).items()))
+        passed = {True: "ok", False: "FAIL"}.get(v.get("passed"), "—")
+        rows.append([name, v.get("method", "—"), v.get("max_abs_err", "—"), tol or "—",
+                     fmt_pct(v.get("top1_agreement")), passed])  # fmt: skip
+    if rows:
+        out += _table(
+            ["variant", "method", "max abs err vs fp32", "tolerance", "top-1 agreement", "parity"], rows
+        )
+    rows = [
+        ["checkpoint", fmt_bytes(sizes.get("checkpoint_bytes"))],
+        ["ONNX", fmt_bytes(sizes.get("onnx_bytes"))],
+        ["bundle", fmt_bytes(sizes.get("bundle_bytes"))],
+    ]
+    out += ["## Sizes", "", *_table(["file", "size"], rows)]
+    plots = {k: v for k, v in (arts.get("plots") or {}).items() if v}
+    out += ["## Plots", "", *(f"![{k}]({v})" for k, v in plots.items()), ""]
+    files = [f"- {k}: [{v}]({v})" for k, v in sorted(arts.items()) if v and not isinstance(v, dict)]
+    return out + ["## Artifacts", "", *files, "- report.json: [report.json](report.json)", ""]
+
+
+def _md_failure(r: dict) -> list[str]:
+    f = r.get("failure")
+    if not f:
+        return []
+    return [
+        f"**BUILD FAILED** at stage `{f['stage']}` (exit {f['exit_code']}, {f['error']}): {f['message']}",
+        "",
+    ]
+
+
+def render_markdown(report: dict) -> str:
+    """A person-readable report.md for one device build (a failed build gets render_failure_markdown)."""
+    r = dump(parse_build_report(report, "report"))
+    if r["spec"] is None:
+        return render_failure_markdown(r)
+    out = [f"# {r['profile']['name']}: {r['spec_name']} — {r['verdict'].upper()}", ""]
+    if r.get("created"):
+        out += [f"Built {r['created']}. {r['profile'].get('description', '')}", ""]
+    out += _md_failure(r)
+    for section in (_md_device, _md_verdict, _md_model, _md_latency, _md_memory_accuracy, _md_files):
+        out += section(r)
+    return "\n".join(out)
+
+
+def render_failure_markdown(report: dict) -> str:
+    """report.md of a build that failed before it had a model to report on."""
+    r = dump(parse_build_report(report, "report"))
+    out = [f"# {r['profile']['name']}: FAIL", ""]
+    if r.get("created"):
+        out += [f"Built {r['created']}. {r['profile'].get('description', '')}", ""]
+    out += _md_failure(r)
+    out += ["No model of this run passed its gates: earlier results in this directory are stale.", ""]
+    return "\n".join(out + _md_device(r))

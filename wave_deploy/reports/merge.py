@@ -1,0 +1,171 @@
+"""Merging the on-device kit's device_report.json (export/run_on_device.py) into a build's report.json.
+
+The device's measured latency replaces the prediction as what the latency budget is judged on (source
+"measured on device"), through the same ``judge_budgets`` as the build; verdict, report.md and plots are
+rewritten. The merged file is kept in the build directory (``device/device_report.json``) and the build's
+report stage merges it again, so a rebuild never drops a device measurement, and a fail stays a fail for as
+long as the measured model is the built one. A device report of another model (its sha256 differs from the
+one the bundle shipped) is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from wave_deploy.errors import InvalidInputError
+from wave_deploy.fileio import atomic_path, sha256_file
+from wave_deploy.reports.files import REPORT_JSON, load_report, read_json, write_report_files
+from wave_deploy.reports.judge import Limits, judge_budgets, observed_in
+from wave_deploy.reports.schema import DeviceReport, parse_device_report
+
+log = logging.getLogger(__name__)
+
+MEASURED_ON_DEVICE = "measured on device"  # budgets["latency"]["source"] once a device report is merged
+KEPT_DIR, KEPT_NAME = "device", "device_report.json"  # where a merged device report is kept in a build dir
+LATENCY_FIELDS = ("batch", "iterations", "warmup", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms",
+                  "min_ms", "max_ms", "throughput_img_per_s", "timed", "runtime", "hardware", "threads")  # fmt: skip
+
+
+def kept_device_report(out_dir: str | Path) -> Path:
+    return Path(out_dir) / KEPT_DIR / KEPT_NAME
+
+
+def _shipped_sha256(out_dir: Path, model_file: str) -> str | None:
+    """The sha256 the build recorded for the model file the kit ran: the bundle's plan.json, else the file."""
+    plan_path = out_dir / "bundle" / "plan.json"
+    if plan_path.is_file():
+        plan = read_json(plan_path, "bundle plan.json")
+        shas = plan.get("sha256") if isinstance(plan, dict) else None
+        return shas.get(model_file) if isinstance(shas, dict) else None
+    local = out_dir / model_file
+    return sha256_file(local) if Path(model_file).name == model_file and local.is_file() else None
+
+
+def load_device_report(path: str | Path, report: dict[str, Any], out_dir: str | Path) -> DeviceReport:
+    """The on-device kit's device_report.json, checked against the build report it is merged into."""
+    path, out_dir = Path(path), Path(out_dir)
+    dev = parse_device_report(read_json(path, "device_report.json"), str(path))
+    name, prof = report["profile"]["name"], report["profile"]
+    if report.get("failure") is not None:
+        raise InvalidInputError(f"{out_dir}: the build failed, so there is no built model to measure")
+    if dev.profile != name:
+        raise InvalidInputError(f"{path}: measured profile {dev.profile!r}, this build is for {name!r}")
+    if not dev.passed or dev.latency is None:
+        raise InvalidInputError(
+            f"{path}: the device run did not pass or has no latency "
+            f"({dev.error or 'no latency block'}); nothing to merge"
+        )
+    if dev.runtime != prof.get("runtime"):
+        raise InvalidInputError(
+            f"{path}: measured with {dev.runtime!r}, the profile's budgets are for "
+            f"{prof.get('runtime')!r}; rerun run_on_device.py without --runtime"
+        )
+    batch = report["prediction"].get("batch")
+    if batch is not None and dev.latency.batch != batch:
+        raise InvalidInputError(
+            f"{path}: measured at batch {dev.latency.batch}, the latency budget is for batch {batch}; "
+            f"rerun run_on_device.py with --batch {batch}"
+        )
+    if not dev.model_file or not dev.model_sha256:
+        raise InvalidInputError(
+            f"{path}: no model_file/model_sha256, so the measured model cannot be matched to this build; "
+            "rerun the bundle's run_on_device.py"
+        )
+    shipped = _shipped_sha256(out_dir, dev.model_file)
+    if shipped != dev.model_sha256:
+        raise InvalidInputError(
+            f"{path}: measured {dev.model_file} with sha256 {dev.model_sha256[:12]}…, but this build shipped "
+            f"{'no such file' if shipped is None else shipped[:12] + '…'}; measure this build's bundle"
+        )
+    return dev
+
+
+def apply_device_report(
+    report: dict[str, Any], dev: DeviceReport, device_report_sha256: str
+) -> dict[str, Any]:
+    """report with the device measurement recorded and every budget judged again (a new dict)."""
+    report = json.loads(json.dumps(report))
+    notes = []
+    want = report["profile"].get("power_mode") or {}
+    if want and want.get("nvpmodel_mode") and want["nvpmodel_mode"] not in str(dev.power_mode or ""):
+        notes.append(
+            f"the device reported power mode {dev.power_mode!r}; "
+            f"the profile assumes nvpmodel {want['nvpmodel_mode']}"
+        )
+    if dev.precision != report["profile"].get("precision"):
+        notes.append(f"measured {dev.precision}, the profile asks for {report['profile'].get('precision')}")
+    latency = dev.latency.model_dump()
+    report["measured"]["device"] = {
+        **{k: latency[k] for k in LATENCY_FIELDS},
+        "source": f"{KEPT_DIR}/{KEPT_NAME}",
+        "device_report_sha256": device_report_sha256,
+        "model_file": dev.model_file,
+        "model_sha256": dev.model_sha256,
+        "power_mode": dev.power_mode,
+        "runtime_version": dev.runtime_version,
+        "precision": dev.precision,
+        "parity_max_abs_err": (dev.parity or {}).get("max_abs_err"),
+        "accuracy": dev.accuracy,
+        "memory": dev.memory,
+        "notes": notes,
+    }
+    checks = report["budgets"]
+    predicted = checks["latency"].get("predicted_ms", report["prediction"].get("latency_ms"))
+    limits = Limits.of_report(checks, batch=report["prediction"].get("batch") or 1)
+    measured = latency[f"{limits.latency_percentile}_ms"]
+    observed = dataclasses.replace(
+        observed_in(checks), latency_ms=measured, latency_source=MEASURED_ON_DEVICE
+    )
+    judged = judge_budgets(limits, observed)
+    report["budgets"] = {**judged.checks}
+    report["budgets"]["latency"]["predicted_ms"] = predicted
+    report["verdict"], report["failed_budgets"] = judged.verdict, judged.failed
+    return report
+
+
+def merge_device_report(out_dir: str | Path, device_report_path: str | Path) -> dict[str, Any]:
+    """Record the device's measurement in out_dir/report.json, judge the budgets again, rewrite report.json/md
+    and plots, and keep the device report in out_dir/device/ so that rebuilds merge it again."""
+    out_dir, path = Path(out_dir), Path(device_report_path)
+    report = load_report(out_dir)
+    dev = load_device_report(path, report, out_dir)
+    kept = kept_device_report(out_dir)
+    if path.resolve() != kept.resolve():
+        with atomic_path(kept) as tmp:
+            shutil.copyfile(path, tmp)
+    merged = apply_device_report(report, dev, sha256_file(kept))
+    for note in merged["measured"]["device"]["notes"]:
+        log.warning("%s: %s", path, note)
+    write_report_files(out_dir, merged)
+    log.info("merged %s into %s: verdict %s", path, out_dir / REPORT_JSON, merged["verdict"])
+    return load_report(out_dir)
+
+
+def merge_kept(out_dir: str | Path, report: dict[str, Any]) -> dict[str, Any]:
+    """The report with the kept device report of out_dir merged again (the build's report stage calls this).
+
+    A kept report that no longer matches the build (a rebuilt model) is moved to device/stale/ and noted;
+    it speaks for a model that no longer exists.
+    """
+    out_dir, kept = Path(out_dir), kept_device_report(out_dir)
+    if not kept.is_file():
+        return report
+    try:
+        dev = load_device_report(kept, report, out_dir)
+    except InvalidInputError as exc:
+        stale = kept.parent / "stale"
+        stale.mkdir(exist_ok=True)
+        kept.replace(stale / KEPT_NAME)
+        log.warning("dropped the kept device measurement: %s", exc.one_line())
+        report = json.loads(json.dumps(report))
+        note = (
+            f"an earlier device measurement no longer matches this build and was moved to {KEPT_DIR}/stale/"
+        )
+        report.setdefault("selection", {}).setdefault("notes", []).append(note)
+        return report
+    return apply_device_report(report, dev, sha256_file(kept))

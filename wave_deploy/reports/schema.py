@@ -1,0 +1,259 @@
+"""Typed, versioned schemas of the files a build's verdict rests on: report.json and device_report.json.
+
+Both are pydantic models: every writer builds the model (so a malformed report cannot be written) and every
+reader validates through it (so a hand-edited or foreign file is exit 3, naming the file and the field).
+docs/report-schema.md is generated from these models (``schema_markdown``; a test keeps the two in step).
+The latency calibration file has its own model beside its reader and writer (wave_deploy.calibration).
+
+A report whose build failed keeps the same kind and version: ``failure`` says at which stage and why, the
+verdict is "fail", and the sections the failed stage never produced are null.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from wave_deploy.errors import InvalidInputError
+
+SCHEMA_VERSION = 2  # report.json; 2: failure section, null sections of a failed build, typed on read
+DEVICE_REPORT_SCHEMA_VERSION = 1  # device_report.json (written by export/run_on_device.py on the device)
+
+
+class _Open(BaseModel):
+    """A section whose named fields are typed; further keys are kept as they are (additive changes)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LatencyBlock(_Open):
+    """bench.stats.LatencyStats keys: what was timed, how, on what."""
+
+    batch: int
+    iterations: int
+    warmup: int
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    min_ms: float
+    max_ms: float
+    throughput_img_per_s: float
+    timed: str
+    runtime: str
+    hardware: str
+    threads: int | None = None
+
+
+class LatencyCheck(_Closed):
+    budget_ms: float
+    percentile: str
+    batch: int | None = None
+    value_ms: float
+    source: str
+    ok: bool
+    predicted_ms: float | None = None  # set by a merge: the prediction the device measurement replaced
+
+
+class MemoryCheck(_Closed):
+    budget_mib: float
+    value_mib: float
+    source: str = "predicted"
+    ok: bool
+
+
+class AccuracyCheck(_Closed):
+    min: float
+    value: float
+    source: str = "validation split"
+    ok: bool
+
+
+class BudgetChecks(_Closed):
+    latency: LatencyCheck
+    memory: MemoryCheck
+    build_memory: MemoryCheck | None = None
+    accuracy: AccuracyCheck | None = None
+
+
+class Failure(_Closed):
+    """Why a build did not produce a passing model: the stage, the exit code and the one-line message."""
+
+    stage: str
+    exit_code: int
+    error: str  # the error class, e.g. "NoFeasibleModelError"
+    message: str
+
+
+class ProfileSection(_Open):
+    name: str
+    description: str | None = None
+    device_name: str | None = None
+    accelerator: str | None = None
+    runtime: str | None = None
+    precision: str | None = None
+    engine_built_on_device: bool | None = None
+    input_size_px: int | None = None
+    power_mode: dict[str, Any] | None = None
+    overrides: list[str] = Field(default_factory=list)
+
+
+class DeviceMeasurement(LatencyBlock):
+    source: str
+    device_report_sha256: str
+    model_file: str | None = None
+    model_sha256: str | None = None
+    power_mode: Any = None
+    runtime_version: str | None = None
+    precision: str | None = None
+    parity_max_abs_err: float | None = None
+    accuracy: dict[str, Any] | None = None
+    memory: dict[str, Any] | None = None
+    notes: list[str] = Field(default_factory=list)
+
+
+class Measured(_Closed):
+    local: dict[str, Any] | None = None  # a LatencyBlock + "what"
+    device: DeviceMeasurement | None = None
+
+
+class BuildReport(_Closed):
+    """report.json of one device output directory."""
+
+    schema_version: Literal[2]
+    kind: Literal["build_report"]
+    created: str | None = None
+    wave_deploy: str | None = None
+    profile: ProfileSection
+    verdict: Literal["pass", "fail"]
+    failed_budgets: list[str]
+    failure: Failure | None = None
+    budgets: BudgetChecks | None = None
+    spec: dict[str, Any] | None = None
+    spec_name: str | None = None
+    costs: dict[str, Any] | None = None
+    selection: dict[str, Any] | None = None
+    prediction: dict[str, Any] | None = None
+    measured: Measured = Field(default_factory=Measured)
+    latency_samples_ms: list[float] = Field(default_factory=list)
+    accuracy: dict[str, Any] | None = None
+    training: dict[str, Any] | None = None
+    parity: dict[str, Any] | None = None
+    sizes: dict[str, Any] | None = None
+    artifacts: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BuildReport:
+        if self.failure is None and (self.budgets is None or self.spec is None or self.prediction is None):
+            raise ValueError("a report without a failure needs budgets, spec and prediction")
+        if self.failure is not None and self.verdict != "fail":
+            raise ValueError("a failed build's verdict must be 'fail'")
+        if self.failure is None and (self.verdict == "fail") != bool(self.failed_budgets):
+            raise ValueError("verdict must be 'fail' exactly when failed_budgets is not empty")
+        return self
+
+
+class DeviceReport(_Open):
+    """device_report.json, written on the device by the bundle's run_on_device.py (numpy only there)."""
+
+    schema_version: Literal[1]
+    kind: Literal["device_report"]
+    passed: bool
+    profile: str | None = None
+    runtime: str | None = None
+    runtime_version: str | None = None
+    precision: str | None = None
+    batch: int | None = None
+    model_file: str | None = None
+    model_sha256: str | None = None
+    latency: LatencyBlock | None = None
+    parity: dict[str, Any] | None = None
+    accuracy: dict[str, Any] | None = None
+    memory: dict[str, Any] | None = None
+    power_mode: Any = None
+    hardware: str | None = None
+    error: str | None = None
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    return f"{where}: {err['msg']}"
+
+
+def parse_build_report(data: object, where: str) -> BuildReport:
+    """A BuildReport from parsed JSON; InvalidInputError naming ``where`` and the first bad field."""
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"{where}: a report must be a JSON object")
+    if data.get("kind") != "build_report" or data.get("schema_version") != SCHEMA_VERSION:
+        raise InvalidInputError(
+            f"{where}: not a wave-deploy build report of schema_version {SCHEMA_VERSION} "
+            f"(kind={data.get('kind')!r}, schema_version={data.get('schema_version')!r})",
+            hint="rebuild it with this version of wave-deploy",
+        )
+    try:
+        return BuildReport.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInputError(f"{where}: invalid report.json: {_first_error(exc)}") from None
+
+
+def parse_device_report(data: object, where: str) -> DeviceReport:
+    """A DeviceReport from parsed JSON; InvalidInputError naming ``where`` and the first bad field."""
+    if not isinstance(data, dict) or data.get("kind") != "device_report":
+        raise InvalidInputError(
+            f"{where}: not a device report (kind 'device_report' written by run_on_device.py)"
+        )
+    if data.get("schema_version") != DEVICE_REPORT_SCHEMA_VERSION:
+        raise InvalidInputError(
+            f"{where}: schema_version {data.get('schema_version')!r}, expected {DEVICE_REPORT_SCHEMA_VERSION}"
+        )
+    try:
+        return DeviceReport.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInputError(f"{where}: invalid device report: {_first_error(exc)}") from None
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """JSON-ready dict of a model, keeping explicit nulls (readers see every section)."""
+    return model.model_dump(mode="json")
+
+
+SCHEMAS = {"report.json": BuildReport, "device_report.json": DeviceReport}
+
+
+def schema_markdown() -> str:
+    """docs/report-schema.md: the JSON Schema of every versioned file, generated from the models."""
+    from wave_deploy.calibration import CalibrationFile
+
+    files = {**SCHEMAS, "calibration file (wave-deploy calibrate)": CalibrationFile}
+    out = [
+        "# Schemas of report.json, device_report.json and the calibration file",
+        "",
+        "Generated from the pydantic models in `wave_deploy/reports/schema.py` and",
+        "`wave_deploy/calibration.py` by `python -m wave_deploy.reports.schema > docs/report-schema.md`",
+        "(tests/test_report_schema.py fails when this file and the models differ). Every reader validates",
+        "through the same models: a file that does not match is exit 3, naming the file and the first bad",
+        "field. See docs/reports.md for what the figures mean.",
+        "",
+        f"- report.json: schema_version {SCHEMA_VERSION}. A failed build keeps kind and version: `failure`",
+        '  names the stage, exit code and message, `verdict` is "fail", and sections the failed stage',
+        "  never produced are null.",
+        f"- device_report.json: schema_version {DEVICE_REPORT_SCHEMA_VERSION}, written on the device by",
+        "  the bundle's `run_on_device.py` (numpy only, no pydantic there).",
+        "",
+    ]
+    for name, model in files.items():
+        schema = json.dumps(model.model_json_schema(), indent=2, sort_keys=True)
+        out += [f"## {name}", "", "```json", schema, "```", ""]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(schema_markdown(), end="")
