@@ -58,7 +58,11 @@ def make_report(
     local = summarize(samples, batch=budgets.latency_batch, warmup=20, timed=TIMED_HOST_TO_HOST,
                       runtime="onnxruntime 1.20.0 [CPUExecutionProvider]",
                       hardware="Test CPU (2 logical cores)", threads=2).to_dict()  # fmt: skip
-    bench = {"stats": local, "what": "model.onnx on this build machine (not the target)", "samples_ms": samples}
+    bench = {
+        "stats": local,
+        "what": "model.onnx on this build machine (not the target)",
+        "samples_ms": samples,
+    }
     trained = {
         "val_acc": 0.9312,
         "val_acc_at_init": 0.4125,
@@ -135,5 +139,9 @@ def rejudge(report: dict) -> dict:
 
     checks = report["budgets"]
     judged = judge_budgets(Limits.of_report(checks, batch=1), observed_in(checks))
-    report["budgets"], report["verdict"], report["failed_budgets"] = judged.checks, judged.verdict, judged.failed
+    report["budgets"], report["verdict"], report["failed_budgets"] = (
+        judged.checks,
+        judged.verdict,
+        judged.failed,
+    )
     return report

@@ -1,0 +1,196 @@
+"""The release gate fails closed: a failed run never leaves a PASS at a final path, a merged device failure
+survives rebuilds, every profile of a multi-profile build is built, --json prints one object on every exit,
+a device report of another model is refused, and a wrong fold never becomes a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from _banks import mnist_bank_file
+from _report_data import make_device_report, write_build, write_device
+from click.testing import CliRunner
+
+from wave_deploy.cli.main import cli
+from wave_deploy.errors import (
+    EXIT_BUDGET_BROKEN,
+    EXIT_INVALID_INPUT,
+    EXIT_NO_FEASIBLE_MODEL,
+    EXIT_PARITY_FAILED,
+    InvalidInputError,
+)
+from wave_deploy.profiles import load_profile
+from wave_deploy.reports import load_report
+from wave_deploy.reports.merge import kept_device_report, merge_device_report
+
+FAST = ["--scaler-steps", "2", "--dense-steps", "2", "--batch-size", "32", "--bench-iterations", "5"]
+JETSON = "jetson-orin-nano-8gb"
+
+
+@pytest.fixture(scope="module")
+def bank_path(tmp_path_factory) -> Path:
+    return mnist_bank_file(tmp_path_factory.mktemp("bank"))
+
+
+@pytest.fixture(scope="module")
+def built(bank_path, tmp_path_factory) -> Path:
+    """One passing jetson build; tests copy it before changing anything."""
+    out = tmp_path_factory.mktemp("built")
+    result = _build(bank_path, out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _build(bank_path, out, *extra, profiles=("jetson",)):
+    args = ["build", "--templates", str(bank_path), "--out", str(out), "--json", *FAST, *extra]
+    for p in profiles:
+        args += ["--profile", p]
+    return CliRunner().invoke(cli, args)
+
+
+def _one_json(result) -> dict:
+    """stdout holds exactly one JSON object."""
+    obj, end = json.JSONDecoder().raw_decode(result.stdout)
+    assert result.stdout[end:].strip() == "", "more than one object on stdout"
+    return obj
+
+
+def _copy(built: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    shutil.copytree(built, out)
+    return out
+
+
+def _over_budget_device_report(dev: Path, path: Path) -> Path:
+    """A passing on-device run of this build's own model, 1.5x over the latency budget."""
+    report = load_report(dev)
+    plan = json.loads((dev / "bundle" / "plan.json").read_text())
+    precision = report["profile"]["precision"]
+    model_file = plan["models"][precision if precision in plan["models"] else "fp32"]  # as the kit picks
+    budget = report["budgets"]["latency"]["budget_ms"]
+    device = make_device_report(report, 1.5 * budget, model_file=model_file,
+                                model_sha256=plan["sha256"][model_file])  # fmt: skip
+    return write_device(path, device)
+
+
+def test_a_rebuild_keeps_a_merged_device_failure_and_exits_8(bank_path, built, tmp_path):
+    out = _copy(built, tmp_path)
+    dev = out / JETSON
+    merged = CliRunner().invoke(cli, ["report", str(dev), "--device-report",
+                                      str(_over_budget_device_report(dev, tmp_path / "d.json"))])  # fmt: skip
+    assert merged.exit_code == 0, merged.output
+    assert load_report(dev)["verdict"] == "fail"
+    again = _build(bank_path, out)
+    assert again.exit_code == EXIT_BUDGET_BROKEN, again.output
+    report = load_report(dev)
+    assert report["verdict"] == "fail" and report["failed_budgets"] == ["latency"]
+    assert report["budgets"]["latency"]["source"] == "measured on device"
+    assert report["measured"]["device"]["p99_ms"] == report["budgets"]["latency"]["value_ms"]
+    summary = _one_json(again)
+    assert summary["exit_code"] == EXIT_BUDGET_BROKEN and summary["devices"][0]["verdict"] == "fail"
+    stages = {s["name"]: s["reused"] for s in summary["devices"][0]["stages"]}
+    assert stages["train"] and stages["export"] and not stages["report"]  # only the report was redone
+
+
+def test_a_run_with_no_fit_replaces_the_earlier_pass_and_prints_one_json_object(bank_path, built, tmp_path):
+    out = _copy(built, tmp_path)
+    dev = out / JETSON
+    assert load_report(dev)["verdict"] == "pass"
+    result = _build(bank_path, out, "--set", "budgets.latency_ms=0.0001")
+    assert result.exit_code == EXIT_NO_FEASIBLE_MODEL, result.output
+    obj = _one_json(result)
+    assert obj["ok"] is False and obj["exit_code"] == EXIT_NO_FEASIBLE_MODEL
+    assert obj["devices"][0]["error"]["stage"] == "plan"
+    report = json.loads((dev / "report.json").read_text())
+    assert report["verdict"] == "fail" and report["failure"]["exit_code"] == EXIT_NO_FEASIBLE_MODEL
+    assert report["spec"] is None and report["budgets"] is None
+    md = (dev / "report.md").read_text()
+    assert "PASS" not in md and "BUILD FAILED" in md
+    assert not (dev / "plots").exists() or not any((dev / "plots").iterdir())
+
+
+def test_an_input_error_marks_the_earlier_report_failed_and_creates_nothing_new(bank_path, built, tmp_path):
+    out = _copy(built, tmp_path)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a bank")
+    result = _build(bad, out)
+    assert result.exit_code == EXIT_INVALID_INPUT
+    assert _one_json(result)["error"]["class"] == "InvalidInputError"
+    report = load_report(out / JETSON)
+    assert report["verdict"] == "fail" and report["failure"]["stage"] == "inputs"
+    fresh = tmp_path / "fresh"
+    assert _build(bad, fresh).exit_code == EXIT_INVALID_INPUT
+    assert not fresh.exists()
+
+
+def test_a_multi_profile_build_builds_every_profile_and_exits_with_the_most_severe_code(bank_path, tmp_path):
+    data = yaml.safe_load(Path(load_profile("x86-cpu").source_file).read_text())
+    data.update(name="x86-tight", aliases=[])
+    data["budgets"]["latency_ms"] = 1e-6
+    tight = tmp_path / "tight.yaml"
+    tight.write_text(yaml.safe_dump(data))
+    result = _build(bank_path, tmp_path / "out", profiles=(str(tight), "x86-cpu"))
+    assert result.exit_code == EXIT_NO_FEASIBLE_MODEL, result.output
+    devices = {d["profile"]: d for d in _one_json(result)["devices"]}
+    assert devices["x86-tight"]["exit_code"] == EXIT_NO_FEASIBLE_MODEL
+    assert devices["x86-cpu"]["exit_code"] == 0 and devices["x86-cpu"]["verdict"] == "pass"
+    assert load_report(tmp_path / "out" / "x86-cpu")["verdict"] == "pass"
+    assert load_report(tmp_path / "out" / "x86-tight")["failure"]["stage"] == "plan"
+    assert "x86-tight: exit 5" in result.stderr
+
+
+def test_the_merge_refuses_a_device_report_of_another_model(tmp_path):
+    out, report = write_build(tmp_path, "jetson")
+    before = (out / "report.json").read_bytes()
+    device = make_device_report(report, 1.0, model_sha256="0" * 64)
+    with pytest.raises(InvalidInputError, match="sha256") as info:
+        merge_device_report(out, write_device(tmp_path / "d.json", device))
+    assert info.value.exit_code == EXIT_INVALID_INPUT
+    assert (out / "report.json").read_bytes() == before and not kept_device_report(out).exists()
+    result = CliRunner().invoke(
+        cli, ["report", str(out), "--device-report", str(tmp_path / "d.json"), "--json"]
+    )
+    assert result.exit_code == EXIT_INVALID_INPUT
+    assert _one_json(result)["error"]["class"] == "InvalidInputError"
+
+
+def test_a_corrupted_fold_exits_7_and_writes_no_model(bank_path, tmp_path, monkeypatch):
+    from wave_deploy import folding
+
+    real_fold = folding.fold
+
+    def corrupted_fold(wave):
+        state, spec = real_fold(wave)
+        state["head.bias"] = state["head.bias"] + 1e-3  # a wrong fold: the models disagree
+        return state, spec
+
+    monkeypatch.setattr(folding, "fold", corrupted_fold)
+    init = CliRunner().invoke(cli, ["init", "--templates", str(bank_path), "--depth", "1", "--embed-dim",
+                                    "32", "--scaler-steps", "0", "--out", str(tmp_path / "init")])  # fmt: skip
+    assert init.exit_code == EXIT_PARITY_FAILED, init.output
+    assert "folded" in init.stderr and not (tmp_path / "init" / "model.safetensors").exists()
+    result = _build(bank_path, tmp_path / "out")
+    assert result.exit_code == EXIT_PARITY_FAILED, result.output
+    report = load_report(tmp_path / "out" / JETSON)
+    assert report["failure"]["stage"] == "train" and report["verdict"] == "fail"
+    assert not (tmp_path / "out" / JETSON / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["build", "--profile", "no-such-device"],
+        ["plan", "--profile", "jetson", "--set", "budgets.latency_ms=0.0001"],
+        ["profiles", "show", "no-such-device"],
+        ["templates", "info", "/no/such/bank.safetensors"],
+        ["build", "--profile", "jetson", "--seed", "not-a-number"],
+    ],
+)
+def test_json_mode_prints_one_error_object_on_every_failing_exit(args):
+    result = CliRunner().invoke(cli, [*args, "--json"])
+    assert result.exit_code not in (0, 1), result.output
+    obj = _one_json(result)
+    assert obj["ok"] is False and obj["exit_code"] == result.exit_code and obj["error"]["message"]
