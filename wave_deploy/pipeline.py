@@ -340,10 +340,10 @@ def _report(
     )
 
 
-def outcome(results: list[DeviceResult], fail_on_budget: bool = True) -> WaveDeployError | None:
+def outcome(results: list[DeviceResult], strict: bool = True) -> WaveDeployError | None:
     """The error a build exits with: the most severe of its profiles' (SEVERITY), naming every profile
-    that failed and why; None when every profile passed (or only budgets broke, with fail_on_budget off)."""
-    failed = [r for r in results if r.exit_code and (r.error is not None or fail_on_budget)]
+    that failed and why; None when every profile passed (or, with ``strict`` off, only budgets broke)."""
+    failed = [r for r in results if r.exit_code and (r.error is not None or strict)]
     if not failed:
         return None
     if len(results) == 1 and failed[0].error is not None:

@@ -21,12 +21,12 @@ def _wide_console():
     return out
 
 
-def _latency_budget(profile) -> str:
+def _latency_limit(profile) -> str:
     b = profile.budgets
     return f"{b.latency_ms:g} ms {b.latency_percentile} @ batch {b.latency_batch}"
 
 
-def _memory_budget(profile) -> str:
+def _memory_limit(profile) -> str:
     return f"{profile.budgets.memory_mib:g} MiB"
 
 
@@ -95,8 +95,8 @@ def list_cmd(as_json: bool) -> None:
             p.hardware.accelerator,
             p.software.runtime,
             p.runtime.precision,
-            _latency_budget(p),
-            _memory_budget(p),
+            _latency_limit(p),
+            _memory_limit(p),
         ]
         for p in found
     ]

@@ -29,11 +29,12 @@ def _fmt(value, digits: int = 3) -> str:
 )
 @click.option(
     "--fail-on-budget",
+    "gate",
     is_flag=True,
     help="Exit 8 when any device's verdict is fail (default: report only, exit 0).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the index data as one JSON object on stdout.")
-def report(dirs, html_out, device_report, fail_on_budget, as_json):
+def report(dirs, html_out, device_report, gate, as_json):
     """Summarize the device output directories DIR... (each holding a build's report.json; a folder whose
     subfolders hold them, such as artifacts/, stands for all of them).
 
@@ -85,5 +86,5 @@ def report(dirs, html_out, device_report, fail_on_budget, as_json):
         out.print(table("devices (local = build machine, not the target; ms)", columns, body))
         if html_out:
             out.print(f"index written to {html_out}")
-    if fail_on_budget and failed:
+    if gate and failed:
         raise BudgetBrokenError(f"budget verdict fail for {', '.join(failed)}")

@@ -32,11 +32,11 @@ def power_mode_text(mode) -> str:
     return str(mode)
 
 
-def check_rows(budgets: dict) -> list[tuple[str, str, str, str, str]]:
+def check_rows(checks: dict) -> list[tuple[str, str, str, str, str]]:
     """(budget, limit, value, source, 'ok' | 'FAIL') per budget check, in BUDGET_ORDER."""
     rows = []
-    for name in [n for n in BUDGET_ORDER if budgets.get(n)] + sorted(set(budgets) - set(BUDGET_ORDER)):
-        b = budgets[name]
+    for name in [n for n in BUDGET_ORDER if checks.get(n)] + sorted(set(checks) - set(BUDGET_ORDER)):
+        b = checks[name]
         if not isinstance(b, dict):
             continue
         if "budget_ms" in b:

@@ -27,15 +27,15 @@ class Limits:
     min_accuracy: float | None = None
 
     @classmethod
-    def of_profile(cls, budgets: Any) -> Limits:
+    def of_profile(cls, section: Any) -> Limits:
         """From a DeviceProfile's ``budgets`` section."""
         return cls(
-            latency_ms=budgets.latency_ms,
-            latency_percentile=budgets.latency_percentile,
-            latency_batch=budgets.latency_batch,
-            memory_mib=budgets.memory_mib,
-            build_memory_mib=budgets.build_memory_mib,
-            min_accuracy=budgets.min_accuracy,
+            latency_ms=section.latency_ms,
+            latency_percentile=section.latency_percentile,
+            latency_batch=section.latency_batch,
+            memory_mib=section.memory_mib,
+            build_memory_mib=section.build_memory_mib,
+            min_accuracy=section.min_accuracy,
         )
 
     @classmethod

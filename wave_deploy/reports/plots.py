@@ -117,43 +117,43 @@ def _phase_points(phase: dict | None, offset: int, key: str) -> tuple[list[int],
 
 
 def _draw_training(fig, report: dict) -> bool:
+    """Two panels: validation accuracy over both phases, starting from the accuracy at initialization;
+    and each phase's training loss on its own axis (the scaler phase minimizes a distillation loss, the
+    dense phase cross-entropy: two different quantities, never drawn on one scale)."""
     training = report.get("training") or {}
     scaler, dense = training.get("scaler_phase"), training.get("dense_phase")
     if not any((p or {}).get("curve") for p in (scaler, dense)):
         return False
     # steps count within a phase; the dense phase is drawn after the scaler phase
     offset = int((scaler or {}).get("steps") or 0)
-    ax_loss = fig.add_subplot(1, 1, 1)
-    ax_acc = ax_loss.twinx()
-    for phase, off, name, color in (
-        (scaler, 0, "scalers", "tab:purple"),
-        (dense, offset, "dense", "tab:green"),
-    ):
-        x, y = _phase_points(phase, off, "train_loss")
-        if x:
-            ax_loss.plot(x, y, color=color, lw=1.0, label=f"train loss ({name})")
+    ax_acc, ax_loss = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    phases = ((scaler, 0, "scaler phase", "tab:purple"), (dense, offset, "dense phase", "tab:green"))
+    at_init = (report.get("accuracy") or {}).get("val_acc_at_init")
+    if at_init is not None:
+        ax_acc.scatter([0], [100 * at_init], marker="s", s=28, color="black", zorder=3, label="at init")
+    for phase, off, name, color in phases:
         x, y = _phase_points(phase, off, "val_acc")
         if x:
-            ax_acc.plot(x, [100 * v for v in y], color=color, lw=1.4, ls="--", marker="o", ms=3,
-                        label=f"val accuracy ({name})")  # fmt: skip
+            ax_acc.plot(x, [100 * v for v in y], color=color, lw=1.4, marker="o", ms=3, label=name)
+    ax_acc.set_xlabel("step (scaler, then dense)")
+    ax_acc.set_ylabel("validation accuracy (%)")
+    ax_acc.legend(fontsize=7, loc="lower right")
+    ax_twin = ax_loss.twinx() if scaler and dense else None
+    for (phase, off, name, color), ax in zip(phases, (ax_loss, ax_twin or ax_loss)):
+        x, y = _phase_points(phase, off, "train_loss")
+        if x:
+            what = "distillation loss" if phase is scaler else "cross-entropy"
+            ax.plot(x, y, color=color, lw=1.0)
+            ax.set_ylabel(f"{name}: {what}", color=color, fontsize=8)
     if scaler and dense and offset:
-        ax_loss.axvline(offset, color="0.5", ls=":", lw=1)
-    ax_loss.set_xlabel("step (scaler phase, then dense phase)")
-    ax_loss.set_ylabel("train loss")
-    ax_acc.set_ylabel("val accuracy (%)")
-    ax_loss.grid(True, lw=0.3, alpha=0.6)
-    handles = ax_loss.get_legend_handles_labels()
-    more = ax_acc.get_legend_handles_labels()
-    ax_loss.legend(
-        handles[0] + more[0],
-        handles[1] + more[1],
-        fontsize=7,
-        ncol=2,
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.16),
-    )  # below the axes: covers no curve
+        for ax in (ax_acc, ax_loss):
+            ax.axvline(offset, color="0.5", ls=":", lw=1)
+    ax_loss.set_xlabel("step (scaler, then dense)")
+    for ax in (ax_acc, ax_loss):
+        ax.grid(True, lw=0.3, alpha=0.6)
     acc = (report.get("accuracy") or {}).get("dataset", "")
-    ax_loss.set_title(f"training ({acc})" if acc else "training", fontsize=9)
+    ax_acc.set_title(f"validation accuracy ({acc})" if acc else "validation accuracy", fontsize=8)
+    ax_loss.set_title("training loss, each phase on its own axis", fontsize=8)
     return True
 
 
