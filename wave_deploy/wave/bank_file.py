@@ -51,6 +51,7 @@ FLOAT_DTYPES = {
 }
 CORRUPT_HINT = "rebuild it with `wave-deploy templates build`, or use the bank shipped with wave-deploy"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_JSON_TOKENS = re.compile(r'\\.|["\[\]{}]', re.DOTALL)
 
 
 def default_bank_path() -> Path:
@@ -341,7 +342,10 @@ def _read_header(path: Path, shown: str) -> tuple[dict[str, Any], int, int]:
                 unreadable(f"the file has {size} bytes, fewer than the 8-byte header length")
             (n,) = struct.unpack("<Q", prefix)
             if n < 2 or n > MAX_HEADER_BYTES or n > size - 8:
-                unreadable(f"header length {n} is outside 2..{min(MAX_HEADER_BYTES, max(size - 8, 0))}")
+                unreadable(
+                    f"its first 8 bytes give a header length of {n}, which does not fit a file of {size} bytes "
+                    f"(a bank header is 2..{MAX_HEADER_BYTES} bytes)"
+                )
             raw = fh.read(n)
     except OSError as exc:
         raise InvalidInputError(f"cannot read template bank {shown}: {exc.strerror or exc}") from exc
@@ -357,12 +361,17 @@ def _parse_json(text: str, fail, what: str = "bank metadata") -> dict[str, Any]:
     """A JSON object, its nesting checked before parsing (never a RecursionError)."""
     if len(text) > MAX_HEADER_BYTES:
         fail(f"{what} is {len(text)} characters, over the limit of {MAX_HEADER_BYTES}")
-    depth = deepest = 0
-    for bracket in re.findall(r"[\[\]{}]", re.sub(r'"(?:[^"\\]|\\.)*"', "", text, flags=re.DOTALL)):
-        depth += 1 if bracket in "[{" else -1
-        deepest = max(deepest, depth)
-        if deepest > MAX_JSON_DEPTH:
-            fail(f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
+    depth, in_string = 0, False
+    for match in _JSON_TOKENS.finditer(text):  # one linear pass; escapes are consumed as pairs
+        token = match.group()
+        if token == '"':
+            in_string = not in_string
+        elif not in_string and token in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                fail(f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
+        elif not in_string and token in "]}":
+            depth -= 1
     try:
         value = json.loads(text)
     except (ValueError, RecursionError) as exc:  # ValueError: bad JSON, or an integer of > 4300 digits
@@ -382,7 +391,7 @@ def _layout(header: dict[str, Any], data_start: int, size: int, fail) -> dict[st
         if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
             fail(f"tensor {shown}: the header entry must be an object with dtype, shape and data_offsets")
         dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        if dtype not in FLOAT_DTYPES:
+        if not isinstance(dtype, str) or dtype not in FLOAT_DTYPES:
             fail(
                 f"tensor {shown} has dtype {escape_control(dtype)[:20]}; bank tensors are F16, BF16, F32 or F64"
             )
