@@ -20,7 +20,8 @@ import os
 import numpy as np
 from safetensors.numpy import save_file
 
-from wave_deploy.wave.bank_file import METADATA_KEY, inspect_bank, portable_provenance
+from wave_deploy.wave.bank_file import METADATA_KEY, inspect_bank
+from wave_deploy.wave.provenance import portable_provenance
 
 
 def tensor_hashes(path) -> dict[str, str]:

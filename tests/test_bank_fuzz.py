@@ -30,8 +30,9 @@ from click.testing import CliRunner
 from wave_deploy.cli.main import cli
 from wave_deploy.errors import EXIT_INVALID_INPUT, InvalidInputError
 from wave_deploy.wave.bank import TemplateBank
-from wave_deploy.wave.bank_file import MAX_HEADER_BYTES, escape_control, inspect_bank
+from wave_deploy.wave.bank_file import MAX_HEADER_BYTES, inspect_bank
 from wave_deploy.wave.model import WaveViT
+from wave_deploy.wave.provenance import escape_control
 
 SEED = 13
 CASE_LIMIT_S = 10  # per mutant: a hang detector, far above the few milliseconds a load takes

@@ -18,15 +18,9 @@ from click.testing import CliRunner
 from wave_deploy.cli.main import cli
 from wave_deploy.errors import EXIT_INVALID_INPUT, InvalidInputError
 from wave_deploy.wave.bank import TemplateBank, default_bank_path
-from wave_deploy.wave.bank_file import (
-    MAX_JSON_DEPTH,
-    escape_control,
-    inspect_bank,
-    portable_command,
-    portable_path,
-    portable_provenance,
-)
+from wave_deploy.wave.bank_file import MAX_JSON_DEPTH, inspect_bank
 from wave_deploy.wave.geometry import MAX_SIZES, BankGeometry
+from wave_deploy.wave.provenance import escape_control, portable_command, portable_path, portable_provenance
 
 # sha256 of the sorted "name sha256(tensor bytes)" lines of the shipped bank: the tensors stage 1 trained.
 # Rewriting the bank's provenance (scripts/rewrite_bank_provenance.py) must leave this unchanged.

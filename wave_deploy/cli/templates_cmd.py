@@ -24,7 +24,8 @@ def info(bank: str, as_json: bool) -> None:
     (header and metadata limits, schema version, shape, sha256 and finite values of every tensor) without
     importing torch; an invalid bank exits with code 3. Control characters in bank text are escaped.
     """
-    from wave_deploy.wave.bank_file import escape_control, file_summary, inspect_bank
+    from wave_deploy.wave.bank_file import file_summary, inspect_bank
+    from wave_deploy.wave.provenance import escape_control
 
     data = {**file_summary(bank), **inspect_bank(bank).info()}
     if as_json:

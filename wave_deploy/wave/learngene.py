@@ -27,10 +27,10 @@ from wave_deploy.fileio import sha256_file
 from wave_deploy.spec import ViTSpec
 from wave_deploy.training import TrainConfig, distillation_loss, evaluate, train
 from wave_deploy.wave.bank import TemplateBank
-from wave_deploy.wave.bank_file import portable_command, portable_path, portable_provenance
 from wave_deploy.wave.geometry import BankGeometry
 from wave_deploy.wave.init import SlicedModel, Subnet, distill_loss_fn
 from wave_deploy.wave.model import WaveViT
+from wave_deploy.wave.provenance import portable_command, portable_path, portable_provenance
 
 log = logging.getLogger(__name__)
 
