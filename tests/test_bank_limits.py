@@ -159,7 +159,8 @@ def test_a_list_where_an_object_belongs_is_exit_3_in_info_and_init(good, tmp_pat
         ({"num_classes": 7}, "aux scalers: expected kinds"),  # then the aux model has no templated head
         ({"max_embed_dim": 16}, "exceeds the bank's max_embed_dim"),  # the aux model is 32 wide
         ({"max_depth": 1}, "exceeds the bank's max_depth"),  # the aux model is 2 deep
-        ({"mlp_ratio": float("nan")}, "mlp_ratio must be a number"),
+        ({"mlp_ratio": 1e300}, "mlp_ratio must be a number"),
+        ({"mlp_ratio": float("nan")}, "NaN is not a JSON number"),
         ({"head_dim": 10**30}, "head_dim must be an integer in"),
         ({"max_depth": 1024, "max_embed_dim": 16 * 1024}, "more sizes than a bank serves"),
     ],
@@ -332,3 +333,25 @@ def test_loaded_tensors_equal_the_saved_ones_bit_for_bit(tmp_path):
     loaded = TemplateBank.load(bank.save(tmp_path / "b.safetensors"))
     for kind, t in bank.templates.items():
         assert loaded.templates[kind].dtype == t.dtype and torch.equal(loaded.templates[kind], t)
+
+
+def test_bank_metadata_is_strict_json_both_ways(good, tmp_path):
+    bank = random_bank()
+    bank.provenance = {"loss": float("nan")}
+    with pytest.raises(InvalidInputError, match="not JSON-serializable"):
+        bank.save(tmp_path / "nan_provenance.safetensors")
+    header, area = split(good)
+    text = json.dumps(meta_of(header))[:-1] + ', "x": Infinity}'  # Python's json would accept it
+    path = write(tmp_path, "b.safetensors", join(with_meta(header, text), area))
+    with pytest.raises(InvalidInputError, match="Infinity is not a JSON number"):
+        inspect_bank(path)
+
+
+def test_a_file_larger_than_any_bank_is_refused_before_reading(good, tmp_path):
+    from wave_deploy.wave.bank_file import MAX_FILE_BYTES
+
+    path = write(tmp_path, "big.safetensors", good)
+    with open(path, "r+b") as fh:
+        fh.truncate(MAX_FILE_BYTES + 1)  # sparse: no disk space used
+    with pytest.raises(InvalidInputError, match="more than a template bank may hold"):
+        TemplateBank.load(path)

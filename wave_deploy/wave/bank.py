@@ -104,7 +104,7 @@ class TemplateBank:
         final = _resolve(path)
         tensors = self.tensors()
         try:
-            header = json.dumps(self.metadata(tensors), sort_keys=True)
+            header = json.dumps(self.metadata(tensors), sort_keys=True, allow_nan=False)  # strict JSON
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"bank provenance is not JSON-serializable: {exc}") from exc
         with atomic_path(final) as tmp:

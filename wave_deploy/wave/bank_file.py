@@ -41,6 +41,9 @@ DEFAULT_FILENAME = "bank.safetensors"
 MAX_HEADER_BYTES = 1 << 20  # the whole safetensors JSON header, bank metadata included (shipped bank: 11 KB)
 MAX_JSON_DEPTH = 32  # nesting of the bank metadata JSON (shipped bank: 4)
 MAX_TENSORS = 256  # a bank has 2 x 20 tensors at most
+MAX_FILE_BYTES = (
+    2 << 30
+)  # 2 GiB; a bank of ViT-B size holds a few MB. Reading a bank holds it in memory once.
 MAX_NDIM = 8
 # safetensors dtype -> (bytes per element, exponent mask of the raw little-endian integer, its numpy type)
 FLOAT_DTYPES = {
@@ -130,7 +133,10 @@ def open_bank(path: str | Path) -> BankFile:
     final = resolve(path)
     shown = escape_control(final)
     if not final.is_file():
-        raise InvalidInputError(f"template bank not found: {shown}")
+        raise InvalidInputError(
+            f"template bank not found: {shown}",
+            hint="give a .safetensors bank file, or a directory holding bank.safetensors",
+        )
     header, data_start, size = _read_header(final, shown)
 
     def fail(what: str) -> None:
@@ -139,7 +145,8 @@ def open_bank(path: str | Path) -> BankFile:
     extra = header.pop("__metadata__", None)
     if not isinstance(extra, dict) or not isinstance(extra.get(METADATA_KEY), str):
         raise InvalidInputError(
-            f"{shown} is a safetensors file but not a wave-deploy template bank (no {METADATA_KEY} header)"
+            f"{shown} is a safetensors file but not a wave-deploy template bank (no {METADATA_KEY} header)",
+            hint="banks are written by `wave-deploy templates build`",
         )
     entries = _layout(header, data_start, size, lambda what: _unreadable(shown, what))
     meta = _parse_json(extra[METADATA_KEY], fail)
@@ -289,6 +296,8 @@ def _read_header(path: Path, shown: str) -> tuple[dict[str, Any], int, int]:
     try:
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
+            if size > MAX_FILE_BYTES:
+                unreadable(f"it has {size} bytes, more than a template bank may hold ({MAX_FILE_BYTES})")
             prefix = fh.read(8)
             if len(prefix) < 8:
                 unreadable(f"the file has {size} bytes, fewer than the 8-byte header length")
@@ -325,12 +334,16 @@ def _parse_json(text: str, fail, what: str = "bank metadata") -> dict[str, Any]:
         elif not in_string and token in "]}":
             depth -= 1
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:  # ValueError: bad JSON, or an integer of > 4300 digits
         fail(f"{what} is not valid JSON: {escape_control(exc)}")
     if not isinstance(value, dict):
         fail(f"{what} must be a JSON object, got {type(value).__name__}")
     return value
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _layout(header: dict[str, Any], data_start: int, size: int, fail) -> dict[str, TensorEntry]:
