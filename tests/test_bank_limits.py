@@ -355,3 +355,12 @@ def test_a_file_larger_than_any_bank_is_refused_before_reading(good, tmp_path):
         fh.truncate(MAX_FILE_BYTES + 1)  # sparse: no disk space used
     with pytest.raises(InvalidInputError, match="more than a template bank may hold"):
         TemplateBank.load(path)
+
+
+@pytest.mark.parametrize("name", ["a" * 5000 + ".safetensors", "dir/"])
+def test_templates_info_on_a_path_that_cannot_be_a_bank_exits_3(tmp_path, name):
+    result = CliRunner().invoke(cli, ["templates", "info", str(tmp_path / name)])
+    assert result.exit_code == EXIT_INVALID_INPUT and result.stderr.startswith(
+        "error: template bank not found"
+    )
+    assert len(result.stderr.splitlines()) == 1

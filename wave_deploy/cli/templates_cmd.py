@@ -27,7 +27,8 @@ def info(bank: str, as_json: bool) -> None:
     from wave_deploy.wave.bank_file import file_summary, inspect_bank
     from wave_deploy.wave.provenance import escape_control
 
-    data = {**file_summary(bank), **inspect_bank(bank).info()}
+    checked = inspect_bank(bank)  # first: every problem with the file is exit 3 with one line
+    data = {**file_summary(bank), **checked.info()}
     if as_json:
         print_json(data)  # json escapes every control character
         return

@@ -132,7 +132,11 @@ def open_bank(path: str | Path) -> BankFile:
     """Parse and check a bank's header, metadata and tensor layout (no tensor bytes are read)."""
     final = resolve(path)
     shown = escape_control(final)
-    if not final.is_file():
+    try:
+        found = final.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        found = False
+    if not found:
         raise InvalidInputError(
             f"template bank not found: {shown}",
             hint="give a .safetensors bank file, or a directory holding bank.safetensors",
