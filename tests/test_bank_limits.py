@@ -134,6 +134,8 @@ def test_deeply_nested_metadata_is_exit_3_not_recursion_error(good, tmp_path):
         (lambda m: m["geometry"].update(templates=[1, 2]), "templates must map each kind"),
         (lambda m: m.update(provenance=["a"]), "provenance must be a JSON object"),
         (lambda m: m["provenance"].update(data=["x"]), "provenance.data must be an object"),
+        (lambda m: m["provenance"].update(data=None), "provenance.data must be an object"),
+        (lambda m: m["provenance"]["data"].update(class_names=None), "provenance.data must be an object"),
         (lambda m: m.update(aux_spec=[6, 128]), "aux_spec must have exactly the fields"),
         (lambda m: m.update(sha256=[]), "sha256 list does not match"),
     ],

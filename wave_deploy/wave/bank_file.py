@@ -180,7 +180,7 @@ def open_bank(path: str | Path) -> BankFile:
     if not isinstance(provenance, dict):
         fail(f"provenance must be a JSON object, got {type(provenance).__name__}")
     data = provenance.get("data")
-    if data is not None and (
+    if "data" in provenance and (  # init reads provenance.data.class_names to recognise the bank's task
         not isinstance(data, dict)
         or not isinstance(data.get("class_names", []), list)
         or not all(isinstance(c, str) for c in data.get("class_names", []))
