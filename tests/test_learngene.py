@@ -14,6 +14,7 @@ from PIL import Image
 
 from wave_deploy.baselines import random_init
 from wave_deploy.cli.main import cli
+from wave_deploy.fileio import sha256_file
 from wave_deploy.folding import save_folded
 from wave_deploy.spec import ViTSpec
 from wave_deploy.wave.bank import TemplateBank
@@ -106,7 +107,9 @@ def test_templates_build_writes_a_verified_bank_with_provenance(tiny_data, teach
     assert summary["steps"] == 6 and set(summary["accuracies"]) >= {"teacher", "aux"}
     bank = TemplateBank.load(out)
     prov = bank.provenance
-    assert prov["ancestry"]["checkpoint"] == str(teacher_ckpt)
+    # provenance holds no absolute path (issue 13): the file name here (not under the working directory)
+    assert prov["ancestry"]["checkpoint"] == teacher_ckpt.name
+    assert prov["ancestry"]["checkpoint_sha256"] == sha256_file(teacher_ckpt)
     assert prov["data"]["num_classes"] == 3 and prov["schedule"]["steps_run"] == 6
     assert (bank.aux_spec.depth, bank.aux_spec.embed_dim) == (2, 16)
     info = CliRunner().invoke(cli, ["templates", "info", str(out), "--json"])

@@ -36,50 +36,6 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def _plot(selection, profile, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from wave_deploy.fileio import atomic_path
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for feasible, color, label in ((True, "tab:blue", "fits"), (False, "tab:gray", "rejected")):
-        pts = [c for c in selection.candidates if c.feasible is feasible]
-        ax.scatter(
-            [c.latency_at_budget_ms for c in pts], [c.flops / 1e9 for c in pts], s=12, c=color, label=label
-        )
-    front = selection.frontier
-    ax.plot(
-        [c.latency_at_budget_ms for c in front],
-        [c.flops / 1e9 for c in front],
-        c="tab:orange",
-        lw=1,
-        label="frontier",
-    )
-    chosen = selection.chosen
-    ax.scatter(
-        [chosen.latency_at_budget_ms],
-        [chosen.flops / 1e9],
-        s=80,
-        marker="*",
-        c="tab:red",
-        label=chosen.spec.name,
-    )
-    ax.axvline(profile.budgets.latency_ms, ls="--", c="tab:red", lw=1)
-    ax.set_xlabel(
-        f"predicted latency {profile.budgets.latency_percentile} (ms, batch {profile.budgets.latency_batch})"
-    )
-    ax.set_ylabel("GFLOPs per image")
-    ax.set_title(f"{profile.name}: {selection.latency_source}", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-
-
 @click.command("plan")
 @click.option("--profile", "profile_name", required=True, help="Profile name, alias or YAML path.")
 @profile_set_option
@@ -126,10 +82,10 @@ def plan(profile_name, overrides, spec_text, calibration, objective, plot, bank_
     from wave_deploy.profiles import apply_overrides, load_profile
     from wave_deploy.selection import SearchSpace, evaluate, select
     from wave_deploy.spec import macs
-    from wave_deploy.wave.bank import TemplateBank, default_bank_path
+    from wave_deploy.wave.bank_file import default_bank_path, inspect_bank
 
     profile = apply_overrides(load_profile(profile_name), overrides)
-    space = SearchSpace.from_bank(TemplateBank.load(bank_path or default_bank_path()).geometry)
+    space = SearchSpace.from_bank(inspect_bank(bank_path or default_bank_path()).geometry)
     cal = load_calibration(calibration) if calibration else None
     if spec_text is not None:
         if plot:
@@ -174,7 +130,9 @@ def plan(profile_name, overrides, spec_text, calibration, objective, plot, bank_
 
     selection = select(profile, space, objective=objective, calibration=cal)
     if plot:
-        _plot(selection, profile, plot)
+        from wave_deploy.frontier_plot import plot_frontier
+
+        plot_frontier(selection, profile, plot)
     if as_json:
         print_json({**selection.to_dict(), "search_space": space.to_dict(), "plot": plot})
         return

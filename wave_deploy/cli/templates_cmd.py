@@ -21,18 +21,20 @@ def info(bank: str, as_json: bool) -> None:
     """Show a bank's geometry, template and auxiliary-scaler counts and bytes, and provenance.
 
     BANK is a .safetensors bank file or a directory holding bank.safetensors. The bank is fully verified
-    (schema version, sha256 and shape of every tensor); an invalid bank exits with code 3.
+    (header and metadata limits, schema version, shape, sha256 and finite values of every tensor) without
+    importing torch; an invalid bank exits with code 3. Control characters in bank text are escaped.
     """
-    from wave_deploy.wave.bank import TemplateBank, file_summary
+    from wave_deploy.wave.bank_file import file_summary, inspect_bank
+    from wave_deploy.wave.provenance import escape_control
 
-    loaded = TemplateBank.load(bank)
-    data = {**file_summary(bank), **loaded.info()}
+    checked = inspect_bank(bank)  # first: every problem with the file is exit 3 with one line
+    data = {**file_summary(bank), **checked.info()}
     if as_json:
-        print_json(data)
+        print_json(data)  # json escapes every control character
         return
     say = functools.partial(console().print, markup=False)  # bank data is plain text, never rich markup
     geom = data["geometry"]
-    say(f"{data['path']}  {data['file_bytes']:,} bytes  sha256 {data['file_sha256'][:16]}…")
+    say(f"{escape_control(data['path'])}  {data['file_bytes']:,} bytes  sha256 {data['file_sha256'][:16]}…")
     say(
         f"schema_version {data['schema_version']}  img_size {geom['img_size']}  patch_size "
         f"{geom['patch_size']}  in_chans {geom['in_chans']}  num_classes {geom['num_classes']}  "
@@ -71,8 +73,43 @@ def info(bank: str, as_json: bool) -> None:
     kinds_table.columns[0].no_wrap = True  # kind names are timm parameter names: never cut them
     say(kinds_table)
     say("provenance:")
-    for key, value in sorted(data["provenance"].items()):
-        say(f"  {key}: {value}")
+    for line in provenance_lines(data["provenance"], escape_control):
+        say(line)
+
+
+def provenance_lines(value, escape, indent: int = 1, max_items: int = 20) -> list[str]:
+    """Provenance as indented ``key: value`` lines; lists of plain values on one line; text escaped."""
+    pad = "  " * indent
+    lines = []
+    for key, item in value.items():
+        key = escape(key)
+        if isinstance(item, dict) and item:
+            lines.append(f"{pad}{key}:")
+            lines.extend(provenance_lines(item, escape, indent + 1, max_items))
+        elif isinstance(item, list) and any(isinstance(v, (dict, list)) for v in item):
+            lines.append(f"{pad}{key}:")
+            for i, v in enumerate(item[:max_items]):
+                lines.extend(provenance_lines({f"[{i}]": v}, escape, indent + 1, max_items))
+            if len(item) > max_items:
+                lines.append(f"{pad}  … {len(item) - max_items} more")
+        elif isinstance(item, list) and not item:
+            lines.append(f"{pad}{key}: -")
+        elif isinstance(item, list):
+            more = f", … {len(item) - max_items} more" if len(item) > max_items else ""
+            lines.append(f"{pad}{key}: {', '.join(_scalar(v, escape) for v in item[:max_items])}{more}")
+        else:
+            lines.append(f"{pad}{key}: {_scalar(item, escape)}")
+    return lines
+
+
+def _scalar(value, escape) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):  # only an empty one gets here
+        return "-"
+    return escape(value)
 
 
 @templates.command("build")

@@ -8,7 +8,8 @@ File format: a single ``.safetensors`` file. Tensors are ``templates/<kind>`` an
 safetensors metadata header holds one JSON document under ``wave_deploy.bank`` with schema_version, geometry,
 aux_spec, provenance and the sha256 of every tensor's raw bytes. One file means the hashes and geometry can
 never be separated from the tensors they describe, and one atomic rename publishes all of it. Loading reads
-only the safetensors header and raw tensor bytes: nothing in the file is ever executed.
+only the safetensors header and raw tensor bytes: nothing in the file is ever executed. The header, metadata,
+layout, hashes and finite values are checked, with limits, by the torch-free ``wave.bank_file`` first.
 """
 
 from __future__ import annotations
@@ -23,31 +24,37 @@ import torch
 from torch import Tensor
 
 from wave_deploy.errors import InvalidInputError
-from wave_deploy.fileio import atomic_path, sha256_file
+from wave_deploy.fileio import atomic_path
 from wave_deploy.spec import ViTSpec
-from wave_deploy.wave.geometry import ALL_KINDS, BankGeometry, kind_layouts, template_shape
+from wave_deploy.wave.bank_file import (
+    DEFAULT_FILENAME,
+    METADATA_KEY,
+    SCHEMA_VERSION,
+    check_tensor_set,
+    default_bank_path,
+    describe,
+    file_summary,
+    open_bank,
+)
+from wave_deploy.wave.bank_file import resolve as _resolve
+from wave_deploy.wave.geometry import ALL_KINDS, BankGeometry, template_shape
 
-SCHEMA_VERSION = 1
-METADATA_KEY = "wave_deploy.bank"
-DEFAULT_FILENAME = "bank.safetensors"
-
-
-def default_bank_path() -> Path:
-    """The bank shipped inside the package (built by scripts/build_default_bank.sh)."""
-    from importlib import resources
-
-    return Path(str(resources.files("wave_deploy.assets") / "default_bank.safetensors"))
+__all__ = [
+    "DEFAULT_FILENAME",
+    "METADATA_KEY",
+    "SCHEMA_VERSION",
+    "TemplateBank",
+    "default_bank_path",
+    "file_summary",
+    "tensor_sha256",
+]
+_TORCH_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
 
 
 def tensor_sha256(t: Tensor) -> str:
     """sha256 of a tensor's raw bytes (C order, native little-endian as safetensors stores them)."""
     raw = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
     return hashlib.sha256(raw.tobytes()).hexdigest()
-
-
-def _resolve(path: str | Path) -> Path:
-    path = Path(path)
-    return path if path.suffix == ".safetensors" else path / DEFAULT_FILENAME
 
 
 @dataclass
@@ -63,28 +70,16 @@ class TemplateBank:
 
     def validate(self) -> None:
         """Check every tensor's presence, dtype and shape against the geometry (InvalidInputError)."""
-        g = self.geometry
-        if set(self.templates) != set(ALL_KINDS):
-            raise InvalidInputError(
-                f"bank templates: missing {sorted(set(ALL_KINDS) - set(self.templates))}, "
-                f"unknown {sorted(set(self.templates) - set(ALL_KINDS))}"
-            )
-        for kind, t in self.templates.items():
-            _check_tensor(f"templates/{kind}", t, (g.templates[kind], *template_shape(g, kind)))
-        if self.aux_spec is None:
-            if self.aux_scalers:
-                raise InvalidInputError(
-                    "bank has auxiliary scalers but no aux_spec saying which model they fit"
-                )
-            return
-        layouts = kind_layouts(g, self.aux_spec, templated_head=self.aux_spec.num_classes == g.num_classes)
-        if set(self.aux_scalers) != set(layouts):
-            raise InvalidInputError(
-                f"bank aux scalers: expected kinds {sorted(layouts)}, got {sorted(self.aux_scalers)}"
-            )
-        for kind, lay in layouts.items():
-            shape = lay.scaler_shape(g.templates[kind], self.aux_spec.depth)
-            _check_tensor(f"aux_scalers/{kind}", self.aux_scalers[kind], shape)
+        tensors = {f"templates/{k}": t for k, t in self.templates.items()}
+        tensors.update({f"aux_scalers/{k}": t for k, t in self.aux_scalers.items()})
+        for name, t in tensors.items():
+            if not isinstance(t, Tensor):
+                raise InvalidInputError(f"bank tensor {name} must be a floating-point tensor")
+        check_tensor_set(
+            self.geometry,
+            self.aux_spec,
+            {n: (tuple(t.shape), t.is_floating_point()) for n, t in tensors.items()},
+        )
 
     def tensors(self) -> dict[str, Tensor]:
         out = {f"templates/{k}": v for k, v in self.templates.items()}
@@ -109,7 +104,7 @@ class TemplateBank:
         final = _resolve(path)
         tensors = self.tensors()
         try:
-            header = json.dumps(self.metadata(tensors), sort_keys=True)
+            header = json.dumps(self.metadata(tensors), sort_keys=True, allow_nan=False)  # strict JSON
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"bank provenance is not JSON-serializable: {exc}") from exc
         with atomic_path(final) as tmp:
@@ -118,39 +113,24 @@ class TemplateBank:
 
     @classmethod
     def load(cls, path: str | Path, spec: ViTSpec | None = None) -> TemplateBank:
-        """Load and verify a bank (schema, hashes, shapes); with ``spec``, also check it can be produced."""
-        final = _resolve(path)
-        if not final.is_file():
-            raise InvalidInputError(f"template bank not found: {final}")
-        meta, tensors = _read_safetensors(final)
-        if meta.get("schema_version") != SCHEMA_VERSION:
-            raise InvalidInputError(
-                f"{final}: bank schema_version {meta.get('schema_version')!r} is not "
-                f"supported (this wave-deploy reads {SCHEMA_VERSION})"
-            )
-        hashes = meta.get("sha256")
-        if not isinstance(hashes, dict) or set(hashes) != set(tensors):
-            raise InvalidInputError(f"{final}: the bank's sha256 list does not match the tensors it holds")
-        for name, t in tensors.items():
-            if tensor_sha256(t) != hashes[name]:
-                raise InvalidInputError(f"{final}: tensor {name} does not match its sha256 (corrupt bank)")
-        prefix = ("templates/", "aux_scalers/")
-        if any(not name.startswith(prefix) for name in tensors):
-            raise InvalidInputError(f"{final}: unexpected tensor names {sorted(tensors)}")
-        aux_spec = meta.get("aux_spec")
-        try:
-            geometry = BankGeometry.from_dict(meta.get("geometry"))
-            bank = cls(
-                geometry=geometry,
-                templates={n.split("/", 1)[1]: t for n, t in tensors.items() if n.startswith(prefix[0])},
-                aux_scalers={n.split("/", 1)[1]: t for n, t in tensors.items() if n.startswith(prefix[1])},
-                aux_spec=None if aux_spec is None else ViTSpec.from_dict(aux_spec),
-                provenance=meta.get("provenance") or {},
-            )
-        except (InvalidInputError, TypeError) as exc:  # TypeError: a spec or geometry field is missing
-            raise InvalidInputError(f"{final}: {getattr(exc, 'message', exc)}") from exc
+        """Load and verify a bank (header, schema, layout, shapes, hashes, finite values); with ``spec``, also
+        check it can be produced. Every problem is an InvalidInputError naming the file (wave.bank_file)."""
+        bank_file = open_bank(path)
+        raw = bank_file.read_tensors()
+        tensors = {}
+        for name, data in raw.items():
+            entry = bank_file.entries[name]
+            flat = torch.frombuffer(bytearray(data), dtype=_TORCH_DTYPES[entry.dtype])
+            tensors[name] = flat.reshape(entry.shape)
+        bank = cls(
+            geometry=bank_file.geometry,
+            templates={n.split("/", 1)[1]: t for n, t in tensors.items() if n.startswith("templates/")},
+            aux_scalers={n.split("/", 1)[1]: t for n, t in tensors.items() if n.startswith("aux_scalers/")},
+            aux_spec=bank_file.aux_spec,
+            provenance=bank_file.provenance,
+        )
         if spec is not None:
-            geometry.check_spec(spec)
+            bank.geometry.check_spec(spec)
         return bank
 
     @classmethod
@@ -174,69 +154,7 @@ class TemplateBank:
 
     def info(self) -> dict[str, Any]:
         """Geometry, counts and bytes per kind, totals, aux spec and provenance (for ``templates info``)."""
-        kinds = []
-        for kind in ALL_KINDS:
-            t, s = self.templates[kind], self.aux_scalers.get(kind)
-            kinds.append(
-                {
-                    "kind": kind,
-                    "templates": t.shape[0],
-                    "template_shape": list(t.shape[1:]),
-                    "template_numel": t.numel(),
-                    "template_bytes": t.numel() * t.element_size(),
-                    "aux_scaler_shape": None if s is None else list(s.shape),
-                    "aux_scaler_numel": 0 if s is None else s.numel(),
-                    "aux_scaler_bytes": 0 if s is None else s.numel() * s.element_size(),
-                }
-            )
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "geometry": self.geometry.to_dict(),
-            "valid_embed_dims": self.geometry.valid_embed_dims(),
-            "kinds": kinds,
-            "template_numel": sum(k["template_numel"] for k in kinds),
-            "template_bytes": sum(k["template_bytes"] for k in kinds),
-            "aux_scaler_numel": sum(k["aux_scaler_numel"] for k in kinds),
-            "aux_scaler_bytes": sum(k["aux_scaler_bytes"] for k in kinds),
-            "aux_spec": None if self.aux_spec is None else self.aux_spec.to_dict(),
-            "provenance": self.provenance,
-        }
-
-
-def _check_tensor(name: str, t: Tensor, shape: tuple[int, ...]) -> None:
-    if not isinstance(t, Tensor) or not t.is_floating_point():
-        raise InvalidInputError(f"bank tensor {name} must be a floating-point tensor")
-    if tuple(t.shape) != tuple(shape):
-        raise InvalidInputError(f"bank tensor {name} has shape {tuple(t.shape)}, the geometry needs {shape}")
-
-
-def _read_safetensors(path: Path) -> tuple[dict, dict[str, Tensor]]:
-    """Header JSON and tensors of a safetensors file; other files (pickle, truncated): InvalidInputError."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            header = fh.metadata() or {}
-            # safe_open is not iterable: keys() is needed
-            tensors = {name: fh.get_tensor(name) for name in fh.keys()}  # noqa: SIM118
-    except Exception as exc:  # safetensors raises its own error types for every malformed file
-        raise InvalidInputError(
-            f"{path} is not a readable safetensors file (truncated, corrupt or another format): {exc}",
-            hint="only safetensors template banks are loaded; pickle files are refused",
-        ) from exc
-    if METADATA_KEY not in header:
-        raise InvalidInputError(
-            f"{path} is a safetensors file but not a wave-deploy template bank (no {METADATA_KEY} header)"
-        )
-    try:
-        meta = json.loads(header[METADATA_KEY])
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"{path}: bank metadata is not valid JSON: {exc}") from exc
-    if not isinstance(meta, dict):
-        raise InvalidInputError(f"{path}: bank metadata must be a JSON object")
-    return meta, tensors
-
-
-def file_summary(path: str | Path) -> dict[str, Any]:
-    final = _resolve(path)
-    return {"path": str(final), "file_bytes": final.stat().st_size, "file_sha256": sha256_file(final)}
+        tensors = {f"templates/{k}": t for k, t in self.templates.items()}
+        tensors.update({f"aux_scalers/{k}": t for k, t in self.aux_scalers.items()})
+        shapes = {n: (tuple(t.shape), t.element_size()) for n, t in tensors.items()}
+        return describe(self.geometry, self.aux_spec, self.provenance, shapes)

@@ -27,6 +27,24 @@ BLOCK_KINDS = BLOCK_MATRIX_KINDS + BLOCK_VECTOR_KINDS
 ALL_KINDS = BLOCK_KINDS + GLOBAL_MATRIX_KINDS + GLOBAL_VECTOR_KINDS
 HEAD_KINDS = ("head.weight", "head.bias")
 
+# Upper bounds of a bank geometry's fields (far above any real ViT; they keep every size computed from a
+# geometry small). The tensors pin w, patch_size, in_chans, img_size, num_classes and the template counts
+# exactly; max_depth and max_embed_dim are bounded by the number of sizes they make a bank serve.
+GEOMETRY_LIMITS = {
+    "img_size": 4096,
+    "patch_size": 4096,
+    "in_chans": 64,
+    "num_classes": 1_000_000,
+    "w": 4096,
+    "head_dim": 4096,
+    "max_depth": 1024,
+    "max_embed_dim": 1 << 20,
+}
+MAX_TEMPLATES = 65536  # templates per kind
+MAX_MLP_RATIO = 64.0
+MAX_WIDTHS = 1024  # embed widths a bank serves
+MAX_SIZES = 16384  # (depth, width) pairs a bank serves: what plan and build evaluate
+
 
 @dataclass(frozen=True)
 class KindLayout:
@@ -60,11 +78,16 @@ class BankGeometry:
 
     def __post_init__(self) -> None:
         for name in [f.name for f in dataclasses.fields(self) if f.type == "int"]:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InvalidInputError(f"bank geometry: {name} must be a positive integer, got {value!r}")
-        if not isinstance(self.mlp_ratio, (int, float)) or self.mlp_ratio <= 0:
-            raise InvalidInputError(f"bank geometry: mlp_ratio must be positive, got {self.mlp_ratio!r}")
+            value, limit = getattr(self, name), GEOMETRY_LIMITS[name]
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
+                raise InvalidInputError(
+                    f"bank geometry: {name} must be an integer in 1..{limit}, got {_short(value)}"
+                )
+        ratio = self.mlp_ratio
+        if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not 0 < ratio <= MAX_MLP_RATIO:
+            raise InvalidInputError(
+                f"bank geometry: mlp_ratio must be a number in (0, {MAX_MLP_RATIO}], got {_short(ratio)}"
+            )
         if self.img_size % self.patch_size:
             raise InvalidInputError("bank geometry: img_size must be a multiple of patch_size")
         if not isinstance(self.templates, dict):
@@ -73,11 +96,27 @@ class BankGeometry:
         unknown = sorted(set(self.templates) - set(ALL_KINDS))
         if missing or unknown:
             raise InvalidInputError(
-                f"bank geometry: templates per kind: missing {missing}, unknown {unknown}"
+                f"bank geometry: templates per kind: missing {missing}, unknown {[_short(k) for k in unknown[:5]]}"
             )
         for kind, n in self.templates.items():
-            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-                raise InvalidInputError(f"bank geometry: templates[{kind!r}] must be a positive integer")
+            if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_TEMPLATES:
+                raise InvalidInputError(
+                    f"bank geometry: templates[{kind!r}] must be an integer in 1..{MAX_TEMPLATES}"
+                )
+        # The sizes a bank serves: depth 1..max_depth x embed_dim in steps of lcm(w, head_dim). Bounded, so
+        # that listing them (templates info, plan, build) is quick. w itself is pinned by the template shapes.
+        widths = self.max_embed_dim // math.lcm(self.w, self.head_dim)
+        if widths < 1:
+            raise InvalidInputError(
+                f"bank geometry: max_embed_dim={self.max_embed_dim} is below the smallest width "
+                f"lcm(w, head_dim)={math.lcm(self.w, self.head_dim)}"
+            )
+        if widths > MAX_WIDTHS or widths * self.max_depth > MAX_SIZES:
+            raise InvalidInputError(
+                f"bank geometry: max_depth={self.max_depth} x {widths} widths up to max_embed_dim="
+                f"{self.max_embed_dim} is more sizes than a bank serves (at most {MAX_WIDTHS} widths "
+                f"and {MAX_SIZES} sizes)"
+            )
 
     @classmethod
     def create(cls, *, n_matrix: int = 4, n_vector: int = 2, **fields: Any) -> BankGeometry:
@@ -149,9 +188,15 @@ class BankGeometry:
     def from_dict(cls, data: dict) -> BankGeometry:
         known = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(data, dict) or set(data) != known:
-            got = sorted(data) if isinstance(data, dict) else type(data).__name__
+            got = [_short(k) for k in sorted(data)][:12] if isinstance(data, dict) else type(data).__name__
             raise InvalidInputError(f"bank geometry must have exactly the fields {sorted(known)}, got {got}")
         return cls(**data)
+
+
+def _short(value: Any) -> str:
+    """A value from a bank file for an error message: repr, escaped, at most 40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def template_shape(geom: BankGeometry, kind: str) -> tuple[int, ...]:

@@ -23,12 +23,14 @@ from torch import Tensor, nn
 
 from wave_deploy import __version__
 from wave_deploy.errors import InvalidInputError
+from wave_deploy.fileio import sha256_file
 from wave_deploy.spec import ViTSpec
 from wave_deploy.training import TrainConfig, distillation_loss, evaluate, train
 from wave_deploy.wave.bank import TemplateBank
 from wave_deploy.wave.geometry import BankGeometry
 from wave_deploy.wave.init import SlicedModel, Subnet, distill_loss_fn
 from wave_deploy.wave.model import WaveViT
+from wave_deploy.wave.provenance import portable_command, portable_path, portable_provenance
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +177,8 @@ def load_teacher(
 
         model, spec, extra = load_folded_file(path)
         info = {
-            "checkpoint": str(path),
+            "checkpoint": portable_path(path),  # relative to the working directory, or the file name
+            "checkpoint_sha256": sha256_file(path),
             "spec": spec.to_dict(),
             **{k: v for k, v in extra.items() if k != "spec"},
         }
@@ -188,7 +191,7 @@ def load_teacher(
             raise InvalidInputError(
                 f"teacher checkpoint {path} does not fit {arch}: {str(exc).splitlines()[0]}"
             ) from exc
-        info = {"checkpoint": str(path), "arch": arch}
+        info = {"checkpoint": portable_path(path), "checkpoint_sha256": sha256_file(path), "arch": arch}
     head_out = model.get_classifier().out_features if hasattr(model, "get_classifier") else None
     if head_out is not None and head_out != num_classes:
         raise InvalidInputError(f"teacher predicts {head_out} classes but the data has {num_classes}")
@@ -289,9 +292,9 @@ def build_bank(
         "val_accuracy": accuracies,
         "wave_deploy": __version__,
         "torch": torch.__version__,
-        "command": " ".join(sys.argv),
+        "command": portable_command(sys.argv),  # no absolute path of this machine
     }
-    bank = aux.export_bank(provenance)
+    bank = aux.export_bank(portable_provenance(provenance))  # data.source etc.: no absolute paths
     return bank, {"accuracies": accuracies, "train": result.to_dict()}
 
 
