@@ -199,7 +199,8 @@ def build(
     from wave_deploy.cli.output import is_quiet
     from wave_deploy.cli.progress import TrainingProgress
     from wave_deploy.errors import UsageError
-    from wave_deploy.wave.learngene import LearngeneConfig, build_bank, load_teacher
+    from wave_deploy.wave.learngene import LearngeneConfig, build_bank
+    from wave_deploy.wave.teacher import load_teacher
 
     if (teacher_name is None) == (teacher_checkpoint is None):
         raise UsageError("give exactly one of --teacher NAME or --teacher-checkpoint FILE")

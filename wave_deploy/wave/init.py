@@ -5,7 +5,8 @@ A target (L, D) owns its own scalers. Two ways to start them:
 - ``aux`` (default): *slice* the bank's auxiliary scalers. Width: the first D/w tiles of every embed-width
   axis, the first H/w of every mlp axis, and the first D/w tiles of each of q, k and v (whole heads, since
   w = head_dim). Depth: layer i of L comes from aux layer floor(i * L_aux / L), i.e. by relative depth.
-  Stage 1 trains the auxiliary model on exactly these slices (learngene.py), so every slice is itself a
+  Stage 1 trains the auxiliary model on exactly these slices (learngene.py, through slicing.py), so every
+  slice is itself a
   working model before any stage-2 step.
 - ``random``: Gaussian scalers scaled so the expansion matches timm's init (WaveViT.init_scalers_random).
 
@@ -22,107 +23,17 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.spec import ViTSpec
-from wave_deploy.training import TrainConfig, distillation_loss, evaluate, train
+from wave_deploy.training import TrainConfig, distill_loss_fn, distillation_loss, evaluate, train
 from wave_deploy.wave.bank import TemplateBank
-from wave_deploy.wave.geometry import HEAD_KINDS, kind_layouts
-from wave_deploy.wave.model import WaveViT, expanded_state_dict
+from wave_deploy.wave.model import WaveViT
+from wave_deploy.wave.slicing import slice_scalers
 
 log = logging.getLogger(__name__)
 
 INIT_STRATEGIES = ("aux", "random")
-
-# Which width axis each dimension of a kind's scaler grid runs along ("D": embed width, "H": mlp hidden,
-# "qkv": three stacked D-wide blocks, None: fixed). Kinds not listed are length-D vectors.
-GRID_AXES: dict[str, tuple[str | None, ...]] = {
-    "attn.qkv.weight": ("qkv", "D"),
-    "attn.proj.weight": ("D", "D"),
-    "mlp.fc1.weight": ("H", "D"),
-    "mlp.fc2.weight": ("D", "H"),
-    "attn.qkv.bias": ("qkv",),
-    "mlp.fc1.bias": ("H",),
-    "patch_embed.proj.weight": ("D", None),
-    "cls_token": (None, "D"),
-    "pos_embed": (None, "D"),
-    "head.weight": (None, "D"),
-    "head.bias": (None,),
-}
-
-
-def layer_indices(src_depth: int, depth: int) -> list[int]:
-    """Source layer of each target layer, by relative depth: floor(i * src_depth / depth)."""
-    return [i * src_depth // depth for i in range(depth)]
-
-
-def slice_scalers(
-    scalers: dict[str, Tensor], src: ViTSpec, dst: ViTSpec, w: int, *, with_head: bool = True
-) -> dict[str, Tensor]:
-    """Scalers of ``dst`` cut out of those of the larger (or equal) ``src`` model; differentiable.
-
-    Shapes follow WaveViT: per-layer kinds (L, N, *grid), global kinds (N, *grid).
-    """
-    if dst.embed_dim > src.embed_dim or dst.mlp_hidden > src.mlp_hidden:
-        raise InvalidInputError(
-            f"cannot slice width {dst.embed_dim} out of the auxiliary model's width {src.embed_dim}"
-        )
-    keep = {"D": dst.embed_dim // w, "H": dst.mlp_hidden // w}
-    layers = torch.tensor(layer_indices(src.depth, dst.depth))
-    out = {}
-    for kind, S in scalers.items():
-        if kind in HEAD_KINDS and not with_head:
-            continue
-        axes = GRID_AXES.get(kind, ("D",))
-        if S.dim() == len(axes) + 2:  # per-layer kind: (L, N, *grid)
-            S = S.index_select(0, layers.to(S.device))
-        for k, axis in enumerate(axes):
-            dim = S.dim() - len(axes) + k
-            if axis == "qkv":  # (..., 3 * Dsrc/w, ...) -> first D/w tiles of each of q, k, v
-                S = (
-                    S.unflatten(dim, (3, S.shape[dim] // 3))
-                    .narrow(dim + 1, 0, keep["D"])
-                    .flatten(dim, dim + 1)
-                )
-            elif axis is not None:
-                S = S.narrow(dim, 0, keep[axis])
-        out[kind] = S
-    return out
-
-
-def subnet_state_dict(aux: WaveViT, spec: ViTSpec) -> dict[str, Tensor]:
-    """Dense timm state dict of the sub-network ``spec`` of an auxiliary WaveViT (keeps the autograd graph)."""
-    layouts = kind_layouts(aux.geometry, spec)  # an auxiliary model always has the bank's templated head
-    scalers = slice_scalers({k: aux.scaler(k) for k in aux.layouts}, aux.spec, spec, aux.geometry.w)
-    templates = {k: aux.template(k) for k in layouts}
-    return expanded_state_dict(layouts, scalers, templates, spec.depth)
-
-
-class Subnet:
-    """Runs a sub-network of an auxiliary WaveViT through a parameter-free timm skeleton (meta device)."""
-
-    def __init__(self, spec: ViTSpec):
-        from timm.models.vision_transformer import VisionTransformer
-
-        self.spec = spec
-        with torch.device("meta"):
-            self.vit = VisionTransformer(**spec.timm_kwargs())
-
-    def __call__(self, aux: WaveViT, x: Tensor) -> Tensor:
-        self.vit.train(aux.training)
-        return functional_call(self.vit, subnet_state_dict(aux, self.spec), (x,), strict=True)
-
-
-class SlicedModel(nn.Module):
-    """A sub-network of an auxiliary WaveViT as a module (for evaluation): forward(x) -> logits."""
-
-    def __init__(self, aux: WaveViT, spec: ViTSpec):
-        super().__init__()
-        self.aux, self.subnet = aux, Subnet(spec)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.subnet(self.aux, x)
 
 
 def aux_model(bank: TemplateBank) -> WaveViT:
@@ -194,10 +105,6 @@ class Distiller(nn.Module):
         with torch.no_grad():
             t_logits = self.teacher(x)
         return distillation_loss(logits, t_logits, y, tau=self.tau, alpha=self.alpha)
-
-
-def distill_loss_fn(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    return model(x, y)
 
 
 @dataclass

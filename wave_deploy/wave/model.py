@@ -118,6 +118,10 @@ class WaveViT(nn.Module):
     def scaler(self, kind: str) -> nn.Parameter:
         return self.scalers[_key(kind)]
 
+    def timm_keys(self) -> list[str]:
+        """timm's parameter and buffer names of this model's VisionTransformer, in timm's state-dict order."""
+        return list(self._vit.state_dict().keys())
+
     def scaler_count(self) -> int:
         """Number of scalar weight scalers (the dense head of a new task is not counted)."""
         return sum(p.numel() for p in self.scalers.values())
