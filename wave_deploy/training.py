@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from wave_deploy import checkpoint as ckpt_io
 from wave_deploy import distributed as D
+from wave_deploy import probe
 from wave_deploy.errors import InvalidInputError, MissingDependencyError, StageFailedError
 
 log = logging.getLogger(__name__)
@@ -472,7 +473,7 @@ def _check_data(train_x, train_y, val_x, val_y) -> None:
 
 
 def _resolve_device_and_amp(config: TrainConfig) -> tuple[str, torch.dtype | None]:
-    has_cuda = torch.cuda.is_available()
+    has_cuda = probe.cuda_available()
     if config.device == "cuda" and not has_cuda:
         raise MissingDependencyError("device 'cuda' was requested but no CUDA GPU is available")
     device_type = "cuda" if config.device == "cuda" or (config.device == "auto" and has_cuda) else "cpu"
