@@ -18,16 +18,21 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from wave_deploy.errors import InvalidInputError
+from wave_deploy import data as datasets
+from wave_deploy.errors import InvalidInputError, UsageError
+from wave_deploy.fileio import write_json
+from wave_deploy.folding import fold, load_folded, save_folded
 from wave_deploy.spec import ViTSpec
 from wave_deploy.training import TrainConfig, distill_loss_fn, distillation_loss, evaluate, train
-from wave_deploy.wave.bank import TemplateBank
+from wave_deploy.wave.bank import TemplateBank, default_bank_path
 from wave_deploy.wave.model import WaveViT
 from wave_deploy.wave.slicing import slice_scalers
 
@@ -196,8 +201,6 @@ def initialize(
     timings of each phase. With ``checkpoint_dir`` both phases checkpoint there and resume from it, so a killed
     run continues exactly where it stopped (the checkpoints refuse a different configuration or data).
     """
-    from wave_deploy.folding import fold, load_folded
-
     scaler = scaler or ScalerPhase()
     dense = dense or DensePhase()
     t0 = time.perf_counter()
@@ -245,6 +248,57 @@ def initialize(
     _, record["val_acc"] = evaluate(model, data.val_x, data.val_labels, 512, torch.device("cpu"))
     record["total_s"] = round(time.perf_counter() - t0, 3)
     return model, record
+
+
+def init_model(
+    out: str | Path,
+    *,
+    depth: int,
+    embed_dim: int,
+    heads: int | None = None,
+    bank_path: str | Path | None = None,
+    data_path: str | Path | None = None,
+    strategy: str = "aux",
+    scaler_steps: int = 100,
+    dense_steps: int = 0,
+    batch_size: int = 128,
+    seed: int = 0,
+    device: str = "auto",
+    on_step: Callable | None = None,
+) -> dict[str, Any]:
+    """``wave-deploy init``: stage 2 for one size, written to ``out``/model.safetensors and ``out``/init.json.
+
+    Loads the bank (default: the shipped one) and the data (default: the built-in MNIST-5k), runs
+    ``initialize`` and writes the folded timm checkpoint (spec in its metadata) and the record, which it
+    returns. Bad sizes or data raise InvalidInputError/UsageError before anything is written.
+    """
+    if scaler_steps < 0 or dense_steps < 0:
+        raise UsageError("--scaler-steps and --dense-steps must be >= 0")
+    bank_file = Path(bank_path) if bank_path is not None else default_bank_path()
+    bank = TemplateBank.load(bank_file)
+    data = datasets.load(data_path, seed=seed)
+    spec = bank.geometry.make_spec(depth, embed_dim, heads, num_classes=data.info.num_classes)
+    if data.train_x.shape[1:] != (spec.in_chans, spec.img_size, spec.img_size):
+        raise UsageError(
+            f"data images are {tuple(data.train_x.shape[1:])}, the bank needs "
+            f"({spec.in_chans}, {spec.img_size}, {spec.img_size})"
+        )
+    model, record = initialize(
+        bank,
+        spec,
+        data,
+        strategy=strategy,
+        scaler=ScalerPhase(steps=scaler_steps, batch_size=batch_size, seed=seed),
+        dense=DensePhase(steps=dense_steps, batch_size=batch_size, seed=seed),
+        on_step=on_step,
+        device=device,
+    )
+    out_dir = Path(out)
+    record["bank"] = str(bank_path or bank_file)
+    record["data"] = data.info.to_dict()
+    save_folded(out_dir / "model.safetensors", model.state_dict(), spec, {"init": {"strategy": strategy}})
+    write_json(out_dir / "init.json", record)
+    return record
 
 
 def _phase_record(result) -> dict | None:

@@ -21,14 +21,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from wave_deploy import __version__
+from wave_deploy import __version__, distributed
+from wave_deploy import data as datasets
 from wave_deploy.spec import ViTSpec
 from wave_deploy.training import TrainConfig, distill_loss_fn, distillation_loss, evaluate, train
 from wave_deploy.wave.bank import TemplateBank
 from wave_deploy.wave.geometry import BankGeometry
 from wave_deploy.wave.model import WaveViT
 from wave_deploy.wave.slicing import SlicedModel, Subnet
-from wave_deploy.wave.teacher import teacher_input
+from wave_deploy.wave.teacher import load_teacher, teacher_input
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,64 @@ def build_bank(
     }
     bank = aux.export_bank(provenance)
     return bank, {"accuracies": accuracies, "train": result.to_dict()}
+
+
+def build_bank_file(
+    out: str | Path,
+    config: LearngeneConfig,
+    *,
+    teacher_name: str | None = None,
+    pretrained: bool = False,
+    teacher_checkpoint: str | Path | None = None,
+    teacher_arch: str | None = None,
+    data_path: str | Path | None = None,
+    classes: list[int | str] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int | None = 100,
+    resume: bool = False,
+    on_step=None,
+    device: str = "auto",
+) -> dict[str, Any] | None:
+    """``wave-deploy templates build``: load the data and the teacher, run stage 1, write the bank to ``out``.
+
+    The teacher is a timm model by name (``teacher_name``) or a checkpoint (see ``teacher.load_teacher``).
+    ``classes`` keeps only those classes (indices or names). Checkpoints go to ``checkpoint_dir``, default
+    ``<out without .safetensors>.ckpt``. Returns {"bank", "accuracies", "steps", "train_time_s"} on the main
+    process; None on the other ranks of a torchrun launch (only rank 0 writes).
+    """
+    data = datasets.load(data_path, seed=config.seed)
+    if classes:
+        data = data.select_classes(classes)
+    teacher, teacher_info = load_teacher(
+        name=teacher_name,
+        pretrained=pretrained,
+        checkpoint=teacher_checkpoint,
+        arch=teacher_arch,
+        num_classes=data.info.num_classes,
+    )
+    ckpt_dir = (
+        Path(checkpoint_dir) if checkpoint_dir else Path(str(out).removesuffix(".safetensors") + ".ckpt")
+    )
+    bank, summary = build_bank(
+        teacher,
+        teacher_info,
+        data,
+        config,
+        checkpoint_dir=ckpt_dir,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        on_step=on_step,
+        device=device,
+    )
+    if not distributed.is_main_process():
+        return None
+    path = bank.save(out)
+    return {
+        "bank": str(path),
+        "accuracies": summary["accuracies"],
+        "steps": summary["train"]["steps"],
+        "train_time_s": round(summary["train"]["train_time_s"], 1),
+    }
 
 
 def _probe_sizes(geom: BankGeometry, aux_spec: ViTSpec) -> list[ViTSpec]:
