@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -81,7 +81,11 @@ class TrainConfig:
             raise InvalidInputError("training config: " + "; ".join(problems))
 
     def total_steps(self, steps_per_epoch: int) -> int:
-        return self.steps if self.steps is not None else math.ceil(self.epochs * steps_per_epoch)
+        if self.steps is not None:
+            return self.steps
+        if self.epochs is None:
+            raise InvalidInputError("training config: give exactly one of steps or epochs")
+        return math.ceil(self.epochs * steps_per_epoch)
 
     def hashed_fields(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in _NOT_HASHED}
@@ -287,9 +291,8 @@ class _Run:
     # progress of this call (set by begin)
     step: int = 0
     start_step: int = 0
-    window: torch.Tensor | None = (
-        None  # on rank 0: the global loss sums; elsewhere: this rank's since the last sync
-    )
+    # on rank 0: the global loss sums since the last evaluation; elsewhere: this rank's since the last sync
+    window: torch.Tensor = field(default_factory=lambda: torch.zeros(2, dtype=torch.float64))
     val_loss: float | None = None
     val_acc: float | None = None
     grad_norm: torch.Tensor | None = None
@@ -497,7 +500,7 @@ def _param_groups(model, params, weight_decay: float) -> tuple[list[dict], list[
         groups = [dict(g, params=list(g["params"])) for g in params]
     else:  # default decay rule: none on biases, norms and timm's no_weight_decay() tokens
         skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-        flat = {True: [], False: []}
+        flat: dict[bool, list] = {True: [], False: []}
         for p in params:
             flat[p.ndim > 1 and name_of.get(id(p)) not in skip].append(p)
         groups = [

@@ -215,7 +215,7 @@ def initialize(
         "val_acc_at_init": acc0,
         "init_s": round(time.perf_counter() - t0, 3),
     }
-    ckpt = {"scalers": None, "dense": None}
+    ckpt: dict[str, Path | None] = {"scalers": None, "dense": None}
     if checkpoint_dir is not None:
         ckpt = {phase: Path(checkpoint_dir) / phase for phase in ckpt}
     result = None  # of the phase just run

@@ -65,6 +65,8 @@ class ElasticStudent(nn.Module):
     rank samples the same sub-network at the same step.
     """
 
+    step: Tensor
+
     def __init__(self, aux: WaveViT, teacher: nn.Module, sizes: list[ViTSpec], config: LearngeneConfig):
         super().__init__()
         self.aux, self.config = aux, config

@@ -31,14 +31,15 @@ def load_teacher(
     """
     import timm
 
-    if (name is None) == (checkpoint is None):
-        raise InvalidInputError("give exactly one of a teacher model name or a teacher checkpoint")
-    if name is not None:
+    model: Any  # a timm model, or a VisionTransformer from a folded checkpoint
+    if name is not None and checkpoint is None:
         try:
             model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes)
         except RuntimeError as exc:  # unknown model name
             raise InvalidInputError(f"cannot create teacher {name!r}: {exc}") from exc
         return model.eval(), {"name": name, "pretrained": pretrained}
+    if checkpoint is None or name is not None:
+        raise InvalidInputError("give exactly one of a teacher model name or a teacher checkpoint")
     path = Path(checkpoint)
     if not path.is_file():
         raise InvalidInputError(f"teacher checkpoint {path} does not exist")
