@@ -5,17 +5,23 @@
 #   docker run --rm wave-deploy profiles list
 #   docker run --rm --user "$(id -u):$(id -g)" -v "$PWD:/work" wave-deploy profiles validate my-device.yaml
 #
-# The default `pip install .` resolves torch from PyPI, whose Linux x86-64 wheels carry CUDA libraries
-# (several GB). For a small CPU-only image, install torch and torchvision from the PyTorch CPU index first:
+# The default image is CPU-only: torch and torchvision come from the PyTorch CPU wheel index (no CUDA libraries,
+# unlike PyPI's Linux x86-64 wheels), at the versions constraints.txt pins. Every other
+# package comes from PyPI at its constraints.txt version, the same set .ci/run tests with. To take torch from
+# PyPI instead (CUDA wheels, several GB), pass an empty index:
 #
-#   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu -t wave-deploy:cpu .
+#   docker build --build-arg TORCH_INDEX_URL= -t wave-deploy:pypi-torch .
+#
+# Layers: the dependencies install from pyproject.toml + constraints.txt alone, so a code change rebuilds only
+# the last, small layer (pip install --no-deps of the package). Not built or run on this project's machines
+# (no container engine there); `pip install -c constraints.txt .` with the same files is what CI checks.
 #
 # GPU hosts (x86-64 with an NVIDIA GPU, e.g. the nvidia-l4 profile): derive from a CUDA PyTorch base image
 # instead of python:3.11-slim, and add the tensorrt extra so that engines are built on the host:
 #
 #   FROM pytorch/pytorch:<torch>-cuda<12.x|13.x>-cudnn9-runtime     (or nvcr.io/nvidia/pytorch:<yy.mm>-py3)
 #   ... same COPY lines as below ...
-#   RUN pip install '.[tensorrt]'
+#   RUN pip install '.[tensorrt]'          (no -c constraints.txt: its torch pin would replace the image's)
 #   docker run --rm --gpus all wave-deploy doctor                  # shows the GPU and the TensorRT version
 #
 # Keep the base image's torch (pip sees it as installed and does not replace it). The TensorRT wheel must match
@@ -36,8 +42,8 @@
 
 FROM python:3.11-slim
 
-# Empty: torch comes from PyPI through `pip install .`; set it to a PyTorch wheel index for CPU-only torch.
-ARG TORCH_INDEX_URL=""
+# The PyTorch CPU wheel index; empty: torch from PyPI (or the base image's own torch, when it has one).
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -50,15 +56,23 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/wave-deploy
-COPY pyproject.toml README.md ./
+
+# 1. Dependencies only: this layer is rebuilt when pyproject.toml or constraints.txt change, not the code.
+COPY pyproject.toml constraints.txt ./
+RUN if [ -n "$TORCH_INDEX_URL" ]; then \
+        pip install -c constraints.txt torch torchvision --index-url "$TORCH_INDEX_URL"; \
+    fi \
+    && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install -c constraints.txt -r /tmp/requirements.txt
+
+# 2. The package itself, without touching the dependencies; pip check fails the build if one is missing.
+COPY README.md ./
 COPY wave_deploy ./wave_deploy
 COPY profiles ./profiles
 COPY export ./export
-
-RUN if [ -n "$TORCH_INDEX_URL" ]; then \
-        pip install torch torchvision --index-url "$TORCH_INDEX_URL"; \
-    fi \
-    && pip install . \
+RUN pip install --no-deps . \
+    && pip check \
     && wave-deploy --version
 
 # Run as an unprivileged user; build outputs go to the mounted working directory (see --user above).

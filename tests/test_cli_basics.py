@@ -288,7 +288,7 @@ def test_doctor_reports_a_broken_package_instead_of_crashing(monkeypatch):
             raise RuntimeError("operator torchvision::nms does not exist")
         return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr("wave_deploy.cli.doctor.importlib.import_module", broken_timm)
+    monkeypatch.setattr("wave_deploy.probe.importlib.import_module", broken_timm)
     result = run("doctor", "--json")
     assert result.exit_code == 0
     timm_report = json.loads(result.stdout)["timm"]

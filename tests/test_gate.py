@@ -159,6 +159,7 @@ def test_the_merge_refuses_a_device_report_of_another_model(tmp_path):
 
 def test_a_corrupted_fold_exits_7_and_writes_no_model(bank_path, tmp_path, monkeypatch):
     from wave_deploy import folding
+    from wave_deploy.wave import init as stage2
 
     real_fold = folding.fold
 
@@ -167,7 +168,7 @@ def test_a_corrupted_fold_exits_7_and_writes_no_model(bank_path, tmp_path, monke
         state["head.bias"] = state["head.bias"] + 1e-3  # a wrong fold: the models disagree
         return state, spec
 
-    monkeypatch.setattr(folding, "fold", corrupted_fold)
+    monkeypatch.setattr(stage2, "fold", corrupted_fold)
     init = CliRunner().invoke(cli, ["init", "--templates", str(bank_path), "--depth", "1", "--embed-dim",
                                     "32", "--scaler-steps", "0", "--out", str(tmp_path / "init")])  # fmt: skip
     assert init.exit_code == EXIT_PARITY_FAILED, init.output

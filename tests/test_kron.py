@@ -9,6 +9,7 @@ import zlib
 import pytest
 import torch
 
+from wave_deploy.wave.geometry import KINDS, axis_sizes, tiling
 from wave_deploy.wave.kron import expand, expand_vec, project, project_vec
 
 W = 8  # template size
@@ -28,17 +29,11 @@ def _naive(S, T):
 
 
 def _matrix_kinds(d):
-    """kind -> (template shape (u, v), scaler grid (a, b)) for target width d, as WaveViT lays them out."""
-    return {
-        "attn.qkv.weight": ((W, W), (3 * d // W, d // W)),
-        "attn.proj.weight": ((W, W), (d // W, d // W)),
-        "mlp.fc1.weight": ((W, W), (4 * d // W, d // W)),
-        "mlp.fc2.weight": ((W, W), (d // W, 4 * d // W)),
-        "patch_embed.proj.weight": ((W, C * P * P), (d // W, 1)),
-        "pos_embed": ((TOKENS, W), (1, d // W)),
-        "cls_token": ((1, W), (1, d // W)),
-        "head.weight": ((CLASSES, W), (1, d // W)),
-    }
+    """kind -> (template shape (u, v), scaler grid (a, b)) for target width d, from the kinds table."""
+    sizes = axis_sizes(
+        embed_dim=d, mlp_hidden=4 * d, in_chans=C, patch_size=P, tokens=TOKENS, classes=CLASSES
+    )
+    return {name: tiling(kind, sizes, W) for name, kind in KINDS.items() if not kind.vector}
 
 
 @pytest.mark.parametrize("multiple", MULTIPLES)

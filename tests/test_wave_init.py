@@ -7,16 +7,9 @@ from _banks import random_bank
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.training import distillation_loss
 from wave_deploy.wave.bank import TemplateBank
-from wave_deploy.wave.init import (
-    Distiller,
-    SlicedModel,
-    aux_model,
-    init_wave_model,
-    is_bank_task,
-    layer_indices,
-    slice_scalers,
-)
+from wave_deploy.wave.init import Distiller, aux_model, init_wave_model, is_bank_task
 from wave_deploy.wave.model import WaveViT
+from wave_deploy.wave.slicing import SlicedModel, layer_indices, slice_scalers
 
 
 @pytest.fixture(scope="module")

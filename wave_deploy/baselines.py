@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.spec import ViTSpec
+from wave_deploy.wave.geometry import KINDS, WIDTH_AXES
 
 
 def random_init(spec: ViTSpec, seed: int = 0):
@@ -71,31 +72,10 @@ def selection_indices(teacher: ViTSpec, student: ViTSpec) -> dict[str, Tensor]:
     }
 
 
-# parameter suffix -> index axis per tensor dimension (None: keep the dimension whole)
-_BLOCK_AXES = {
-    "norm1.weight": ("embed",),
-    "norm1.bias": ("embed",),
-    "attn.qkv.weight": ("qkv", "embed"),
-    "attn.qkv.bias": ("qkv",),
-    "attn.proj.weight": ("embed", "attn"),
-    "attn.proj.bias": ("embed",),
-    "norm2.weight": ("embed",),
-    "norm2.bias": ("embed",),
-    "mlp.fc1.weight": ("mlp", "embed"),
-    "mlp.fc1.bias": ("mlp",),
-    "mlp.fc2.weight": ("embed", "mlp"),
-    "mlp.fc2.bias": ("embed",),
-}
-_GLOBAL_AXES = {
-    "cls_token": (None, None, "embed"),
-    "pos_embed": (None, None, "embed"),
-    "patch_embed.proj.weight": ("embed", None, None, None),
-    "patch_embed.proj.bias": ("embed",),
-    "norm.weight": ("embed",),
-    "norm.bias": ("embed",),
-    "head.weight": (None, "embed"),
-    "head.bias": (None,),
-}
+def _param_axes(kind: str) -> tuple[str | None, ...]:
+    """Index axis per dimension of a timm parameter, from the kinds table: its width axes are selected,
+    fixed axes (None) stay whole."""
+    return tuple(a if a in WIDTH_AXES else None for a in KINDS[kind].param_axes)
 
 
 def _select(t: Tensor, axes: tuple, idx: dict[str, Tensor]) -> Tensor:
@@ -128,12 +108,12 @@ def weight_selection(
     for name, current in student.state_dict().items():
         if name.startswith("blocks."):
             _, layer, suffix = name.split(".", 2)
-            src, axes = state[f"blocks.{int(idx['layers'][int(layer)])}.{suffix}"], _BLOCK_AXES[suffix]
+            src, axes = state[f"blocks.{int(idx['layers'][int(layer)])}.{suffix}"], _param_axes(suffix)
         elif name.startswith("head.") and new_head:
             selected[name] = current  # timm's fresh init for a new task
             continue
         else:
-            src, axes = state[name], _GLOBAL_AXES[name]
+            src, axes = state[name], _param_axes(name)
         selected[name] = _select(src.detach(), axes, idx).clone()
     student.load_state_dict(selected, strict=True)
     return student

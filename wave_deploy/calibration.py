@@ -4,7 +4,8 @@
 depth x width x batch; each model is a randomly initialized timm VisionTransformer, exported to ONNX exactly as
 deployment exports it (or run in PyTorch eager). ``measure`` times every point in several shuffled passes and
 keeps the best pass's statistics; ``wave_deploy.latency.fit_latency`` fits the calibrated model to the
-medians; the file records the runtime, the machine and every sample (docs/latency.md).
+medians; the file (a ``calibration_file.CalibrationFile``) records the runtime, the machine and every sample
+(docs/latency.md).
 """
 
 from __future__ import annotations
@@ -20,17 +21,17 @@ import time
 from pathlib import Path
 
 from wave_deploy.bench.runners import OrtRunner, TorchRunner, available_threads, seeded_inputs
-from wave_deploy.bench.stats import TIMED_HOST_TO_HOST, cpu_description, summarize, time_calls
-from wave_deploy.errors import InvalidInputError, UsageError
-from wave_deploy.fileio import write_json
-from wave_deploy.latency import (
+from wave_deploy.bench.stats import TIMED_HOST_TO_HOST, LatencyStats, cpu_description, summarize, time_calls
+from wave_deploy.calibration_file import (
     CALIBRATION_SCHEMA_VERSION,
     FEATURES,
-    Calibration,
-    fit_latency,
-    load_calibration,
+    CalibrationFile,
+    write_calibration_file,
 )
-from wave_deploy.memory import activation_precision
+from wave_deploy.errors import UsageError
+from wave_deploy.latency import Calibration, fit_latency, load_calibration
+from wave_deploy.precision import activation_precision
+from wave_deploy.profiles import DeviceProfile
 from wave_deploy.spec import ViTSpec
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def measure(
     for spec, batch in points:
         by_model.setdefault(spec, []).append(batch)
     clock_fn = time.thread_time_ns if clock == "thread" else time.perf_counter_ns
-    best: dict[tuple[ViTSpec, int], object] = {}
+    best: dict[tuple[ViTSpec, int], LatencyStats] = {}
     detail, rng = "", random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="wave-deploy-measure-") as tmp:
         files = {s: _prepare(s, runtime, precision, max(b), Path(tmp)) for s, b in by_model.items()}
@@ -163,13 +164,13 @@ def measure(
     return out, detail
 
 
-def default_calibration_path(profile) -> Path:
+def default_calibration_path(profile: DeviceProfile) -> Path:
     base = Path(profile.source_file).parent if profile.source_file else Path.cwd()
     return base / f"{profile.name}.calibration.json"
 
 
 def calibration_data(
-    profile,
+    profile: DeviceProfile,
     samples: list[dict],
     *,
     runtime: str,
@@ -178,8 +179,8 @@ def calibration_data(
     threads: int,
     clock: str,
     space,
-) -> dict:
-    """Fit the calibrated model to measured ``samples`` (of ``space``'s geometry) and build the file's content."""
+) -> CalibrationFile:
+    """Fit the calibrated model to measured ``samples`` (of ``space``'s geometry): the file's content."""
     w_prec = precision
     a_prec = activation_precision(profile) if runtime == "onnxruntime" else "fp32"
     rows = [
@@ -190,7 +191,7 @@ def calibration_data(
         p: max(1.0, statistics.median(s[f"{p}_ms"] / s["p50_ms"] for s in samples))
         for p in ("p90", "p95", "p99")
     }
-    return {
+    content = {
         "schema_version": CALIBRATION_SCHEMA_VERSION,
         "profile": profile.name,
         "runtime": {
@@ -227,28 +228,24 @@ def calibration_data(
         },
         "samples": samples,
     }
+    return CalibrationFile.build(content)
 
 
-def write_calibration(data: dict, path: str | Path) -> Calibration:
+def write_calibration(content: CalibrationFile, path: str | Path) -> Calibration:
     """Write the file atomically and read it back through the validator."""
-    try:
-        write_json(path, data)
-    except OSError as exc:
-        raise InvalidInputError(
-            f"cannot write calibration file {path}: {exc}", hint="pass --out FILE"
-        ) from exc
+    write_calibration_file(content, path)
     log.info(
         "calibration of %s: fit MAPE %.2f%% over %d samples -> %s",
-        data["profile"],
-        data["fit"]["mape_pct"],
-        data["fit"]["n_samples"],
+        content.profile,
+        content.fit.mape_pct,
+        content.fit.n_samples,
         path,
     )
     return load_calibration(path)
 
 
 def calibrate(
-    profile,
+    profile: DeviceProfile,
     *,
     runtime: str = "onnxruntime",
     out: str | Path | None = None,

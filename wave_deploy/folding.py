@@ -30,8 +30,7 @@ def fold(wave) -> tuple[dict[str, Tensor], ViTSpec]:
     """Dense timm state dict (detached copies, in timm's key order) and the spec of a WaveViT."""
     with torch.no_grad():
         expanded = wave.expanded_state_dict()
-        order = wave._vit.state_dict().keys()  # the meta skeleton gives timm's key order
-        state = {k: expanded[k].detach().clone().contiguous() for k in order}
+        state = {k: expanded[k].detach().clone().contiguous() for k in wave.timm_keys()}
     return state, wave.spec
 
 

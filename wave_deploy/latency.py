@@ -22,9 +22,12 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
+from wave_deploy.calibration_file import FEATURES, CalibrationFile, read_calibration_file
 from wave_deploy.errors import InvalidInputError
-from wave_deploy.memory import activation_precision, weight_precision
+from wave_deploy.precision import activation_precision, weight_precision
+from wave_deploy.profiles import DeviceProfile
 from wave_deploy.spec import ViTSpec, model_ops, weight_bytes
 
 log = logging.getLogger(__name__)
@@ -56,7 +59,7 @@ class Prediction:
         return data
 
 
-def _peak_flops(profile, precision: str) -> float:
+def _peak_flops(profile: DeviceProfile, precision: str) -> float:
     """FLOP/s the runtime can reach at ``precision``: the profile's peak, times the share of CPU cores used."""
     hw = profile.hardware
     peak = {"fp32": hw.peak_tflops_fp32, "fp16": hw.peak_tflops_fp16, "int8": hw.peak_tops_int8}[
@@ -68,7 +71,7 @@ def _peak_flops(profile, precision: str) -> float:
     return peak
 
 
-def predict_analytic(spec: ViTSpec, profile, batch: int) -> Prediction:
+def predict_analytic(spec: ViTSpec, profile: DeviceProfile, batch: int) -> Prediction:
     """Roofline per op from the profile's hardware facts and efficiency factors (uncalibrated)."""
     lm = profile.latency_model
     w_prec, a_prec = weight_precision(profile), activation_precision(profile)
@@ -87,17 +90,6 @@ def predict_analytic(spec: ViTSpec, profile, batch: int) -> Prediction:
 
 
 # --- calibrated model: features, fit, file -----------------------------------------------------------------
-
-FEATURES = (
-    "run",  # one per inference: session call, input/output copies
-    "kernels",  # ops executed
-    "gemm_gflop",
-    "attention_gflop",
-    "softmax_mb",
-    "elementwise_mb",
-    "weight_mb",  # weights read once per inference
-    "spilled_weight_mb",  # weights beyond the fitted cache size: read from DRAM every inference
-)
 
 
 def features(spec: ViTSpec, batch: int, weight_prec: str, act_prec: str, cache_mb: float) -> list[float]:
@@ -173,7 +165,7 @@ def fit_latency(rows: list[tuple[ViTSpec, int, float]], weight_prec: str, act_pr
     meas = np.array([r[2] for r in rows], dtype=np.float64)
     if not np.all(np.isfinite(meas)) or (meas <= 0).any():
         raise InvalidInputError("measured latencies must be positive and finite")
-    best = None
+    best: tuple[float, float, Any, Any] | None = None  # (score, cache_mb, coefficients, errors)
     for cache_mb in [math.inf] + [0.25 * 2 ** (k / 2) for k in range(21)]:  # 0.25 MB .. 256 MB
         x = np.array([features(s, bt, weight_prec, act_prec, cache_mb) for s, bt, _ in rows])
         a = x / meas[:, None]  # rows scaled by 1 / measured: least squares on relative error
@@ -183,7 +175,7 @@ def fit_latency(rows: list[tuple[ViTSpec, int, float]], weight_prec: str, act_pr
         score = float(np.sqrt(np.mean(err**2)))
         if best is None or score < best[0] - 1e-12:
             best = (score, cache_mb, coef, err)
-    _, cache_mb, coef, err = best
+    _, cache_mb, coef, err = cast(tuple[float, float, Any, Any], best)  # the grid is never empty
     return FitResult(
         coefficients={name: float(c) for name, c in zip(FEATURES, coef)},
         cache_mb=float(cache_mb) if math.isfinite(cache_mb) else -1.0,  # -1: no cache term
@@ -207,123 +199,56 @@ def predict_with_fit(
     return sum(parts.values()), parts
 
 
-# --- calibration file -------------------------------------------------------------------------------------
-
-CALIBRATION_SCHEMA_VERSION = 1
-
-
-def _calibration_models():
-    """Pydantic models of the calibration file (built lazily: pydantic is only needed to read/write one)."""
-    from typing import Literal
-
-    from pydantic import BaseModel, ConfigDict, Field
-
-    class Strict(BaseModel):
-        model_config = ConfigDict(extra="forbid", frozen=True)
-
-    class Sample(Strict):
-        depth: int = Field(ge=1)
-        embed_dim: int = Field(ge=1)
-        num_heads: int = Field(ge=1)
-        batch: int = Field(ge=1)
-        p50_ms: float = Field(gt=0)
-        p90_ms: float = Field(gt=0)
-        p95_ms: float = Field(gt=0)
-        p99_ms: float = Field(gt=0)
-        mean_ms: float = Field(gt=0)
-        iterations: int = Field(ge=1)
-
-    class Geometry(Strict):
-        img_size: int = Field(ge=1)
-        patch_size: int = Field(ge=1)
-        in_chans: int = Field(ge=1)
-        num_classes: int = Field(ge=1)
-        mlp_ratio: float = Field(gt=0)
-
-    class RuntimeInfo(Strict):
-        name: Literal["onnxruntime", "torch"]
-        version: str
-        detail: str  # what executed, e.g. "onnxruntime 1.32.0 [CPUExecutionProvider]"
-        precision: Literal["fp32", "fp16", "int8"]
-        threads: int = Field(ge=1)
-        clock: Literal["wall", "thread"]
-
-    class Machine(Strict):
-        cpu: str
-        logical_cores: int = Field(ge=1)
-        platform: str
-        python: str
-        date: str
-
-    class Model(Strict):
-        features: list[str]
-        coefficients_ms: dict[str, float]
-        cache_mb: float  # -1: no cache term
-        percentile_factors: dict[Literal["p50", "p90", "p95", "p99"], float]
-        weight_precision: Literal["fp32", "fp16", "int8"]
-        activation_precision: Literal["fp32", "fp16", "int8"]
-
-    class Fit(Strict):
-        n_samples: int = Field(ge=1)
-        mape_pct: float = Field(ge=0)
-        max_abs_pct: float = Field(ge=0)
-        within_10pct: float = Field(ge=0, le=1)
-
-    class CalibrationFile(Strict):
-        schema_version: Literal[1]
-        profile: str
-        runtime: RuntimeInfo
-        machine: Machine
-        geometry: Geometry
-        model: Model
-        fit: Fit
-        samples: list[Sample] = Field(min_length=1)
-
-    return CalibrationFile
+# --- a calibration file, as a predictor --------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """A validated calibration file and the model it holds."""
+    """A validated calibration file (``file``, read by wave_deploy.calibration_file) and the model it holds."""
 
     path: str
-    data: dict  # the file's content, validated
+    file: CalibrationFile
 
     @property
     def profile(self) -> str:
-        return self.data["profile"]
+        return self.file.profile
 
-    def predict(self, spec: ViTSpec, batch: int, *, profile=None) -> Prediction:
+    @property
+    def data(self) -> dict:
+        """The file's content as plain JSON-ready data."""
+        return self.file.model_dump(mode="json")
+
+    def predict(self, spec: ViTSpec, batch: int, *, profile: DeviceProfile | None = None) -> Prediction:
         if profile is not None and profile.name != self.profile:
             raise InvalidInputError(
                 f"calibration file {self.path} was made for profile '{self.profile}', not '{profile.name}'"
             )
-        model = self.data["model"]
+        model = self.file.model
         latency, parts = predict_with_fit(
             spec,
             batch,
-            model["coefficients_ms"],
-            model["cache_mb"],
-            model["weight_precision"],
-            model["activation_precision"],
+            model.coefficients_ms,
+            model.cache_mb,
+            model.weight_precision,
+            model.activation_precision,
         )
         return Prediction(
             latency_ms=latency,
             batch=batch,
             source=f"calibrated:{self.path}",
             breakdown_ms=parts,
-            percentile_factors=dict(model["percentile_factors"]),
+            percentile_factors=dict(model.percentile_factors),
             notes=self._range_notes(spec, batch),
         )
 
     def _range_notes(self, spec: ViTSpec, batch: int) -> tuple[str, ...]:
         notes = []
-        geometry = self.data["geometry"]
+        geometry = self.file.geometry.model_dump()
         if any(getattr(spec, k) != v for k, v in geometry.items()):
             notes.append(f"extrapolated: calibrated for {geometry}, spec differs")
-        samples = self.data["samples"]
+        samples = self.file.samples
         for key, value in (("depth", spec.depth), ("embed_dim", spec.embed_dim), ("batch", batch)):
-            lo, hi = min(s[key] for s in samples), max(s[key] for s in samples)
+            lo, hi = min(getattr(s, key) for s in samples), max(getattr(s, key) for s in samples)
             if not lo <= value <= hi:
                 notes.append(f"extrapolated: {key}={value} outside the calibrated {lo}..{hi}")
         return tuple(notes)
@@ -331,47 +256,13 @@ class Calibration:
 
 def load_calibration(path: str | Path) -> Calibration:
     """Read and validate a calibration file; any problem raises InvalidInputError (exit 3)."""
-    import json
-
-    from pydantic import ValidationError
-
-    path = Path(path)
-    if not path.is_file():
-        raise InvalidInputError(f"calibration file {path} does not exist")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInputError(f"invalid calibration file {path}: {exc}") from exc
-    try:
-        data = _calibration_models().model_validate(raw).model_dump()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise InvalidInputError(f"invalid calibration file {path}: field '{where}': {first['msg']}") from exc
-    model = data["model"]
-    if tuple(model["features"]) != FEATURES or set(model["coefficients_ms"]) != set(FEATURES):
-        raise InvalidInputError(
-            f"invalid calibration file {path}: its features {model['features']} are not this version's "
-            f"{list(FEATURES)}",
-            hint="re-run wave-deploy calibrate",
-        )
-    bad = [k for k, v in model["coefficients_ms"].items() if not (math.isfinite(v) and v >= 0)]
-    if bad:
-        raise InvalidInputError(
-            f"invalid calibration file {path}: negative or non-finite coefficient(s) {bad}"
-        )
-    factors = model["percentile_factors"]
-    if set(factors) != set(DEFAULT_PERCENTILE_FACTORS) or any(not (1.0 <= v < 100) for v in factors.values()):
-        raise InvalidInputError(
-            f"invalid calibration file {path}: percentile_factors need p50..p99, each >= 1"
-        )
-    return Calibration(path=str(path), data=data)
+    return Calibration(path=str(path), file=read_calibration_file(path))
 
 
-def profile_calibration(profile) -> Calibration | None:
+def profile_calibration(profile: DeviceProfile) -> Calibration | None:
     """The profile's own calibration (kind 'calibrated'), its file resolved relative to the profile file."""
     lm = profile.latency_model
-    if lm.kind != "calibrated":
+    if lm.kind != "calibrated" or not lm.calibration_file:  # the profile's validator requires the file
         return None
     path = Path(lm.calibration_file)
     if not path.is_absolute() and profile.source_file:
@@ -379,7 +270,13 @@ def profile_calibration(profile) -> Calibration | None:
     return load_calibration(path)
 
 
-def predict(spec: ViTSpec, profile, batch: int | None = None, *, calibration=None) -> Prediction:
+def predict(
+    spec: ViTSpec,
+    profile: DeviceProfile,
+    batch: int | None = None,
+    *,
+    calibration: Calibration | str | Path | None = None,
+) -> Prediction:
     """Predicted p50 latency of ``spec`` on ``profile`` at ``batch`` (default: the budget's batch).
 
     ``calibration``: a Calibration, a path to a calibration file, or None for the profile's own

@@ -21,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from wave_deploy.precision import activation_precision, weight_precision
+from wave_deploy.profiles import DeviceProfile
 from wave_deploy.spec import ViTSpec, activation_bytes, weight_bytes
 
 MIB = 1 << 20
@@ -36,23 +38,6 @@ RUNTIME_FACTORS = {"onnxruntime": (1.3, 6.0), "tensorrt": (1.0, 1.0)}
 # engine at once: three copies, counted at fp32 as the upper bound. An estimate: measure the real peak on the
 # device (`/usr/bin/time -v trtexec ...`) before trusting a tight build budget.
 BUILD_WEIGHT_COPIES = 3.0
-
-
-def weight_precision(profile) -> str:
-    """Precision the weights are stored at on the device: the profile's runtime precision."""
-    return profile.runtime.precision
-
-
-def activation_precision(profile) -> str:
-    """Element type of activations: fp16 for fp16 and int8 TensorRT engines (int8 engines keep many tensors
-    in fp16, so fp16 is the conservative choice); ONNX Runtime's int8 is dynamic quantization, whose
-    activations stay fp32 between the quantized MatMuls."""
-    precision = profile.runtime.precision
-    if precision == "fp16":
-        return "fp16"
-    if precision == "int8" and profile.software.runtime == "tensorrt":
-        return "fp16"
-    return "fp32"
 
 
 @dataclass(frozen=True)
@@ -76,14 +61,14 @@ class MemoryEstimate:
         return data
 
 
-def tensorrt_scratch(profile, activations_mib: float) -> float:
+def tensorrt_scratch(profile: DeviceProfile, activations_mib: float) -> float:
     """TensorRT scratch actually in use: tactics rarely need more than one more activation-sized buffer, and
     never more than the workspace limit. An estimate."""
     limit = profile.runtime.workspace_mib
     return min(float(limit), activations_mib) if limit else activations_mib
 
 
-def predict_memory(spec: ViTSpec, profile, batch: int | None = None) -> MemoryEstimate:
+def predict_memory(spec: ViTSpec, profile: DeviceProfile, batch: int | None = None) -> MemoryEstimate:
     """Runtime memory (and, for on-device TensorRT builds, the build peak) of ``spec`` on ``profile``."""
     batch = profile.budgets.latency_batch if batch is None else batch
     w_prec, a_prec = weight_precision(profile), activation_precision(profile)

@@ -12,13 +12,11 @@ Because the permutation is stateless, a checkpoint needs only the step to restor
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -26,132 +24,35 @@ import torch.nn.functional as F
 
 from wave_deploy import checkpoint as ckpt_io
 from wave_deploy import distributed as D
+from wave_deploy import probe
 from wave_deploy.errors import InvalidInputError, MissingDependencyError, StageFailedError
+from wave_deploy.training_config import (
+    EvalRecord,
+    StepInfo,
+    TrainConfig,
+    TrainResult,
+    global_batch_indices,
+    lr_factor,
+)
+
+# Re-exported: a run's configuration and results are part of this module's interface.
+__all__ = [
+    "CHECKPOINT_NAME",
+    "EvalRecord",
+    "StepInfo",
+    "TrainConfig",
+    "TrainResult",
+    "distill_loss_fn",
+    "distillation_loss",
+    "evaluate",
+    "global_batch_indices",
+    "lr_factor",
+    "train",
+]
 
 log = logging.getLogger(__name__)
 
-AMP_CHOICES = ("auto", "off", "bf16", "fp16")
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
 CHECKPOINT_NAME = "checkpoint.pt"
-# Fields that do not change the trajectory of the parameters; a resume may change them.
-_NOT_HASHED = ("eval_every", "eval_batch_size", "checkpoint_every", "log_every", "device")
-
-
-@dataclass
-class TrainConfig:
-    steps: int | None = None  # budget in optimizer steps; exactly one of steps / epochs
-    epochs: float | None = None  # converted to ceil(epochs * steps_per_epoch) steps
-    batch_size: int = 128  # global: split evenly over DDP ranks
-    lr: float = 1e-3  # peak learning rate
-    weight_decay: float = 0.05  # not applied to 1-D params and timm's no_weight_decay() tokens
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.0  # cosine decays from lr to lr * min_lr_ratio
-    label_smoothing: float = 0.0  # default loss only (not a custom loss_fn)
-    grad_clip: float | None = 1.0  # max global L2 norm of the gradients; None: no clipping
-    seed: int = 0
-    eval_every: int | None = None  # steps; None: once per epoch. Always at the last step.
-    eval_batch_size: int = 512  # per rank
-    checkpoint_every: int | None = None  # steps; None: only at the end (when a checkpoint_dir is given)
-    log_every: int = 10  # steps between on_step calls
-    amp: str = "auto"  # auto: bf16 on CUDA when supported, else off; never on CPU
-    device: str = "auto"  # auto: cuda when available
-
-    def validate(self) -> None:
-        c = self
-        rules = [
-            ((c.steps is None) != (c.epochs is None), "give exactly one of steps or epochs"),
-            (c.epochs is None or c.epochs > 0, f"epochs must be > 0, got {c.epochs!r}"),
-            (0 < c.lr < math.inf, f"lr must be a positive number, got {c.lr!r}"),
-            (c.weight_decay >= 0, f"weight_decay must be >= 0, got {c.weight_decay!r}"),
-            (0 <= c.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {c.min_lr_ratio!r}"),
-            (0 <= c.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {c.label_smoothing!r}"),
-            (c.grad_clip is None or c.grad_clip > 0, f"grad_clip must be > 0 or None, got {c.grad_clip!r}"),
-            (c.amp in AMP_CHOICES, f"amp must be one of {AMP_CHOICES}, got {c.amp!r}"),
-            (c.device in DEVICE_CHOICES, f"device must be one of {DEVICE_CHOICES}, got {c.device!r}"),
-        ]
-        for name in ("steps", "batch_size", "eval_batch_size", "log_every", "eval_every", "checkpoint_every"):
-            v, optional = getattr(c, name), name in ("steps", "eval_every", "checkpoint_every")
-            ok = (v is None and optional) or (isinstance(v, int) and not isinstance(v, bool) and v >= 1)
-            rules.append((ok, f"{name} must be an integer >= 1{' or None' if optional else ''}, got {v!r}"))
-        ok = isinstance(c.warmup_steps, int) and c.warmup_steps >= 0
-        rules.append((ok, f"warmup_steps must be an integer >= 0, got {c.warmup_steps!r}"))
-        problems = [msg for ok, msg in rules if not ok]
-        if problems:
-            raise InvalidInputError("training config: " + "; ".join(problems))
-
-    def total_steps(self, steps_per_epoch: int) -> int:
-        return self.steps if self.steps is not None else math.ceil(self.epochs * steps_per_epoch)
-
-    def hashed_fields(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in _NOT_HASHED}
-
-
-@dataclass
-class StepInfo:
-    """What the ``on_step`` callback receives every ``log_every`` steps (main process only)."""
-
-    step: int  # optimizer steps done
-    total_steps: int
-    epoch: float
-    loss: float  # mean train loss over the steps since the previous call (this rank's shard)
-    lr: float  # learning rate of param group 0 used by the last step
-    grad_norm: float | None  # global grad norm before clipping at the last step (None: no clipping)
-    images_per_s: float  # global training throughput since the previous call (eval excluded)
-    val_loss: float | None  # latest validation result, None before the first evaluation
-    val_acc: float | None
-    evaluated: bool  # an evaluation happened at this step
-
-
-@dataclass
-class EvalRecord:
-    step: int
-    epoch: float
-    train_loss: float  # mean over all ranks and steps since the previous evaluation
-    val_loss: float | None  # plain cross-entropy (no smoothing)
-    val_acc: float | None
-    lr: float
-    images_per_s: float
-
-
-@dataclass
-class TrainResult:
-    history: list[EvalRecord]
-    steps: int
-    final_val_acc: float | None
-    final_val_loss: float | None
-    wall_time_s: float  # this call
-    train_time_s: float  # time spent in training steps, summed over resumed runs
-    images_per_s: float  # global, over the steps of this call
-    device: str
-    amp: str
-    world_size: int
-    resumed_from_step: int | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
-    """Multiplier of the peak lr for 0-based step ``step``: linear warmup to 1, then cosine to the minimum."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The order of the ``n`` training samples in ``epoch``; a function of (seed, epoch) only."""
-    key = int.from_bytes(hashlib.sha256(f"wave-deploy-data:{seed}:{epoch}".encode()).digest()[:8], "little")
-    return torch.randperm(n, generator=torch.Generator().manual_seed(key >> 1))
-
-
-_cached_permutation = functools.lru_cache(maxsize=2)(epoch_permutation)  # read-only results
-
-
-def global_batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
-    """Sample indices (batch_size,) of the global batch used by 0-based step ``step`` (all ranks together)."""
-    epoch, k = divmod(step, n // batch_size)
-    return _cached_permutation(n, seed, epoch)[k * batch_size : (k + 1) * batch_size].clone()
 
 
 def distillation_loss(
@@ -166,6 +67,11 @@ def distillation_loss(
     log_p_t = F.log_softmax(teacher_logits.detach().to(dtype) / tau, dim=-1)  # (B, K)
     kl = F.kl_div(F.log_softmax(s / tau, dim=-1), log_p_t, reduction="batchmean", log_target=True)
     return alpha * tau * tau * kl + (1.0 - alpha) * F.cross_entropy(s, y)
+
+
+def distill_loss_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``loss_fn`` for a module whose ``forward(x, y)`` returns its own loss (a distiller): one forward call."""
+    return model(x, y)
 
 
 @torch.no_grad()
@@ -218,16 +124,15 @@ def train(
     device_type, amp_dtype = _resolve_device_and_amp(config)
     device = D.init_distributed(device_type)
     model.to(device)
-    world, rank = D.world_size(), D.rank()
-    B, n = config.batch_size, len(train_x)
-    if B % world:
-        raise InvalidInputError(f"batch_size {B} is not divisible by the number of processes {world}")
-    per_epoch = n // B
-    if per_epoch == 0:
-        raise InvalidInputError(f"batch_size {B} is larger than the training set ({n} samples)")
-    total = config.total_steps(per_epoch)
-    eval_every = config.eval_every or per_epoch
-    autocast = {"device_type": device.type, "dtype": amp_dtype or torch.float32, "enabled": bool(amp_dtype)}
+    world, n = D.world_size(), len(train_x)
+    if config.batch_size % world:
+        raise InvalidInputError(
+            f"batch_size {config.batch_size} is not divisible by the number of processes {world}"
+        )
+    if n // config.batch_size == 0:
+        raise InvalidInputError(
+            f"batch_size {config.batch_size} is larger than the training set ({n} samples)"
+        )
 
     groups, names = _param_groups(model, params, config.weight_decay)
     trained = [p for g in groups for p in g["params"]]
@@ -236,116 +141,211 @@ def train(
     for p in frozen:
         p.requires_grad_(False)
     try:
+        run = _Run.start(model, config, device, amp_dtype, groups, trained, n)
+        if checkpoint_dir is not None:
+            run.ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME
+            run.fingerprint = ckpt_io.fingerprint(config, names, train_x, train_y, val_x, val_y)
+        if resume:
+            run.restore()
+        run.begin()
+        net = D.wrap_ddp(model, device)
+        net.train()
+        while run.step < run.total:
+            run.optimizer_step(net, train_x, train_y, loss_fn)
+            if run.at_report_point():
+                run.report(val_x, val_y, on_step)
+        D.barrier()
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    return run.result(wall_start)
+
+
+@dataclass
+class _Run:
+    """One ``train`` call: its fixed set-up, the checkpointed ``state`` and the progress since the last report.
+
+    ``state`` (what a checkpoint holds): step (optimizer steps done), history (evaluation records), window
+    (global sum and count of train losses since the last evaluation), train_time_s (over resumed runs).
+    """
+
+    config: TrainConfig
+    model: torch.nn.Module
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    trained: list
+    n: int  # training samples
+    per_epoch: int  # optimizer steps per epoch
+    total: int  # optimizer steps of the whole run
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    state: dict
+    ckpt_path: Path | None = None
+    fingerprint: str = ""
+    resumed_from: int | None = None
+    # progress of this call (set by begin)
+    step: int = 0
+    start_step: int = 0
+    # on rank 0: the global loss sums since the last evaluation; elsewhere: this rank's since the last sync
+    window: torch.Tensor = field(default_factory=lambda: torch.zeros(2, dtype=torch.float64))
+    val_loss: float | None = None
+    val_acc: float | None = None
+    grad_norm: torch.Tensor | None = None
+    lr_used: float = 0.0
+    log_loss: float | torch.Tensor = 0.0  # since the last report: loss sum and steps
+    log_n: int = 0
+    eval_steps: int = 0  # since the last evaluation: steps and seconds
+    eval_time: float = 0.0
+    call_time: float = 0.0  # seconds of training steps in this call
+    t_mark: float = 0.0
+
+    @classmethod
+    def start(cls, model, config, device, amp_dtype, groups, trained, n: int) -> _Run:
+        """Optimizer, lr schedule and grad scaler for a fresh run; seeds dropout's RNG stream."""
+        per_epoch = n // config.batch_size
+        total = config.total_steps(per_epoch)
         optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: lr_factor(s, config.warmup_steps, total, config.min_lr_ratio)
         )
         scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
-        torch.manual_seed(config.seed + rank)  # dropout / drop-path streams; the data order is separate
-
-        ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-        fingerprint = ckpt_io.fingerprint(config, names, train_x, train_y, val_x, val_y) if ckpt_path else ""
-        # step: optimizer steps done; window: (sum, count) of train losses since the last evaluation
+        torch.manual_seed(config.seed + D.rank())  # dropout / drop-path streams; the data order is separate
         state = {"step": 0, "history": [], "window": torch.zeros(2, dtype=torch.float64), "train_time_s": 0.0}
-        resumed_from = None
-        if resume and ckpt_path is not None and ckpt_path.exists():
+        return cls(
+            config,
+            model,
+            device,
+            amp_dtype,
+            trained,
+            n,
+            per_epoch,
+            total,
+            optimizer,
+            scheduler,
+            scaler,
+            state,
+        )
+
+    @property
+    def _stateful(self) -> tuple:
+        return self.optimizer, self.scheduler, self.scaler
+
+    def restore(self) -> None:
+        """Continue from the checkpoint when there is one (it must match config, data and parameters)."""
+        if self.ckpt_path is None:
+            return
+        if self.ckpt_path.exists():
             ckpt = ckpt_io.load_checkpoint(
-                ckpt_path, config, fingerprint, model, (optimizer, scheduler, scaler)
+                self.ckpt_path, self.config, self.fingerprint, self.model, self._stateful
             )
-            D.restore_rng_states(ckpt["rng"], device)
-            state = {k: ckpt[k] for k in state}
-            resumed_from = state["step"]
-            _log_main("resuming from step %d of %d (%s)", resumed_from, total, ckpt_path)
-        elif resume and ckpt_path is not None:
-            _log_main("no checkpoint at %s: starting from step 0", ckpt_path)
-        window = state["window"].to(device) * (rank == 0)  # the saved global sums live on rank 0 only
+            D.restore_rng_states(ckpt["rng"], self.device)
+            self.state = {k: ckpt[k] for k in self.state}
+            self.resumed_from = self.state["step"]
+            _log_main("resuming from step %d of %d (%s)", self.resumed_from, self.total, self.ckpt_path)
+        else:
+            _log_main("no checkpoint at %s: starting from step 0", self.ckpt_path)
 
-        net = D.wrap_ddp(model, device)
-        net.train()
-        step = start_step = state["step"]
-        last = state["history"][-1] if state["history"] else {}
-        val_loss, val_acc = last.get("val_loss"), last.get("val_acc")
-        grad_norm, lr_used = None, config.lr
-        log_loss, log_n, eval_steps, eval_time, call_time = 0.0, 0, 0, 0.0, 0.0
-        t_mark = time.perf_counter()
-        while step < total:
-            idx = global_batch_indices(step, n, B, config.seed)[rank::world]  # (B/W,) this rank's shard
-            x = train_x[idx.to(train_x.device)].to(device, non_blocking=True)  # (B/W, C, H, W)
-            y = train_y[idx.to(train_y.device)].to(device, non_blocking=True)  # (B/W,)
-            with torch.autocast(**autocast):
-                if loss_fn is None:
-                    loss = F.cross_entropy(net(x).float(), y, label_smoothing=config.label_smoothing)
-                else:
-                    loss = loss_fn(net, x, y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if config.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(trained, config.grad_clip)
-            lr_used = optimizer.param_groups[0]["lr"]
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            step += 1
-            loss = loss.detach().double()
-            log_loss, log_n, eval_steps = log_loss + loss, log_n + 1, eval_steps + 1
-            window += torch.stack([loss, torch.ones_like(loss)])
+    def begin(self) -> None:
+        self.window = self.state["window"].to(self.device) * (D.rank() == 0)  # saved global sums: rank 0 only
+        self.step = self.start_step = self.state["step"]
+        last = self.state["history"][-1] if self.state["history"] else {}
+        self.val_loss, self.val_acc = last.get("val_loss"), last.get("val_acc")
+        self.grad_norm, self.lr_used = None, self.config.lr
+        self.t_mark = time.perf_counter()
 
-            eval_now = step % eval_every == 0 or step == total
-            every = config.checkpoint_every
-            ckpt_now = ckpt_path is not None and (step == total or (every is not None and step % every == 0))
-            if not (eval_now or ckpt_now or step % config.log_every == 0):
-                continue
-            mean_loss = float(log_loss / log_n)  # waits for the GPU, so the timing below is honest
-            elapsed = time.perf_counter() - t_mark
-            state["train_time_s"] += elapsed
-            call_time, eval_time = call_time + elapsed, eval_time + elapsed
-            images_per_s = B * log_n / max(elapsed, 1e-9)
-            if not math.isfinite(mean_loss):
-                raise StageFailedError(f"training diverged: loss is {mean_loss} at step {step}")
-            if eval_now:
-                w_sum, w_n = D.all_reduce_sum(window).tolist()
-                if val_x is not None:
-                    val_loss, val_acc = evaluate(
-                        model, val_x, val_y, config.eval_batch_size, device, amp_dtype
-                    )
-                ips = B * eval_steps / max(eval_time, 1e-9)
-                record = EvalRecord(step, step / per_epoch, w_sum / w_n, val_loss, val_acc, lr_used, ips)
-                state["history"].append(asdict(record))
-                window.zero_()
-                eval_steps, eval_time = 0, 0.0
-                _log_main("step %d/%d: train loss %.4f, val acc %s", step, total, w_sum / w_n, val_acc)
-            if ckpt_now:
-                state["step"], state["window"] = step, D.all_reduce_sum(window).cpu()
-                ckpt_io.save_checkpoint(
-                    ckpt_path, state, config, fingerprint, model, (optimizer, scheduler, scaler)
+    def optimizer_step(self, net, train_x, train_y, loss_fn) -> None:
+        """One step on this rank's shard of global batch ``step``."""
+        config, device = self.config, self.device
+        idx = global_batch_indices(self.step, self.n, config.batch_size, config.seed)
+        idx = idx[D.rank() :: D.world_size()]  # (B/W,) this rank's shard
+        x = train_x[idx.to(train_x.device)].to(device, non_blocking=True)  # (B/W, C, H, W)
+        y = train_y[idx.to(train_y.device)].to(device, non_blocking=True)  # (B/W,)
+        amp = self.amp_dtype
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=bool(amp)):
+            if loss_fn is None:
+                loss = F.cross_entropy(net(x).float(), y, label_smoothing=config.label_smoothing)
+            else:
+                loss = loss_fn(net, x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if config.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            self.grad_norm = torch.nn.utils.clip_grad_norm_(self.trained, config.grad_clip)
+        self.lr_used = self.optimizer.param_groups[0]["lr"]
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        loss = loss.detach().double()
+        self.log_loss, self.log_n, self.eval_steps = self.log_loss + loss, self.log_n + 1, self.eval_steps + 1
+        self.window += torch.stack([loss, torch.ones_like(loss)])
+
+    def _eval_now(self) -> bool:
+        return self.step % (self.config.eval_every or self.per_epoch) == 0 or self.step == self.total
+
+    def _ckpt_now(self) -> bool:
+        every = self.config.checkpoint_every
+        last_or_every = self.step == self.total or (every is not None and self.step % every == 0)
+        return self.ckpt_path is not None and last_or_every
+
+    def at_report_point(self) -> bool:
+        return self._eval_now() or self._ckpt_now() or self.step % self.config.log_every == 0
+
+    def report(self, val_x, val_y, on_step) -> None:
+        """Timing, divergence check, evaluation, checkpoint and ``on_step``, as due at this step."""
+        B, step, total = self.config.batch_size, self.step, self.total
+        eval_now, ckpt_now = self._eval_now(), self._ckpt_now()
+        mean_loss = float(self.log_loss / self.log_n)  # waits for the GPU, so the timing below is honest
+        elapsed = time.perf_counter() - self.t_mark
+        self.state["train_time_s"] += elapsed
+        self.call_time, self.eval_time = self.call_time + elapsed, self.eval_time + elapsed
+        images_per_s = B * self.log_n / max(elapsed, 1e-9)
+        if not math.isfinite(mean_loss):
+            raise StageFailedError(f"training diverged: loss is {mean_loss} at step {step}")
+        if eval_now:
+            w_sum, w_n = D.all_reduce_sum(self.window).tolist()
+            if val_x is not None:
+                self.val_loss, self.val_acc = evaluate(
+                    self.model, val_x, val_y, self.config.eval_batch_size, self.device, self.amp_dtype
                 )
-            if on_step is not None and rank == 0:
-                norm = None if grad_norm is None else float(grad_norm)
-                info = (mean_loss, lr_used, norm, images_per_s, val_loss, val_acc, eval_now)
-                on_step(StepInfo(step, total, step / per_epoch, *info))
-            log_loss, log_n = 0.0, 0
-            t_mark = time.perf_counter()
-        D.barrier()
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
+            ips = B * self.eval_steps / max(self.eval_time, 1e-9)
+            record = EvalRecord(
+                step, step / self.per_epoch, w_sum / w_n, self.val_loss, self.val_acc, self.lr_used, ips
+            )
+            self.state["history"].append(asdict(record))
+            self.window.zero_()
+            self.eval_steps, self.eval_time = 0, 0.0
+            _log_main("step %d/%d: train loss %.4f, val acc %s", step, total, w_sum / w_n, self.val_acc)
+        if ckpt_now:
+            self.state["step"], self.state["window"] = step, D.all_reduce_sum(self.window).cpu()
+            ckpt_io.save_checkpoint(
+                self.ckpt_path, self.state, self.config, self.fingerprint, self.model, self._stateful
+            )
+        if on_step is not None and D.rank() == 0:
+            norm = None if self.grad_norm is None else float(self.grad_norm)
+            info = (mean_loss, self.lr_used, norm, images_per_s, self.val_loss, self.val_acc, eval_now)
+            on_step(StepInfo(step, total, step / self.per_epoch, *info))
+        self.log_loss, self.log_n = 0.0, 0
+        self.t_mark = time.perf_counter()
 
-    history = [EvalRecord(**r) for r in state["history"]]
-    final = history[-1] if history else None
-    return TrainResult(
-        history=history,
-        steps=total,
-        final_val_acc=final.val_acc if final else None,
-        final_val_loss=final.val_loss if final else None,
-        wall_time_s=time.perf_counter() - wall_start,
-        train_time_s=state["train_time_s"],
-        images_per_s=B * (total - start_step) / call_time if call_time > 0 else 0.0,
-        device=str(device),
-        amp={None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype],
-        world_size=world,
-        resumed_from_step=resumed_from,
-    )
+    def result(self, wall_start: float) -> TrainResult:
+        history = [EvalRecord(**r) for r in self.state["history"]]
+        final = history[-1] if history else None
+        B, amp = self.config.batch_size, self.amp_dtype
+        return TrainResult(
+            history=history,
+            steps=self.total,
+            final_val_acc=final.val_acc if final else None,
+            final_val_loss=final.val_loss if final else None,
+            wall_time_s=time.perf_counter() - wall_start,
+            train_time_s=self.state["train_time_s"],
+            images_per_s=B * (self.total - self.start_step) / self.call_time if self.call_time > 0 else 0.0,
+            device=str(self.device),
+            amp={None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp],
+            world_size=D.world_size(),
+            resumed_from_step=self.resumed_from,
+        )
 
 
 def _log_main(msg: str, *args) -> None:
@@ -372,7 +372,7 @@ def _check_data(train_x, train_y, val_x, val_y) -> None:
 
 
 def _resolve_device_and_amp(config: TrainConfig) -> tuple[str, torch.dtype | None]:
-    has_cuda = torch.cuda.is_available()
+    has_cuda = probe.cuda_available()
     if config.device == "cuda" and not has_cuda:
         raise MissingDependencyError("device 'cuda' was requested but no CUDA GPU is available")
     device_type = "cuda" if config.device == "cuda" or (config.device == "auto" and has_cuda) else "cpu"
@@ -396,7 +396,7 @@ def _param_groups(model, params, weight_decay: float) -> tuple[list[dict], list[
         groups = [dict(g, params=list(g["params"])) for g in params]
     else:  # default decay rule: none on biases, norms and timm's no_weight_decay() tokens
         skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-        flat = {True: [], False: []}
+        flat: dict[bool, list] = {True: [], False: []}
         for p in params:
             flat[p.ndim > 1 and name_of.get(id(p)) not in skip].append(p)
         groups = [

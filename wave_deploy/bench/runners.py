@@ -9,13 +9,13 @@ are the same thing and runners report "host-to-host". Heavy imports happen insid
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from wave_deploy import probe
 from wave_deploy.bench.stats import (
     TIMED_COMPUTE,
     TIMED_HOST_TO_HOST,
@@ -53,14 +53,11 @@ class Runner(Protocol):
 
 
 def available_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return probe.usable_cores()
 
 
 def gpu_description() -> str:
-    import torch
-
-    major, minor = torch.cuda.get_device_capability()
-    return f"{torch.cuda.get_device_name()} (compute capability {major}.{minor})"
+    return probe.gpu_description()
 
 
 class TorchRunner:
@@ -75,7 +72,7 @@ class TorchRunner:
 
         if device not in ("cpu", "cuda"):
             raise UsageError(f"torch device must be 'cpu' or 'cuda', got {device!r}")
-        if device == "cuda" and not torch.cuda.is_available():
+        if device == "cuda" and not probe.cuda_available():
             raise MissingDependencyError("torch runner on 'cuda' needs a CUDA GPU; none is available")
         if threads is not None:
             torch.set_num_threads(threads)
@@ -131,7 +128,7 @@ class OrtRunner:
         if not path.is_file():
             raise InvalidInputError(f"ONNX model {path} does not exist")
         requested = [_PROVIDER_ALIASES.get(p.lower(), p) for p in (providers or ["CPUExecutionProvider"])]
-        available = ort.get_available_providers()
+        available = probe.ort_providers()
         missing = [p for p in requested if p not in available]
         if missing and strict_providers:
             raise MissingDependencyError(

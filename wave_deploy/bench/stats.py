@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from wave_deploy import probe
 from wave_deploy.errors import UsageError
 
 TIMED_COMPUTE = "compute only"  # inputs and outputs stay on the device; the device is synchronized
@@ -143,16 +142,5 @@ def time_calls(
 
 
 def cpu_description() -> str:
-    """CPU model and logical core count, e.g. 'AMD EPYC 7B13 (2 logical cores)'."""
-    model = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    model = model or platform.processor() or platform.machine() or "unknown CPU"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{model} ({cores} logical cores)"
+    """CPU model and logical core count, e.g. 'AMD EPYC 7B13 (2 logical cores)' (see wave_deploy.probe)."""
+    return probe.cpu_description()

@@ -1,183 +1,18 @@
-"""``wave-deploy doctor``: what this machine offers wave-deploy.
+"""``wave-deploy doctor``: prints what ``wave_deploy.probe.collect_environment`` finds on this machine.
 
-Reports Python, the platform (and the Jetson L4T release where there is one), the CPU, torch with CUDA and
-its GPUs, torchvision, timm, onnx, onnxruntime with its execution providers, onnxscript and TensorRT.
-A package that fails to import is reported with its error, not raised: the point of ``doctor`` is to show a
-broken environment, so it exits 0 whenever it can print the report.
-
-TensorRT is imported only when torch sees a CUDA GPU. Without one, the TensorRT runtime can log an error and
-abort the process instead of raising (DESIGN section 6), so then only its installed version is read from the
-package metadata, which does not load the library.
+Python, the platform (and the Jetson L4T release where there is one), the CPU, torch with CUDA and its GPUs,
+torchvision, timm, onnx, onnxruntime with its execution providers, onnxscript and TensorRT. A broken package is
+shown with its error, so ``doctor`` exits 0 whenever it can print the report. The probing is the library's.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
-import logging
-import os
-import platform
-import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
 from wave_deploy.cli.output import console, print_json, table
-
-log = logging.getLogger(__name__)
-
-# Distributions that may carry the TensorRT Python bindings (the pip meta package, the CUDA-major wheels,
-# JetPack's python3-libnvinfer egg-info).
-_TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt_cu13", "tensorrt_cu12")
-
-
-def _read_text(path: str) -> str | None:
-    try:
-        return Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-
-
-def _cpu_model() -> str:
-    """The CPU's marketing name (x86 /proc/cpuinfo) or, on Arm boards, the cores' implementer/part."""
-    cpuinfo = _read_text("/proc/cpuinfo") or ""
-    fields: dict[str, str] = {}
-    for line in cpuinfo.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() not in fields:
-            fields[key.strip()] = value.strip()
-    if fields.get("model name"):
-        return fields["model name"]
-    if fields.get("CPU part"):  # Arm: e.g. implementer 0x41 (Arm), part 0xd0b (Cortex-A76)
-        return f"Arm CPU implementer {fields.get('CPU implementer', '?')} part {fields['CPU part']}"
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def _board_model() -> str | None:
-    """The board name from the device tree (Jetson, Raspberry Pi); None on PCs and servers."""
-    text = _read_text("/proc/device-tree/model")
-    return text.strip("\x00\n ") if text else None
-
-
-def _l4t_release() -> str | None:
-    """Jetson Linux release, e.g. 'R36.4.0', from /etc/nv_tegra_release; None off Jetson."""
-    text = _read_text("/etc/nv_tegra_release")
-    if not text:
-        return None
-    first = text.splitlines()[0]  # "# R36 (release), REVISION: 4.0, GCID: ..., BOARD: ..., EABI: ..."
-    try:
-        major = first.split()[1]
-        revision = first.split("REVISION:")[1].split(",")[0].strip()
-    except IndexError:
-        return first.lstrip("# ").strip()
-    return f"{major}.{revision}"
-
-
-def _memory_gib() -> float | None:
-    try:
-        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _import_probe(module_name: str) -> tuple[Any, dict[str, Any]]:
-    """Import ``module_name``; return (module or None, report). Import errors are reported, not raised."""
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            return None, {"installed": False, "version": None}
-        log.debug("importing %s failed", module_name, exc_info=True)
-        return None, {"installed": True, "version": None, "error": f"{type(exc).__name__}: {exc}"}
-    except Exception as exc:  # a broken install: show it, that is what doctor is for
-        log.debug("importing %s failed", module_name, exc_info=True)
-        return None, {"installed": True, "version": None, "error": f"{type(exc).__name__}: {exc}"}
-    return module, {"installed": True, "version": str(getattr(module, "__version__", None) or "unknown")}
-
-
-def _torch_report() -> dict[str, Any]:
-    torch, report = _import_probe("torch")
-    report.update({"cuda_available": False, "cuda_version": None, "gpus": []})
-    if torch is None:
-        return report
-    report["cuda_version"] = torch.version.cuda
-    report["cuda_available"] = bool(torch.cuda.is_available())
-    if report["cuda_available"]:
-        for index in range(torch.cuda.device_count()):
-            props = torch.cuda.get_device_properties(index)
-            report["gpus"].append(
-                {
-                    "index": index,
-                    "name": props.name,
-                    "compute_capability": f"{props.major}.{props.minor}",
-                    "memory_gib": round(props.total_memory / 2**30, 1),
-                    "sm_count": props.multi_processor_count,
-                }
-            )
-    return report
-
-
-def _onnxruntime_report() -> dict[str, Any]:
-    ort, report = _import_probe("onnxruntime")
-    report["providers"] = list(ort.get_available_providers()) if ort is not None else []
-    return report
-
-
-def _installed_tensorrt_version() -> str | None:
-    for dist in _TENSORRT_DISTRIBUTIONS:
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
-
-
-def _tensorrt_report(cuda_gpu_present: bool) -> dict[str, Any]:
-    if not cuda_gpu_present:
-        version = _installed_tensorrt_version()
-        return {
-            "installed": version is not None,
-            "version": version,
-            "loaded": False,
-            "note": "not loaded: no CUDA GPU visible to torch",
-        }
-    trt, report = _import_probe("tensorrt")
-    report["loaded"] = trt is not None
-    return report
-
-
-def collect_environment() -> dict[str, Any]:
-    """Everything ``doctor`` reports, as JSON-ready data."""
-    from wave_deploy import __version__
-
-    torch_report = _torch_report()
-    cuda_gpu_present = torch_report["cuda_available"] and bool(torch_report["gpus"])
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {
-        "wave_deploy": {"version": __version__},
-        "python": {"version": platform.python_version(), "executable": sys.executable},
-        "platform": {
-            "system": platform.system(),
-            "release": platform.release(),
-            "machine": platform.machine(),
-            "board": _board_model(),
-            "l4t_release": _l4t_release(),
-        },
-        "cpu": {
-            "model": _cpu_model(),
-            "logical_cores": os.cpu_count(),
-            "usable_cores": usable,
-            "memory_gib": _memory_gib(),
-        },
-        "torch": torch_report,
-        "torchvision": _import_probe("torchvision")[1],
-        "timm": _import_probe("timm")[1],
-        "onnx": _import_probe("onnx")[1],
-        "onnxruntime": _onnxruntime_report(),
-        "onnxscript": _import_probe("onnxscript")[1],
-        "tensorrt": _tensorrt_report(cuda_gpu_present),
-    }
+from wave_deploy.probe import collect_environment
 
 
 def _status(report: dict[str, Any]) -> str:

@@ -68,45 +68,31 @@ def init(
     """Initialize a ViT of depth L and width D from weight templates and write a plain timm checkpoint."""
     from pathlib import Path
 
-    from wave_deploy import data as datasets
     from wave_deploy.cli.progress import TrainingProgress
-    from wave_deploy.errors import UsageError
-    from wave_deploy.fileio import write_json
-    from wave_deploy.folding import save_folded
-    from wave_deploy.wave.bank import TemplateBank, default_bank_path
-    from wave_deploy.wave.init import DensePhase, ScalerPhase, initialize
+    from wave_deploy.spec import ViTSpec
+    from wave_deploy.wave.init import init_model
 
-    if scaler_steps < 0 or dense_steps < 0:
-        raise UsageError("--scaler-steps and --dense-steps must be >= 0")
-    bank = TemplateBank.load(bank_path or default_bank_path())
-    data = datasets.load(data_path, seed=seed)
-    spec = bank.geometry.make_spec(depth, embed_dim, heads, num_classes=data.info.num_classes)
-    if data.train_x.shape[1:] != (spec.in_chans, spec.img_size, spec.img_size):
-        raise UsageError(
-            f"data images are {tuple(data.train_x.shape[1:])}, the bank needs "
-            f"({spec.in_chans}, {spec.img_size}, {spec.img_size})"
-        )
     with TrainingProgress("stage 2: init", disable=is_quiet() or as_json) as bar:
-        model, record = initialize(
-            bank,
-            spec,
-            data,
+        record = init_model(
+            out,
+            depth=depth,
+            embed_dim=embed_dim,
+            heads=heads,
+            bank_path=bank_path,
+            data_path=data_path,
             strategy=strategy,
-            scaler=ScalerPhase(steps=scaler_steps, batch_size=batch_size, seed=seed),
-            dense=DensePhase(steps=dense_steps, batch_size=batch_size, seed=seed),
-            on_step=bar,
+            scaler_steps=scaler_steps,
+            dense_steps=dense_steps,
+            batch_size=batch_size,
+            seed=seed,
             device=device,
+            on_step=bar,
         )
-    out_dir = Path(out)
-    record["bank"] = str(bank_path or default_bank_path())
-    record["data"] = data.info.to_dict()
-    save_folded(out_dir / "model.safetensors", model.state_dict(), spec, {"init": {"strategy": strategy}})
-    write_json(out_dir / "init.json", record)
     if as_json:
         print_json(record)
     else:
         console(stderr=True).print(
-            f"{spec.name}: val acc {record['val_acc']:.2%} (at init {record['val_acc_at_init']:.2%}) -> "
-            f"{out_dir / 'model.safetensors'}",
+            f"{ViTSpec.from_dict(record['spec']).name}: val acc {record['val_acc']:.2%} "
+            f"(at init {record['val_acc_at_init']:.2%}) -> {Path(out) / 'model.safetensors'}",
             markup=False,
         )

@@ -229,14 +229,11 @@ def build(
     Runs under `torchrun --nproc_per_node N wave-deploy templates build ...` for several GPUs or nodes
     (DistributedDataParallel; --batch-size is the global batch; only rank 0 writes).
     """
-    from pathlib import Path
-
-    from wave_deploy import data as datasets
     from wave_deploy import distributed
     from wave_deploy.cli.output import is_quiet
     from wave_deploy.cli.progress import TrainingProgress
     from wave_deploy.errors import UsageError
-    from wave_deploy.wave.learngene import LearngeneConfig, build_bank, load_teacher
+    from wave_deploy.wave.learngene import LearngeneConfig, build_bank_file
 
     if (teacher_name is None) == (teacher_checkpoint is None):
         raise UsageError("give exactly one of --teacher NAME or --teacher-checkpoint FILE")
@@ -244,16 +241,6 @@ def build(
         raise UsageError("--teacher-arch goes with --teacher-checkpoint")
     if steps is not None and epochs is not None:
         raise UsageError("give --steps or --epochs, not both")
-    data = datasets.load(data_path, seed=seed)
-    if classes:
-        data = data.select_classes([int(c) if c.strip().isdigit() else c.strip() for c in classes.split(",")])
-    teacher, teacher_info = load_teacher(
-        name=teacher_name,
-        pretrained=pretrained,
-        checkpoint=teacher_checkpoint,
-        arch=teacher_arch,
-        num_classes=data.info.num_classes,
-    )
     config = LearngeneConfig(
         aux_depth=aux_depth,
         aux_embed_dim=aux_embed_dim,
@@ -272,34 +259,30 @@ def build(
         alpha=alpha,
         seed=seed,
     )
-    ckpt_dir = (
-        Path(checkpoint_dir) if checkpoint_dir else Path(str(out).removesuffix(".safetensors") + ".ckpt")
-    )
     quiet = is_quiet() or as_json or not distributed.is_main_process()
     with TrainingProgress("stage 1: templates", disable=quiet) as bar:
-        bank, summary = build_bank(
-            teacher,
-            teacher_info,
-            data,
+        result = build_bank_file(
+            out,
             config,
-            checkpoint_dir=ckpt_dir,
+            teacher_name=teacher_name,
+            pretrained=pretrained,
+            teacher_checkpoint=teacher_checkpoint,
+            teacher_arch=teacher_arch,
+            data_path=data_path,
+            classes=[int(c) if c.strip().isdigit() else c.strip() for c in classes.split(",")]
+            if classes
+            else None,
+            checkpoint_dir=checkpoint_dir,
             checkpoint_every=checkpoint_every,
             resume=resume,
             on_step=bar,
             device=device,
         )
-    if not distributed.is_main_process():
+    if result is None:  # not the main process of a torchrun launch
         return
-    path = bank.save(out)
-    result = {
-        "bank": str(path),
-        "accuracies": summary["accuracies"],
-        "steps": summary["train"]["steps"],
-        "train_time_s": round(summary["train"]["train_time_s"], 1),
-    }
     if as_json:
         print_json(result)
     elif not is_quiet():
         console(stderr=True).print(
-            f"bank written to {path}; val accuracy {summary['accuracies']}", markup=False
+            f"bank written to {result['bank']}; val accuracy {result['accuracies']}", markup=False
         )

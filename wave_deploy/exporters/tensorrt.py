@@ -19,6 +19,7 @@ import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from wave_deploy import probe
 from wave_deploy.errors import InvalidInputError, MissingDependencyError, StageFailedError, UsageError
 from wave_deploy.fileio import sha256_file, write_bytes, write_json
 
@@ -216,25 +217,15 @@ def trtexec_command(
 
 def cuda_gpu() -> dict:
     """Name and compute capability of CUDA device 0; MissingDependencyError when there is none."""
-    import torch
-
-    if not torch.cuda.is_available():
-        raise MissingDependencyError("no CUDA GPU is available: TensorRT engines need one")
-    major, minor = torch.cuda.get_device_capability(0)
-    return {"gpu_name": torch.cuda.get_device_name(0), "compute_capability": f"{major}.{minor}"}
+    try:
+        return probe.cuda_gpu()
+    except MissingDependencyError as exc:
+        raise MissingDependencyError("no CUDA GPU is available: TensorRT engines need one") from exc
 
 
 def import_tensorrt():
     """Import tensorrt, after making sure a CUDA GPU exists (never the other way round)."""
-    cuda_gpu()
-    try:
-        import tensorrt
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "TensorRT is not installed",
-            hint="install it from NVIDIA's index: pip install 'wave-deploy[tensorrt]'",
-        ) from exc
-    return tensorrt
+    return probe.import_tensorrt()
 
 
 def tensorrt_status() -> tuple[bool, str]:

@@ -3,7 +3,7 @@
 Both are pydantic models: every writer builds the model (so a malformed report cannot be written) and every
 reader validates through it (so a hand-edited or foreign file is exit 3, naming the file and the field).
 docs/report-schema.md is generated from these models (``schema_markdown``; a test keeps the two in step).
-The latency calibration file has its own model beside its reader and writer (wave_deploy.calibration).
+The latency calibration file has its own model beside its reader and writer (wave_deploy.calibration_file).
 
 A report whose build failed keeps the same kind and version: ``failure`` says at which stage and why, the
 verdict is "fail", and the sections the failed stage never produced are null.
@@ -230,14 +230,14 @@ SCHEMAS = {"report.json": BuildReport, "device_report.json": DeviceReport}
 
 def schema_markdown() -> str:
     """docs/report-schema.md: the JSON Schema of every versioned file, generated from the models."""
-    from wave_deploy.calibration import CalibrationFile
+    from wave_deploy.calibration_file import CalibrationFile
 
     files = {**SCHEMAS, "calibration file (wave-deploy calibrate)": CalibrationFile}
     out = [
         "# Schemas of report.json, device_report.json and the calibration file",
         "",
         "Generated from the pydantic models in `wave_deploy/reports/schema.py` and",
-        "`wave_deploy/calibration.py` by `python -m wave_deploy.reports.schema > docs/report-schema.md`",
+        "`wave_deploy/calibration_file.py` by `python -m wave_deploy.reports.schema > docs/report-schema.md`",
         "(tests/test_report_schema.py fails when this file and the models differ). Every reader validates",
         "through the same models: a file that does not match is exit 3, naming the file and the first bad",
         "field. See docs/reports.md for what the figures mean.",

@@ -15,14 +15,72 @@ from typing import Any
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.spec import ViTSpec
 
-# Kinds, in timm's parameter names. Block kinds live at blocks.{l}.<kind>; global kinds at <kind>.
-BLOCK_MATRIX_KINDS = ("attn.qkv.weight", "attn.proj.weight", "mlp.fc1.weight", "mlp.fc2.weight")
-BLOCK_VECTOR_KINDS = (
-    *("norm1.weight", "norm1.bias", "attn.qkv.bias", "attn.proj.bias"),  # attention half of a block
-    *("norm2.weight", "norm2.bias", "mlp.fc1.bias", "mlp.fc2.bias"),  # mlp half
-)
-GLOBAL_MATRIX_KINDS = ("patch_embed.proj.weight", "cls_token", "pos_embed", "head.weight")
-GLOBAL_VECTOR_KINDS = ("patch_embed.proj.bias", "norm.weight", "norm.bias", "head.bias")
+# ---- The weight kinds: the one table of what every parameter kind looks like ---------------------------
+# A kind's axes name what each dimension runs along. Width axes grow with the model and are tiled by
+# templates of size w: "embed" (D, the residual stream), "attn" (D, attention channels: whole heads),
+# "qkv" (3D: q, k and v blocks of attention channels), "mlp" (H, the mlp hidden units). Fixed axes keep
+# their size whatever the width: "one" (1), "tokens" (patches + 1), "classes" (the head's task),
+# "pixels" (in_chans * patch**2), "chans" (in_chans), "patch" (patch_size).
+WIDTH_AXES = ("embed", "attn", "qkv", "mlp")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One parameter kind, named as timm names it (block kinds without the ``blocks.{l}.`` prefix)."""
+
+    name: str
+    per_layer: bool  # True: one per block, at blocks.{l}.<name>; False: one global parameter
+    axes: tuple[str, ...]  # the expanded form (rows, cols) or (length,): templates tile its width axes
+    param_axes: tuple[str, ...]  # timm's parameter tensor, dimension by dimension (a reshape of ``axes``)
+
+    @property
+    def vector(self) -> bool:
+        """True: 1-D templates (expand_vec); False: 2-D templates (block-form expand)."""
+        return len(self.axes) == 1
+
+
+def _kinds(per_layer: bool, rows: list[tuple[str, tuple[str, ...], tuple[str, ...] | None]]) -> list[Kind]:
+    return [Kind(name, per_layer, axes, param or axes) for name, axes, param in rows]
+
+
+# Order matters: it is the order of a bank's tensors and of every per-kind loop.
+KINDS: dict[str, Kind] = {
+    k.name: k
+    for k in _kinds(
+        True,
+        [
+            ("attn.qkv.weight", ("qkv", "embed"), None),
+            ("attn.proj.weight", ("embed", "attn"), None),
+            ("mlp.fc1.weight", ("mlp", "embed"), None),
+            ("mlp.fc2.weight", ("embed", "mlp"), None),
+            ("norm1.weight", ("embed",), None),  # attention half of a block
+            ("norm1.bias", ("embed",), None),
+            ("attn.qkv.bias", ("qkv",), None),
+            ("attn.proj.bias", ("embed",), None),
+            ("norm2.weight", ("embed",), None),  # mlp half
+            ("norm2.bias", ("embed",), None),
+            ("mlp.fc1.bias", ("mlp",), None),
+            ("mlp.fc2.bias", ("embed",), None),
+        ],
+    )
+    + _kinds(
+        False,
+        [
+            ("patch_embed.proj.weight", ("embed", "pixels"), ("embed", "chans", "patch", "patch")),
+            ("cls_token", ("one", "embed"), ("one", "one", "embed")),
+            ("pos_embed", ("tokens", "embed"), ("one", "tokens", "embed")),
+            ("head.weight", ("classes", "embed"), None),
+            ("patch_embed.proj.bias", ("embed",), None),
+            ("norm.weight", ("embed",), None),
+            ("norm.bias", ("embed",), None),
+            ("head.bias", ("classes",), None),
+        ],
+    )
+}
+BLOCK_MATRIX_KINDS = tuple(k.name for k in KINDS.values() if k.per_layer and not k.vector)
+BLOCK_VECTOR_KINDS = tuple(k.name for k in KINDS.values() if k.per_layer and k.vector)
+GLOBAL_MATRIX_KINDS = tuple(k.name for k in KINDS.values() if not k.per_layer and not k.vector)
+GLOBAL_VECTOR_KINDS = tuple(k.name for k in KINDS.values() if not k.per_layer and k.vector)
 BLOCK_KINDS = BLOCK_MATRIX_KINDS + BLOCK_VECTOR_KINDS
 ALL_KINDS = BLOCK_KINDS + GLOBAL_MATRIX_KINDS + GLOBAL_VECTOR_KINDS
 HEAD_KINDS = ("head.weight", "head.bias")
@@ -44,6 +102,32 @@ MAX_TEMPLATES = 65536  # templates per kind
 MAX_MLP_RATIO = 64.0
 MAX_WIDTHS = 1024  # embed widths a bank serves
 MAX_SIZES = 16384  # (depth, width) pairs a bank serves: what plan and build evaluate
+
+
+def axis_sizes(
+    *, embed_dim: int, mlp_hidden: int, in_chans: int, patch_size: int, tokens: int, classes: int
+) -> dict[str, int]:
+    """The size of every axis of the kinds table for one model."""
+    return {
+        "embed": embed_dim,
+        "attn": embed_dim,
+        "qkv": 3 * embed_dim,
+        "mlp": mlp_hidden,
+        "one": 1,
+        "tokens": tokens,
+        "classes": classes,
+        "pixels": in_chans * patch_size**2,
+        "chans": in_chans,
+        "patch": patch_size,
+    }
+
+
+def tiling(kind: Kind, sizes: dict[str, int], w: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(template shape, scaler grid) of ``kind``: a width axis of size m is m/w tiles of w; a fixed axis is
+    one tile of its whole size."""
+    template = tuple(w if a in WIDTH_AXES else sizes[a] for a in kind.axes)
+    grid = tuple(sizes[a] // w if a in WIDTH_AXES else 1 for a in kind.axes)
+    return template, grid
 
 
 @dataclass(frozen=True)
@@ -200,17 +284,15 @@ def _short(value: Any) -> str:
 
 
 def template_shape(geom: BankGeometry, kind: str) -> tuple[int, ...]:
-    w, c, p = geom.w, geom.in_chans, geom.patch_size
-    special = {
-        "patch_embed.proj.weight": (w, c * p * p),
-        "cls_token": (1, w),
-        "pos_embed": (geom.num_patches + 1, w),
-        "head.weight": (geom.num_classes, w),
-        "head.bias": (geom.num_classes,),
-    }
-    if kind in special:
-        return special[kind]
-    return (w, w) if kind in BLOCK_MATRIX_KINDS else (w,)
+    sizes = axis_sizes(
+        embed_dim=geom.w,
+        mlp_hidden=geom.w,
+        in_chans=geom.in_chans,
+        patch_size=geom.patch_size,
+        tokens=geom.num_patches + 1,
+        classes=geom.num_classes,
+    )
+    return tiling(KINDS[kind], sizes, geom.w)[0]
 
 
 def kind_layouts(geom: BankGeometry, spec: ViTSpec, templated_head: bool = True) -> dict[str, KindLayout]:
@@ -220,27 +302,19 @@ def kind_layouts(geom: BankGeometry, spec: ViTSpec, templated_head: bool = True)
         raise InvalidInputError(
             f"a templated head needs num_classes={geom.num_classes} (the bank's task), got {spec.num_classes}"
         )
-    w, d, h = geom.w, spec.embed_dim, spec.mlp_hidden
-    c, p, k, tokens = spec.in_chans, spec.patch_size, spec.num_classes, spec.seq_len
-    # kind -> (grid, timm param shape)
-    table = {
-        "attn.qkv.weight": ((3 * d // w, d // w), (3 * d, d)),
-        "attn.proj.weight": ((d // w, d // w), (d, d)),
-        "mlp.fc1.weight": ((h // w, d // w), (h, d)),
-        "mlp.fc2.weight": ((d // w, h // w), (d, h)),
-        "attn.qkv.bias": ((3 * d // w,), (3 * d,)),
-        "mlp.fc1.bias": ((h // w,), (h,)),
-        "patch_embed.proj.weight": ((d // w, 1), (d, c, p, p)),
-        "cls_token": ((1, d // w), (1, 1, d)),
-        "pos_embed": ((1, d // w), (1, tokens, d)),
-        "head.weight": ((1, d // w), (k, d)),
-        "head.bias": ((1,), (k,)),
-    }
+    sizes = axis_sizes(
+        embed_dim=spec.embed_dim,
+        mlp_hidden=spec.mlp_hidden,
+        in_chans=spec.in_chans,
+        patch_size=spec.patch_size,
+        tokens=spec.seq_len,
+        classes=spec.num_classes,
+    )
     out = {}
-    for kind in ALL_KINDS:
-        if kind in HEAD_KINDS and not templated_head:
+    for name, kind in KINDS.items():
+        if name in HEAD_KINDS and not templated_head:
             continue
-        grid, shape = table.get(kind, ((d // w,), (d,)))  # the remaining kinds are length-D vectors
-        t_shape = template_shape(geom, kind)
-        out[kind] = KindLayout(kind, kind in BLOCK_KINDS, len(t_shape) == 1, t_shape, grid, shape)
+        t_shape, grid = tiling(kind, sizes, geom.w)
+        shape = tuple(sizes[a] for a in kind.param_axes)
+        out[name] = KindLayout(name, kind.per_layer, kind.vector, t_shape, grid, shape)
     return out

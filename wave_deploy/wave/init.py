@@ -5,7 +5,8 @@ A target (L, D) owns its own scalers. Two ways to start them:
 - ``aux`` (default): *slice* the bank's auxiliary scalers. Width: the first D/w tiles of every embed-width
   axis, the first H/w of every mlp axis, and the first D/w tiles of each of q, k and v (whole heads, since
   w = head_dim). Depth: layer i of L comes from aux layer floor(i * L_aux / L), i.e. by relative depth.
-  Stage 1 trains the auxiliary model on exactly these slices (learngene.py), so every slice is itself a
+  Stage 1 trains the auxiliary model on exactly these slices (learngene.py, through slicing.py), so every
+  slice is itself a
   working model before any stage-2 step.
 - ``random``: Gaussian scalers scaled so the expansion matches timm's init (WaveViT.init_scalers_random).
 
@@ -17,112 +18,27 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
-from wave_deploy.errors import InvalidInputError
+from wave_deploy import data as datasets
+from wave_deploy.errors import InvalidInputError, UsageError
+from wave_deploy.fileio import write_json
+from wave_deploy.folding import check_fold, fold, load_folded, save_folded
 from wave_deploy.spec import ViTSpec
-from wave_deploy.training import TrainConfig, distillation_loss, evaluate, train
-from wave_deploy.wave.bank import TemplateBank
-from wave_deploy.wave.geometry import HEAD_KINDS, kind_layouts
-from wave_deploy.wave.model import WaveViT, expanded_state_dict
+from wave_deploy.training import TrainConfig, distill_loss_fn, distillation_loss, evaluate, train
+from wave_deploy.wave.bank import TemplateBank, default_bank_path
+from wave_deploy.wave.model import WaveViT
+from wave_deploy.wave.slicing import slice_scalers
 
 log = logging.getLogger(__name__)
 
 INIT_STRATEGIES = ("aux", "random")
-
-# Which width axis each dimension of a kind's scaler grid runs along ("D": embed width, "H": mlp hidden,
-# "qkv": three stacked D-wide blocks, None: fixed). Kinds not listed are length-D vectors.
-GRID_AXES: dict[str, tuple[str | None, ...]] = {
-    "attn.qkv.weight": ("qkv", "D"),
-    "attn.proj.weight": ("D", "D"),
-    "mlp.fc1.weight": ("H", "D"),
-    "mlp.fc2.weight": ("D", "H"),
-    "attn.qkv.bias": ("qkv",),
-    "mlp.fc1.bias": ("H",),
-    "patch_embed.proj.weight": ("D", None),
-    "cls_token": (None, "D"),
-    "pos_embed": (None, "D"),
-    "head.weight": (None, "D"),
-    "head.bias": (None,),
-}
-
-
-def layer_indices(src_depth: int, depth: int) -> list[int]:
-    """Source layer of each target layer, by relative depth: floor(i * src_depth / depth)."""
-    return [i * src_depth // depth for i in range(depth)]
-
-
-def slice_scalers(
-    scalers: dict[str, Tensor], src: ViTSpec, dst: ViTSpec, w: int, *, with_head: bool = True
-) -> dict[str, Tensor]:
-    """Scalers of ``dst`` cut out of those of the larger (or equal) ``src`` model; differentiable.
-
-    Shapes follow WaveViT: per-layer kinds (L, N, *grid), global kinds (N, *grid).
-    """
-    if dst.embed_dim > src.embed_dim or dst.mlp_hidden > src.mlp_hidden:
-        raise InvalidInputError(
-            f"cannot slice width {dst.embed_dim} out of the auxiliary model's width {src.embed_dim}"
-        )
-    keep = {"D": dst.embed_dim // w, "H": dst.mlp_hidden // w}
-    layers = torch.tensor(layer_indices(src.depth, dst.depth))
-    out = {}
-    for kind, S in scalers.items():
-        if kind in HEAD_KINDS and not with_head:
-            continue
-        axes = GRID_AXES.get(kind, ("D",))
-        if S.dim() == len(axes) + 2:  # per-layer kind: (L, N, *grid)
-            S = S.index_select(0, layers.to(S.device))
-        for k, axis in enumerate(axes):
-            dim = S.dim() - len(axes) + k
-            if axis == "qkv":  # (..., 3 * Dsrc/w, ...) -> first D/w tiles of each of q, k, v
-                S = (
-                    S.unflatten(dim, (3, S.shape[dim] // 3))
-                    .narrow(dim + 1, 0, keep["D"])
-                    .flatten(dim, dim + 1)
-                )
-            elif axis is not None:
-                S = S.narrow(dim, 0, keep[axis])
-        out[kind] = S
-    return out
-
-
-def subnet_state_dict(aux: WaveViT, spec: ViTSpec) -> dict[str, Tensor]:
-    """Dense timm state dict of the sub-network ``spec`` of an auxiliary WaveViT (keeps the autograd graph)."""
-    layouts = kind_layouts(aux.geometry, spec)  # an auxiliary model always has the bank's templated head
-    scalers = slice_scalers({k: aux.scaler(k) for k in aux.layouts}, aux.spec, spec, aux.geometry.w)
-    templates = {k: aux.template(k) for k in layouts}
-    return expanded_state_dict(layouts, scalers, templates, spec.depth)
-
-
-class Subnet:
-    """Runs a sub-network of an auxiliary WaveViT through a parameter-free timm skeleton (meta device)."""
-
-    def __init__(self, spec: ViTSpec):
-        from timm.models.vision_transformer import VisionTransformer
-
-        self.spec = spec
-        with torch.device("meta"):
-            self.vit = VisionTransformer(**spec.timm_kwargs())
-
-    def __call__(self, aux: WaveViT, x: Tensor) -> Tensor:
-        self.vit.train(aux.training)
-        return functional_call(self.vit, subnet_state_dict(aux, self.spec), (x,), strict=True)
-
-
-class SlicedModel(nn.Module):
-    """A sub-network of an auxiliary WaveViT as a module (for evaluation): forward(x) -> logits."""
-
-    def __init__(self, aux: WaveViT, spec: ViTSpec):
-        super().__init__()
-        self.aux, self.subnet = aux, Subnet(spec)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.subnet(self.aux, x)
 
 
 def aux_model(bank: TemplateBank) -> WaveViT:
@@ -194,10 +110,6 @@ class Distiller(nn.Module):
         with torch.no_grad():
             t_logits = self.teacher(x)
         return distillation_loss(logits, t_logits, y, tau=self.tau, alpha=self.alpha)
-
-
-def distill_loss_fn(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    return model(x, y)
 
 
 @dataclass
@@ -289,8 +201,6 @@ def initialize(
     timings of each phase. With ``checkpoint_dir`` both phases checkpoint there and resume from it, so a killed
     run continues exactly where it stopped (the checkpoints refuse a different configuration or data).
     """
-    from wave_deploy.folding import check_fold, fold, load_folded
-
     scaler = scaler or ScalerPhase()
     dense = dense or DensePhase()
     t0 = time.perf_counter()
@@ -305,7 +215,7 @@ def initialize(
         "val_acc_at_init": acc0,
         "init_s": round(time.perf_counter() - t0, 3),
     }
-    ckpt = {"scalers": None, "dense": None}
+    ckpt: dict[str, Path | None] = {"scalers": None, "dense": None}
     if checkpoint_dir is not None:
         ckpt = {phase: Path(checkpoint_dir) / phase for phase in ckpt}
     result = None  # of the phase just run
@@ -339,6 +249,57 @@ def initialize(
     _, record["val_acc"] = evaluate(model, data.val_x, data.val_labels, 512, torch.device("cpu"))
     record["total_s"] = round(time.perf_counter() - t0, 3)
     return model, record
+
+
+def init_model(
+    out: str | Path,
+    *,
+    depth: int,
+    embed_dim: int,
+    heads: int | None = None,
+    bank_path: str | Path | None = None,
+    data_path: str | Path | None = None,
+    strategy: str = "aux",
+    scaler_steps: int = 100,
+    dense_steps: int = 0,
+    batch_size: int = 128,
+    seed: int = 0,
+    device: str = "auto",
+    on_step: Callable | None = None,
+) -> dict[str, Any]:
+    """``wave-deploy init``: stage 2 for one size, written to ``out``/model.safetensors and ``out``/init.json.
+
+    Loads the bank (default: the shipped one) and the data (default: the built-in MNIST-5k), runs
+    ``initialize`` and writes the folded timm checkpoint (spec in its metadata) and the record, which it
+    returns. Bad sizes or data raise InvalidInputError/UsageError before anything is written.
+    """
+    if scaler_steps < 0 or dense_steps < 0:
+        raise UsageError("--scaler-steps and --dense-steps must be >= 0")
+    bank_file = Path(bank_path) if bank_path is not None else default_bank_path()
+    bank = TemplateBank.load(bank_file)
+    data = datasets.load(data_path, seed=seed)
+    spec = bank.geometry.make_spec(depth, embed_dim, heads, num_classes=data.info.num_classes)
+    if data.train_x.shape[1:] != (spec.in_chans, spec.img_size, spec.img_size):
+        raise UsageError(
+            f"data images are {tuple(data.train_x.shape[1:])}, the bank needs "
+            f"({spec.in_chans}, {spec.img_size}, {spec.img_size})"
+        )
+    model, record = initialize(
+        bank,
+        spec,
+        data,
+        strategy=strategy,
+        scaler=ScalerPhase(steps=scaler_steps, batch_size=batch_size, seed=seed),
+        dense=DensePhase(steps=dense_steps, batch_size=batch_size, seed=seed),
+        on_step=on_step,
+        device=device,
+    )
+    out_dir = Path(out)
+    record["bank"] = str(bank_path or bank_file)
+    record["data"] = data.info.to_dict()
+    save_folded(out_dir / "model.safetensors", model.state_dict(), spec, {"init": {"strategy": strategy}})
+    write_json(out_dir / "init.json", record)
+    return record
 
 
 def _phase_record(result) -> dict | None:

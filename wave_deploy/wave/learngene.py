@@ -3,7 +3,7 @@
 An auxiliary WaveViT (depth L_aux, width D_aux; templates AND scalers trainable) learns from a frozen teacher
 with loss = alpha * tau^2 * KL(teacher || student) + (1 - alpha) * CE. With ``elastic`` (default on), every
 step also trains one sub-network cut out of the auxiliary model exactly as stage 2 cuts a target
-(``init.slice_scalers``: width prefix, layers by relative depth), sampled from the sizes the bank will serve
+(``slicing.slice_scalers``: width prefix, layers by relative depth), sampled from the sizes the bank will serve
 (the "sandwich": the full model every step plus one sampled size; cf. the width-wise stochastic scaling of the
 SWEET follow-up). This is what makes a sliced initialization a working model rather than a fragment.
 
@@ -21,16 +21,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from wave_deploy import __version__
-from wave_deploy.errors import InvalidInputError
-from wave_deploy.fileio import sha256_file
+from wave_deploy import __version__, distributed
+from wave_deploy import data as datasets
 from wave_deploy.spec import ViTSpec
-from wave_deploy.training import TrainConfig, distillation_loss, evaluate, train
+from wave_deploy.training import TrainConfig, distill_loss_fn, distillation_loss, evaluate, train
 from wave_deploy.wave.bank import TemplateBank
 from wave_deploy.wave.geometry import BankGeometry
-from wave_deploy.wave.init import SlicedModel, Subnet, distill_loss_fn
 from wave_deploy.wave.model import WaveViT
-from wave_deploy.wave.provenance import portable_command, portable_path, portable_provenance
+from wave_deploy.wave.provenance import portable_command, portable_provenance
+from wave_deploy.wave.slicing import SlicedModel, Subnet
+from wave_deploy.wave.teacher import load_teacher, teacher_input
 
 log = logging.getLogger(__name__)
 
@@ -58,27 +58,6 @@ class LearngeneConfig:
     seed: int = 0
 
 
-class TeacherInput(nn.Module):
-    """Feeds the teacher its own input geometry: resizes images and repeats grey channels when needed."""
-
-    def __init__(self, teacher: nn.Module, img_size: int, in_chans: int):
-        super().__init__()
-        self.teacher, self.img_size, self.in_chans = teacher, img_size, in_chans
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.shape[1] != self.in_chans:
-            if x.shape[1] != 1:
-                raise InvalidInputError(
-                    f"cannot feed {x.shape[1]}-channel images to a {self.in_chans}-channel teacher"
-                )
-            x = x.expand(-1, self.in_chans, -1, -1)
-        if x.shape[-1] != self.img_size:
-            x = nn.functional.interpolate(
-                x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False
-            )
-        return self.teacher(x)
-
-
 class ElasticStudent(nn.Module):
     """The auxiliary model plus its training objective.
 
@@ -86,6 +65,8 @@ class ElasticStudent(nn.Module):
     The step counter is a buffer so it is checkpointed, resumed, and broadcast from rank 0 under DDP: every
     rank samples the same sub-network at the same step.
     """
+
+    step: Tensor
 
     def __init__(self, aux: WaveViT, teacher: nn.Module, sizes: list[ViTSpec], config: LearngeneConfig):
         super().__init__()
@@ -145,95 +126,6 @@ def elastic_sizes(geom: BankGeometry, aux_spec: ViTSpec) -> list[ViTSpec]:
     return sizes
 
 
-def load_teacher(
-    *,
-    name: str | None = None,
-    pretrained: bool = False,
-    checkpoint: str | Path | None = None,
-    arch: str | None = None,
-    num_classes: int,
-) -> tuple[nn.Module, dict[str, Any]]:
-    """The ancestry model, frozen, and a description of it for the bank's provenance.
-
-    ``name`` (+ ``pretrained``): a timm model (weights downloaded by timm where the machine can).
-    ``checkpoint``: a wave-deploy folded checkpoint (spec in its metadata), or with ``arch`` a timm state dict
-    in safetensors or a torch file read with ``weights_only=True``. Nothing from the file is executed.
-    """
-    import timm
-
-    if (name is None) == (checkpoint is None):
-        raise InvalidInputError("give exactly one of a teacher model name or a teacher checkpoint")
-    if name is not None:
-        try:
-            model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes)
-        except RuntimeError as exc:  # unknown model name
-            raise InvalidInputError(f"cannot create teacher {name!r}: {exc}") from exc
-        return model.eval(), {"name": name, "pretrained": pretrained}
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise InvalidInputError(f"teacher checkpoint {path} does not exist")
-    if arch is None:
-        from wave_deploy.folding import load_folded_file
-
-        model, spec, extra = load_folded_file(path)
-        info = {
-            "checkpoint": portable_path(path),  # relative to the working directory, or the file name
-            "checkpoint_sha256": sha256_file(path),
-            "spec": spec.to_dict(),
-            **{k: v for k, v in extra.items() if k != "spec"},
-        }
-    else:
-        model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
-        state = _read_state_dict(path)
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise InvalidInputError(
-                f"teacher checkpoint {path} does not fit {arch}: {str(exc).splitlines()[0]}"
-            ) from exc
-        info = {"checkpoint": portable_path(path), "checkpoint_sha256": sha256_file(path), "arch": arch}
-    head_out = model.get_classifier().out_features if hasattr(model, "get_classifier") else None
-    if head_out is not None and head_out != num_classes:
-        raise InvalidInputError(f"teacher predicts {head_out} classes but the data has {num_classes}")
-    return model.eval(), info
-
-
-def _read_state_dict(path: Path) -> dict[str, Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError) as exc:
-            raise InvalidInputError(f"cannot read teacher checkpoint {path}: {exc}") from exc
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # weights_only refuses anything but tensors and containers
-        raise InvalidInputError(
-            f"cannot read teacher checkpoint {path} safely: {str(exc).splitlines()[0]}"
-        ) from exc
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise InvalidInputError(f"teacher checkpoint {path} is not a state dict of tensors")
-    return state
-
-
-def _teacher_input(teacher: nn.Module, img_size: int, in_chans: int) -> nn.Module:
-    cfg = getattr(teacher, "pretrained_cfg", None) or {}
-    size = cfg.get("input_size")
-    t_chans, t_img = (size[0], size[-1]) if size else (in_chans, img_size)
-    pe = getattr(teacher, "patch_embed", None)
-    if pe is not None and getattr(pe, "img_size", None):
-        t_img = pe.img_size[0]
-    if pe is not None and hasattr(pe, "proj"):
-        t_chans = pe.proj.in_channels
-    if (t_img, t_chans) == (img_size, in_chans):
-        return teacher
-    return TeacherInput(teacher, t_img, t_chans)
-
-
 def build_bank(
     teacher: nn.Module,
     teacher_info: dict[str, Any],
@@ -254,7 +146,7 @@ def build_bank(
     aux_spec = geom.make_spec(config.aux_depth, config.aux_embed_dim)
     bank0 = TemplateBank.init_random(geom, seed=config.seed)
     aux = WaveViT(bank0, aux_spec, train_templates=True, seed=config.seed)
-    teacher = _teacher_input(teacher, img_size, in_chans)
+    teacher = teacher_input(teacher, img_size, in_chans)
     student = ElasticStudent(aux, teacher, elastic_sizes(geom, aux_spec), config)
     tcfg = TrainConfig(
         steps=config.steps,
@@ -296,6 +188,64 @@ def build_bank(
     }
     bank = aux.export_bank(portable_provenance(provenance))  # data.source etc.: no absolute paths
     return bank, {"accuracies": accuracies, "train": result.to_dict()}
+
+
+def build_bank_file(
+    out: str | Path,
+    config: LearngeneConfig,
+    *,
+    teacher_name: str | None = None,
+    pretrained: bool = False,
+    teacher_checkpoint: str | Path | None = None,
+    teacher_arch: str | None = None,
+    data_path: str | Path | None = None,
+    classes: list[int | str] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int | None = 100,
+    resume: bool = False,
+    on_step=None,
+    device: str = "auto",
+) -> dict[str, Any] | None:
+    """``wave-deploy templates build``: load the data and the teacher, run stage 1, write the bank to ``out``.
+
+    The teacher is a timm model by name (``teacher_name``) or a checkpoint (see ``teacher.load_teacher``).
+    ``classes`` keeps only those classes (indices or names). Checkpoints go to ``checkpoint_dir``, default
+    ``<out without .safetensors>.ckpt``. Returns {"bank", "accuracies", "steps", "train_time_s"} on the main
+    process; None on the other ranks of a torchrun launch (only rank 0 writes).
+    """
+    data = datasets.load(data_path, seed=config.seed)
+    if classes:
+        data = data.select_classes(classes)
+    teacher, teacher_info = load_teacher(
+        name=teacher_name,
+        pretrained=pretrained,
+        checkpoint=teacher_checkpoint,
+        arch=teacher_arch,
+        num_classes=data.info.num_classes,
+    )
+    ckpt_dir = (
+        Path(checkpoint_dir) if checkpoint_dir else Path(str(out).removesuffix(".safetensors") + ".ckpt")
+    )
+    bank, summary = build_bank(
+        teacher,
+        teacher_info,
+        data,
+        config,
+        checkpoint_dir=ckpt_dir,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        on_step=on_step,
+        device=device,
+    )
+    if not distributed.is_main_process():
+        return None
+    path = bank.save(out)
+    return {
+        "bank": str(path),
+        "accuracies": summary["accuracies"],
+        "steps": summary["train"]["steps"],
+        "train_time_s": round(summary["train"]["train_time_s"], 1),
+    }
 
 
 def _probe_sizes(geom: BankGeometry, aux_spec: ViTSpec) -> list[ViTSpec]:

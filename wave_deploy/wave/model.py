@@ -76,6 +76,9 @@ class _Buffers(nn.Module):
 
 
 class WaveViT(nn.Module):
+    _vit: nn.Module  # timm's skeleton on the meta device, outside the module tree (see __init__)
+    templates: nn.Module
+
     def __init__(
         self,
         bank: TemplateBank,
@@ -94,14 +97,15 @@ class WaveViT(nn.Module):
         self.spec, self.geometry, self.templated_head = spec, geom, templated_head
         self.layouts = kind_layouts(geom, spec, templated_head)  # kind -> KindLayout; checks the spec
 
-        self.templates = nn.ParameterDict() if train_templates else _Buffers()
+        templates = nn.ParameterDict() if train_templates else _Buffers()
+        self.templates = templates
         self.scalers = nn.ParameterDict()
         for kind, lay in self.layouts.items():
             t = bank.templates[kind].detach().clone().float()  # (N, *template_shape)
-            if train_templates:
-                self.templates[_key(kind)] = nn.Parameter(t)
+            if isinstance(templates, nn.ParameterDict):
+                templates[_key(kind)] = nn.Parameter(t)
             else:
-                self.templates.register_buffer(_key(kind), t)
+                templates.register_buffer(_key(kind), t)
             self.scalers[_key(kind)] = nn.Parameter(torch.zeros(lay.scaler_shape(t.shape[0], spec.depth)))
         if not templated_head:  # a fresh, plain classifier for a new task: timm's init
             self.head = nn.Linear(spec.embed_dim, spec.num_classes)
@@ -118,6 +122,10 @@ class WaveViT(nn.Module):
     def scaler(self, kind: str) -> nn.Parameter:
         return self.scalers[_key(kind)]
 
+    def timm_keys(self) -> list[str]:
+        """timm's parameter and buffer names of this model's VisionTransformer, in timm's state-dict order."""
+        return list(self._vit.state_dict().keys())
+
     def scaler_count(self) -> int:
         """Number of scalar weight scalers (the dense head of a new task is not counted)."""
         return sum(p.numel() for p in self.scalers.values())
@@ -128,7 +136,7 @@ class WaveViT(nn.Module):
 
     def expanded_state_dict(self) -> dict[str, Tensor]:
         """The dense timm-named state dict (keeps the autograd graph back to scalers and templates)."""
-        scalers = {kind: self.scaler(kind) for kind in self.layouts}
+        scalers: dict[str, Tensor] = {kind: self.scaler(kind) for kind in self.layouts}
         templates = {kind: self.template(kind) for kind in self.layouts}
         head = (self.head.weight, self.head.bias) if not self.templated_head else None
         return expanded_state_dict(self.layouts, scalers, templates, self.spec.depth, head)
