@@ -25,11 +25,11 @@ DEVICE_REPORT_SCHEMA_VERSION = 1  # device_report.json (written by export/run_on
 class _Open(BaseModel):
     """A section whose named fields are typed; further keys are kept as they are (additive changes)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)  # strict: "yes" is not a bool, "1" not a number
 
 
 class _Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class LatencyBlock(_Open):
@@ -237,7 +237,7 @@ def schema_markdown() -> str:
         "# Schemas of report.json, device_report.json and the calibration file",
         "",
         "Generated from the pydantic models in `wave_deploy/reports/schema.py` and",
-        "`wave_deploy/calibration_file.py` by `python -m wave_deploy.reports.schema > docs/report-schema.md`",
+        "`wave_deploy/calibration_file.py` by `python -m wave_deploy.reports > docs/report-schema.md`",
         "(tests/test_report_schema.py fails when this file and the models differ). Every reader validates",
         "through the same models: a file that does not match is exit 3, naming the file and the first bad",
         "field. See docs/reports.md for what the figures mean.",
@@ -253,7 +253,3 @@ def schema_markdown() -> str:
         schema = json.dumps(model.model_json_schema(), indent=2, sort_keys=True)
         out += [f"## {name}", "", "```json", schema, "```", ""]
     return "\n".join(out)
-
-
-if __name__ == "__main__":
-    print(schema_markdown(), end="")
