@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from wave_deploy.cli.options import FiniteFloat, json_option
 from wave_deploy.cli.output import print_json
 
 
@@ -33,7 +34,7 @@ def _summary_lines(model: Path, stats: dict) -> list[str]:
 @click.option(
     "--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs first."
 )
-@click.option("--min-duration", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--min-duration", type=FiniteFloat(min=0), default=0.0, show_default=True,
               help="Keep timing until this many seconds have passed (and at least --iterations runs).")  # fmt: skip
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="ONNX Runtime intra-op threads (default: the cores available to this process).")  # fmt: skip
@@ -42,7 +43,7 @@ def _summary_lines(model: Path, stats: dict) -> list[str]:
 @click.option("--timed", type=click.Choice(["compute", "host"]), default=None,
               help="compute: device-resident data (GPU only); host: numpy in/out incl. copies. "
               "Default: compute on a GPU, host on a CPU.")  # fmt: skip
-@click.option("--json", "as_json", is_flag=True, help="Print the latency statistics as one JSON object.")
+@json_option("Print the latency statistics as one JSON object.")
 def bench(
     model: Path, batch: int, iterations: int, warmup: int, min_duration: float, threads: int | None,
     providers: tuple[str, ...], timed: str | None, as_json: bool,

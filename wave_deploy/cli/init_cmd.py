@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import click
 
+from wave_deploy.cli.options import (
+    Positive,
+    batch_size_option,
+    device_option,
+    json_option,
+    out_dir_option,
+    seed_option,
+    steps_option,
+)
 from wave_deploy.cli.output import console, is_quiet, print_json
 
 
@@ -14,11 +23,11 @@ from wave_deploy.cli.output import console, is_quiet, print_json
     type=click.Path(path_type=str),
     help="Template bank (.safetensors); default: the bank shipped with wave-deploy.",
 )
-@click.option("--depth", type=int, required=True, help="Number of transformer blocks L.")
+@click.option("--depth", type=Positive, required=True, help="Number of transformer blocks L.")
 @click.option(
-    "--embed-dim", type=int, required=True, help="Width D (a multiple of the bank's template size)."
+    "--embed-dim", type=Positive, required=True, help="Width D (a multiple of the bank's template size)."
 )
-@click.option("--heads", type=int, help="Attention heads (default: D / the bank's head_dim).")
+@click.option("--heads", type=Positive, help="Attention heads (default: D / the bank's head_dim).")
 @click.option(
     "--data",
     "data_path",
@@ -32,24 +41,15 @@ from wave_deploy.cli.output import console, is_quiet, print_json
     show_default=True,
     help="Scaler start: slice the bank's auxiliary scalers, or random.",
 )
-@click.option("--scaler-steps", type=int, default=100, show_default=True, help="Scaler-only training steps.")
-@click.option(
-    "--dense-steps",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Full training steps after folding (0: fold right after the scaler phase).",
+@steps_option("--scaler-steps", 100, "Scaler-only training steps.")
+@steps_option("--dense-steps", 0, "Full training steps after folding (0: fold right after the scaler phase).")
+@batch_size_option()
+@seed_option()
+@device_option()
+@out_dir_option(
+    required=True, help="Output directory: model.safetensors (timm state dict + spec) and init.json."
 )
-@click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False, path_type=str),
-    help="Output directory: model.safetensors (timm state dict + spec) and init.json.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the init record as JSON on stdout.")
+@json_option("Print the init record as JSON on stdout.")
 def init(
     bank_path,
     depth,
@@ -70,22 +70,16 @@ def init(
 
     from wave_deploy import data as datasets
     from wave_deploy.cli.progress import TrainingProgress
-    from wave_deploy.errors import UsageError
-    from wave_deploy.fileio import write_json
+    from wave_deploy.fileio import check_writable_dir, write_json
     from wave_deploy.folding import save_folded
     from wave_deploy.wave.bank import TemplateBank, default_bank_path
     from wave_deploy.wave.init import DensePhase, ScalerPhase, initialize
 
-    if scaler_steps < 0 or dense_steps < 0:
-        raise UsageError("--scaler-steps and --dense-steps must be >= 0")
+    check_writable_dir(out, "--out")  # before any work: exit 3 naming the path
     bank = TemplateBank.load(bank_path or default_bank_path())
-    data = datasets.load(data_path, seed=seed)
-    spec = bank.geometry.make_spec(depth, embed_dim, heads, num_classes=data.info.num_classes)
-    if data.train_x.shape[1:] != (spec.in_chans, spec.img_size, spec.img_size):
-        raise UsageError(
-            f"data images are {tuple(data.train_x.shape[1:])}, the bank needs "
-            f"({spec.in_chans}, {spec.img_size}, {spec.img_size})"
-        )
+    geom = bank.geometry
+    data = datasets.load_for_bank(data_path, in_chans=geom.in_chans, img_size=geom.img_size, seed=seed)
+    spec = geom.make_spec(depth, embed_dim, heads, num_classes=data.info.num_classes)
     with TrainingProgress("stage 2: init", disable=is_quiet() or as_json) as bar:
         model, record = initialize(
             bank,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from wave_deploy.cli.options import json_option
 from wave_deploy.cli.output import profile_set_option
 from wave_deploy.errors import UsageError
 
@@ -113,7 +114,7 @@ def _plot(selection, profile, path: str) -> None:
     default=None,
     help="Template bank whose sizes are the candidates (default: the bank shipped with wave-deploy).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@json_option()
 def plan(profile_name, overrides, spec_text, calibration, objective, plot, bank_path, as_json):
     """Choose the ViT size that fits PROFILE's budgets, or predict one given size (--spec).
 
@@ -122,18 +123,21 @@ def plan(profile_name, overrides, spec_text, calibration, objective, plot, bank_
     input size. Exits 5 when no size fits, naming the closest ones and the budget each breaks.
     """
     from wave_deploy.cli.output import console, print_json, table
+    from wave_deploy.fileio import check_writable_file
     from wave_deploy.latency import load_calibration
     from wave_deploy.profiles import apply_overrides, load_profile
     from wave_deploy.selection import SearchSpace, evaluate, select
     from wave_deploy.spec import macs
     from wave_deploy.wave.bank import TemplateBank, default_bank_path
 
+    if plot and spec_text is not None:
+        raise UsageError("--plot draws the candidate frontier; it does not apply to --spec")
+    if plot:
+        check_writable_file(plot, "--plot")  # before any work: exit 3 naming the path
     profile = apply_overrides(load_profile(profile_name), overrides)
     space = SearchSpace.from_bank(TemplateBank.load(bank_path or default_bank_path()).geometry)
     cal = load_calibration(calibration) if calibration else None
     if spec_text is not None:
-        if plot:
-            raise UsageError("--plot draws the candidate frontier; it does not apply to --spec")
         values = parse_spec_option(spec_text)
         batch = values.pop("batch", profile.budgets.latency_batch)
         spec = space.spec(values["depth"], values["embed_dim"], values.get("num_heads"))

@@ -43,9 +43,11 @@ def report(dirs, html_out, device_report, fail_on_budget, as_json):
     """
     from wave_deploy.cli.output import console, is_quiet, print_json, table
     from wave_deploy.device_reports import merge_device_report
-    from wave_deploy.fileio import write_text
+    from wave_deploy.fileio import check_writable_file, write_text
     from wave_deploy.reports import index_data, render_index
 
+    if html_out:
+        check_writable_file(html_out, "--html")  # before any work: exit 3 naming the path
     merged = None
     if device_report:
         if len(dirs) != 1:
