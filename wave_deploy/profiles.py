@@ -24,7 +24,7 @@ Percentile = Literal["p50", "p90", "p95", "p99"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # inf and nan: exit 3
 
 
 class PowerMode(_Strict):
@@ -245,6 +245,23 @@ def _nesting_depth(data: Any) -> int:
     return deepest
 
 
+MAX_PROFILE_INT = 2**53  # integers beyond this lose precision as floats, and no profile quantity comes near
+
+
+def _huge_integer(data: Any, prefix: str = "") -> str | None:
+    """The dotted path of the first integer in ``data`` whose magnitude exceeds MAX_PROFILE_INT, or None
+    (called after the depth check, so the recursion is shallow)."""
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in items:
+        where = f"{prefix}{key}"
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_PROFILE_INT:
+            return where
+        found = _huge_integer(value, f"{where}.")
+        if found is not None:
+            return found
+    return None
+
+
 def load_profile_file(path: str | Path) -> DeviceProfile:
     import yaml
 
@@ -284,6 +301,12 @@ def load_profile_file(path: str | Path) -> DeviceProfile:
     if depth > MAX_PROFILE_DEPTH:
         raise InvalidInputError(
             f"invalid profile {path}: nested {depth} levels deep (a profile has at most {MAX_PROFILE_DEPTH})"
+        )
+    huge = _huge_integer(data)
+    if huge is not None:
+        raise InvalidInputError(
+            f"invalid profile {path}: field '{huge}': the integer is larger than {MAX_PROFILE_INT:,} "
+            "(no device quantity in a profile comes near it)"
         )
     try:
         profile = DeviceProfile.model_validate(data)
@@ -343,7 +366,7 @@ def _override_value(setting: str, path: list[str], raw: str) -> Any:
     try:
         value = yaml.safe_load(text) if text else ""
     except RecursionError:
-        raise InvalidInputError(f"--set {setting!r}: the value is nested too deeply") from None
+        raise InvalidInputError(f"--set {setting[:40]!r}...: the value is nested too deeply") from None
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or "unreadable"
         raise InvalidInputError(f"--set {setting!r}: the value is not valid YAML ({problem})") from None

@@ -36,7 +36,7 @@ from wave_deploy.cli.output import console, is_quiet, print_json, profile_set_op
     "--out",
     default="artifacts",
     show_default=True,
-    type=click.Path(file_okay=False, path_type=str),
+    type=click.Path(path_type=str),
     help="Output root; each device writes <out>/<profile name>/.",
 )
 @seed_option()

@@ -20,7 +20,7 @@ RUNTIMES = {"ort": "onnxruntime", "torch": "torch"}
 )
 @click.option(
     "--out",
-    type=click.Path(dir_okay=False),
+    type=click.Path(),
     default=None,
     help="Calibration file to write (default: <profile name>.calibration.json beside the profile).",
 )

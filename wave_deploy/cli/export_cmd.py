@@ -13,7 +13,7 @@ from wave_deploy.cli.output import console, is_quiet, print_json
 @click.command("export")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--profile", "profile_name", required=True, help="Device profile: name, alias or YAML path.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
               help="Output directory (model.onnx, variants, export.json, engine/ or bundle/).")  # fmt: skip
 @opset_option()
 @exporter_option()

@@ -95,6 +95,6 @@ def out_dir_option(*param_decls: str, required: bool = False, default: str | Non
         required=required,
         default=default,
         show_default=default is not None,
-        type=click.Path(file_okay=False, path_type=str),
+        type=click.Path(path_type=str),  # a file there: exit 3 from the writability check
         help=help,
     )

@@ -9,6 +9,7 @@ from wave_deploy.cli.output import profile_set_option
 from wave_deploy.errors import UsageError
 
 SPEC_KEYS = ("depth", "embed_dim", "num_heads", "batch")
+SPEC_MAX = 1_000_000  # any size or batch a device could run is far below this
 
 
 def parse_spec_option(text: str) -> dict[str, int]:
@@ -27,6 +28,8 @@ def parse_spec_option(text: str) -> dict[str, int]:
             values[key] = int(raw.strip())
         except ValueError:
             raise UsageError(f"--spec: {key} must be an integer, got {raw.strip()!r}") from None
+        if not 1 <= values[key] <= SPEC_MAX:
+            raise UsageError(f"--spec: {key} must be between 1 and {SPEC_MAX:,}, got {values[key]}")
     missing = [k for k in ("depth", "embed_dim") if k not in values]
     if missing:
         raise UsageError(f"--spec: missing {', '.join(missing)} (depth=L,embed_dim=D are required)")
@@ -104,9 +107,7 @@ def _plot(selection, profile, path: str) -> None:
     show_default=True,
     help="What to maximize among the sizes that fit.",
 )
-@click.option(
-    "--plot", type=click.Path(dir_okay=False), default=None, help="Write a PNG of FLOPs vs latency."
-)
+@click.option("--plot", type=click.Path(), default=None, help="Write a PNG of FLOPs vs latency.")
 @click.option(
     "--templates",
     "bank_path",

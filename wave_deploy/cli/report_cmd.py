@@ -16,7 +16,7 @@ def _fmt(value, digits: int = 3) -> str:
 @click.option(
     "--html",
     "html_out",
-    type=click.Path(dir_okay=False),
+    type=click.Path(),
     default=None,
     help="Write one self-contained HTML index (inline CSS, embedded plots, no network) to this file.",
 )

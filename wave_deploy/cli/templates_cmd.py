@@ -170,7 +170,7 @@ def info(bank: str, as_json: bool) -> None:
 @seed_option()
 @click.option(
     "--checkpoint-dir",
-    type=click.Path(file_okay=False, path_type=str),
+    type=click.Path(path_type=str),
     help="Write training checkpoints here (default: <out>.ckpt/).",
 )
 @click.option(
