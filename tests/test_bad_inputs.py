@@ -407,9 +407,10 @@ OPTION_CASES = {
     "bench": (lambda e, w, *x: ["bench", str(e.checkpoint), *x], [
         ("--batch", "0"), ("--iterations", "0"), ("--warmup", "-1"), ("--min-duration", "-1"),
         ("--min-duration", "nan"), ("--min-duration", "inf"), ("--threads", "0"), ("--timed", "wall"),
+        ("--batch", HUGE), ("--batch", "65537"), ("--threads", "100000"),
     ]),
     "calibrate": (lambda e, w, *x: ["calibrate", "--profile", "x86", *x], [
-        ("--threads", "0"), ("--runtime", "tvm"), ("--clock", "cpu"),
+        ("--threads", "0"), ("--threads", "100000"), ("--runtime", "tvm"), ("--clock", "cpu"),
     ]),
     "plan": (lambda e, w, *x: ["plan", "--profile", "x86", *x], [("--objective", "speed")]),
 }  # fmt: skip
@@ -429,6 +430,13 @@ case("plan-spec-huge-depth", lambda e, w: ["plan", "--profile", "x86", "--spec",
 case("plan-spec-bad-key", lambda e, w: ["plan", "--profile", "x86", "--spec", "depth=1,width=32"], 2, "width")
 case("plan-spec-zero-batch", lambda e, w: ["plan", "--profile", "x86", "--spec", "depth=1,embed_dim=32,batch=0"],
      2, "batch")  # fmt: skip
+
+case(
+    "init-batch-larger-than-the-data",
+    lambda e, w: _init(e, w, "--batch-size", HUGE),
+    3,
+    "larger than the training set",
+)
 
 # calibration files
 case("calibration-missing-build", lambda e, w: _build(e, w, "--calibration", str(w / "nope.json")), 3,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from wave_deploy.cli.options import json_option
+from wave_deploy.cli.options import Threads, json_option
 
 RUNTIMES = {"ort": "onnxruntime", "torch": "torch"}
 
@@ -27,7 +27,7 @@ RUNTIMES = {"ort": "onnxruntime", "torch": "torch"}
 @click.option("--quick", is_flag=True, help="A small design (12 measurements, short timing): a smoke check.")
 @click.option(
     "--threads",
-    type=click.IntRange(min=1),
+    type=Threads,
     default=None,
     help="Intra-op threads (default: the profile's, capped at this machine's cores).",
 )

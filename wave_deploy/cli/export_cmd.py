@@ -36,12 +36,13 @@ def export(
     Exit codes: 3 missing/invalid checkpoint or profile, 4 missing dependency, 7 parity failure.
     """
     from wave_deploy.errors import InvalidInputError
-    from wave_deploy.fileio import check_writable_dir
+    from wave_deploy.fileio import check_writable_dir, remove_stale_parts
     from wave_deploy.profiles import load_profile
 
     if not checkpoint.is_file():
         raise InvalidInputError(f"checkpoint {checkpoint} does not exist")
     check_writable_dir(out_dir, "--out")  # before the export: exit 3 naming the path
+    remove_stale_parts(out_dir)  # temporary files of a killed earlier run
     profile = load_profile(profile_name)
     from wave_deploy.exporters.base import export_for_profile
     from wave_deploy.folding import load_folded_file

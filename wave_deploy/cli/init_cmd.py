@@ -70,12 +70,13 @@ def init(
 
     from wave_deploy import data as datasets
     from wave_deploy.cli.progress import TrainingProgress
-    from wave_deploy.fileio import check_writable_dir, write_json
+    from wave_deploy.fileio import check_writable_dir, remove_stale_parts, write_json
     from wave_deploy.folding import save_folded
     from wave_deploy.wave.bank import TemplateBank, default_bank_path
     from wave_deploy.wave.init import DensePhase, ScalerPhase, initialize
 
     check_writable_dir(out, "--out")  # before any work: exit 3 naming the path
+    remove_stale_parts(out)  # temporary files of a killed earlier run
     bank = TemplateBank.load(bank_path or default_bank_path())
     geom = bank.geometry
     data = datasets.load_for_bank(data_path, in_chans=geom.in_chans, img_size=geom.img_size, seed=seed)

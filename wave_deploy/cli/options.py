@@ -5,7 +5,8 @@ The numeric limits are the ones the library can honour:
 - seeds: 0 .. 2**32 - 1 (every seed feeds torch, numpy or a derived seed such as ``seed * 1_000_003 + step``
   that must still fit torch's 64-bit generator);
 - ONNX opsets: 17 (LayerNormalization) .. 23, the newest that both torch exporters (the legacy one stops at
-  23) and the installed ONNX Runtime accept.
+  23) and the installed ONNX Runtime accept;
+- runtime threads: 1 .. 1024; benchmark batches: 1 .. 65536.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ Seed = click.IntRange(0, SEED_MAX)
 NonNegative = click.IntRange(min=0)
 Positive = click.IntRange(min=1)
 Opset = click.IntRange(MIN_OPSET, MAX_OPSET)
+MAX_THREADS = 1024  # ONNX Runtime creates each thread up front: a typo such as 100000 would hang the machine
+Threads = click.IntRange(1, MAX_THREADS)
+MAX_BENCH_BATCH = 65536
+BenchBatch = click.IntRange(1, MAX_BENCH_BATCH)
 
 
 def seed_option(help: str | None = None):

@@ -221,7 +221,7 @@ def build(
     from wave_deploy.cli.output import is_quiet
     from wave_deploy.cli.progress import TrainingProgress
     from wave_deploy.errors import UsageError
-    from wave_deploy.fileio import check_writable_dir, check_writable_file
+    from wave_deploy.fileio import check_writable_dir, check_writable_file, remove_stale_parts
     from wave_deploy.wave.learngene import LearngeneConfig, build_bank, load_teacher
 
     if (teacher_name is None) == (teacher_checkpoint is None):
@@ -239,6 +239,7 @@ def build(
     else:
         check_writable_dir(out, "--out")
     check_writable_dir(ckpt_dir, "--checkpoint-dir")
+    remove_stale_parts(ckpt_dir)  # temporary files of a killed earlier run
     data = datasets.load(data_path, seed=seed)
     if classes:
         data = data.select_classes([int(c) if c.strip().isdigit() else c.strip() for c in classes.split(",")])
