@@ -424,12 +424,12 @@ for command, (make, options) in OPTION_CASES.items():
             click_usage=True,
         )
 case("plan-spec-negative-depth", lambda e, w: ["plan", "--profile", "x86", "--spec", "depth=-1,embed_dim=32"],
-     2, "depth")  # fmt: skip
+     3, "depth")  # fmt: skip
 case("plan-spec-huge-depth", lambda e, w: ["plan", "--profile", "x86", "--spec", f"depth={HUGE},embed_dim=32"],
-     2, "depth")  # fmt: skip
+     3, "depth")  # fmt: skip
 case("plan-spec-bad-key", lambda e, w: ["plan", "--profile", "x86", "--spec", "depth=1,width=32"], 2, "width")
 case("plan-spec-zero-batch", lambda e, w: ["plan", "--profile", "x86", "--spec", "depth=1,embed_dim=32,batch=0"],
-     2, "batch")  # fmt: skip
+     3, "batch")  # fmt: skip
 
 case(
     "init-batch-larger-than-the-data",

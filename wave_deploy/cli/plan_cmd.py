@@ -6,7 +6,7 @@ import click
 
 from wave_deploy.cli.options import json_option
 from wave_deploy.cli.output import profile_set_option
-from wave_deploy.errors import UsageError
+from wave_deploy.errors import InvalidInputError, UsageError
 
 SPEC_KEYS = ("depth", "embed_dim", "num_heads", "batch")
 SPEC_MAX = 1_000_000  # any size or batch a device could run is far below this
@@ -28,8 +28,8 @@ def parse_spec_option(text: str) -> dict[str, int]:
             values[key] = int(raw.strip())
         except ValueError:
             raise UsageError(f"--spec: {key} must be an integer, got {raw.strip()!r}") from None
-        if not 1 <= values[key] <= SPEC_MAX:
-            raise UsageError(f"--spec: {key} must be between 1 and {SPEC_MAX:,}, got {values[key]}")
+        if values[key] > SPEC_MAX:  # zero and negative values are refused by the spec's own checks (exit 3)
+            raise InvalidInputError(f"--spec: {key} {values[key]} is larger than {SPEC_MAX:,}")
     missing = [k for k in ("depth", "embed_dim") if k not in values]
     if missing:
         raise UsageError(f"--spec: missing {', '.join(missing)} (depth=L,embed_dim=D are required)")
