@@ -208,3 +208,13 @@ def test_an_unusable_training_checkpoint_names_its_folder_and_force_recovers(
     _run_train(inputs, tmp_path, force=True)
     assert (tmp_path / "dev" / "model.safetensors").read_bytes() == trained[0]
     assert not cache.exists()  # removed once the model is complete
+
+
+def test_an_intact_shared_model_is_reused_not_retrained(inputs, trained, tmp_path):
+    _run_train(inputs, tmp_path)
+    record = tmp_path / ".models" / "k1" / "train.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "marker": "reused"}))
+    (tmp_path / "dev" / "train.json").unlink()
+    result = _run_train(inputs, tmp_path)  # another profile picking the same size
+    assert result.result["marker"] == "reused"
+    assert (tmp_path / "dev" / "model.safetensors").read_bytes() == trained[0]

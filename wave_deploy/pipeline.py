@@ -21,7 +21,7 @@ from typing import Any
 from wave_deploy import __version__
 from wave_deploy.errors import BudgetBrokenError, InvalidInputError
 from wave_deploy.fileio import sha256_file, write_json
-from wave_deploy.stages import StageOutput, StageRunner, stage_key
+from wave_deploy.stages import StageOutput, StageRunner, shared_model_problem, stage_key
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,11 @@ def build(
 ) -> list[DeviceResult]:
     """Build every profile; return their results. Raises the first stage's WaveDeployError."""
     from wave_deploy import data as datasets
+    from wave_deploy.fileio import check_writable_dir
     from wave_deploy.profiles import apply_overrides, load_profile
     from wave_deploy.wave.bank import TemplateBank, default_bank_path
 
+    check_writable_dir(options.out, "--out")  # before any work: exit 3 naming the path
     # validate every profile (and every --set) before any work
     loaded = [apply_overrides(load_profile(p), options.profile_overrides) for p in profiles]
     bank_path = Path(options.templates) if options.templates else default_bank_path()
@@ -167,9 +169,9 @@ def _train(
 ) -> StageOutput:
     """WAVE init + scaler phase + dense phase; shared by every profile of this output root that picks the spec.
 
-    Both caches recover by themselves: a shared model under ``.models/<key>/`` that is damaged or foreign is
-    discarded and retrained; ``--force`` discards the training checkpoints under ``.cache/train-<key>/``
-    (an unreadable checkpoint otherwise stops the build, naming that folder).
+    Damaged caches recover: a shared model under ``.models/<key>/`` that is damaged or foreign is discarded
+    and retrained without being asked; ``--force`` discards the training checkpoints under
+    ``.cache/train-<key>/`` (an unreadable checkpoint otherwise stops the build, naming that folder).
     """
     from wave_deploy.checkpoint import UnusableCheckpointError
     from wave_deploy.fileio import remove_stale_parts
@@ -184,7 +186,7 @@ def _train(
         remove_stale_parts(folder)
     if options.force:
         shutil.rmtree(cache, ignore_errors=True)
-    problem = _shared_model_problem(shared, key, spec_dict)
+    problem = shared_model_problem(shared, key, spec_dict)
     if problem is not None:
         if shared.exists():
             log.warning("discarding the cached model in %s: %s; training it again", shared, problem)
@@ -215,26 +217,6 @@ def _train(
     for name in ("model.safetensors", "train.json"):
         _copy_atomic(shared / name, out_dir / name)
     return StageOutput(_read_json(out_dir / "train.json"), ["model.safetensors", "train.json"])
-
-
-def _shared_model_problem(shared: Path, key: str, spec_dict: dict) -> str | None:
-    """Why ``shared`` (``.models/<key>/``) cannot be reused as the model trained for ``key``, or None."""
-    import json
-
-    from wave_deploy.folding import read_folded_header
-
-    model, record = shared / "model.safetensors", shared / "train.json"
-    if not model.is_file() or not record.is_file():
-        return "incomplete (no model.safetensors or train.json)"
-    try:
-        if not isinstance(json.loads(record.read_text(encoding="utf-8")), dict):
-            return "train.json is not a JSON object"
-        spec, extra = read_folded_header(model)
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError, InvalidInputError) as exc:
-        return " ".join(str(exc).split())[:200]
-    if extra.get("train_key") != key or spec.to_dict() != spec_dict:
-        return "model.safetensors was written for other training settings"
-    return None
 
 
 def _export(out_dir: Path, profile, data, options: BuildOptions) -> StageOutput:

@@ -168,3 +168,21 @@ class StageRunner:
             **(extra or {}),
         }
         write_json(self.manifest_path, manifest)
+
+
+def shared_model_problem(shared: Path, key: str, spec_dict: dict) -> str | None:
+    """Why ``shared`` (``.models/<key>/``) cannot be reused as the model trained for ``key``, or None."""
+    from wave_deploy.folding import read_folded_header  # imports torch: only when a build checks a model
+
+    model, record = shared / "model.safetensors", shared / "train.json"
+    if not model.is_file() or not record.is_file():
+        return "incomplete (no model.safetensors or train.json)"
+    try:
+        if not isinstance(json.loads(record.read_text(encoding="utf-8")), dict):
+            return "train.json is not a JSON object"
+        spec, extra = read_folded_header(model)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, InvalidInputError) as exc:
+        return " ".join(str(exc).split())[:200]
+    if extra.get("train_key") != key or spec.to_dict() != spec_dict:
+        return "model.safetensors was written for other training settings"
+    return None
