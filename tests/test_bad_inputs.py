@@ -194,7 +194,7 @@ def _folded_checkpoints(base: Path) -> tuple[Path, dict[str, tuple[Path, str]]]:
     )
     out["missing_key"] = (base / "missing_key.safetensors", "head.weight")
     (base / "a_dir.safetensors").mkdir()
-    out["directory"] = (base / "a_dir.safetensors", "does not exist")
+    out["directory"] = (base / "a_dir.safetensors", "is a directory")
     out["missing"] = (base / "missing.safetensors", "does not exist")
     return good, out
 
@@ -581,3 +581,26 @@ def test_a_real_process_prints_one_line_and_no_progress_bar(env, tmp_path, argv_
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], proc.stderr
     assert proc.stdout == ""
+
+
+def test_the_opset_range_is_what_the_exporters_and_onnx_runtime_accept(tmp_path):
+    """17 is the exporter's own floor; 23 exports with the legacy exporter (whose ceiling it is) and runs in
+    ONNX Runtime, while 24 is refused by that exporter."""
+    import onnxruntime as ort
+    import torch
+    from timm.models.vision_transformer import VisionTransformer
+
+    from wave_deploy.exporters import onnx as onnx_export
+    from wave_deploy.spec import ViTSpec
+
+    assert onnx_export.MIN_OPSET == MIN_OPSET
+    spec = ViTSpec(depth=1, embed_dim=16, num_heads=1, img_size=28, patch_size=7, in_chans=1, num_classes=10)
+    model = VisionTransformer(**spec.timm_kwargs()).eval()
+    result = onnx_export.export_onnx(model, spec, tmp_path / "m.onnx", opset=MAX_OPSET, exporter="legacy")
+    assert result.opset == MAX_OPSET
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(2, 1, 28, 28)
+    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(out), model(x), rtol=1e-4, atol=1e-4)
+    with pytest.raises(Exception, match=str(MAX_OPSET + 1)):
+        onnx_export.export_onnx(model, spec, tmp_path / "n.onnx", opset=MAX_OPSET + 1, exporter="legacy")

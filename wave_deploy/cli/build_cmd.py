@@ -65,7 +65,11 @@ from wave_deploy.cli.output import console, is_quiet, print_json, profile_set_op
     help="Timed iterations of the local ONNX Runtime benchmark.",
 )
 @device_option()
-@click.option("--force", is_flag=True, help="Rebuild every stage, ignoring cached results.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Rebuild every stage, ignoring cached results and discarding interrupted training checkpoints.",
+)
 @click.option(
     "--fail-on-budget/--no-fail-on-budget",
     default=True,

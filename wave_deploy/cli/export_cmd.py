@@ -39,6 +39,8 @@ def export(
     from wave_deploy.fileio import check_writable_dir, remove_stale_parts
     from wave_deploy.profiles import load_profile
 
+    if checkpoint.is_dir():
+        raise InvalidInputError(f"checkpoint {checkpoint} is a directory, expected a .safetensors file")
     if not checkpoint.is_file():
         raise InvalidInputError(f"checkpoint {checkpoint} does not exist")
     check_writable_dir(out_dir, "--out")  # before the export: exit 3 naming the path
