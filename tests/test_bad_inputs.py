@@ -400,7 +400,8 @@ OPTION_CASES = {
     "templates": (_templates, [
         ("--aux-depth", "0"), ("--aux-embed-dim", "0"), ("--template-size", "0"), ("--head-dim", "-1"),
         ("--patch-size", "0"), ("--templates-per-kind", "0"), ("--vector-templates", "0"),
-        ("--max-depth", "0"), ("--epochs", "0"), ("--epochs", "nan"), ("--batch-size", "0"),
+        ("--max-depth", "0"), ("--aux-depth", "100000"), ("--aux-embed-dim", HUGE), ("--template-size", "5000"),
+        ("--templates-per-kind", "1000000"), ("--epochs", "0"), ("--epochs", "nan"), ("--batch-size", "0"),
         ("--lr", "0"), ("--lr", "inf"), ("--tau", "-1"), ("--alpha", "1.5"), ("--alpha", "nan"),
         ("--seed", "-1"), ("--seed", HUGE), ("--checkpoint-every", "0"), ("--device", "tpu"),
     ]),

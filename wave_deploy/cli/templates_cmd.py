@@ -16,6 +16,13 @@ from wave_deploy.cli.options import (
 )
 from wave_deploy.cli.output import console, print_json, table
 
+# Stage-1 sizes: far above any ViT (ViT-G is 48 blocks of width 1664), low enough that a typo is refused
+# before the auxiliary model is allocated.
+Depth = click.IntRange(1, 256)
+Width = click.IntRange(1, 16384)
+Size = click.IntRange(1, 4096)
+Count = click.IntRange(1, 4096)
+
 
 @click.group()
 def templates() -> None:
@@ -111,19 +118,17 @@ def info(bank: str, as_json: bool) -> None:
 @click.option(
     "--out", required=True, type=click.Path(path_type=str), help="Bank file (.safetensors) or directory."
 )
+@click.option("--aux-depth", type=Depth, default=6, show_default=True, help="Depth of the auxiliary model.")
 @click.option(
-    "--aux-depth", type=Positive, default=6, show_default=True, help="Depth of the auxiliary model."
+    "--aux-embed-dim", type=Width, default=128, show_default=True, help="Width of the auxiliary model."
 )
-@click.option(
-    "--aux-embed-dim", type=Positive, default=128, show_default=True, help="Width of the auxiliary model."
-)
-@click.option("--template-size", "w", type=Positive, default=32, show_default=True, help="Template size w.")
-@click.option("--head-dim", type=Positive, default=32, show_default=True)
-@click.option("--patch-size", type=Positive, default=4, show_default=True)
+@click.option("--template-size", "w", type=Size, default=32, show_default=True, help="Template size w.")
+@click.option("--head-dim", type=Size, default=32, show_default=True)
+@click.option("--patch-size", type=Size, default=4, show_default=True)
 @click.option(
     "--templates-per-kind",
     "n_matrix",
-    type=Positive,
+    type=Count,
     default=16,
     show_default=True,
     help="Templates per matrix kind.",
@@ -131,13 +136,13 @@ def info(bank: str, as_json: bool) -> None:
 @click.option(
     "--vector-templates",
     "n_vector",
-    type=Positive,
+    type=Count,
     default=4,
     show_default=True,
     help="Templates per vector kind.",
 )
 @click.option(
-    "--max-depth", type=Positive, help="Deepest target the bank serves (default: the auxiliary depth)."
+    "--max-depth", type=Depth, help="Deepest target the bank serves (default: the auxiliary depth)."
 )
 @click.option(
     "--elastic/--no-elastic",
