@@ -54,7 +54,7 @@ def test_init_trains_the_scalers_and_records_the_phase(bank_path, tmp_path):
     [
         (["--depth", "2", "--embed-dim", "40"], 3, "not a multiple"),
         (["--depth", "9", "--embed-dim", "32"], 3, "max_depth"),
-        (["--depth", "2", "--embed-dim", "32", "--scaler-steps", "-1"], 2, ">= 0"),
+        (["--depth", "2", "--embed-dim", "32", "--scaler-steps", "-1"], 2, "-1 is not in the range x>=0"),
     ],
 )
 def test_init_rejects_sizes_the_bank_cannot_make(bank_path, tmp_path, args, code, message):

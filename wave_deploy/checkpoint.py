@@ -55,25 +55,74 @@ def save_checkpoint(path, state, config, fingerprint, model, stateful) -> None:
     log.debug("checkpoint at step %d written to %s", state["step"], path)
 
 
+class UnusableCheckpointError(InvalidInputError):
+    """A checkpoint file that cannot be resumed from (unreadable, foreign, or written for other settings).
+
+    ``directory`` is the checkpoint's folder: deleting it restarts that training from step 0.
+    """
+
+    def __init__(self, message: str, *, directory: Path, hint: str | None = None):
+        super().__init__(message, hint=hint or f"delete {directory} to start this training over")
+        self.directory = directory
+
+
+# What a resume reads besides the states: key -> the check it must pass.
+_RESUME_FIELDS = {
+    "config": lambda v: isinstance(v, dict),
+    "fingerprint": lambda v: isinstance(v, str),
+    "model": lambda v: isinstance(v, dict),
+    "optimizer": lambda v: isinstance(v, dict),
+    "scheduler": lambda v: isinstance(v, dict),
+    "scaler": lambda v: isinstance(v, dict),
+    "rng": lambda v: (
+        isinstance(v, dict)
+        and isinstance(v.get("torch_cpu"), list)
+        and all(
+            isinstance(t, torch.Tensor) and t.dtype == torch.uint8 and t.shape == torch.get_rng_state().shape
+            for t in v["torch_cpu"]
+        )
+    ),
+    "step": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+    "history": lambda v: isinstance(v, list),
+    "window": lambda v: isinstance(v, torch.Tensor) and tuple(v.shape) == (2,),
+    "train_time_s": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+}
+
+
 def load_checkpoint(path: Path, config, fingerprint: str, model, stateful) -> dict:
-    """Read and check ``path``, then load its states into the model, optimizer, scheduler and scaler."""
+    """Read and check ``path``, then load its states into the model, optimizer, scheduler and scaler.
+
+    Every problem raises ``UnusableCheckpointError`` (exit 3) naming the file and the folder to delete.
+    """
+    path = Path(path)
+    where = path.parent
     try:  # weights_only: tensors, dicts, lists and primitives only; no code from the file runs
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise InvalidInputError(f"cannot read training checkpoint {path}: {exc}") from exc
+        reason = " ".join(str(exc).split())[:200]
+        raise UnusableCheckpointError(
+            f"cannot read training checkpoint {path}: {type(exc).__name__}: {reason}", directory=where
+        ) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise InvalidInputError(f"{path} is not a wave-deploy training checkpoint")
+        raise UnusableCheckpointError(f"{path} is not a wave-deploy training checkpoint", directory=where)
+    bad = [key for key, ok in _RESUME_FIELDS.items() if key not in ckpt or not ok(ckpt[key])]
+    if bad:
+        raise UnusableCheckpointError(
+            f"training checkpoint {path} is damaged: missing or malformed {', '.join(bad)}", directory=where
+        )
     saved, now = ckpt["config"], config.hashed_fields()
     changed = [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in sorted(now) if saved.get(k) != now.get(k)]
     if changed:
-        raise InvalidInputError(
+        raise UnusableCheckpointError(
             f"checkpoint {path} was written with a different training config ({'; '.join(changed)})",
-            hint="resume with the same settings, or start over without resume",
+            directory=where,
+            hint=f"resume with the same settings, or delete {where} to start over",
         )
     if ckpt["fingerprint"] != fingerprint:
-        raise InvalidInputError(
+        raise UnusableCheckpointError(
             f"checkpoint {path} was written for different data or a different set of trained parameters",
-            hint="start over without resume",
+            directory=where,
+            hint=f"delete {where} to start over",
         )
     optimizer, scheduler, scaler = stateful
     try:
@@ -82,6 +131,9 @@ def load_checkpoint(path: Path, config, fingerprint: str, model, stateful) -> di
         scheduler.load_state_dict(ckpt["scheduler"])
         if ckpt["scaler"]:
             scaler.load_state_dict(ckpt["scaler"])
-    except (RuntimeError, ValueError, KeyError) as exc:
-        raise InvalidInputError(f"checkpoint {path} does not match the model or optimizer: {exc}") from exc
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise UnusableCheckpointError(
+            f"checkpoint {path} does not match the model or optimizer: {reason}", directory=where
+        ) from exc
     return ckpt

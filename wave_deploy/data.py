@@ -169,6 +169,33 @@ def load(source: str | Path | None = None, **options) -> Dataset:
     return load_image_folder(source, **options)
 
 
+def load_for_bank(source: str | Path | None, *, in_chans: int, img_size: int, seed: int = 0) -> Dataset:
+    """``load(source, seed=seed)``, checked against what a template bank's models take (``in_chans`` x
+    ``img_size`` x ``img_size``). The one data check that init, build and templates build share: any problem
+    with the data raises ``InvalidInputError`` (exit 3) before training starts."""
+    data = load(source, seed=seed)
+    check_image_shape(data, in_chans=in_chans, img_size=img_size)
+    return data
+
+
+def check_image_shape(data: Dataset, *, in_chans: int, img_size: int) -> None:
+    """Raise ``InvalidInputError`` unless ``data``'s images are ``in_chans`` x ``img_size`` x ``img_size``."""
+    info = data.info
+    if (info.in_chans, info.img_size) == (in_chans, img_size):
+        return
+    kind = {1: "grayscale", 3: "RGB"}
+
+    def describe(c: int, s: int) -> str:
+        return f"{s}x{s} px {kind.get(c, f'{c}-channel')}"
+
+    raise InvalidInputError(
+        f"data {info.source}: images are {describe(info.in_chans, info.img_size)} but the template bank "
+        f"takes {describe(in_chans, img_size)}",
+        hint=f"give --data images of {describe(in_chans, img_size)}, or --templates a bank built for "
+        "these images (wave-deploy templates build --data ...)",
+    )
+
+
 def load_builtin(val_fraction: float = 0.1, seed: int = 0) -> Dataset:
     """The 5,000 MNIST digits shipped in the package, 500 per class, 28x28 (assets/MNIST_5K_SOURCE.md)."""
     _check_split_args(val_fraction, seed)
@@ -263,7 +290,7 @@ def _read_images(root: Path, files, img_size, in_chans, on_bad_image):
 
     def reject(file: Path, err: Exception) -> None:
         if on_bad_image == "error":
-            raise InvalidInputError(f"cannot read image {file}: {err}", hint="fix or remove it, or skip it")
+            raise InvalidInputError(f"cannot read image {file}: {err}", hint="fix or delete that file")
         log.warning("skipping unreadable image %s: %s", file, err)
         bad.append(str(file))
 
@@ -280,7 +307,8 @@ def _read_images(root: Path, files, img_size, in_chans, on_bad_image):
             found = ", ".join(f"{w}x{h}" for w, h in sizes[:4])
             raise InvalidInputError(
                 f"images under {root} are not all the same square size (found {found})",
-                hint="pass img_size to resize them",
+                hint="give --data images of one square size, the template bank's image size "
+                "(from Python, load_image_folder(img_size=N) resizes them)",
             )
         img_size = sizes[0][0] if sizes else 1
     if in_chans is None:

@@ -83,3 +83,77 @@ def reject_file(path: str | Path, reason: str) -> Path:
     os.replace(path, target)
     write_text(target_dir / f"{path.name}.why.txt", " ".join(reason.split()) + "\n")
     return target
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """``path`` itself, or its nearest ancestor that exists (the directory a ``mkdir -p`` would write into)."""
+    current = path
+    while not current.exists() and current != current.parent:
+        if current.is_symlink():  # a dangling link: mkdir would fail on it
+            return current
+        current = current.parent
+    return current
+
+
+def check_writable_dir(path: str | Path, what: str = "output directory") -> Path:
+    """Check, before any work, that directory ``path`` exists or can be created, and that files can be
+    written in it. Creates nothing. Raises ``InvalidInputError`` (exit 3) naming the path and the reason.
+    """
+    from wave_deploy.errors import InvalidInputError
+
+    path = Path(path)
+    if str(path) == "":
+        raise InvalidInputError(f"{what}: the path is empty")
+    if path.exists() and not path.is_dir():
+        raise InvalidInputError(f"{what} {path} is an existing file, not a directory")
+    base = _existing_ancestor(path.absolute())
+    if not base.is_dir():
+        raise InvalidInputError(f"{what} {path} cannot be created: {base} is not a directory")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise InvalidInputError(f"{what} {path} is not writable: no write permission in {base}")
+    # os.access trusts permission bits; pseudo and read-only file systems (/proc, /sys, ro mounts) need a try.
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".wave-deploy-probe.", suffix=".part", dir=base)
+    except OSError as exc:
+        raise InvalidInputError(f"{what} {path} is not writable: {exc.strerror or exc} in {base}") from exc
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
+def check_writable_file(path: str | Path, what: str = "output file") -> Path:
+    """Check, before any work, that file ``path`` can be written (its directory exists or can be created and
+    is writable; the path is not a directory). Creates nothing. Raises ``InvalidInputError`` (exit 3)."""
+    from wave_deploy.errors import InvalidInputError
+
+    path = Path(path)
+    if str(path) in ("", "."):
+        raise InvalidInputError(f"{what}: the path is empty")
+    if path.is_dir():
+        raise InvalidInputError(f"{what} {path} is a directory, expected a file name")
+    check_writable_dir(path.parent if str(path.parent) else Path("."), what=f"{what} {path}: directory")
+    return path
+
+
+PART_GLOB = ".*.part"
+
+
+def remove_stale_parts(directory: str | Path, *, recursive: bool = True) -> list[Path]:
+    """Delete the temporary files that ``atomic_path`` leaves behind when a process is killed mid-write.
+
+    Only names of the form ``.<name>.<random>.part`` are removed (never a final file). Call it at the start of
+    a run that owns ``directory``: a write in progress by a concurrent run into the same directory would lose
+    its temporary file (two builds into one output directory at once are not supported). Returns the paths
+    removed.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = directory.rglob(PART_GLOB) if recursive else directory.glob(PART_GLOB)
+    removed = []
+    for path in sorted(found):
+        if path.is_file() and not path.is_symlink():
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed

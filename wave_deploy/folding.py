@@ -50,7 +50,7 @@ def save_folded(
     path: str | Path, state_dict: dict[str, Tensor], spec: ViTSpec, extra_meta: dict[str, Any] | None = None
 ) -> Path:
     """Write a folded checkpoint atomically as safetensors; metadata: format, schema_version, spec, extra."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     meta = {
         "format": FORMAT,
@@ -61,8 +61,49 @@ def save_folded(
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     path = Path(path)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        tmp.write_bytes(canonical_safetensors(save(tensors, metadata=meta)))
     return path
+
+
+def canonical_safetensors(data: bytes) -> bytes:
+    """The same safetensors file with its JSON header written with sorted keys, so equal tensors and metadata
+    give identical bytes (the safetensors writer keeps metadata in a hash map: its order varies between
+    processes). Tensor data and offsets are unchanged; the header is padded with spaces to 8 bytes as the
+    format asks."""
+    import struct
+
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + data[8 + n :]
+
+
+def read_folded_header(path: str | Path) -> tuple[ViTSpec, dict[str, Any]]:
+    """(spec, extra metadata) of a folded checkpoint, checking that the file is a complete safetensors file
+    of this format without reading its tensors. Any problem raises ``InvalidInputError``."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as fh:  # checks the header and that the data is all there
+            meta = fh.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for every malformed file
+        raise InvalidInputError(f"{path} is not a readable safetensors file: {exc}") from exc
+    return _folded_meta(path, meta)
+
+
+def _folded_meta(path: Path, meta: dict[str, str]) -> tuple[ViTSpec, dict[str, Any]]:
+    if meta.get("format") != FORMAT or meta.get("schema_version") != str(SCHEMA_VERSION):
+        raise InvalidInputError(f"{path} is not a wave-deploy folded checkpoint (schema {SCHEMA_VERSION})")
+    try:
+        spec = ViTSpec.from_dict(json.loads(meta["spec"]))
+        extra = json.loads(meta.get("extra", "{}"))
+    except (KeyError, json.JSONDecodeError, TypeError, ValueError, RecursionError) as exc:
+        raise InvalidInputError(f"{path}: unreadable spec metadata: {exc}") from exc
+    if not isinstance(extra, dict):
+        raise InvalidInputError(f"{path}: the 'extra' metadata is not a JSON object")
+    return spec, extra
 
 
 def load_folded_file(path: str | Path):
@@ -79,13 +120,7 @@ def load_folded_file(path: str | Path):
             state = {name: fh.get_tensor(name) for name in fh.keys()}  # noqa: SIM118
     except Exception as exc:  # safetensors raises its own error types for every malformed file
         raise InvalidInputError(f"{path} is not a readable safetensors file: {exc}") from exc
-    if meta.get("format") != FORMAT or meta.get("schema_version") != str(SCHEMA_VERSION):
-        raise InvalidInputError(f"{path} is not a wave-deploy folded checkpoint (schema {SCHEMA_VERSION})")
-    try:
-        spec = ViTSpec.from_dict(json.loads(meta["spec"]))
-        extra = json.loads(meta.get("extra", "{}"))
-    except (KeyError, json.JSONDecodeError, TypeError) as exc:
-        raise InvalidInputError(f"{path}: unreadable spec metadata: {exc}") from exc
+    spec, extra = _folded_meta(path, meta)
     return load_folded(state, spec), spec, extra
 
 

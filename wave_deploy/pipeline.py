@@ -33,7 +33,7 @@ from wave_deploy.profiles import DeviceProfile
 from wave_deploy.reports import failure_of, load_report, write_failure_report, write_report_files
 from wave_deploy.reports.assemble import assemble_report, profile_section
 from wave_deploy.reports.merge import kept_device_report, merge_kept
-from wave_deploy.stages import StageOutput, StageRunner, stage_key
+from wave_deploy.stages import StageOutput, StageRunner, shared_model_problem, stage_key
 
 log = logging.getLogger(__name__)
 
@@ -103,21 +103,24 @@ def build(
     data) raise, after marking failed the reports that the named profiles' directories already held.
     """
     from wave_deploy import data as datasets
+    from wave_deploy.fileio import check_writable_dir
     from wave_deploy.profiles import apply_overrides, load_profile
     from wave_deploy.wave.bank import TemplateBank, default_bank_path
 
+    check_writable_dir(options.out, "--out")  # before any work: exit 3 naming the path
     # validate every profile (and every --set) before any work
     loaded = [apply_overrides(load_profile(p), options.profile_overrides) for p in profiles]
     try:
         bank_path = Path(options.templates) if options.templates else default_bank_path()
         bank = TemplateBank.load(bank_path)
-        data = datasets.load(options.data, seed=options.seed)
-        expected = (bank.geometry.in_chans, bank.geometry.img_size, bank.geometry.img_size)
-        if tuple(data.train_x.shape[1:]) != expected:
-            raise InvalidInputError(
-                f"data images are {tuple(data.train_x.shape[1:])} but the template bank needs {expected}",
-                hint="give --data images of the bank's size and channels, or a bank built for them",
-            )
+        if options.calibration:
+            from wave_deploy.latency import load_calibration
+
+            load_calibration(options.calibration)  # a missing or invalid file: exit 3 before any work
+        geom = bank.geometry
+        data = datasets.load_for_bank(
+            options.data, in_chans=geom.in_chans, img_size=geom.img_size, seed=options.seed
+        )
     except BaseException as exc:
         for profile in loaded:  # neutralise earlier reports; create nothing new
             out_dir = Path(options.out) / profile.name
@@ -244,30 +247,51 @@ def _plan(out_dir: Path, profile, bank, data, options: BuildOptions) -> StageOut
 def _train(
     out_dir: Path, bank, data, spec_dict: dict, options: BuildOptions, key: str, on_step
 ) -> StageOutput:
-    """WAVE init + scaler phase + dense phase; shared by every profile of this output root that picks the spec."""
+    """WAVE init + scaler phase + dense phase; shared by every profile of this output root that picks the spec.
+
+    Damaged caches recover: a shared model under ``.models/<key>/`` that is damaged or foreign is discarded
+    and retrained without being asked; ``--force`` discards the training checkpoints under
+    ``.cache/train-<key>/`` (an unreadable checkpoint otherwise stops the build, naming that folder).
+    """
+    from wave_deploy.checkpoint import UnusableCheckpointError
+    from wave_deploy.fileio import remove_stale_parts
     from wave_deploy.folding import save_folded
     from wave_deploy.spec import ViTSpec
     from wave_deploy.wave.init import DensePhase, ScalerPhase, initialize
 
     shared = out_dir.parent / ".models" / key
+    cache = out_dir.parent / ".cache" / f"train-{key}"
     record_path = shared / "train.json"
-    if not (shared / "model.safetensors").is_file() or not record_path.is_file():
+    for folder in (shared, cache):
+        remove_stale_parts(folder)
+    if options.force:
+        shutil.rmtree(cache, ignore_errors=True)
+    problem = shared_model_problem(shared, key, spec_dict)
+    if problem is not None:
+        if shared.exists():
+            log.warning("discarding the cached model in %s: %s; training it again", shared, problem)
+            shutil.rmtree(shared)
         spec = ViTSpec.from_dict(spec_dict)
-        model, record = initialize(
-            bank,
-            spec,
-            data,
-            strategy=options.strategy,
-            scaler=ScalerPhase(steps=options.scaler_steps, batch_size=options.batch_size, seed=options.seed),
-            dense=DensePhase(steps=options.dense_steps, batch_size=options.batch_size, seed=options.seed),
-            on_step=on_step,
-            device=options.device,
-            checkpoint_dir=out_dir.parent / ".cache" / f"train-{key}",
-        )
+        try:
+            model, record = initialize(
+                bank,
+                spec,
+                data,
+                strategy=options.strategy,
+                scaler=ScalerPhase(
+                    steps=options.scaler_steps, batch_size=options.batch_size, seed=options.seed
+                ),
+                dense=DensePhase(steps=options.dense_steps, batch_size=options.batch_size, seed=options.seed),
+                on_step=on_step,
+                device=options.device,
+                checkpoint_dir=cache,
+            )
+        except UnusableCheckpointError as exc:
+            raise InvalidInputError(exc.message, hint=f"delete {cache}, or rerun with --force") from exc
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         save_folded(shared / "model.safetensors", state, spec, {"train_key": key, "wave_deploy": __version__})
         write_json(record_path, record)  # written last: its presence marks the shared model complete
-        shutil.rmtree(out_dir.parent / ".cache" / f"train-{key}", ignore_errors=True)
+        shutil.rmtree(cache, ignore_errors=True)
     else:
         log.info("reusing the model trained for another profile (%s)", shared)
     for name in ("model.safetensors", "train.json"):

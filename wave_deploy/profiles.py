@@ -24,7 +24,7 @@ Percentile = Literal["p50", "p90", "p95", "p99"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # inf and nan: exit 3
 
 
 class PowerMode(_Strict):
@@ -224,6 +224,44 @@ def _yaml_loader():
     return UniqueKeyLoader
 
 
+# Bounds checked before validation: the schema is 3 levels deep and a shipped profile is ~2 KB.
+MAX_PROFILE_DEPTH = 8
+MAX_PROFILE_BYTES = 1 << 20
+
+
+def _nesting_depth(data: Any) -> int:
+    """How many levels of mappings/lists ``data`` holds (iterative: any depth is measured without recursion)."""
+    deepest, stack, seen = 0, [(data, 1)], {}  # seen: id -> depth (YAML aliases share nodes)
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None or seen.get(id(node), 0) >= depth:
+            continue
+        seen[id(node)] = depth
+        deepest = max(deepest, depth)
+        if deepest > MAX_PROFILE_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+MAX_PROFILE_INT = 2**53  # integers beyond this lose precision as floats, and no profile quantity comes near
+
+
+def _huge_integer(data: Any, prefix: str = "") -> str | None:
+    """The dotted path of the first integer in ``data`` whose magnitude exceeds MAX_PROFILE_INT, or None
+    (called after the depth check, so the recursion is shallow)."""
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in items:
+        where = f"{prefix}{key}"
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_PROFILE_INT:
+            return where
+        found = _huge_integer(value, f"{where}.")
+        if found is not None:
+            return found
+    return None
+
+
 def load_profile_file(path: str | Path) -> DeviceProfile:
     import yaml
 
@@ -233,11 +271,20 @@ def load_profile_file(path: str | Path) -> DeviceProfile:
     if not path.is_file():
         raise InvalidInputError(f"profile file {path} does not exist")
     try:
+        size = path.stat().st_size
+        if size > MAX_PROFILE_BYTES:
+            raise InvalidInputError(
+                f"invalid profile {path}: {size:,} bytes; a profile file is at most {MAX_PROFILE_BYTES:,} bytes"
+            )
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"invalid profile {path}: cannot read it: {exc}") from exc
     try:
         data = yaml.load(text, Loader=_yaml_loader())  # a SafeLoader subclass: no arbitrary objects
+    except RecursionError:
+        raise InvalidInputError(
+            f"invalid profile {path}: nested too deeply (a profile has at most {MAX_PROFILE_DEPTH} levels)"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -249,6 +296,17 @@ def load_profile_file(path: str | Path) -> DeviceProfile:
     if not isinstance(data, dict):
         raise InvalidInputError(
             f"invalid profile {path}: expected a mapping at the top level, got {type(data).__name__}"
+        )
+    depth = _nesting_depth(data)
+    if depth > MAX_PROFILE_DEPTH:
+        raise InvalidInputError(
+            f"invalid profile {path}: nested {depth} levels deep (a profile has at most {MAX_PROFILE_DEPTH})"
+        )
+    huge = _huge_integer(data)
+    if huge is not None:
+        raise InvalidInputError(
+            f"invalid profile {path}: field '{huge}': the integer is larger than {MAX_PROFILE_INT:,} "
+            "(no device quantity in a profile comes near it)"
         )
     try:
         profile = DeviceProfile.model_validate(data)
@@ -307,6 +365,8 @@ def _override_value(setting: str, path: list[str], raw: str) -> Any:
     text = raw.strip()
     try:
         value = yaml.safe_load(text) if text else ""
+    except RecursionError:
+        raise InvalidInputError(f"--set {setting[:40]!r}...: the value is nested too deeply") from None
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or "unreadable"
         raise InvalidInputError(f"--set {setting!r}: the value is not valid YAML ({problem})") from None

@@ -22,7 +22,7 @@ from typing import Any
 
 from wave_deploy import __version__
 from wave_deploy.errors import InvalidInputError
-from wave_deploy.fileio import sha256_bytes, sha256_file, write_json
+from wave_deploy.fileio import remove_stale_parts, sha256_bytes, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,37 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _manifest_problem(data: Any) -> str | None:
+    """What is wrong with the shape of a manifest's data, or None (types only: keys are checked on use)."""
+    if not isinstance(data, dict):
+        return f"expected a JSON object, got {type(data).__name__}"
+    stages = data.get("stages", [])
+    if not isinstance(stages, list):
+        return f"'stages' must be a list, got {type(stages).__name__}"
+    for i, stage in enumerate(stages):
+        if not isinstance(stage, dict) or not isinstance(stage.get("name"), str):
+            return f"stages[{i}] must be an object with a 'name'"
+        outputs = stage.get("outputs", {})
+        if not isinstance(outputs, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in outputs.items()
+        ):
+            return f"stages[{i}].outputs must map file names to sha256 strings"
+        if not isinstance(stage.get("key", ""), str) or not isinstance(stage.get("result", {}), dict):
+            return f"stages[{i}]: 'key' must be a string and 'result' an object"
+        seconds = stage.get("seconds", 0)
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            return f"stages[{i}].seconds must be a number"
+    return None
+
+
 class StageRunner:
     """Runs the stages of one output directory and keeps its manifest up to date after every stage."""
 
     def __init__(self, out_dir: str | Path, *, config: dict[str, Any], force: bool = False):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        for part in remove_stale_parts(self.out_dir):  # left by a run killed mid-write
+            log.info("removed %s, left behind by an interrupted run", part)
         self.manifest_path = self.out_dir / "manifest.json"
         self.force = force
         self.config = config
@@ -80,15 +105,17 @@ class StageRunner:
     def _read_previous(self) -> dict[str, dict]:
         if not self.manifest_path.exists():
             return {}
+        hint = f"delete {self.manifest_path} or rerun with --force"
         try:
-            data = json.loads(self.manifest_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InvalidInputError(
-                f"cannot read {self.manifest_path}: {exc}", hint="delete it or rerun with --force"
-            ) from exc
-        if data.get("schema_version") != MANIFEST_SCHEMA_VERSION:
+            data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise InvalidInputError(f"cannot read {self.manifest_path}: {exc}", hint=hint) from exc
+        if isinstance(data, dict) and data.get("schema_version") != MANIFEST_SCHEMA_VERSION:
             return {}
-        return {s["name"]: s for s in data.get("stages", [])}
+        problem = _manifest_problem(data)
+        if problem:
+            raise InvalidInputError(f"invalid manifest {self.manifest_path}: {problem}", hint=hint)
+        return {s["name"]: s for s in data["stages"]}
 
     def _still_valid(self, prev: dict, key: str) -> bool:
         if prev.get("key") != key:
@@ -104,7 +131,7 @@ class StageRunner:
         prev = self.previous.get(name)
         if prev is not None and self._still_valid(prev, key):
             record = StageRecord(
-                name, key, prev["outputs"], prev["seconds"], prev.get("result", {}), reused=True
+                name, key, prev["outputs"], prev.get("seconds", 0.0), prev.get("result", {}), reused=True
             )
             log.info("stage %s: reused (key %s)", name, key)
         else:
@@ -141,3 +168,21 @@ class StageRunner:
             **(extra or {}),
         }
         write_json(self.manifest_path, manifest)
+
+
+def shared_model_problem(shared: Path, key: str, spec_dict: dict) -> str | None:
+    """Why ``shared`` (``.models/<key>/``) cannot be reused as the model trained for ``key``, or None."""
+    from wave_deploy.folding import read_folded_header  # imports torch: only when a build checks a model
+
+    model, record = shared / "model.safetensors", shared / "train.json"
+    if not model.is_file() or not record.is_file():
+        return "incomplete (no model.safetensors or train.json)"
+    try:
+        if not isinstance(json.loads(record.read_text(encoding="utf-8")), dict):
+            return "train.json is not a JSON object"
+        spec, extra = read_folded_header(model)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, InvalidInputError) as exc:
+        return " ".join(str(exc).split())[:200]
+    if extra.get("train_key") != key or spec.to_dict() != spec_dict:
+        return "model.safetensors was written for other training settings"
+    return None

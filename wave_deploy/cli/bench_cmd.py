@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from wave_deploy.cli.options import BenchBatch, FiniteFloat, Threads, json_option
 from wave_deploy.cli.output import print_json
 
 
@@ -28,21 +29,21 @@ def _summary_lines(model: Path, stats: dict) -> list[str]:
 
 @click.command("bench")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size.")
+@click.option("--batch", type=BenchBatch, default=1, show_default=True, help="Batch size.")
 @click.option("--iterations", type=click.IntRange(min=1), default=100, show_default=True, help="Timed runs.")
 @click.option(
     "--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs first."
 )
-@click.option("--min-duration", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--min-duration", type=FiniteFloat(min=0), default=0.0, show_default=True,
               help="Keep timing until this many seconds have passed (and at least --iterations runs).")  # fmt: skip
-@click.option("--threads", type=click.IntRange(min=1), default=None,
+@click.option("--threads", type=Threads, default=None,
               help="ONNX Runtime intra-op threads (default: the cores available to this process).")  # fmt: skip
 @click.option("--provider", "providers", multiple=True,
               help="ONNX Runtime execution provider, e.g. cpu, cuda (repeatable; default cpu).")  # fmt: skip
 @click.option("--timed", type=click.Choice(["compute", "host"]), default=None,
               help="compute: device-resident data (GPU only); host: numpy in/out incl. copies. "
               "Default: compute on a GPU, host on a CPU.")  # fmt: skip
-@click.option("--json", "as_json", is_flag=True, help="Print the latency statistics as one JSON object.")
+@json_option("Print the latency statistics as one JSON object.")
 def bench(
     model: Path, batch: int, iterations: int, warmup: int, min_duration: float, threads: int | None,
     providers: tuple[str, ...], timed: str | None, as_json: bool,
@@ -62,8 +63,14 @@ def bench(
         raise InvalidInputError(f"model {model} does not exist")
     runner = open_runner(model, providers=list(providers) or None, threads=threads)
     mode = {"compute": TIMED_COMPUTE, "host": TIMED_HOST_TO_HOST, None: None}[timed]
-    stats = benchmark(runner, batch=batch, warmup=warmup, iterations=iterations, min_duration_s=min_duration,
-                      timed=mode).to_dict()  # fmt: skip
+    try:
+        stats = benchmark(runner, batch=batch, warmup=warmup, iterations=iterations, min_duration_s=min_duration,
+                          timed=mode).to_dict()  # fmt: skip
+    except MemoryError as exc:
+        raise InvalidInputError(
+            f"--batch {batch}: the inputs do not fit in this machine's memory ({exc})",
+            hint="use a smaller --batch",
+        ) from None
     if as_json:
         print_json({"model": str(model), **stats})
         return

@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import click
 
+from wave_deploy.cli.options import (
+    Positive,
+    batch_size_option,
+    device_option,
+    exporter_option,
+    json_option,
+    opset_option,
+    seed_option,
+    steps_option,
+)
 from wave_deploy.cli.output import console, is_quiet, print_json, profile_set_option, table
 
 
@@ -26,10 +36,10 @@ from wave_deploy.cli.output import console, is_quiet, print_json, profile_set_op
     "--out",
     default="artifacts",
     show_default=True,
-    type=click.Path(file_okay=False, path_type=str),
+    type=click.Path(path_type=str),
     help="Output root; each device writes <out>/<profile name>/.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option()
 @click.option(
     "--strategy",
     type=click.Choice(["aux", "random"]),
@@ -37,40 +47,36 @@ from wave_deploy.cli.output import console, is_quiet, print_json, profile_set_op
     show_default=True,
     help="How target scalers start (see `wave-deploy init --help`).",
 )
-@click.option("--scaler-steps", type=int, default=60, show_default=True, help="Scaler-only training steps.")
-@click.option(
-    "--dense-steps", type=int, default=150, show_default=True, help="Full training steps after folding."
-)
-@click.option("--batch-size", type=int, default=128, show_default=True)
+@steps_option("--scaler-steps", 60, "Scaler-only training steps.")
+@steps_option("--dense-steps", 150, "Full training steps after folding.")
+@batch_size_option()
 @click.option(
     "--calibration",
     type=click.Path(dir_okay=False, path_type=str),
     help="Latency calibration file (from `wave-deploy calibrate`) to use instead of the profile's.",
 )
-@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (>= 17).")
-@click.option("--exporter", type=click.Choice(["dynamo", "legacy"]), default="dynamo", show_default=True)
+@opset_option()
+@exporter_option()
 @click.option(
     "--bench-iterations",
-    type=int,
+    type=Positive,
     default=200,
     show_default=True,
     help="Timed iterations of the local ONNX Runtime benchmark.",
 )
+@device_option()
 @click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
-    default="auto",
-    show_default=True,
-    help="Where to train (auto: CUDA when present).",
+    "--force",
+    is_flag=True,
+    help="Rebuild every stage, ignoring cached results and discarding interrupted training checkpoints.",
 )
-@click.option("--force", is_flag=True, help="Rebuild every stage, ignoring cached results.")
 @click.option(
     "--fail-on-budget/--no-fail-on-budget",
     default=True,
     show_default=True,
     help="Exit 8 when a built model breaks a budget (reports are written either way).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
+@json_option("Print one JSON summary on stdout.")
 def build(
     profiles,
     all_profiles,
@@ -105,6 +111,7 @@ def build(
 
     from wave_deploy.cli.progress import TrainingProgress
     from wave_deploy.errors import UsageError
+    from wave_deploy.fileio import check_writable_dir
     from wave_deploy.pipeline import BuildOptions, outcome
     from wave_deploy.pipeline import build as run_build
     from wave_deploy.profiles import list_profiles
@@ -115,8 +122,7 @@ def build(
         profiles = tuple(p.name for p in list_profiles())
     if not profiles:
         raise UsageError("give at least one --profile (e.g. --profile jetson) or --all-profiles")
-    if min(scaler_steps, dense_steps) < 0 or batch_size < 1 or bench_iterations < 1:
-        raise UsageError("steps must be >= 0, --batch-size and --bench-iterations >= 1")
+    check_writable_dir(out, "--out")  # before any stage: a path that cannot be written fails now, exit 3
     options = BuildOptions(
         templates=templates,
         data=data,

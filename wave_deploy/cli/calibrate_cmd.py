@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from wave_deploy.cli.options import Threads, json_option
+
 RUNTIMES = {"ort": "onnxruntime", "torch": "torch"}
 
 
@@ -18,14 +20,14 @@ RUNTIMES = {"ort": "onnxruntime", "torch": "torch"}
 )
 @click.option(
     "--out",
-    type=click.Path(dir_okay=False),
+    type=click.Path(),
     default=None,
     help="Calibration file to write (default: <profile name>.calibration.json beside the profile).",
 )
 @click.option("--quick", is_flag=True, help="A small design (12 measurements, short timing): a smoke check.")
 @click.option(
     "--threads",
-    type=click.IntRange(min=1),
+    type=Threads,
     default=None,
     help="Intra-op threads (default: the profile's, capped at this machine's cores).",
 )
@@ -36,7 +38,7 @@ RUNTIMES = {"ort": "onnxruntime", "torch": "torch"}
     show_default=True,
     help="'thread' times one thread's CPU time (needs --threads 1): robust on a shared machine.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
+@json_option("Print one JSON summary on stdout.")
 def calibrate(profile_name, runtime, out, quick, threads, clock, as_json):
     """Measure a designed sample of ViT sizes (depth x width x batch) with the local runtime, fit the
     calibrated latency model, and write the calibration file (with the machine it was made on).
@@ -45,10 +47,13 @@ def calibrate(profile_name, runtime, out, quick, threads, clock, as_json):
     calibration_file: FILE (relative to the profile) in the profile. Takes several minutes (--quick: under a minute).
     """
     from wave_deploy.calibration import calibrate as run_calibration
+    from wave_deploy.calibration import default_calibration_path
     from wave_deploy.cli.output import console, print_json
+    from wave_deploy.fileio import check_writable_file
     from wave_deploy.profiles import load_profile
 
     profile = load_profile(profile_name)
+    check_writable_file(out or default_calibration_path(profile), "--out")  # before measuring: exit 3
     result = run_calibration(
         profile, runtime=RUNTIMES[runtime], out=out, quick=quick, threads=threads, clock=clock
     )

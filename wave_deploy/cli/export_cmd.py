@@ -6,23 +6,23 @@ from pathlib import Path
 
 import click
 
+from wave_deploy.cli.options import exporter_option, json_option, opset_option, seed_option
 from wave_deploy.cli.output import console, is_quiet, print_json
 
 
 @click.command("export")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--profile", "profile_name", required=True, help="Device profile: name, alias or YAML path.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
               help="Output directory (model.onnx, variants, export.json, engine/ or bundle/).")  # fmt: skip
-@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (>= 17).")
-@click.option("--exporter", type=click.Choice(["dynamo", "legacy"]), default="dynamo", show_default=True,
-              help="torch.onnx exporter: dynamo (torch.export) or legacy (TorchScript tracing).")  # fmt: skip
+@opset_option()
+@exporter_option()
 @click.option(
     "--slim", is_flag=True, help="Slim the graph with onnxslim (optional extra); outputs are re-checked."
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the reference inputs.")
+@seed_option("Seed of the reference inputs.")
 @click.option("--no-engine", is_flag=True, help="Never build a TensorRT engine here; write a bundle instead.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
+@json_option("Print one JSON summary on stdout.")
 def export(
     checkpoint: Path, profile_name: str, out_dir: Path, opset: int, exporter: str, slim: bool, seed: int,
     no_engine: bool, as_json: bool,
@@ -36,10 +36,15 @@ def export(
     Exit codes: 3 missing/invalid checkpoint or profile, 4 missing dependency, 7 parity failure.
     """
     from wave_deploy.errors import InvalidInputError
+    from wave_deploy.fileio import check_writable_dir, remove_stale_parts
     from wave_deploy.profiles import load_profile
 
+    if checkpoint.is_dir():
+        raise InvalidInputError(f"checkpoint {checkpoint} is a directory, expected a .safetensors file")
     if not checkpoint.is_file():
         raise InvalidInputError(f"checkpoint {checkpoint} does not exist")
+    check_writable_dir(out_dir, "--out")  # before the export: exit 3 naming the path
+    remove_stale_parts(out_dir)  # temporary files of a killed earlier run
     profile = load_profile(profile_name)
     from wave_deploy.exporters.base import export_for_profile
     from wave_deploy.folding import load_folded_file

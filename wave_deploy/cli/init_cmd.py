@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import click
 
+from wave_deploy.cli.options import (
+    Positive,
+    batch_size_option,
+    device_option,
+    json_option,
+    out_dir_option,
+    seed_option,
+    steps_option,
+)
 from wave_deploy.cli.output import console, is_quiet, print_json
 
 
@@ -14,11 +23,11 @@ from wave_deploy.cli.output import console, is_quiet, print_json
     type=click.Path(path_type=str),
     help="Template bank (.safetensors); default: the bank shipped with wave-deploy.",
 )
-@click.option("--depth", type=int, required=True, help="Number of transformer blocks L.")
+@click.option("--depth", type=Positive, required=True, help="Number of transformer blocks L.")
 @click.option(
-    "--embed-dim", type=int, required=True, help="Width D (a multiple of the bank's template size)."
+    "--embed-dim", type=Positive, required=True, help="Width D (a multiple of the bank's template size)."
 )
-@click.option("--heads", type=int, help="Attention heads (default: D / the bank's head_dim).")
+@click.option("--heads", type=Positive, help="Attention heads (default: D / the bank's head_dim).")
 @click.option(
     "--data",
     "data_path",
@@ -32,24 +41,15 @@ from wave_deploy.cli.output import console, is_quiet, print_json
     show_default=True,
     help="Scaler start: slice the bank's auxiliary scalers, or random.",
 )
-@click.option("--scaler-steps", type=int, default=100, show_default=True, help="Scaler-only training steps.")
-@click.option(
-    "--dense-steps",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Full training steps after folding (0: fold right after the scaler phase).",
+@steps_option("--scaler-steps", 100, "Scaler-only training steps.")
+@steps_option("--dense-steps", 0, "Full training steps after folding (0: fold right after the scaler phase).")
+@batch_size_option()
+@seed_option()
+@device_option()
+@out_dir_option(
+    required=True, help="Output directory: model.safetensors (timm state dict + spec) and init.json."
 )
-@click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False, path_type=str),
-    help="Output directory: model.safetensors (timm state dict + spec) and init.json.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the init record as JSON on stdout.")
+@json_option("Print the init record as JSON on stdout.")
 def init(
     bank_path,
     depth,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import click
 
+from wave_deploy.cli.options import json_option
 from wave_deploy.cli.output import profile_set_option
-from wave_deploy.errors import UsageError
+from wave_deploy.errors import InvalidInputError, UsageError
 
 SPEC_KEYS = ("depth", "embed_dim", "num_heads", "batch")
+SPEC_MAX = 1_000_000  # any size or batch a device could run is far below this
 
 
 def parse_spec_option(text: str) -> dict[str, int]:
@@ -26,6 +28,8 @@ def parse_spec_option(text: str) -> dict[str, int]:
             values[key] = int(raw.strip())
         except ValueError:
             raise UsageError(f"--spec: {key} must be an integer, got {raw.strip()!r}") from None
+        if values[key] > SPEC_MAX:  # zero and negative values are refused by the spec's own checks (exit 3)
+            raise InvalidInputError(f"--spec: {key} {values[key]} is larger than {SPEC_MAX:,}")
     missing = [k for k in ("depth", "embed_dim") if k not in values]
     if missing:
         raise UsageError(f"--spec: missing {', '.join(missing)} (depth=L,embed_dim=D are required)")
@@ -59,9 +63,7 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     show_default=True,
     help="What to maximize among the sizes that fit.",
 )
-@click.option(
-    "--plot", type=click.Path(dir_okay=False), default=None, help="Write a PNG of FLOPs vs latency."
-)
+@click.option("--plot", type=click.Path(), default=None, help="Write a PNG of FLOPs vs latency.")
 @click.option(
     "--templates",
     "bank_path",
@@ -69,7 +71,7 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     default=None,
     help="Template bank whose sizes are the candidates (default: the bank shipped with wave-deploy).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@json_option()
 def plan(profile_name, overrides, spec_text, calibration, objective, plot, bank_path, as_json):
     """Choose the ViT size that fits PROFILE's budgets, or predict one given size (--spec).
 
@@ -78,18 +80,21 @@ def plan(profile_name, overrides, spec_text, calibration, objective, plot, bank_
     input size. Exits 5 when no size fits, naming the closest ones and the budget each breaks.
     """
     from wave_deploy.cli.output import console, print_json, table
+    from wave_deploy.fileio import check_writable_file
     from wave_deploy.latency import load_calibration
     from wave_deploy.profiles import apply_overrides, load_profile
     from wave_deploy.selection import SearchSpace, evaluate, select
     from wave_deploy.spec import macs
     from wave_deploy.wave.bank_file import default_bank_path, inspect_bank
 
+    if plot and spec_text is not None:
+        raise UsageError("--plot draws the candidate frontier; it does not apply to --spec")
+    if plot:
+        check_writable_file(plot, "--plot")  # before any work: exit 3 naming the path
     profile = apply_overrides(load_profile(profile_name), overrides)
     space = SearchSpace.from_bank(inspect_bank(bank_path or default_bank_path()).geometry)
     cal = load_calibration(calibration) if calibration else None
     if spec_text is not None:
-        if plot:
-            raise UsageError("--plot draws the candidate frontier; it does not apply to --spec")
         values = parse_spec_option(spec_text)
         batch = values.pop("batch", profile.budgets.latency_batch)
         spec = space.spec(values["depth"], values["embed_dim"], values.get("num_heads"))

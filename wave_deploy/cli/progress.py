@@ -13,7 +13,8 @@ class TrainingProgress:
 
     Shows steps done / total, the latest train loss, validation accuracy, images/s, elapsed and remaining
     time. ``disable=True`` (e.g. for ``--quiet`` or ``--json``) draws nothing. Draws on stderr by default
-    so that ``--json`` output on stdout stays clean.
+    so that ``--json`` output on stdout stays clean. Nothing is drawn before the first step, so a command that
+    fails before training prints only its one-line error.
     """
 
     def __init__(self, description: str = "training", *, console=None, disable: bool = False):
@@ -26,6 +27,9 @@ class TrainingProgress:
         self._task = None
 
     def __enter__(self):
+        return self  # the bar starts at the first step: an error before any training prints no bar
+
+    def _start(self) -> None:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -47,12 +51,13 @@ class TrainingProgress:
         )
         self._progress.start()
         self._task = self._progress.add_task(self.description, total=None, stats="")
-        return self
 
     def __call__(self, info) -> None:
         """The ``on_step`` callback: ``info`` is a ``wave_deploy.training.StepInfo``."""
-        if self._progress is None:
+        if self.disable:
             return
+        if self._progress is None:
+            self._start()
         stats = f"loss {info.loss:.4f}"
         if info.val_acc is not None:
             stats += f"  val acc {info.val_acc:.2%}"

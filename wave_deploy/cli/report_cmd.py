@@ -16,7 +16,7 @@ def _fmt(value, digits: int = 3) -> str:
 @click.option(
     "--html",
     "html_out",
-    type=click.Path(dir_okay=False),
+    type=click.Path(),
     default=None,
     help="Write one self-contained HTML index (inline CSS, embedded plots, no network) to this file.",
 )
@@ -43,10 +43,12 @@ def report(dirs, html_out, device_report, gate, as_json):
     --fail-on-budget to exit 8 instead. A DIR without a valid report.json exits 3, naming it.
     """
     from wave_deploy.cli.output import console, is_quiet, print_json, table
-    from wave_deploy.fileio import write_text
+    from wave_deploy.fileio import check_writable_file, write_text
     from wave_deploy.reports import index_data, render_index
     from wave_deploy.reports.merge import merge_device_report
 
+    if html_out:
+        check_writable_file(html_out, "--html")  # before any work: exit 3 naming the path
     merged = None
     if device_report:
         if len(dirs) != 1:

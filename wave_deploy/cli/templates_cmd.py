@@ -6,7 +6,22 @@ import functools
 
 import click
 
+from wave_deploy.cli.options import (
+    FiniteFloat,
+    Positive,
+    batch_size_option,
+    device_option,
+    json_option,
+    seed_option,
+)
 from wave_deploy.cli.output import console, print_json, table
+
+# Stage-1 sizes: far above any ViT (ViT-G is 48 blocks of width 1664), low enough that a typo is refused
+# before the auxiliary model is allocated.
+Depth = click.IntRange(1, 256)
+Width = click.IntRange(1, 16384)
+Size = click.IntRange(1, 4096)
+Count = click.IntRange(1, 4096)
 
 
 @click.group()
@@ -16,7 +31,7 @@ def templates() -> None:
 
 @templates.command("info")
 @click.argument("bank", type=click.Path(dir_okay=True, path_type=str))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@json_option()
 def info(bank: str, as_json: bool) -> None:
     """Show a bank's geometry, template and auxiliary-scaler counts and bytes, and provenance.
 
@@ -140,17 +155,17 @@ def _scalar(value, escape) -> str:
 @click.option(
     "--out", required=True, type=click.Path(path_type=str), help="Bank file (.safetensors) or directory."
 )
-@click.option("--aux-depth", type=int, default=6, show_default=True, help="Depth of the auxiliary model.")
+@click.option("--aux-depth", type=Depth, default=6, show_default=True, help="Depth of the auxiliary model.")
 @click.option(
-    "--aux-embed-dim", type=int, default=128, show_default=True, help="Width of the auxiliary model."
+    "--aux-embed-dim", type=Width, default=128, show_default=True, help="Width of the auxiliary model."
 )
-@click.option("--template-size", "w", type=int, default=32, show_default=True, help="Template size w.")
-@click.option("--head-dim", type=int, default=32, show_default=True)
-@click.option("--patch-size", type=int, default=4, show_default=True)
+@click.option("--template-size", "w", type=Size, default=32, show_default=True, help="Template size w.")
+@click.option("--head-dim", type=Size, default=32, show_default=True)
+@click.option("--patch-size", type=Size, default=4, show_default=True)
 @click.option(
     "--templates-per-kind",
     "n_matrix",
-    type=int,
+    type=Count,
     default=16,
     show_default=True,
     help="Templates per matrix kind.",
@@ -158,42 +173,54 @@ def _scalar(value, escape) -> str:
 @click.option(
     "--vector-templates",
     "n_vector",
-    type=int,
+    type=Count,
     default=4,
     show_default=True,
     help="Templates per vector kind.",
 )
-@click.option("--max-depth", type=int, help="Deepest target the bank serves (default: the auxiliary depth).")
+@click.option(
+    "--max-depth", type=Depth, help="Deepest target the bank serves (default: the auxiliary depth)."
+)
 @click.option(
     "--elastic/--no-elastic",
     default=True,
     show_default=True,
     help="Also train one sampled sub-size per step, so sliced targets start as working models.",
 )
-@click.option("--epochs", type=float, help="Training budget in epochs (default 20 unless --steps).")
-@click.option("--steps", type=int, help="Training budget in optimizer steps.")
-@click.option("--batch-size", type=int, default=128, show_default=True, help="Global batch size.")
-@click.option("--lr", type=float, default=2e-3, show_default=True)
-@click.option("--tau", type=float, default=2.0, show_default=True, help="Distillation temperature.")
+@click.option(
+    "--epochs",
+    type=FiniteFloat(min=0, min_open=True),
+    help="Training budget in epochs (default 20 unless --steps).",
+)
+@click.option("--steps", type=Positive, help="Training budget in optimizer steps.")
+@batch_size_option(help="Global batch size.")
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=2e-3, show_default=True)
+@click.option(
+    "--tau",
+    type=FiniteFloat(min=0, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="Distillation temperature.",
+)
 @click.option(
     "--alpha",
-    type=float,
+    type=FiniteFloat(0, 1),
     default=0.7,
     show_default=True,
     help="Weight of the distillation term; 1 - alpha weights cross-entropy on labels.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@seed_option()
 @click.option(
     "--checkpoint-dir",
-    type=click.Path(file_okay=False, path_type=str),
+    type=click.Path(path_type=str),
     help="Write training checkpoints here (default: <out>.ckpt/).",
 )
 @click.option(
-    "--checkpoint-every", type=int, default=100, show_default=True, help="Steps between checkpoints."
+    "--checkpoint-every", type=Positive, default=100, show_default=True, help="Steps between checkpoints."
 )
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --checkpoint-dir.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary on stdout.")
+@device_option()
+@json_option("Print one JSON summary on stdout.")
 def build(
     teacher_name,
     pretrained,

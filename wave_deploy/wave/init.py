@@ -28,12 +28,13 @@ from torch import Tensor, nn
 
 from wave_deploy import data as datasets
 from wave_deploy.errors import InvalidInputError, UsageError
-from wave_deploy.fileio import write_json
+from wave_deploy.fileio import check_writable_dir, remove_stale_parts, write_json
 from wave_deploy.folding import check_fold, fold, load_folded, save_folded
 from wave_deploy.spec import ViTSpec
 from wave_deploy.training import TrainConfig, distill_loss_fn, distillation_loss, evaluate, train
 from wave_deploy.wave.bank import TemplateBank, default_bank_path
 from wave_deploy.wave.model import WaveViT
+from wave_deploy.wave.provenance import portable_path
 from wave_deploy.wave.slicing import slice_scalers
 
 log = logging.getLogger(__name__)
@@ -275,15 +276,13 @@ def init_model(
     """
     if scaler_steps < 0 or dense_steps < 0:
         raise UsageError("--scaler-steps and --dense-steps must be >= 0")
+    check_writable_dir(out, "--out")  # before any work: exit 3 naming the path
+    remove_stale_parts(out)  # temporary files of a killed earlier run
     bank_file = Path(bank_path) if bank_path is not None else default_bank_path()
     bank = TemplateBank.load(bank_file)
-    data = datasets.load(data_path, seed=seed)
-    spec = bank.geometry.make_spec(depth, embed_dim, heads, num_classes=data.info.num_classes)
-    if data.train_x.shape[1:] != (spec.in_chans, spec.img_size, spec.img_size):
-        raise UsageError(
-            f"data images are {tuple(data.train_x.shape[1:])}, the bank needs "
-            f"({spec.in_chans}, {spec.img_size}, {spec.img_size})"
-        )
+    geom = bank.geometry
+    data = datasets.load_for_bank(data_path, in_chans=geom.in_chans, img_size=geom.img_size, seed=seed)
+    spec = geom.make_spec(depth, embed_dim, heads, num_classes=data.info.num_classes)
     model, record = initialize(
         bank,
         spec,
@@ -295,7 +294,7 @@ def init_model(
         device=device,
     )
     out_dir = Path(out)
-    record["bank"] = str(bank_path or bank_file)
+    record["bank"] = portable_path(bank_file)
     record["data"] = data.info.to_dict()
     save_folded(out_dir / "model.safetensors", model.state_dict(), spec, {"init": {"strategy": strategy}})
     write_json(out_dir / "init.json", record)

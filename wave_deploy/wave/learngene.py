@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from wave_deploy import __version__, distributed
 from wave_deploy import data as datasets
+from wave_deploy.fileio import check_writable_dir, check_writable_file, remove_stale_parts
 from wave_deploy.spec import ViTSpec
 from wave_deploy.training import TrainConfig, distill_loss_fn, distillation_loss, evaluate, train
 from wave_deploy.wave.bank import TemplateBank
@@ -213,6 +214,16 @@ def build_bank_file(
     ``<out without .safetensors>.ckpt``. Returns {"bank", "accuracies", "steps", "train_time_s"} on the main
     process; None on the other ranks of a torchrun launch (only rank 0 writes).
     """
+    ckpt_dir = (
+        Path(checkpoint_dir) if checkpoint_dir else Path(str(out).removesuffix(".safetensors") + ".ckpt")
+    )
+    # before any work: both paths must be writable (exit 3 naming the path)
+    if Path(out).suffix == ".safetensors":
+        check_writable_file(out, "--out")
+    else:
+        check_writable_dir(out, "--out")
+    check_writable_dir(ckpt_dir, "--checkpoint-dir")
+    remove_stale_parts(ckpt_dir)  # temporary files of a killed earlier run
     data = datasets.load(data_path, seed=config.seed)
     if classes:
         data = data.select_classes(classes)
@@ -222,9 +233,6 @@ def build_bank_file(
         checkpoint=teacher_checkpoint,
         arch=teacher_arch,
         num_classes=data.info.num_classes,
-    )
-    ckpt_dir = (
-        Path(checkpoint_dir) if checkpoint_dir else Path(str(out).removesuffix(".safetensors") + ".ckpt")
     )
     bank, summary = build_bank(
         teacher,

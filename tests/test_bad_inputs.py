@@ -1,0 +1,607 @@
+"""The bad-input corpus: every case is a command line a user or a CI job could type with something wrong in it
+(a profile, a data tree, a checkpoint, an option value, an output path). For each one:
+
+- the documented exit code (2 usage, 3 invalid input file/config/path);
+- the bad thing is named on stderr (so the case really reached the check it is meant for);
+- no traceback;
+- stderr is exactly one line ``error: ...`` (for click's own option errors, exit 2: click's usage block
+  ending in one ``Error: ...`` line that names the option);
+- nothing new appears in the working directory (no half-written output at a final path, no empty folders).
+
+Everything runs in this one process through click's CliRunner; a few cases are repeated in a real subprocess
+to prove that what a shell sees (logging, the progress bar, the traceback hook) is the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import shutil
+import struct
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from _banks import mnist_bank_file
+from click.testing import CliRunner
+from PIL import Image
+
+from wave_deploy.cli.main import cli
+from wave_deploy.cli.options import MAX_OPSET, MIN_OPSET, SEED_MAX
+from wave_deploy.profiles import builtin_profiles_dir
+
+PROFILE = "jetson-orin-nano-8gb"
+HUGE = str(2**70)
+
+
+# ------------------------------------------------------------------------------------------------- inputs
+def _png(path: Path, size=(28, 28), mode="L", seed=0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    shape = (size[1], size[0]) if mode == "L" else (size[1], size[0], 3)
+    Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode=mode).save(path)
+
+
+def _tree(root: Path, classes=("a", "b"), n=3, size=(28, 28), mode="L") -> Path:
+    for c in classes:
+        for i in range(n):
+            _png(root / c / f"{i}.png", size, mode, seed=i)
+    return root
+
+
+def _make_data_trees(base: Path) -> dict[str, Path]:
+    trees = {}
+    (base / "empty").mkdir(parents=True)
+    trees["empty"] = base / "empty"
+    trees["no_images"] = base / "no_images"
+    (trees["no_images"] / "a").mkdir(parents=True)
+    (trees["no_images"] / "b").mkdir(parents=True)
+    (trees["no_images"] / "a" / "notes.txt").write_text("not an image")
+    trees["one_class"] = _tree(base / "one_class", classes=("only",))
+    trees["mixed_sizes"] = _tree(base / "mixed_sizes")
+    _png(trees["mixed_sizes"] / "b" / "big.png", size=(32, 32))
+    trees["not_square"] = _tree(base / "not_square", size=(28, 20))
+    trees["rgb"] = _tree(base / "rgb", mode="RGB")
+    trees["wrong_size"] = _tree(base / "wrong_size", size=(8, 8))
+    for name, payload in {
+        "corrupt": b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 20,
+        "text_as_png": b"hello, I am not a picture\n",
+        "zero_bytes": b"",
+    }.items():
+        trees[name] = _tree(base / name)
+        (trees[name] / "a" / "bad.png").write_bytes(payload)
+    trees["truncated"] = _tree(base / "truncated")
+    good = (trees["truncated"] / "a" / "0.png").read_bytes()
+    (trees["truncated"] / "b" / "cut.png").write_bytes(good[: len(good) // 2])
+    trees["train_without_val"] = _tree(base / "train_without_val" / "train")
+    trees["train_without_val"] = base / "train_without_val"
+    trees["split_classes_differ"] = base / "split_classes_differ"
+    _tree(trees["split_classes_differ"] / "train", classes=("a", "b"))
+    _tree(trees["split_classes_differ"] / "val", classes=("a", "c"))
+    trees["one_image_per_class"] = _tree(base / "one_image_per_class", n=1)
+    trees["a_file"] = base / "a_file.png"
+    _png(trees["a_file"])
+    trees["missing"] = base / "does-not-exist"
+    return trees
+
+
+def _profile_variants(base: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (profile file, text the error must contain)."""
+    source = builtin_profiles_dir() / f"{PROFILE}.yaml"
+    good = yaml.safe_load(source.read_text())
+    out: dict[str, tuple[Path, str]] = {}
+
+    def put(name: str, text: str | bytes, expect: str) -> None:
+        path = base / f"{name}.yaml"
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        out[name] = (path, expect)
+
+    def edited(name: str, expect: str, edit) -> None:
+        data = json.loads(json.dumps(good))
+        edit(data)
+        put(name, yaml.safe_dump(data), expect)
+
+    put("syntax_error", "name: [unclosed\nbudgets: {", "YAML syntax error")
+    put("tab_indent", "name: x\nbudgets:\n\tlatency_ms: 1\n", "YAML syntax error")
+    put("duplicate_key", source.read_text() + "\nname: again\n", "duplicate key 'name'")
+    put("empty", "", "file is empty")
+    put("only_comment", "# nothing here\n", "file is empty")
+    put("top_level_list", "- a\n- b\n", "expected a mapping")
+    put("top_level_scalar", "42\n", "expected a mapping")
+    put("not_utf8", b"name: \xff\xfe\xfa\n", "cannot read it")
+    put("python_tag", "name: !!python/object/apply:os.system ['true']\n", "YAML error")
+    put("nested_brackets", "name: " + "[" * 1000 + "]" * 1000, "nested too deeply")
+    put("nested_mappings", "name:\n" + "".join("  " * i + "k:\n" for i in range(1, 200)), "levels deep")
+    put("nested_in_field", yaml.safe_dump({**good, "aliases": [[[[[[[[[["x"]]]]]]]]]]}), "levels deep")
+    put("huge_file", "# " + "x" * (1 << 20) + "\n" + source.read_text(), "at most")
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    for prev, name in zip("abc", "bcd", strict=True):
+        laughs += f"{name}: &{name} [{', '.join([f'*{prev}'] * 10)}]\n"
+    put("alias_bomb", laughs, "unknown key")
+    edited("unknown_top_key", "field 'colour'", lambda d: d.update(colour="red"))
+    edited("unknown_nested_key", "field 'budgets.latency_mss'", lambda d: d["budgets"].update(latency_mss=1))
+    edited("missing_section", "field 'budgets'", lambda d: d.pop("budgets"))
+    edited("missing_field", "field 'hardware.cpu_cores'", lambda d: d["hardware"].pop("cpu_cores"))
+    edited("wrong_type_str", "field 'budgets.latency_ms'", lambda d: d["budgets"].update(latency_ms="fast"))
+    edited("wrong_type_float", "field 'hardware.cpu_cores'", lambda d: d["hardware"].update(cpu_cores=2.5))
+    edited("wrong_type_list", "field 'runtime'", lambda d: d.update(runtime=[1, 2]))
+    edited("negative_budget", "field 'budgets.latency_ms'", lambda d: d["budgets"].update(latency_ms=-1))
+    edited("zero_memory", "field 'budgets.memory_mib'", lambda d: d["budgets"].update(memory_mib=0))
+    edited("bad_choice", "field 'runtime.precision'", lambda d: d["runtime"].update(precision="int4"))
+    edited("bad_percentile", "latency_percentile", lambda d: d["budgets"].update(latency_percentile="p42"))
+    edited("batch_order", "batch", lambda d: d["runtime"].update(batch_min=8, batch_max=2))
+    put("huge_float", source.read_text().replace("latency_ms: ", "latency_ms: 1.0e+999 #"), "latency_ms")
+    put("nan_float", source.read_text().replace("latency_ms: ", "latency_ms: .nan #"), "latency_ms")
+    put("huge_int", source.read_text().replace("cpu_cores: ", f"cpu_cores: {10**40} #"), "cpu_cores")
+    directory = base / "a_directory.yaml"
+    directory.mkdir()
+    out["is_directory"] = (directory, "is a directory")
+    out["missing_file"] = (base / "missing.yaml", "does not exist")
+    return out
+
+
+def _folded_checkpoints(base: Path) -> tuple[Path, dict[str, tuple[Path, str]]]:
+    """A valid folded checkpoint and damaged variants: name -> (path, text the error must contain)."""
+    import torch
+    from safetensors.torch import save_file
+    from timm.models.vision_transformer import VisionTransformer
+
+    from wave_deploy.folding import save_folded
+    from wave_deploy.spec import ViTSpec
+
+    spec = ViTSpec(depth=1, embed_dim=16, num_heads=1, img_size=28, patch_size=7, in_chans=1, num_classes=10)
+    torch.manual_seed(0)
+    state = VisionTransformer(**spec.timm_kwargs()).state_dict()
+    good = save_folded(base / "good.safetensors", state, spec)
+    raw = good.read_bytes()
+    out: dict[str, tuple[Path, str]] = {}
+
+    def put(name: str, data: bytes, expect: str, suffix=".safetensors") -> None:
+        path = base / f"{name}{suffix}"
+        path.write_bytes(data)
+        out[name] = (path, expect)
+
+    put("zero_bytes", b"", "not a readable safetensors file")
+    put("random_bytes", np.random.default_rng(0).bytes(4096), "not a readable safetensors file")
+    put("truncated", raw[: len(raw) // 2], "not a readable safetensors file")
+    put("header_only", raw[:64], "not a readable safetensors file")
+    put("huge_header_length", struct.pack("<Q", 2**62) + raw[8:], "not a readable safetensors file")
+    put("pickle", pickle.dumps({"w": [1.0, 2.0]}), "not a readable safetensors file")
+    torch.save({"w": torch.zeros(2)}, base / "torch_save.safetensors")
+    out["torch_save"] = (base / "torch_save.safetensors", "not a readable safetensors file")
+    save_file({"w": torch.zeros(2)}, str(base / "no_metadata.safetensors"))
+    out["no_metadata"] = (base / "no_metadata.safetensors", "not a wave-deploy folded checkpoint")
+    save_file(state, str(base / "plain_timm.safetensors"), metadata={"format": "something-else"})
+    out["foreign_format"] = (base / "plain_timm.safetensors", "not a wave-deploy folded checkpoint")
+    meta = {"format": "wave-deploy.folded-vit", "schema_version": "1"}
+    save_file(state, str(base / "spec_not_json.safetensors"), metadata={**meta, "spec": "{nope"})
+    out["spec_not_json"] = (base / "spec_not_json.safetensors", "unreadable spec metadata")
+    bad_spec = json.dumps({**spec.to_dict(), "colour": "red"})
+    save_file(state, str(base / "spec_unknown_field.safetensors"), metadata={**meta, "spec": bad_spec})
+    out["spec_unknown_field"] = (base / "spec_unknown_field.safetensors", "colour")
+    deeper = json.dumps({**spec.to_dict(), "depth": 2})
+    save_file(state, str(base / "wrong_keys.safetensors"), metadata={**meta, "spec": deeper})
+    out["wrong_keys"] = (base / "wrong_keys.safetensors", "does not fit")
+    missing = {k: v for k, v in state.items() if k != "head.weight"}
+    save_file(
+        missing, str(base / "missing_key.safetensors"), metadata={**meta, "spec": json.dumps(spec.to_dict())}
+    )
+    out["missing_key"] = (base / "missing_key.safetensors", "head.weight")
+    (base / "a_dir.safetensors").mkdir()
+    out["directory"] = (base / "a_dir.safetensors", "is a directory")
+    out["missing"] = (base / "missing.safetensors", "does not exist")
+    return good, out
+
+
+@dataclass
+class Env:
+    root: Path
+    bank: Path
+    profiles: dict[str, tuple[Path, str]]
+    data: dict[str, Path]
+    checkpoint: Path
+    checkpoints: dict[str, tuple[Path, str]]
+    readonly: Path | None
+    a_file: Path
+    calibration_garbage: Path
+    manifests: dict[str, tuple[Path, str]] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _readonly_dir(path: Path):
+    """A directory nobody can write into, root included (chmod, plus the immutable flag when root)."""
+    path.mkdir()
+    path.chmod(0o555)
+    immutable = False
+    if os.geteuid() == 0:
+        chattr = shutil.which("chattr")
+        immutable = (
+            bool(chattr)
+            and subprocess.run([chattr, "+i", str(path)], capture_output=True, check=False).returncode == 0
+        )
+    try:
+        probe = path / "probe"
+        try:
+            probe.touch()
+            probe.unlink()
+            yield None  # still writable (root without chattr): those cases skip
+        except OSError:
+            yield path
+    finally:
+        if immutable:
+            subprocess.run([shutil.which("chattr"), "-i", str(path)], capture_output=True, check=False)
+        path.chmod(0o755)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("inputs")
+    bank = mnist_bank_file(root / "bank")
+    checkpoint, checkpoints = _folded_checkpoints(_mkdir(root / "ckpt"))
+    garbage = root / "garbage.calibration.json"
+    garbage.write_text("{not json")
+    a_file = root / "a_file.txt"
+    a_file.write_text("I am a file")
+    with _readonly_dir(root / "readonly") as readonly:
+        yield Env(
+            root=root,
+            bank=bank,
+            profiles=_profile_variants(_mkdir(root / "profiles")),
+            data=_make_data_trees(root / "data"),
+            checkpoint=checkpoint,
+            checkpoints=checkpoints,
+            readonly=readonly,
+            a_file=a_file,
+            calibration_garbage=garbage,
+        )
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------- cases
+@dataclass(frozen=True)
+class Case:
+    id: str
+    argv: object  # callable (env, work) -> list[str]
+    code: int
+    expect: object  # str, or callable (env, work) -> str: must appear on stderr
+    click_usage: bool = False  # an option value click itself rejects: usage block + one "Error:" line
+
+
+FAST = ["--scaler-steps", "1", "--dense-steps", "0", "--batch-size", "8", "--bench-iterations", "1"]
+
+
+def _build(env: Env, work: Path, *extra: str, profile: str = "jetson", out: str | None = None) -> list[str]:
+    out = out if out is not None else str(work / "out")
+    return ["build", "--profile", profile, "--templates", str(env.bank), "--out", out, *FAST, *extra]
+
+
+def _init(env: Env, work: Path, *extra: str, out: str | None = None) -> list[str]:
+    out = out if out is not None else str(work / "out")
+    return ["init", "--templates", str(env.bank), "--depth", "1", "--embed-dim", "16", "--out", out, *extra]
+
+
+def _export(env: Env, work: Path, *extra: str, checkpoint=None, out=None, profile="x86") -> list[str]:
+    ckpt = str(checkpoint or env.checkpoint)
+    return ["export", ckpt, "--profile", profile, "--out", out or str(work / "exported"), *extra]
+
+
+def _templates(env: Env, work: Path, *extra: str, out: str | None = None) -> list[str]:
+    ckpt = str(env.checkpoint)
+    out = out if out is not None else str(work / "bank.safetensors")
+    return ["templates", "build", "--teacher-checkpoint", ckpt, "--out", out, "--steps", "1", *extra]
+
+
+CASES: list[Case] = []
+
+
+def case(id, argv, code, expect, click_usage=False):
+    CASES.append(Case(id, argv, code, expect, click_usage))
+
+
+# profiles, through every command that takes one
+PROFILE_CASES = [
+    "syntax_error", "tab_indent", "duplicate_key", "empty", "only_comment", "top_level_list",
+    "top_level_scalar", "not_utf8", "python_tag", "nested_brackets", "nested_mappings", "nested_in_field",
+    "huge_file", "alias_bomb", "unknown_top_key", "unknown_nested_key", "missing_section", "missing_field",
+    "wrong_type_str", "wrong_type_float", "wrong_type_list", "negative_budget", "zero_memory", "bad_choice",
+    "bad_percentile", "batch_order", "huge_float", "nan_float", "huge_int", "is_directory", "missing_file",
+]  # fmt: skip
+for name in PROFILE_CASES:
+
+    def _path(e, name=name):
+        return str(e.profiles[name][0])
+
+    def _expect(e, w, name=name):
+        return e.profiles[name][1]
+
+    case(f"profile-{name}-validate", lambda e, w, p=_path: ["profiles", "validate", p(e)], 3, _expect)
+    if name != "nested_brackets":  # slow to parse (seconds): validate and build are enough
+        case(f"profile-{name}-plan", lambda e, w, p=_path: ["plan", "--profile", p(e)], 3, _expect)
+    case(f"profile-{name}-build", lambda e, w, p=_path: _build(e, w, profile=p(e)), 3, _expect)
+    if name in ("syntax_error", "unknown_nested_key", "huge_float", "missing_file"):
+        case(f"profile-{name}-export", lambda e, w, p=_path: _export(e, w, profile=p(e)), 3, _expect)
+case("profile-unknown-name", lambda e, w: ["plan", "--profile", "no-such-device"], 3, "unknown profile")
+case("set-nested-value", lambda e, w: ["plan", "--profile", "x86", "--set", "budgets.latency_ms=" + "[" * 1000],
+     3, "nested too deeply")  # fmt: skip
+case("set-unknown-field", lambda e, w: _build(e, w, "--set", "budgets.speed=1"), 3, "budgets.speed")
+case("set-inf", lambda e, w: _build(e, w, "--set", "budgets.latency_ms=.inf"), 3, "latency_ms")
+
+# data trees, through init and build (the same data problem is exit 3 in both)
+DATA_CASES = {
+    "empty": "no images found",
+    "no_images": "no images found",
+    "one_class": "single class folder",
+    "mixed_sizes": "not all the same square size",
+    "not_square": "not all the same square size",
+    "rgb": "RGB",
+    "wrong_size": "8x8 px grayscale",
+    "corrupt": "bad.png",
+    "text_as_png": "bad.png",
+    "zero_bytes": "bad.png",
+    "truncated": "cut.png",
+    "train_without_val": "does not",
+    "split_classes_differ": "different class folders",
+    "one_image_per_class": "no readable",
+    "a_file": "is not a directory",
+    "missing": "does not exist",
+}
+for name, text in DATA_CASES.items():
+    case(f"data-{name}-init", lambda e, w, n=name: _init(e, w, "--data", str(e.data[n])), 3, text)
+    case(f"data-{name}-build", lambda e, w, n=name: _build(e, w, "--data", str(e.data[n])), 3, text)
+
+# folded checkpoints (export) and teacher checkpoints (templates build)
+CKPT_CASES = [
+    "zero_bytes", "random_bytes", "truncated", "header_only", "huge_header_length", "pickle", "torch_save",
+    "no_metadata", "foreign_format", "spec_not_json", "spec_unknown_field", "wrong_keys", "missing_key",
+    "directory", "missing",
+]  # fmt: skip
+for name in CKPT_CASES:
+
+    def _expect_ckpt(e, w, name=name):
+        return e.checkpoints[name][1]
+
+    case(f"checkpoint-{name}-export", lambda e, w, n=name: _export(e, w, checkpoint=e.checkpoints[n][0]), 3,
+         _expect_ckpt)  # fmt: skip
+    if name not in ("directory", "missing_key", "wrong_keys"):
+        case(
+            f"checkpoint-{name}-teacher",
+            lambda e, w, n=name: _templates(e, w)[:2] + ["--teacher-checkpoint", str(e.checkpoints[n][0])]
+            + _templates(e, w)[4:],
+            3,
+            _expect_ckpt,
+        )  # fmt: skip
+
+# option values click refuses (exit 2, the option named)
+OPTION_CASES = {
+    "build": (_build, [
+        ("--seed", "-1"), ("--seed", HUGE), ("--seed", str(SEED_MAX + 1)), ("--seed", "abc"),
+        ("--scaler-steps", "-1"), ("--dense-steps", "-5"), ("--batch-size", "0"), ("--batch-size", "-3"),
+        ("--opset", str(MIN_OPSET - 1)), ("--opset", "99"), ("--opset", str(MAX_OPSET + 1)),
+        ("--bench-iterations", "0"), ("--strategy", "best"), ("--exporter", "tf"), ("--device", "tpu"),
+    ]),
+    "init": (_init, [
+        ("--depth", "0"), ("--embed-dim", "-16"), ("--heads", "0"), ("--scaler-steps", "-1"),
+        ("--dense-steps", "-1"), ("--batch-size", "0"), ("--seed", "-1"), ("--seed", HUGE),
+        ("--strategy", "best"), ("--device", "tpu"),
+    ]),
+    "export": (_export, [
+        ("--opset", "99"), ("--opset", "16"), ("--seed", "-1"), ("--seed", HUGE), ("--exporter", "tf"),
+    ]),
+    "templates": (_templates, [
+        ("--aux-depth", "0"), ("--aux-embed-dim", "0"), ("--template-size", "0"), ("--head-dim", "-1"),
+        ("--patch-size", "0"), ("--templates-per-kind", "0"), ("--vector-templates", "0"),
+        ("--max-depth", "0"), ("--aux-depth", "100000"), ("--aux-embed-dim", HUGE), ("--template-size", "5000"),
+        ("--templates-per-kind", "1000000"), ("--epochs", "0"), ("--epochs", "nan"), ("--batch-size", "0"),
+        ("--lr", "0"), ("--lr", "inf"), ("--tau", "-1"), ("--alpha", "1.5"), ("--alpha", "nan"),
+        ("--seed", "-1"), ("--seed", HUGE), ("--checkpoint-every", "0"), ("--device", "tpu"),
+    ]),
+    "bench": (lambda e, w, *x: ["bench", str(e.checkpoint), *x], [
+        ("--batch", "0"), ("--iterations", "0"), ("--warmup", "-1"), ("--min-duration", "-1"),
+        ("--min-duration", "nan"), ("--min-duration", "inf"), ("--threads", "0"), ("--timed", "wall"),
+        ("--batch", HUGE), ("--batch", "65537"), ("--threads", "100000"),
+    ]),
+    "calibrate": (lambda e, w, *x: ["calibrate", "--profile", "x86", *x], [
+        ("--threads", "0"), ("--threads", "100000"), ("--runtime", "tvm"), ("--clock", "cpu"),
+    ]),
+    "plan": (lambda e, w, *x: ["plan", "--profile", "x86", *x], [("--objective", "speed")]),
+}  # fmt: skip
+for command, (make, options) in OPTION_CASES.items():
+    for option, value in options:
+        case(
+            f"option-{command}{option}={value[:12]}",
+            lambda e, w, m=make, o=option, v=value: m(e, w, o, v),
+            2,
+            option,
+            click_usage=True,
+        )
+case("plan-spec-negative-depth", lambda e, w: ["plan", "--profile", "x86", "--spec", "depth=-1,embed_dim=32"],
+     3, "depth")  # fmt: skip
+case("plan-spec-huge-depth", lambda e, w: ["plan", "--profile", "x86", "--spec", f"depth={HUGE},embed_dim=32"],
+     3, "depth")  # fmt: skip
+case("plan-spec-bad-key", lambda e, w: ["plan", "--profile", "x86", "--spec", "depth=1,width=32"], 2, "width")
+case("plan-spec-zero-batch", lambda e, w: ["plan", "--profile", "x86", "--spec", "depth=1,embed_dim=32,batch=0"],
+     3, "batch")  # fmt: skip
+
+case(
+    "init-batch-larger-than-the-data",
+    lambda e, w: _init(e, w, "--batch-size", HUGE),
+    3,
+    "larger than the training set",
+)
+
+# calibration files
+case("calibration-missing-build", lambda e, w: _build(e, w, "--calibration", str(w / "nope.json")), 3,
+     "nope.json")  # fmt: skip
+case("calibration-garbage-build", lambda e, w: _build(e, w, "--calibration", str(e.calibration_garbage)), 3,
+     "garbage.calibration.json")  # fmt: skip
+case("calibration-missing-plan", lambda e, w: ["plan", "--profile", "x86", "--calibration", str(w / "n.json")],
+     3, "n.json")  # fmt: skip
+
+# output paths that cannot be written: checked before any work
+PLACES = {
+    "under-a-file": (lambda e, w: e.a_file / "out", "not a directory"),
+    "is-a-file": (lambda e, w: e.a_file, "existing file"),
+    "under-proc": (lambda e, w: Path("/proc/wave-deploy-test/out"), "/proc"),
+    "under-sys": (lambda e, w: Path("/sys/wave-deploy-test/out"), "/sys"),
+    "read-only": (lambda e, w: e.readonly / "out", "not writable"),
+}
+FILE_PLACES = {
+    "under-a-file": (lambda e, w: e.a_file / "x.png", "not a directory"),
+    "is-a-directory": (lambda e, w: e.checkpoints["directory"][0], "is a directory"),
+    "under-proc": (lambda e, w: Path("/proc/wave-deploy-test/x.png"), "/proc"),
+    "read-only": (lambda e, w: e.readonly / "x.png", "not writable"),
+}
+for place, (where, text) in PLACES.items():
+    case(f"out-build-{place}", lambda e, w, f=where: _build(e, w, out=str(f(e, w))), 3, text)
+    case(f"out-init-{place}", lambda e, w, f=where: _init(e, w, out=str(f(e, w))), 3, text)
+    case(f"out-export-{place}", lambda e, w, f=where: _export(e, w, out=str(f(e, w))), 3, text)
+    case(f"out-templates-dir-{place}", lambda e, w, f=where: _templates(e, w, out=str(f(e, w))), 3, text)
+    case(
+        f"out-templates-checkpoint-dir-{place}",
+        lambda e, w, f=where: _templates(e, w, "--checkpoint-dir", str(f(e, w))),
+        3,
+        text,
+    )
+for place, (where, text) in FILE_PLACES.items():
+    case(f"out-plan-plot-{place}", lambda e, w, f=where: ["plan", "--profile", "x86", "--plot", str(f(e, w))], 3,
+         text)  # fmt: skip
+    case(
+        f"out-report-html-{place}", lambda e, w, f=where: ["report", str(w), "--html", str(f(e, w))], 3, text
+    )
+    case(
+        f"out-templates-file-{place}",
+        lambda e, w, f=where: _templates(e, w, out=str(f(e, w)).replace(".png", ".safetensors")),
+        3,
+        text,
+    )
+    case(
+        f"out-calibrate-{place}",
+        lambda e, w, f=where: ["calibrate", "--profile", "x86", "--quick", "--out", str(f(e, w))],
+        3,
+        text,
+    )
+
+# a damaged manifest.json in the output directory: exit 3 naming the file and what to do
+MANIFESTS = {
+    "list": "[1, 2, 3]",
+    "stages-not-a-list": '{"schema_version": 1, "stages": {"plan": 1}}',
+    "stage-without-name": '{"schema_version": 1, "stages": [{"key": "k"}]}',
+    "outputs-not-a-map": '{"schema_version": 1, "stages": [{"name": "plan", "outputs": [1]}]}',
+    "seconds-a-string": '{"schema_version": 1, "stages": [{"name": "plan", "seconds": "fast"}]}',
+    "not-json": "{{{ garbage",
+    "binary": "\udcff\udcfe",
+}
+for name, text in MANIFESTS.items():
+
+    def _damaged(e, w, text=text):
+        dev = w / "out" / PROFILE
+        dev.mkdir(parents=True)
+        (dev / "manifest.json").write_bytes(text.encode("utf-8", "surrogateescape"))
+        return _build(e, w)
+
+    case(f"manifest-{name}", _damaged, 3, "--force")
+
+# template banks given as paths that are not banks (the bank's contents are fuzzed in test_bank*)
+case("bank-missing", lambda e, w: _build(e, w, "--templates", str(w / "nope.safetensors")), 3, "nope")
+case(
+    "bank-is-a-profile", lambda e, w: _init(e, w, "--templates", str(e.profiles["empty"][0])), 3, "empty.yaml"
+)
+case("bank-is-a-checkpoint", lambda e, w: ["templates", "info", str(e.checkpoint)], 3, "good.safetensors")
+
+
+def _snapshot(*roots: Path) -> set[str]:
+    return {str(p) for root in roots for p in root.rglob("*")}
+
+
+def _text(value, env, work) -> str:
+    return value(env, work) if callable(value) else value
+
+
+@pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
+def test_bad_input_exits_with_its_code_and_one_line(c: Case, env: Env, tmp_path, monkeypatch):
+    if "read-only" in c.id and env.readonly is None:
+        pytest.skip("cannot make a directory read-only for this user (root without chattr)")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)  # a default output path would land here
+    argv = c.argv(env, work)
+    before = _snapshot(work, env.root)
+    result = CliRunner().invoke(cli, argv)
+    err = result.stderr
+    assert result.exit_code == c.code, f"{argv}\n{result.output}"
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
+    assert "Traceback" not in result.output
+    lines = err.strip().splitlines()
+    expect = _text(c.expect, env, work)
+    if c.click_usage:
+        assert lines[-1].startswith("Error: ") and expect in lines[-1], err
+    else:
+        assert len(lines) == 1 and lines[0].startswith("error: "), err
+        assert expect in lines[0], err
+    assert result.stdout == ""
+    assert _snapshot(work, env.root) == before  # nothing new: no output, no empty folder, no .part file
+
+
+def test_the_corpus_is_large_and_names_are_unique():
+    assert len(CASES) >= 150
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize(
+    "argv_of, expect",
+    [
+        (lambda e, w: _build(e, w, "--data", str(e.data["rgb"])), "RGB"),
+        (lambda e, w: _init(e, w, "--data", str(e.data["corrupt"])), "bad.png"),
+        (lambda e, w: _build(e, w, out=str(e.a_file / "out")), "not a directory"),
+        (lambda e, w: _export(e, w, checkpoint=e.checkpoints["truncated"][0]), "truncated"),
+    ],
+    ids=["build-rgb-data", "init-corrupt-image", "build-out-under-file", "export-truncated-checkpoint"],
+)
+def test_a_real_process_prints_one_line_and_no_progress_bar(env, tmp_path, argv_of, expect):
+    """What a shell sees: logging configured, rich consoles on a real stderr, the traceback hook installed."""
+    argv = argv_of(env, tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from wave_deploy.cli.main import main; main()", *argv],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 3, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], proc.stderr
+    assert proc.stdout == ""
+
+
+def test_the_opset_range_is_what_the_exporters_and_onnx_runtime_accept(tmp_path):
+    """17 is the exporter's own floor; 23 exports with the legacy exporter (whose ceiling it is) and runs in
+    ONNX Runtime, while 24 is refused by that exporter."""
+    import onnxruntime as ort
+    import torch
+    from timm.models.vision_transformer import VisionTransformer
+
+    from wave_deploy.exporters import onnx as onnx_export
+    from wave_deploy.spec import ViTSpec
+
+    assert onnx_export.MIN_OPSET == MIN_OPSET
+    spec = ViTSpec(depth=1, embed_dim=16, num_heads=1, img_size=28, patch_size=7, in_chans=1, num_classes=10)
+    model = VisionTransformer(**spec.timm_kwargs()).eval()
+    result = onnx_export.export_onnx(model, spec, tmp_path / "m.onnx", opset=MAX_OPSET, exporter="legacy")
+    assert result.opset == MAX_OPSET
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(2, 1, 28, 28)
+    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(out), model(x), rtol=1e-4, atol=1e-4)
+    with pytest.raises(Exception, match=str(MAX_OPSET + 1)):
+        onnx_export.export_onnx(model, spec, tmp_path / "n.onnx", opset=MAX_OPSET + 1, exporter="legacy")
