@@ -226,7 +226,7 @@ def _precision_gate(profile: DeviceProfile, exported: dict) -> ParityError | Non
     onnx = exported.get("onnx") or {}
     if onnx.get("chosen_passed", True):
         return None
-    chosen = next((v for v in onnx.get("variants", []) if v.get("chosen")), {})
+    chosen: dict[str, Any] = next((v for v in onnx.get("variants", []) if v.get("chosen")), {})
     why = chosen.get("failure") or "failed its gate"
     return ParityError(
         f"the {profile.runtime.precision} model that {profile.name} runs failed its accuracy gate: {why}",

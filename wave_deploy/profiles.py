@@ -231,7 +231,8 @@ MAX_PROFILE_BYTES = 1 << 20
 
 def _nesting_depth(data: Any) -> int:
     """How many levels of mappings/lists ``data`` holds (iterative: any depth is measured without recursion)."""
-    deepest, stack, seen = 0, [(data, 1)], {}  # seen: id -> depth (YAML aliases share nodes)
+    seen: dict[int, int] = {}  # id -> depth (YAML aliases share nodes)
+    deepest, stack = 0, [(data, 1)]
     while stack:
         node, depth = stack.pop()
         children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None

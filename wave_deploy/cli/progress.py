@@ -7,6 +7,8 @@ imports torch.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TrainingProgress:
     """Context manager and callback: ``with TrainingProgress("scalers") as bar: train(..., on_step=bar)``.
@@ -23,8 +25,8 @@ class TrainingProgress:
         self.description = description
         self.console = console or Console(stderr=True)
         self.disable = disable
-        self._progress = None
-        self._task = None
+        self._progress: Any = None  # a rich Progress once the first step arrives
+        self._task: Any = None
 
     def __enter__(self):
         return self  # the bar starts at the first step: an error before any training prints no bar

@@ -61,7 +61,9 @@ def _index_device(out_dir: Path, report: dict, out_path: str | Path | None) -> d
     failure = report.get("failure")
     facts = []
     if failure:
-        facts.append(f"BUILD FAILED at stage {failure['stage']} (exit {failure['exit_code']}): {failure['message']}")
+        facts.append(
+            f"BUILD FAILED at stage {failure['stage']} (exit {failure['exit_code']}): {failure['message']}"
+        )
     facts += [
         f"{x['device']} · {x['runtime']} {x['precision']} · power mode {power}",
         f"latency predicted by {x['prediction_source']}; latency budget judged on: {x['budget_judged_on']}",

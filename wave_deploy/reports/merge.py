@@ -99,6 +99,8 @@ def apply_device_report(
         )
     if dev.precision != report["profile"].get("precision"):
         notes.append(f"measured {dev.precision}, the profile asks for {report['profile'].get('precision')}")
+    if dev.latency is None:  # load_device_report refuses such a report
+        raise InvalidInputError("the device report has no latency block; nothing to merge")
     latency = dev.latency.model_dump()
     report["measured"]["device"] = {
         **{k: latency[k] for k in LATENCY_FIELDS},

@@ -225,14 +225,17 @@ def dump(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="json")
 
 
-SCHEMAS = {"report.json": BuildReport, "device_report.json": DeviceReport}
+SCHEMAS: dict[str, type[BaseModel]] = {"report.json": BuildReport, "device_report.json": DeviceReport}
 
 
 def schema_markdown() -> str:
     """docs/report-schema.md: the JSON Schema of every versioned file, generated from the models."""
     from wave_deploy.calibration_file import CalibrationFile
 
-    files = {**SCHEMAS, "calibration file (wave-deploy calibrate)": CalibrationFile}
+    files: dict[str, type[BaseModel]] = {
+        **SCHEMAS,
+        "calibration file (wave-deploy calibrate)": CalibrationFile,
+    }
     out = [
         "# Schemas of report.json, device_report.json and the calibration file",
         "",

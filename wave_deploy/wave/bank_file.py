@@ -26,7 +26,7 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import sha256_file
@@ -120,7 +120,7 @@ class BankFile:
                 out[name] = raw
         return out
 
-    def fail(self, what: str) -> None:
+    def fail(self, what: str) -> NoReturn:
         raise InvalidInputError(f"template bank {escape_control(self.path)}: {what}", hint=CORRUPT_HINT)
 
     def info(self) -> dict[str, Any]:
@@ -143,7 +143,7 @@ def open_bank(path: str | Path) -> BankFile:
         )
     header, data_start, size = _read_header(final, shown)
 
-    def fail(what: str) -> None:
+    def fail(what: str) -> NoReturn:
         raise InvalidInputError(f"template bank {shown}: {what}", hint=CORRUPT_HINT)
 
     extra = header.pop("__metadata__", None)

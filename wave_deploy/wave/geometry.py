@@ -269,7 +269,7 @@ class BankGeometry:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> BankGeometry:
+    def from_dict(cls, data: object) -> BankGeometry:
         known = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(data, dict) or set(data) != known:
             got = [_short(k) for k in sorted(data)][:12] if isinstance(data, dict) else type(data).__name__
