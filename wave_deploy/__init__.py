@@ -46,10 +46,10 @@ def plan(
     from wave_deploy.latency import load_calibration
     from wave_deploy.profiles import apply_overrides, load_profile
     from wave_deploy.selection import SearchSpace, select
-    from wave_deploy.wave.bank import TemplateBank, default_bank_path
+    from wave_deploy.wave.bank_file import default_bank_path, inspect_bank
 
     loaded = apply_overrides(load_profile(str(profile)), tuple(overrides))
-    space = SearchSpace.from_bank(TemplateBank.load(templates or default_bank_path()).geometry)
+    space = SearchSpace.from_bank(inspect_bank(templates or default_bank_path()).geometry)  # no torch
     cal = load_calibration(calibration) if calibration else None
     return select(loaded, space, objective=objective, calibration=cal)
 

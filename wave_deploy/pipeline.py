@@ -141,11 +141,19 @@ def _build_one(
     try:
         return _run_stages(profile, bank, data, inputs, options, on_event, on_step, out_dir, current, done)
     except BaseException as exc:
-        write_failure_report(out_dir, profile_section(profile), failure_of(current[0], exc))
+        # before the first stage (e.g. an unreadable manifest) this is an input error: nothing new is created
+        before_work = current[0] == "setup"
+        failure = failure_of(current[0], exc)
+        write_failure_report(out_dir, profile_section(profile), failure, only_if_present=before_work)
         if not isinstance(exc, WaveDeployError):
             raise  # a bug (or an interrupt): the report says fail, the traceback says why
         log.warning("%s: build failed at stage %s: %s", profile.name, current[0], exc.one_line())
-        return DeviceResult(profile.name, str(out_dir), load_report(out_dir), list(done), error=exc)
+        if before_work and not (out_dir / "report.json").exists():
+            report = {"profile": profile_section(profile), "verdict": "fail", "failed_budgets": [],
+                      "failure": failure.model_dump(), "spec": None}  # fmt: skip
+        else:
+            report = load_report(out_dir)
+        return DeviceResult(profile.name, str(out_dir), report, list(done), error=exc)
 
 
 def _run_stages(

@@ -165,7 +165,8 @@ def build(
                 "seconds": round(time.perf_counter() - t0, 1),
             }
         )
-    elif not is_quiet():
+    elif not is_quiet() and not (len(results) == 1 and results[0].error is not None):
+        # (one profile that failed: its one-line error below says everything the table would)
         columns = ["device", "spec", "params", "predicted", "budget", "local p50", "val acc", "verdict"]
         rows = [_table_row(s) for s in summary]
         err.print(table(None, columns, rows))
