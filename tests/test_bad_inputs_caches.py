@@ -22,9 +22,9 @@ from wave_deploy.checkpoint import CHECKPOINT_FORMAT
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import remove_stale_parts
 from wave_deploy.folding import load_folded_file, save_folded
+from wave_deploy.manifest import StageOutput, StageRunner
 from wave_deploy.pipeline import BuildOptions, _train
 from wave_deploy.spec import ViTSpec
-from wave_deploy.stages import StageOutput, StageRunner
 from wave_deploy.wave.bank import TemplateBank
 
 SPEC = ViTSpec(depth=1, embed_dim=16, num_heads=1, img_size=28, patch_size=7, in_chans=1, num_classes=10)

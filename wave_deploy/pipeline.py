@@ -3,7 +3,7 @@
     profile -> plan (selection) -> WAVE init + scaler phase + brief dense training -> fold -> export
     (ONNX + TensorRT engine or on-device bundle) -> local benchmark -> report
 
-Every stage runs through ``stages.StageRunner``: it is skipped when its key (a hash of its inputs) matches
+Every stage runs through ``manifest.StageRunner``: it is skipped when its key (a hash of its inputs) matches
 the manifest and its recorded outputs are intact, so an identical rerun reuses everything and a killed build
 redoes only what did not finish. Training checkpoints live under ``.cache/`` and resume mid-phase. Profiles
 that pick the same spec share one trained model (``<out>/.models/<key>/``).
@@ -29,11 +29,11 @@ from wave_deploy.errors import (
     WaveDeployError,
 )
 from wave_deploy.fileio import sha256_file, write_json
+from wave_deploy.manifest import StageOutput, StageRunner, shared_model_problem, stage_key
 from wave_deploy.profiles import DeviceProfile
 from wave_deploy.reports import failure_of, load_report, write_failure_report, write_report_files
 from wave_deploy.reports.assemble import assemble_report, profile_section
 from wave_deploy.reports.merge import kept_device_report, merge_kept
-from wave_deploy.stages import StageOutput, StageRunner, shared_model_problem, stage_key
 
 log = logging.getLogger(__name__)
 
