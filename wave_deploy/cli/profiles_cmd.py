@@ -6,11 +6,14 @@ Torch-free: this module and everything it imports (pydantic, yaml, rich) must no
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from wave_deploy.cli.output import console, is_quiet, print_json, profile_set_option, table
+
+if TYPE_CHECKING:
+    from wave_deploy.profiles import DeviceProfile
 
 
 def _wide_console():
@@ -21,16 +24,16 @@ def _wide_console():
     return out
 
 
-def _latency_limit(profile) -> str:
+def _latency_limit(profile: DeviceProfile) -> str:
     b = profile.budgets
     return f"{b.latency_ms:g} ms {b.latency_percentile} @ batch {b.latency_batch}"
 
 
-def _memory_limit(profile) -> str:
+def _memory_limit(profile: DeviceProfile) -> str:
     return f"{profile.budgets.memory_mib:g} MiB"
 
 
-def _summary(profile) -> dict[str, Any]:
+def _summary(profile: DeviceProfile) -> dict[str, Any]:
     """The row of ``profiles list --json`` for one profile."""
     return {
         "name": profile.name,
@@ -49,7 +52,7 @@ def _summary(profile) -> dict[str, Any]:
     }
 
 
-def _resolved(profile) -> dict[str, Any]:
+def _resolved(profile: DeviceProfile) -> dict[str, Any]:
     """The full resolved profile as JSON-ready data (``source_file`` and ``overrides`` are outside the schema)."""
     data = {**profile.model_dump(mode="json"), "source_file": profile.source_file}
     return {**data, "overrides": list(profile.overrides)} if profile.overrides else data
