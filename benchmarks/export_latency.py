@@ -104,10 +104,14 @@ def int8_rows(label: str, model, spec, workdir: Path, images, labels, calibratio
     ox.export_onnx(model, spec, fp32, exporter=args.exporter, batch_min=1, batch_max=max(args.int8_batches))
     files = {"fp32": fp32}
     for keep in qz.KEEP_FLOAT:
-        files[f"static {keep}"] = workdir / f"{label}.int8.{keep}.onnx"
-        qz.make_int8_static(fp32, files[f"static {keep}"], calibration, keep_float=keep)
+        files[f"static s8 {keep}"] = workdir / f"{label}.int8.{keep}.onnx"
+        qz.make_int8_static(fp32, files[f"static s8 {keep}"], calibration, keep_float=keep)
+    files["static u8 norms"] = workdir / f"{label}.int8.u8.onnx"
+    qz.make_int8_static(fp32, files["static u8 norms"], calibration, activations="uint8-asymmetric")
     files["dynamic"] = workdir / f"{label}.int8.dynamic.onnx"
     qz.make_int8_dynamic(fp32, files["dynamic"])
+    if args.variants:  # keep fp32 and the variants named
+        files = {k: v for k, v in files.items() if k == "fp32" or k in args.variants}
     ref = qz.ort_logits(fp32, images)
     rows = {name: {"model": label, "variant": name} for name in files}
     for name, path in files.items():
@@ -190,6 +194,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, help="--int8: a build's model.safetensors to measure too")
     parser.add_argument("--data", default=None, help="--int8: the checkpoint's data (default: MNIST-5k)")
     parser.add_argument("--int8-batches", type=int, nargs="+", default=[1, 32])
+    parser.add_argument(
+        "--variants", nargs="+", help="--int8: time only these (e.g. 'static s8 norms' dynamic)"
+    )
     parser.add_argument("--deit-images", type=int, default=64, help="--int8: synthetic images for agreement")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

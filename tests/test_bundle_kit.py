@@ -308,6 +308,22 @@ def test_export_data_option_judges_variants_on_that_image_folder(tmp_path, check
     assert missing.exit_code == 3 and "does not exist" in missing.output
 
 
+def test_export_exits_7_when_the_profiles_own_precision_fails_its_gate(tmp_path, checkpoint):
+    text = (Path(__file__).resolve().parents[1] / "profiles" / "x86-cpu.yaml").read_text()
+    text = text.replace("precision: fp32", "precision: int8").replace(
+        "max_accuracy_drop_points: 1.0", "max_accuracy_drop_points: -50"
+    )
+    (tmp_path / "strict.yaml").write_text(text.replace("name: x86-cpu", "name: strict-cpu"))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--profile", str(tmp_path / "strict.yaml"),
+                                      "--out", str(out), "--exporter", "legacy"])  # fmt: skip
+    assert result.exit_code == 7 and "failed its accuracy gate" in result.output
+    summary = json.loads((out / "export.json").read_text())
+    assert summary["onnx"]["chosen_passed"] is False and summary["onnxruntime"]["bundle"] is None
+    assert (out / "rejected" / "model.int8.onnx").is_file() and not (out / "model.int8.onnx").exists()
+    assert not (out / "bundle").exists()
+
+
 def test_export_help_names_commands_that_exist():
     result = CliRunner().invoke(cli, ["export", "--help"])
     assert result.exit_code == 0 and "--data" in result.output

@@ -64,7 +64,7 @@ def test_static_int8_passes_the_accuracy_gate_on_the_builtin_data_and_records_ev
         "int8",
         True,
     )
-    assert int8["method"] == "static-qdq" and int8["settings"]["activations"] == "uint8 asymmetric"
+    assert int8["method"] == "static-qdq" and int8["settings"]["activations"] == "int8 symmetric"
     for v in (fp16, int8):
         assert v["passed"] and v["failure"] is None and v["rejected_to"] is None
         assert v["top1_drop_points"] == pytest.approx((acc["onnx_fp32_top1"] - v["top1"]) * 100, abs=1e-6)

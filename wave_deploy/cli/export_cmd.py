@@ -81,8 +81,11 @@ def _data_inputs(data_path: str | None, spec, seed: int) -> dict:
     if shape != wanted and data_path is not None:
         raise InvalidInputError(f"{data_path} gives {shape} images but the checkpoint's model takes {wanted}")
     if shape != wanted:  # no --data and the built-in digits do not fit: seeded random images, said so
-        click.echo(f"warning: the built-in data ({shape}) does not fit this model {wanted}: int8 is calibrated on random "
-             "images and no accuracy is measured; pass --data", err=True)  # fmt: skip
+        click.echo(
+            f"warning: the built-in data ({shape}) does not fit this model {wanted}: int8 is calibrated on "
+            "random images and no accuracy is measured; pass --data",
+            err=True,
+        )
         return {}
     return data_inputs(data, seed=seed)
 
