@@ -191,3 +191,12 @@ def test_fp32_parity_failure_rejects_model_onnx_and_raises(tmp_path, monkeypatch
         export_for_profile(trained_model(), SPEC, load_profile("x86-cpu"), tmp_path, exporter="legacy")
     assert not (tmp_path / "model.onnx").exists() and (tmp_path / "rejected" / "model.onnx").is_file()
     assert "fp32 parity gate" in (tmp_path / "rejected" / "model.onnx.why.txt").read_text()
+
+
+def test_onnx_module_int8_helper_makes_static_or_dynamic_files_for_timing(tmp_path, fp32):
+    static = ox.make_int8(fp32, tmp_path / "s.onnx", method="static")
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(static)).graph.node}
+    dynamic = ox.make_int8(fp32, tmp_path / "d.onnx", method="dynamic")
+    assert "MatMulInteger" in {n.op_type for n in onnx.load(str(dynamic)).graph.node}
+    with pytest.raises(UsageError, match="int8 method"):
+        ox.make_int8(fp32, tmp_path / "x.onnx", method="qdq")
