@@ -1,4 +1,5 @@
-"""Shared pieces of the on-device kit: exit codes, errors, bundle loading, parity and latency statistics.
+"""Shared pieces of the on-device kit: exit codes, errors, bundle loading and hashes, parity, accuracy,
+memory and latency statistics.
 
 The statistics use the definitions of wave_deploy.bench.stats (numpy's linear percentiles) and write the
 same keys, without importing wave-deploy.
@@ -61,6 +62,73 @@ def load_bundle(bundle: Path) -> tuple[dict, dict]:
         except KeyError as exc:
             raise KitError(f"reference.npz lacks {exc} for batch {batch}", EXIT_INVALID) from exc
     return plan, refs
+
+
+def verify_models(bundle: Path, plan: dict) -> dict:
+    """sha256 of every model file plan.json lists, checked against its record: {file name: sha256}."""
+    recorded = plan.get("sha256") or {}
+    found = {}
+    for name in sorted(set(plan["models"].values())):
+        path = bundle / name
+        if not path.is_file():
+            raise KitError(f"{path} is missing", EXIT_INVALID)
+        if name not in recorded:
+            raise KitError(f"plan.json records no sha256 for {name}", EXIT_INVALID)
+        found[name] = sha256(path)
+        if found[name] != recorded[name]:
+            raise KitError(
+                f"{name}: sha256 {found[name][:16]}... does not match the bundle's record "
+                f"{recorded[name][:16]}... (the file was changed or damaged; copy the bundle again)",
+                EXIT_INVALID,
+            )
+    return found
+
+
+def load_validation(bundle: Path, plan: dict) -> tuple[dict, np.ndarray, np.ndarray] | None:
+    """The labelled subset plan.json names: (its plan.json record, images, labels), or None."""
+    meta = plan.get("validation")
+    if not meta:
+        return None
+    path = bundle / meta["file"]
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            images, labels = data["images"].astype(np.float32), data["labels"].astype(np.int64)
+    except (OSError, KeyError, ValueError) as exc:
+        raise KitError(f"cannot read {path}: {exc}", EXIT_INVALID) from exc
+    if len(images) != len(labels) or len(images) != meta["n_images"]:
+        raise KitError(f"{path}: {len(images)} images, {len(labels)} labels, plan.json says "
+                       f"{meta['n_images']}", EXIT_INVALID)  # fmt: skip
+    return meta, images, labels
+
+
+def accuracy_record(logits: np.ndarray, labels: np.ndarray, meta: dict, model_file: str) -> dict:
+    """Top-1 on the bundle's labelled subset, judged against the top-1 the build machine measured with the
+    same file on the same images (the export already judged the file against fp32 on the whole split)."""
+    top1 = float(np.mean(np.argmax(logits, axis=1) == labels))
+    expected = (meta.get("top1") or {}).get(model_file)
+    if expected is None:  # a bundle without the per-file record: judge against ONNX fp32
+        expected = float(meta["onnx_fp32_top1"])
+    drop = round((float(expected) - top1) * 100.0, 6)
+    return {
+        "top1": top1,
+        "n_images": len(labels),
+        "source": meta["file"],
+        "build_machine_top1": float(expected),
+        "onnx_fp32_top1_build_machine": float(meta["onnx_fp32_top1"]),
+        "drop_points": drop,  # vs build_machine_top1
+        "max_drop_points": float(meta["max_drop_points"]),
+        "passed": drop <= float(meta["max_drop_points"]),
+    }
+
+
+def peak_rss_mib() -> float | None:
+    """Peak resident memory of this process so far (MiB), or None where the platform cannot tell."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024.0  # bytes on macOS, KiB on Linux
 
 
 # --- statistics: the same definitions as wave_deploy.bench.stats (numpy's linear percentiles) -----------

@@ -7,11 +7,14 @@ One command, run inside the bundle directory on the target device:
     python3 run_on_device.py --runtime onnxruntime    # ONNX Runtime instead (also works on any machine)
 
 It needs only numpy plus TensorRT (trtexec, or the tensorrt Python package to build) or onnxruntime; it
-does not import wave-deploy, torch or timm. Steps: (TensorRT) build the engine from the plan; run the
-reference inputs (reference.npz) and compare with the reference outputs within the plan's tolerance;
-benchmark (warmup + N timed iterations); write device_report.json with the same latency keys as
-wave-deploy's report.json. Exit codes follow wave-deploy: 0 ok, 3 invalid bundle, 4 missing runtime or
-GPU, 6 a build step failed, 7 parity failed.
+does not import wave-deploy, torch or timm. Steps: check each model file's sha256 against plan.json;
+(TensorRT) build the engine from the plan; run the reference inputs (reference.npz) and compare with the
+reference outputs within the plan's tolerance (int8: reported, not gated); (ONNX Runtime) measure top-1 on
+the labelled subset validation.npz, gated against the top-1 the build machine measured with the same file;
+benchmark
+(warmup + N timed iterations); record peak memory; write device_report.json with the same latency keys as
+wave-deploy's report.json. Exit codes follow wave-deploy: 0 ok, 3 invalid bundle or a model file whose
+sha256 does not match, 4 missing runtime or GPU, 6 a build step failed, 7 parity or accuracy failed.
 """
 
 from __future__ import annotations
@@ -34,13 +37,17 @@ from kit_common import (
     EXIT_PARITY,
     REPORT_SCHEMA_VERSION,
     KitError,
+    accuracy_record,
     compare,
     cpu_description,
     device_model,
     latency_stats,
     load_bundle,
+    load_validation,
     log,
+    peak_rss_mib,
     sha256,
+    verify_models,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -71,6 +78,14 @@ def run_onnxruntime(bundle: Path, plan: dict, refs: dict, args) -> dict:
     name = session.get_inputs()[0].name
     tol = plan["tolerances"][precision]
     checks = [compare(model_path.name, session.run(None, {name: x})[0], y, tol) for x, y in refs.values()]
+    accuracy = None
+    subset = load_validation(bundle, plan)
+    if subset is not None:
+        meta, images, labels = subset
+        logits = np.concatenate(
+            [session.run(None, {name: images[i : i + 32]})[0] for i in range(0, len(images), 32)]
+        )
+        accuracy = accuracy_record(logits, labels, meta, model_path.name)
     result = {
         "runtime": "onnxruntime",
         "runtime_version": ort.__version__,
@@ -78,9 +93,10 @@ def run_onnxruntime(bundle: Path, plan: dict, refs: dict, args) -> dict:
         "precision": precision,
         "model_file": model_path.name,
         "model_sha256": sha256(model_path),
-        "parity": {"tolerance": tol, "batches": checks},
+        "parity": {"tolerance": tol, "batches": checks, "gated": parity_gated(precision)},
+        "accuracy": accuracy,
     }
-    if not all(c["passed"] for c in checks):
+    if parity_gated(precision) and not all(c["passed"] for c in checks):
         return result
     x = np.random.default_rng(0).standard_normal((args.batch, *plan["sample_shape"])).astype(np.float32)
     for _ in range(args.warmup):
@@ -97,7 +113,13 @@ def run_onnxruntime(bundle: Path, plan: dict, refs: dict, args) -> dict:
         runtime=f"onnxruntime {ort.__version__} [{', '.join(actual)}]",
         hardware=hardware if not on_gpu else f"{hardware} (GPU via {actual[0]})", threads=threads,
     )  # fmt: skip
+    result["memory"] = {"peak_rss_mib": peak_rss_mib()}
     return result
+
+
+def parity_gated(precision: str) -> bool:
+    """int8 models are judged by accuracy on validation.npz; their logit error is reported, not gated."""
+    return precision != "int8"
 
 
 # --- report -------------------------------------------------------------------------------------------
@@ -155,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         args.batch = args.batch or int(plan["bench_batch"])
         runtime = plan["runtime"] if args.runtime == "auto" else args.runtime
         report.update(profile=plan["profile"], bundle=str(bundle), power_mode=power_mode(), batch=args.batch)
+        report["model_sha256_checked"] = verify_models(bundle, plan)
         if runtime == "tensorrt":
             import trt_device
 
@@ -166,12 +189,22 @@ def main(argv: list[str] | None = None) -> int:
         parity["max_abs_err"] = max(c["max_abs_err"] for c in parity["batches"])
         parity["passed"] = all(c["passed"] for c in parity["batches"])
         report["hardware"] = report.get("latency", {}).get("hardware") or device_model() or cpu_description()
-        report["passed"] = parity["passed"]
-        if not parity["passed"]:
+        gated = parity.setdefault("gated", True)
+        accuracy = report.setdefault("accuracy", None)
+        report.setdefault("memory", None)
+        report["passed"] = (parity["passed"] or not gated) and (accuracy is None or accuracy["passed"])
+        if gated and not parity["passed"]:
             worst = max(parity["batches"], key=lambda c: c["max_abs_err"] - c["limit"])
             raise KitError(
                 f"parity failed: max abs error {worst['max_abs_err']:.3g} > {worst['limit']:.3g} "
                 f"at batch {worst['batch']}", EXIT_PARITY,
+            )  # fmt: skip
+        if accuracy is not None and not accuracy["passed"]:
+            raise KitError(
+                f"accuracy gate failed: top-1 {accuracy['top1']:.2%} on {accuracy['n_images']} images is "
+                f"{accuracy['drop_points']:.2f} points below the {accuracy['build_machine_top1']:.2%} the build "
+                f"machine measured with the same file (allowed: {accuracy['max_drop_points']:g})",
+                EXIT_PARITY,
             )  # fmt: skip
     except KitError as exc:
         report["passed"] = False
@@ -183,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     if lat:
         log(f"{lat['runtime']} batch {lat['batch']}: p50 {lat['p50_ms']:.3f} ms, p99 {lat['p99_ms']:.3f} ms, "
             f"{lat['throughput_img_per_s']:.1f} img/s ({lat['timed']})")  # fmt: skip
+    acc = report.get("accuracy")
+    if acc:
+        log(f"top-1 {acc['top1']:.2%} on {acc['n_images']} labelled images ({acc['source']})")
     log(f"{'PASS' if report['passed'] else 'FAIL'}: report written to {report_path}")
     return code
 

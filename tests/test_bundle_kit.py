@@ -14,18 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from _tiny_mnist import SPEC, builtin_data, trained_state
 from click.testing import CliRunner
-from timm.models.vision_transformer import VisionTransformer
 
 from wave_deploy.bench.stats import LATENCY_KEYS
 from wave_deploy.cli.main import cli
 from wave_deploy.fileio import sha256_file
 from wave_deploy.folding import save_folded
-from wave_deploy.spec import ViTSpec
 
 KIT_DIR = Path(__file__).resolve().parents[1] / "export"
-SPEC = ViTSpec(depth=2, embed_dim=32, num_heads=2, patch_size=7)
 # Runs a kit script with torch, timm and wave_deploy made unimportable: the kit must not need them.
 GUARD = """
 import runpy, sys
@@ -41,11 +38,28 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = VisionTransformer(**SPEC.timm_kwargs()).eval()
-    path = tmp_path_factory.mktemp("ckpt") / "folded.safetensors"
-    save_folded(path, model.state_dict(), SPEC)
-    return path
+    return _checkpoint_path(tmp_path_factory.mktemp("ckpt"))
+
+
+@pytest.fixture(scope="module")
+def x86_export(tmp_path_factory, checkpoint):
+    out = tmp_path_factory.mktemp("x86")
+    result = CliRunner().invoke(
+        cli,
+        [
+            "export",
+            str(checkpoint),
+            "--profile",
+            "x86-cpu",
+            "--out",
+            str(out),
+            "--exporter",
+            "legacy",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return out, json.loads(result.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +95,19 @@ def test_export_for_jetson_writes_parity_checked_onnx_fp16_variant_and_a_bundle(
     out, summary = jetson_export
     assert summary["profile"] == "jetson-orin-nano-8gb" and summary["spec"] == SPEC.to_dict()
     assert summary["onnx"]["parity"]["passed"] and summary["onnx"]["parity"]["max_abs_err"] <= 1e-4
-    [fp16] = summary["onnx"]["variants"]
-    assert fp16["precision"] == "fp16" and fp16["passed"] and (out / "model.fp16.onnx").is_file()
+    fp16, int8 = summary["onnx"]["variants"]
+    assert (
+        fp16["precision"] == "fp16"
+        and fp16["chosen"]
+        and fp16["passed"]
+        and (out / "model.fp16.onnx").is_file()
+    )
+    assert int8["precision"] == "int8" and not int8["chosen"] and int8["method"] == "static-qdq"
+    assert summary["onnx"]["accuracy"]["n_images"] == 500  # the built-in data by default
+    assert summary["onnxruntime"] == {
+        "target": False,
+        "reason": "not an ONNX Runtime target (runtime tensorrt)",
+    }
     trt = summary["tensorrt"]
     assert trt["target"] and trt["plan"]["path"] == "flags" and "--fp16" in trt["trtexec"]
     assert trt["bundle"] == str(out / "bundle") and "built on the device" in trt["bundle_reason"]
@@ -188,13 +213,121 @@ def test_export_cli_exit_codes(tmp_path, checkpoint):
                                "--opset", "13"]).exit_code == 2  # fmt: skip
 
 
-def test_export_cli_for_a_cpu_profile_writes_no_bundle(tmp_path, checkpoint):
-    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--profile", "x86-cpu", "--out", str(tmp_path),
+def test_x86_export_writes_an_onnxruntime_bundle_with_a_labelled_subset(x86_export):
+    out, summary = x86_export
+    assert summary["tensorrt"] == {"target": False, "reason": "not a TensorRT target (runtime onnxruntime)"}
+    assert (
+        summary["onnxruntime"]["bundle"] == str(out / "bundle")
+        and summary["onnx"]["model"]["exporter"] == "legacy"
+    )
+    plan = json.loads((out / "bundle" / "plan.json").read_text())
+    assert plan["build_plan"] is None and plan["models"] == {"fp32": "model.onnx"}
+    assert plan["sha256"]["model.onnx"] == sha256_file(out / "model.onnx")
+    with np.load(out / "bundle" / "validation.npz") as subset:
+        assert subset["images"].shape == (256, 1, 28, 28) and subset["labels"].shape == (256,)
+        data = builtin_data()
+        assert np.array_equal(subset["images"], data.val_x[:256].numpy())
+        assert np.array_equal(subset["labels"], data.val_labels[:256].numpy())
+    assert plan["validation"]["n_images"] == 256 and plan["validation"]["max_drop_points"] == 1.0
+    for name in ("run_on_device.py", "kit_common.py", "README.md"):
+        assert (out / "bundle" / name).is_file()
+
+
+def test_onnxruntime_kit_reports_accuracy_memory_and_the_model_hash(x86_export, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(x86_export[0] / "bundle", bundle)
+    proc = run_kit(bundle, "--runtime", "onnxruntime", "--iterations", "5", "--warmup", "1", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((bundle / "device_report.json").read_text())
+    plan = json.loads((bundle / "plan.json").read_text())
+    assert report["passed"] and report["model_file"] == "model.onnx"
+    assert report["model_sha256"] == plan["sha256"]["model.onnx"]
+    acc = report["accuracy"]
+    assert (acc["n_images"], acc["source"]) == (256, "validation.npz") and acc["passed"]
+    assert acc["top1"] == plan["validation"]["top1"]["model.onnx"]  # same file, same images, same runtime
+    assert report["memory"]["peak_rss_mib"] > 10 and report["latency"]["iterations"] == 5
+
+
+def test_kit_refuses_a_model_file_whose_hash_does_not_match_the_bundle(x86_export, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(x86_export[0] / "bundle", bundle)
+    with open(bundle / "model.onnx", "ab") as fh:
+        fh.write(b"\0")
+    proc = run_kit(bundle, "--runtime", "onnxruntime", "--iterations", "2", "--threads", "1")
+    assert proc.returncode == 3
+    report = json.loads((bundle / "device_report.json").read_text())
+    assert (
+        not report["passed"]
+        and "model.onnx: sha256" in report["error"]
+        and "does not match" in report["error"]
+    )
+    assert "latency" not in report
+
+
+def test_kit_gates_int8_on_device_accuracy(tmp_path, checkpoint):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--profile", "raspberry-pi-5", "--out", str(out),
                                       "--exporter", "legacy", "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
+    plan_path = out / "bundle" / "plan.json"
+    plan = json.loads(plan_path.read_text())
+    assert plan["precision"] == "fp32"
+    # the same bundle with the int8 file as the model to run, and a gate it cannot meet
+    shutil.copy(out / "model.int8.onnx", out / "bundle" / "model.int8.onnx")
+    plan["precision"], plan["models"]["int8"] = "int8", "model.int8.onnx"
+    plan["sha256"]["model.int8.onnx"] = sha256_file(out / "model.int8.onnx")
+    plan["validation"]["max_drop_points"] = -50.0
+    plan_path.write_text(json.dumps(plan))
+    proc = run_kit(out / "bundle", "--runtime", "onnxruntime", "--iterations", "2", "--threads", "1")
+    assert proc.returncode == 7, proc.stderr
+    report = json.loads((out / "bundle" / "device_report.json").read_text())
+    assert not report["passed"] and "accuracy gate failed" in report["error"]
+    assert report["parity"]["gated"] is False and report["accuracy"]["n_images"] == 256
+
+
+def test_export_data_option_judges_variants_on_that_image_folder(tmp_path, checkpoint):
+    from PIL import Image
+
+    data = builtin_data()
+    for label in range(4):  # classes "0".."3": the same indices as the model's digits
+        folder = tmp_path / "digits" / str(label)
+        folder.mkdir(parents=True)
+        for i in np.flatnonzero(data.val_labels.numpy() == label)[:10]:
+            Image.fromarray(data.val_images[i, 0].numpy()).save(folder / f"{i}.png")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--profile", "x86-cpu", "--out", str(out),
+                                      "--exporter", "legacy", "--data", str(tmp_path / "digits"), "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["tensorrt"] == {"target": False, "reason": "not a TensorRT target (runtime onnxruntime)"}
-    assert summary["onnx"]["model"]["exporter"] == "legacy" and not (tmp_path / "bundle").exists()
+    n_val = summary["onnx"]["accuracy"]["n_images"]
+    assert 0 < n_val < 40 and summary["onnx"]["validation_source"] == "given validation data"
+    assert all(v["n_images"] == n_val for v in summary["onnx"]["variants"])
+    assert summary["onnx"]["calibration_source"].endswith("given training images")
+    missing = CliRunner().invoke(cli, ["export", str(checkpoint), "--profile", "x86-cpu", "--out", str(out),
+                                       "--data", str(tmp_path / "nope")])  # fmt: skip
+    assert missing.exit_code == 3 and "does not exist" in missing.output
+
+
+def test_export_exits_7_when_the_profiles_own_precision_fails_its_gate(tmp_path, checkpoint):
+    text = (Path(__file__).resolve().parents[1] / "profiles" / "x86-cpu.yaml").read_text()
+    text = text.replace("precision: fp32", "precision: int8").replace(
+        "max_accuracy_drop_points: 1.0", "max_accuracy_drop_points: -50"
+    )
+    (tmp_path / "strict.yaml").write_text(text.replace("name: x86-cpu", "name: strict-cpu"))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--profile", str(tmp_path / "strict.yaml"),
+                                      "--out", str(out), "--exporter", "legacy"])  # fmt: skip
+    assert result.exit_code == 7 and "failed its accuracy gate" in result.output
+    summary = json.loads((out / "export.json").read_text())
+    assert summary["onnx"]["chosen_passed"] is False and summary["onnxruntime"]["bundle"] is None
+    assert (out / "rejected" / "model.int8.onnx").is_file() and not (out / "model.int8.onnx").exists()
+    assert not (out / "bundle").exists()
+
+
+def test_export_help_names_commands_that_exist():
+    result = CliRunner().invoke(cli, ["export", "--help"])
+    assert result.exit_code == 0 and "--data" in result.output
+    assert "`fold`" not in result.output and "`build`" in result.output
 
 
 def _variant_profile(version: str, precision: str):
@@ -217,14 +350,18 @@ def test_bundle_carries_the_onnx_variant_the_plan_builds_from_and_the_kit_checks
     tmp_path, version, precision, model_file
 ):
     from wave_deploy.exporters import export_for_profile
+    from wave_deploy.exporters.base import data_inputs
     from wave_deploy.folding import load_folded_file
 
     model, spec, _ = load_folded_file(_checkpoint_path(tmp_path))
-    summary = export_for_profile(model, spec, _variant_profile(version, precision), tmp_path / "out")
+    summary = export_for_profile(
+        model, spec, _variant_profile(version, precision), tmp_path / "out", **data_inputs(builtin_data())
+    )
     plan = json.loads((tmp_path / "out" / "bundle" / "plan.json").read_text())
     assert plan["models"][plan["build_plan"]["onnx_variant"]] == model_file
     assert plan["trtexec_build"][1] == f"--onnx={model_file}"
-    assert summary["onnx"]["variants"][0]["precision"] == precision
+    [chosen] = [v for v in summary["onnx"]["variants"] if v["chosen"]]
+    assert chosen["precision"] == precision and chosen["passed"] and chosen["file"] == model_file
     proc = run_kit(
         tmp_path / "out" / "bundle", "--runtime", "onnxruntime", "--iterations", "3", "--threads", "1"
     )
@@ -234,26 +371,7 @@ def test_bundle_carries_the_onnx_variant_the_plan_builds_from_and_the_kit_checks
     assert report["parity"]["tolerance"] == plan["tolerances"][precision] and report["parity"]["passed"]
 
 
-def test_int8_cpu_profile_gets_dynamic_quantization_checked_on_given_validation_images(tmp_path):
-    from wave_deploy.exporters import export_for_profile
-    from wave_deploy.folding import load_folded_file
-    from wave_deploy.profiles import load_profile
-
-    model, spec, _ = load_folded_file(_checkpoint_path(tmp_path))
-    x86 = load_profile("x86-cpu")
-    profile = x86.model_copy(update={"runtime": x86.runtime.model_copy(update={"precision": "int8"})})
-    validation = np.random.default_rng(5).uniform(-1, 1, (40, 1, 28, 28)).astype(np.float32)
-    summary = export_for_profile(
-        model, spec, profile, tmp_path / "out", exporter="legacy", validation=validation
-    )
-    [int8] = summary["onnx"]["variants"]
-    assert (int8["precision"], int8["method"], int8["n_validation"]) == ("int8", "dynamic", 40)
-    assert int8["passed"] and summary["onnx"]["validation_source"] == "given validation data"
-    assert (tmp_path / "out" / "model.int8.onnx").is_file() and summary["tensorrt"]["target"] is False
-
-
 def _checkpoint_path(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
     path = tmp_path / "folded.safetensors"
-    save_folded(path, VisionTransformer(**SPEC.timm_kwargs()).eval().state_dict(), SPEC)
+    save_folded(path, trained_state(), SPEC)
     return path

@@ -1,4 +1,7 @@
-"""ONNX export: one checked file, dynamic batch, fused LayerNorm, deterministic bytes, parity gates, variants."""
+"""ONNX export: one checked file, dynamic batch, fused LayerNorm, deterministic bytes, the fp32 parity gate.
+
+The fp16 / int8 variants are tested in test_quantize.py.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ import importlib.util
 import re
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 import torch
@@ -96,66 +98,6 @@ def test_opset_below_17_and_unknown_exporter_are_refused(tmp_path):
     with pytest.raises(UsageError, match="exporter"):
         ox.export_onnx(make_model(), SPEC, tmp_path / "m.onnx", exporter="tracing")
     assert not (tmp_path / "m.onnx").exists()
-
-
-def test_fp16_variant_stores_half_weights_keeps_fp32_io_and_meets_its_tolerance(tmp_path, dynamo_export):
-    model, result, _ = dynamo_export
-    path = ox.make_fp16(result.path, tmp_path / "model.fp16.onnx")
-    proto = onnx.load(path)
-    float_inits = [
-        i
-        for i in proto.graph.initializer
-        if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
-    ]
-    assert float_inits and all(
-        i.data_type == onnx.TensorProto.FLOAT16 for i in float_inits if len(i.dims) >= 2
-    )
-    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
-    assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
-    validation = ox.seeded_inputs(SPEC, 32, seed=7)
-    res = ox.evaluate_variant(path, model, validation, precision="fp16", method="float16-cast-io")
-    assert res.passed and 0 < res.max_abs_err <= ox.TOLERANCES["fp16"].limit(
-        ox.torch_outputs(model, validation)
-    )
-    assert res.n_validation == 32 and 0.0 <= res.top1_agreement <= 1.0
-
-
-def test_int8_dynamic_variant_quantizes_matmuls_and_records_top1_agreement(tmp_path, dynamo_export):
-    model, result, _ = dynamo_export
-    path = ox.make_int8(result.path, tmp_path / "model.int8.onnx", method="dynamic")
-    ops = {n.op_type for n in onnx.load(path).graph.node}
-    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops
-    validation = ox.seeded_inputs(SPEC, 32, seed=8)
-    res = ox.evaluate_variant(path, model, validation, precision="int8", method="dynamic")
-    assert res.passed and res.max_abs_err > 0
-    ref, got = ox.torch_outputs(model, validation), ox._ort_run(path, validation)
-    assert res.top1_agreement == pytest.approx(np.mean(ref.argmax(1) == got.argmax(1)))
-
-
-def test_int8_qdq_variant_is_symmetric_for_tensorrt(tmp_path, dynamo_export):
-    model, result, _ = dynamo_export
-    calibration = [ox.seeded_inputs(SPEC, 8, seed=s) for s in range(2)]
-    path = ox.make_int8(result.path, tmp_path / "model.int8.qdq.onnx", method="qdq", calibration=calibration)
-    proto = onnx.load(path)
-    q_nodes = [n for n in proto.graph.node if n.op_type == "QuantizeLinear"]
-    assert q_nodes
-    inits = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
-    zero_points = [inits[n.input[2]] for n in q_nodes if len(n.input) > 2 and n.input[2] in inits]
-    assert zero_points and all(np.all(z == 0) for z in zero_points)  # TensorRT needs zero point 0
-    res = ox.evaluate_variant(path, model, ox.seeded_inputs(SPEC, 32, seed=9), precision="int8", method="qdq")
-    assert res.passed
-
-
-def test_variant_beyond_its_tolerance_raises_parity_error(tmp_path, dynamo_export):
-    _, result, _ = dynamo_export
-    path = ox.make_fp16(result.path, tmp_path / "model.fp16.onnx")
-    drifted = make_model()
-    with torch.no_grad():
-        drifted.head.bias += 1.0
-    with pytest.raises(ParityError, match="fp16"):
-        ox.evaluate_variant(
-            path, drifted, ox.seeded_inputs(SPEC, 4), precision="fp16", method="float16-cast-io"
-        )
 
 
 def test_slimming_needs_onnxslim_and_never_changes_outputs(tmp_path):

@@ -308,11 +308,11 @@ def _train(
 
 
 def _export(out_dir: Path, profile, data, options: BuildOptions) -> StageOutput:
-    from wave_deploy.exporters.base import export_for_profile
+    from wave_deploy.exporters.base import data_inputs, export_for_profile
     from wave_deploy.folding import load_folded_file
 
     model, spec, _ = load_folded_file(out_dir / "model.safetensors")
-    validation = data.val_x[:256].numpy()
+    # validation split (up to 1000 images, labelled) judges the variants; 256 seeded training images calibrate int8
     summary = export_for_profile(
         model,
         spec,
@@ -321,12 +321,12 @@ def _export(out_dir: Path, profile, data, options: BuildOptions) -> StageOutput:
         opset=options.opset,
         exporter=options.exporter,
         seed=options.seed,
-        validation=validation,
+        **data_inputs(data, seed=options.seed),
     )
     files = ["export.json", "model.onnx"] + [p.name for p in out_dir.glob("model.*.onnx")]
     files += [
         str(p.relative_to(out_dir))
-        for sub in ("bundle", "engine")
+        for sub in ("bundle", "engine", "rejected")
         for p in (out_dir / sub).rglob("*")
         if p.is_file()
     ]
@@ -340,8 +340,9 @@ def _bench(out_dir: Path, profile, exported: dict, options: BuildOptions) -> Sta
     from wave_deploy.bench.runners import OrtRunner, benchmark_samples
 
     onnx = out_dir / "model.onnx"
-    if profile.software.runtime == "onnxruntime" and profile.runtime.precision == "int8":
-        onnx = next(iter(sorted(out_dir.glob("model.int8*.onnx"))), onnx)
+    chosen = [v for v in exported["onnx"].get("variants", []) if v.get("chosen") and v.get("file")]
+    if profile.software.runtime == "onnxruntime" and profile.runtime.precision == "int8" and chosen:
+        onnx = out_dir / chosen[0]["file"]  # the int8 file the device runs (fp16 on a CPU: timed as fp32)
     runner = OrtRunner(onnx, threads=profile.runtime.intra_op_threads)
     stats, samples = benchmark_samples(
         runner,

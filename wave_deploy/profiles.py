@@ -82,6 +82,18 @@ class RuntimeSettings(_Strict):
     input_size_px: int = Field(gt=0, description="The input resolution the budgets were set for.")
     workspace_mib: int | None = Field(default=None, gt=0)
     intra_op_threads: int | None = Field(default=None, gt=0)
+    int8_method: Literal["static", "dynamic"] = Field(
+        default="static",
+        description="static: QDQ calibrated on training images; dynamic: activations quantized at run time "
+        "(ONNX Runtime only).",
+    )
+    max_accuracy_drop_points: float = Field(
+        default=1.0,
+        ge=-100,
+        le=100,
+        description="fp16/int8 variants pass when their validation top-1 is at most this many percentage "
+        "points below the ONNX fp32 model's.",
+    )
 
     @model_validator(mode="after")
     def _batch_order(self) -> RuntimeSettings:
@@ -136,6 +148,10 @@ class DeviceProfile(_Strict):
             raise ValueError("runtime 'tensorrt' needs accelerator 'gpu'")
         if self.software.runtime == "tensorrt" and not self.software.tensorrt_version:
             raise ValueError("runtime 'tensorrt' needs software.tensorrt_version")
+        if self.software.runtime == "tensorrt" and self.runtime.int8_method == "dynamic":
+            raise ValueError(
+                "runtime.int8_method 'dynamic' needs runtime 'onnxruntime' (TensorRT needs Q/DQ)"
+            )
         if self.budgets.latency_batch > self.runtime.batch_max:
             raise ValueError("budgets.latency_batch is larger than runtime.batch_max")
         return self

@@ -20,20 +20,25 @@ from wave_deploy.cli.output import console, is_quiet, print_json
 @click.option(
     "--slim", is_flag=True, help="Slim the graph with onnxslim (optional extra); outputs are re-checked."
 )
-@seed_option("Seed of the reference inputs.")
+@click.option("--data", "data_path", type=click.Path(path_type=str), default=None,
+              help="ImageFolder tree (the build's data): its validation split judges the fp16/int8 variants "
+                   "and 256 of its training images calibrate int8. Default: built-in MNIST-5k.")  # fmt: skip
+@seed_option("Seed of the reference inputs, the data split and the calibration sample.")
 @click.option("--no-engine", is_flag=True, help="Never build a TensorRT engine here; write a bundle instead.")
 @json_option("Print one JSON summary on stdout.")
 def export(
-    checkpoint: Path, profile_name: str, out_dir: Path, opset: int, exporter: str, slim: bool, seed: int,
-    no_engine: bool, as_json: bool,
+    checkpoint: Path, profile_name: str, out_dir: Path, opset: int, exporter: str, slim: bool,
+    data_path: str | None, seed: int, no_engine: bool, as_json: bool,
 ) -> None:  # fmt: skip
-    """Export a folded CHECKPOINT (.safetensors from `fold`) for a device profile.
+    """Export a folded CHECKPOINT for a device profile: model.safetensors from `build` or `init`'s output.
 
-    Writes OUT/model.onnx (checked against PyTorch in ONNX Runtime: fp32 max abs error <= 1e-4, else exit 7),
-    the fp16 or int8 variant the profile's precision asks for (each checked against its stated tolerance,
-    top-1 agreement recorded), and for TensorRT targets the build plan plus either a local engine (GPU and
-    TensorRT present, profile not built on the device) or OUT/bundle/ with the on-device kit.
-    Exit codes: 3 missing/invalid checkpoint or profile, 4 missing dependency, 7 parity failure.
+    Writes OUT/model.onnx (checked against PyTorch in ONNX Runtime: fp32 max abs error <= 1e-4, else exit 7)
+    and the fp16 and int8 variants, each judged by its top-1 drop against ONNX fp32 on the --data validation
+    split (runtime.max_accuracy_drop_points, default 1); a variant that fails goes to OUT/rejected/ and
+    export.json says by how much. TensorRT targets also get the build plan and a local engine (GPU and
+    TensorRT present, profile not built on the device) or OUT/bundle/; ONNX Runtime targets get OUT/bundle/.
+    Exit codes: 3 missing/invalid checkpoint, profile or data, 4 missing dependency, 7 fp32 parity failure
+    or the profile's own precision failed its accuracy gate (export.json is written first).
     """
     from wave_deploy.errors import InvalidInputError
     from wave_deploy.fileio import check_writable_dir, remove_stale_parts
@@ -46,19 +51,50 @@ def export(
     check_writable_dir(out_dir, "--out")  # before the export: exit 3 naming the path
     remove_stale_parts(out_dir)  # temporary files of a killed earlier run
     profile = load_profile(profile_name)
+    from wave_deploy.errors import ParityError
     from wave_deploy.exporters.base import export_for_profile
     from wave_deploy.folding import load_folded_file
 
     model, spec, _extra = load_folded_file(checkpoint)
+    inputs = _data_inputs(data_path, spec, seed)
     summary = export_for_profile(
         model, spec, profile, out_dir, opset=opset, exporter=exporter, slim=slim, seed=seed,
-        build_engine=not no_engine,
+        build_engine=not no_engine, **inputs,
     )  # fmt: skip
     if as_json:
         print_json(summary)
-        return
-    if is_quiet():
-        return
+    elif not is_quiet():
+        _print_summary(summary)
+    if not summary["onnx"]["chosen_passed"]:
+        chosen = next(v for v in summary["onnx"]["variants"] if v["chosen"])
+        raise ParityError(f"the profile's precision failed its accuracy gate: {chosen['failure']}",
+                          hint=f"export.json is written; the file is in {out_dir / 'rejected'}")  # fmt: skip
+
+
+def _data_inputs(data_path: str | None, spec, seed: int) -> dict:
+    """Validation and calibration arrays from --data (default: the built-in data when it fits the model)."""
+    from wave_deploy import data as datasets
+    from wave_deploy.errors import InvalidInputError
+    from wave_deploy.exporters.base import data_inputs
+
+    if data_path is None:
+        data = datasets.load(None, seed=seed)
+    else:
+        data = datasets.load(data_path, seed=seed, img_size=spec.img_size, in_chans=spec.in_chans)
+    shape, wanted = tuple(data.train_x.shape[1:]), (spec.in_chans, spec.img_size, spec.img_size)
+    if shape != wanted and data_path is not None:
+        raise InvalidInputError(f"{data_path} gives {shape} images but the checkpoint's model takes {wanted}")
+    if shape != wanted:  # no --data and the built-in digits do not fit: seeded random images, said so
+        click.echo(
+            f"warning: the built-in data ({shape}) does not fit this model {wanted}: int8 is calibrated on "
+            "random images and no accuracy is measured; pass --data",
+            err=True,
+        )
+        return {}
+    return data_inputs(data, seed=seed)
+
+
+def _print_summary(summary: dict) -> None:
     out = console()
     onnx = summary["onnx"]
     parity = onnx["parity"]
@@ -67,14 +103,24 @@ def export(
     out.print(
         f"parity fp32: max abs error {parity['max_abs_err']:.2e} <= {parity['limit']:.0e}  PASS", markup=False
     )
+    acc = onnx.get("accuracy")
+    if acc:
+        out.print(f"top-1 on {acc['n_images']} validation images: PyTorch fp32 {acc['torch_fp32_top1']:.2%}, "
+                  f"ONNX fp32 {acc['onnx_fp32_top1']:.2%}", markup=False)  # fmt: skip
     for v in onnx["variants"]:
-        out.print(f"{v['precision']} ({v['method']}): {v['path']}  max abs error {v['max_abs_err']:.2e}, "
-                  f"top-1 agreement {v['top1_agreement']:.3f} on {v['n_validation']} inputs", markup=False)  # fmt: skip
-    trt = summary["tensorrt"]
-    if not trt["target"]:
-        out.print(trt["reason"], markup=False)
-    elif "engine" in trt:
-        out.print(f"TensorRT engine: {trt['engine']['path']}", markup=False)
-    else:
-        out.print(f"on-device bundle: {trt['bundle']} ({trt['bundle_reason']})", markup=False)
-        out.print("copy the bundle to the device and run, inside it: python3 run_on_device.py", markup=False)
+        top1 = (
+            f"top-1 {v['top1']:.2%} ({-v['top1_drop_points']:+.2f} points), " if v["top1"] is not None else ""
+        )
+        verdict = "PASS" if v["passed"] else f"FAIL, moved to {v['rejected_to']}: {v['failure']}"
+        out.print(f"{v['precision']} ({v['method']}){' [profile precision]' if v['chosen'] else ''}: {top1}"
+                  f"agreement {v['top1_agreement']:.3f} on {v['n_images']} images  {verdict}", markup=False)  # fmt: skip
+    for section in (summary["tensorrt"], summary["onnxruntime"]):
+        if section.get("engine"):
+            out.print(f"TensorRT engine: {section['engine']['path']}", markup=False)
+        elif section.get("bundle"):
+            out.print(f"on-device bundle: {section['bundle']} ({section['bundle_reason']})", markup=False)
+            out.print(
+                "copy the bundle to the device and run, inside it: python3 run_on_device.py", markup=False
+            )
+        elif section["target"]:
+            out.print(f"no bundle: {section['bundle_reason']}", markup=False)

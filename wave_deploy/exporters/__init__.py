@@ -1,5 +1,6 @@
-"""Exporters (DESIGN section 6): ONNX with parity gates (onnx.py), TensorRT plans and engines (tensorrt.py),
-the on-device bundle (bundle.py), and the small interface and registry that join them (base.py).
+"""Exporters (DESIGN section 6): ONNX with its fp32 parity gate (onnx.py), fp16 / int8 variants and their
+accuracy gate (quantize.py), TensorRT plans and engines (tensorrt.py), the on-device bundle (bundle.py), and
+the small interface and registry that join them (base.py).
 
 Importing this package imports neither torch, onnx, onnxruntime nor tensorrt.
 """

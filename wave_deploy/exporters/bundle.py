@@ -1,12 +1,16 @@
 """The on-device bundle: everything a device needs to build, check and benchmark the model by itself.
 
 bundle/
-  model.onnx            fp32 ONNX (plus model.fp16.onnx / model.int8.qdq.onnx when the plan builds from one)
-  plan.json             build plan, tolerances, reference batches, the trtexec lines
+  model.onnx            fp32 ONNX, plus the profile's precision variant when it is not fp32
+                        (model.fp16.onnx, model.int8.qdq.onnx for TensorRT, model.int8.onnx for ONNX Runtime)
+  plan.json             models and their sha256, tolerances, reference batches, the labelled subset's
+                        expected top-1, the build plan and trtexec lines (TensorRT), null otherwise
   reference.npz         seeded inputs and fp32 PyTorch outputs per batch (inputs_b{B}, outputs_b{B})
+  validation.npz        labelled validation images (images, labels), at most VALIDATION_IMAGES of them and
+                        VALIDATION_MAX_BYTES in all, when the build had labelled validation data
   run_on_device.py      the kit (copied from the installed package wave_deploy._kit)
   kit_common.py, trt_device.py
-  README.md             the one command to run, and the exact trtexec line
+  README.md             the one command to run (and the exact trtexec line for TensorRT)
 """
 
 from __future__ import annotations
@@ -24,7 +28,15 @@ from wave_deploy.fileio import sha256_file, write_bytes, write_json, write_text
 
 BUNDLE_SCHEMA_VERSION = 1
 KIT_FILES = ("run_on_device.py", "kit_common.py", "trt_device.py")
-MODEL_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8_qdq": "model.int8.qdq.onnx"}
+MODEL_FILES = {
+    "fp32": "model.onnx",
+    "fp16": "model.fp16.onnx",
+    "int8_qdq": "model.int8.qdq.onnx",  # TensorRT: symmetric Q/DQ
+    "int8": "model.int8.onnx",  # ONNX Runtime
+}
+VALIDATION_FILE = "validation.npz"
+VALIDATION_IMAGES = 256  # labelled images the kit measures the device's top-1 on
+VALIDATION_MAX_BYTES = 32 << 20  # fewer images when 256 would be larger (224 px RGB: 55 images)
 
 
 def kit_source(name: str) -> bytes:
@@ -44,9 +56,11 @@ def _readme(profile, plan: BuildPlan | None, trtexec_line: str | None, tolerance
         "python3 run_on_device.py" + ("" if plan else " --runtime onnxruntime"),
         "```",
         "",
-        "It needs Python 3 with numpy, and TensorRT (trtexec) or onnxruntime. It builds the engine (TensorRT),",
-        "checks the outputs on reference.npz against PyTorch's, benchmarks, and writes device_report.json.",
-        "Exit codes: 0 ok, 3 invalid bundle, 4 missing runtime or GPU, 6 build failed, 7 parity failed.",
+        "It needs Python 3 with numpy, and TensorRT (trtexec) or onnxruntime. It checks the model files'",
+        "sha256 against plan.json, builds the engine (TensorRT), checks the outputs on reference.npz against",
+        "PyTorch's, measures top-1 on validation.npz (ONNX Runtime) and peak memory, benchmarks, and writes",
+        "device_report.json. Exit codes: 0 ok, 3 invalid bundle (or a model file that does not match its",
+        "sha256), 4 missing runtime or GPU, 6 build failed, 7 parity or accuracy gate failed.",
         "`python3 run_on_device.py --runtime onnxruntime` checks the bundle with ONNX Runtime on any machine.",
         "",
     ]
@@ -82,8 +96,13 @@ def write_bundle(
     *,
     variants: dict[str, str | Path] | None = None,
     tolerances: dict[str, dict] | None = None,
+    validation: tuple | None = None,
 ) -> Path:
-    """Write the bundle directory; ``reference_*`` map batch size -> array. Returns ``out_dir``."""
+    """Write the bundle directory; ``reference_*`` map batch size -> array. Returns ``out_dir``.
+
+    ``plan`` is None for ONNX Runtime profiles. ``validation`` is (images, labels or None, ...): with labels,
+    the first images go to validation.npz and plan.json records the top-1 this machine measured on them.
+    """
     from wave_deploy.exporters.onnx import TOLERANCES, onnx_io
 
     out_dir = Path(out_dir)
@@ -116,6 +135,8 @@ def write_bundle(
     np.savez(buffer, **arrays)
     write_bytes(out_dir / "reference.npz", buffer.getvalue())
 
+    subset = _write_validation(out_dir, validation, models, profile)
+
     build_line = bench_line = None
     if plan is not None:
         onnx_file = models[plan.onnx_variant]
@@ -138,6 +159,7 @@ def write_bundle(
         "build_plan": plan.to_dict() if plan is not None else None,
         "trtexec_build": build_line,
         "trtexec_bench": bench_line,
+        "validation": subset,
     }
     write_json(out_dir / "plan.json", manifest)
     for name in KIT_FILES:
@@ -146,3 +168,28 @@ def write_bundle(
     line = shlex.join(bench_line) if bench_line else None
     write_text(out_dir / "README.md", _readme(profile, plan, line, tolerances))
     return out_dir
+
+
+def _write_validation(out_dir: Path, validation: tuple | None, models: dict, profile) -> dict | None:
+    """validation.npz and what this machine measured on it: {"file", "n_images", "top1": {file: top-1}, ...}."""
+    from wave_deploy.exporters.quantize import ort_logits, top1
+
+    (out_dir / VALIDATION_FILE).unlink(missing_ok=True)
+    if validation is None or validation[1] is None:
+        return None
+    images, labels = np.asarray(validation[0], dtype=np.float32), np.asarray(validation[1], dtype=np.int64)
+    n = min(VALIDATION_IMAGES, len(images), max(1, VALIDATION_MAX_BYTES // images[0].nbytes))
+    images, labels = np.ascontiguousarray(images[:n]), labels[:n]
+    buffer = io.BytesIO()
+    np.savez(buffer, images=images, labels=labels)
+    write_bytes(out_dir / VALIDATION_FILE, buffer.getvalue())
+    measured = {
+        name: top1(ort_logits(out_dir / name, images), labels) for name in sorted(set(models.values()))
+    }
+    return {
+        "file": VALIDATION_FILE,
+        "n_images": int(n),
+        "top1": measured,  # ONNX Runtime (CPU) on the build machine, per model file
+        "onnx_fp32_top1": measured[MODEL_FILES["fp32"]],
+        "max_drop_points": float(profile.runtime.max_accuracy_drop_points),
+    }
