@@ -195,3 +195,24 @@ def test_json_mode_prints_one_error_object_on_every_failing_exit(args):
     assert result.exit_code not in (0, 1), result.output
     obj = _one_json(result)
     assert obj["ok"] is False and obj["exit_code"] == result.exit_code and obj["error"]["message"]
+
+
+def test_a_precision_that_fails_its_accuracy_gate_exits_7_with_a_failing_report(bank_path, tmp_path):
+    out = tmp_path / "out"
+    lenient = ["--set", "runtime.precision=int8", "--set", "runtime.max_accuracy_drop_points=100"]
+    passing = _build(bank_path, out, *lenient, profiles=("raspberry-pi-5",))
+    assert passing.exit_code == 0, passing.output
+    gate = ["--set", "runtime.precision=int8", "--set", "runtime.max_accuracy_drop_points=-50"]
+    result = _build(bank_path, out, *gate, profiles=("raspberry-pi-5",))
+    assert result.exit_code == EXIT_PARITY_FAILED, result.output
+    obj = _one_json(result)
+    assert obj["exit_code"] == EXIT_PARITY_FAILED and obj["devices"][0]["error"]["stage"] == "export"
+    dev = out / "raspberry-pi-5"
+    report = load_report(dev)
+    assert report["verdict"] == "fail" and report["failure"]["stage"] == "export"
+    assert report["spec"] is not None and report["measured"]["local"] is None  # nothing timed
+    int8 = next(v for v in report["accuracy"]["variants"] if v["variant"].startswith("ONNX int8"))
+    assert int8["passed"] is False and int8["file"] == "rejected/model.int8.onnx"
+    assert not (dev / "model.int8.onnx").exists() and (dev / "rejected" / "model.int8.onnx").is_file()
+    md = (dev / "report.md").read_text()
+    assert "BUILD FAILED" in md and "— FAIL" in md.splitlines()[0]

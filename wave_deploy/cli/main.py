@@ -21,7 +21,7 @@ Exit codes:
   0 ok                        1 internal error (a bug)
   2 usage error               3 invalid config/profile/bank/data file
   4 missing dependency/hw     5 no model fits the budget
-  6 a stage failed            7 a parity check failed
+  6 a stage failed            7 a parity or accuracy gate failed
   8 the built model breaks a budget (report still written)"""
 
 # command name -> "module:attribute"; modules are imported only when the command runs or asks for --help.
