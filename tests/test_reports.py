@@ -170,3 +170,15 @@ def test_merge_refuses_a_device_latency_at_another_batch(tmp_path):
     dev["latency"]["batch"] = 8
     with pytest.raises(InvalidInputError, match="--batch 1"):
         merge_device_report(out, write_device(tmp_path / "d.json", dev))
+
+
+def test_markdown_lists_every_variants_top1_and_the_devices_own_after_a_merge(tmp_path):
+    out, report = write_build(tmp_path, "jetson")
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "| PyTorch fp32 | 93.12 % | 500 | — | — | ok |" in md
+    assert "| ONNX fp16 (float16-cast-io) | 93.02 % | 500 | +0.10 | <= 1 | ok |" in md
+    device = make_device_report(report, 1.0, accuracy={"top1": 0.9141, "n_images": 256, "source": "v.npz"})
+    merged = merge_device_report(out, write_device(tmp_path / "d.json", device))
+    assert merged["measured"]["device"]["accuracy"]["top1"] == 0.9141
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "top-1 91.41 % on 256 images of the bundle's labelled subset" in md

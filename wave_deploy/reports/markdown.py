@@ -144,6 +144,7 @@ def _md_memory_accuracy(r: dict) -> list[str]:
         ["ONNX top-1 agreement with PyTorch", fmt_pct(acc.get("onnx_top1_agreement"))],
     ]
     out += _table(["", ""], rows) if acc else ["Accuracy was not measured.", ""]
+    out += _md_variant_accuracy(r)
     rows = []
     for name in ("scaler", "dense"):
         phase = training.get(f"{name}_phase")
@@ -155,6 +156,31 @@ def _md_memory_accuracy(r: dict) -> list[str]:
     return out + (
         _table(["training phase", "steps", "last train loss", "last val accuracy"], rows) if rows else []
     )
+
+
+def _md_variant_accuracy(r: dict) -> list[str]:
+    """Top-1 of every exported variant on the validation split, its drop from ONNX fp32 and its gate; then the
+    device's own top-1 where a device report was merged."""
+    variants = (r.get("accuracy") or {}).get("variants") or []
+    device = (r.get("measured") or {}).get("device") or {}
+    if not variants and not device.get("accuracy"):
+        return []
+    rows = []
+    for v in variants:
+        gate = "—" if v.get("max_drop_points") is None else f"<= {v['max_drop_points']:g}"
+        result = {True: "ok", False: "FAIL"}.get(v.get("passed"), "—")
+        if v.get("passed") is False and v.get("file"):
+            result += f" (moved to {v['file']})"
+        drop = "—" if v.get("drop_points") is None else f"{v['drop_points']:+.2f}"
+        rows.append([v["variant"], fmt_pct(v.get("top1")), v.get("n_images") or "—", drop, gate, result])
+    out = [("Top-1 of every variant on the validation split (drop in points from the row above it for ONNX "
+           "fp32, from ONNX fp32 for fp16/int8):"), ""]  # fmt: skip
+    out += _table(["variant", "top-1", "images", "drop (points)", "gate", "result"], rows)
+    dev_acc = device.get("accuracy") or {}
+    if dev_acc.get("top1") is not None:
+        out += [(f"On the device ({device.get('precision', '?')}): top-1 {fmt_pct(dev_acc['top1'])} on "
+                f"{dev_acc.get('n_images', '?')} images of the bundle's labelled subset."), ""]  # fmt: skip
+    return out
 
 
 def _md_files(r: dict) -> list[str]:
