@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from wave_deploy.bench import engine as trt_engine
 from wave_deploy.errors import EXIT_MISSING_DEPENDENCY, InvalidInputError, MissingDependencyError, UsageError
 from wave_deploy.exporters import tensorrt as trt_x
 from wave_deploy.profiles import list_profiles, load_profile
@@ -115,7 +116,9 @@ BUILT = {"tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability":
 
 
 def test_engine_compat_accepts_the_building_machine():
-    trt_x.check_engine_compat(BUILT, tensorrt_version="10.3.0", gpu_name="Orin", compute_capability="8.7")
+    trt_engine.check_engine_compat(
+        BUILT, tensorrt_version="10.3.0", gpu_name="Orin", compute_capability="8.7"
+    )
 
 
 @pytest.mark.parametrize(
@@ -129,7 +132,7 @@ def test_engine_compat_accepts_the_building_machine():
 def test_engine_compat_refuses_another_gpu_or_tensorrt_with_exit_4(here, named):
     current = {**BUILT, **here}
     with pytest.raises(MissingDependencyError) as info:
-        trt_x.check_engine_compat(BUILT, **current)
+        trt_engine.check_engine_compat(BUILT, **current)
     assert info.value.exit_code == EXIT_MISSING_DEPENDENCY
     assert named in str(info.value)
 
@@ -148,9 +151,9 @@ def test_without_a_gpu_build_and_load_fail_with_exit_4_before_importing_tensorrt
         trt_x.build_engine(plan, tmp_path / "m.onnx", tmp_path / "m.engine")
     (tmp_path / "m.engine").write_bytes(b"not an engine")
     with pytest.raises(MissingDependencyError, match="no CUDA GPU"):
-        trt_x.load_engine(tmp_path / "m.engine")
+        trt_engine.load_engine(tmp_path / "m.engine")
     assert "tensorrt" not in sys.modules
-    usable, why = trt_x.tensorrt_status()
+    usable, why = trt_engine.tensorrt_status()
     assert not usable and "no CUDA GPU" in why
 
 

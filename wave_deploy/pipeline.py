@@ -11,6 +11,7 @@ that pick the same spec share one trained model (``<out>/.models/<key>/``).
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from collections.abc import Callable
@@ -19,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from wave_deploy import __version__
+from wave_deploy import data as datasets
+from wave_deploy.bench.runners import OrtRunner, benchmark_samples
+from wave_deploy.checkpoint import UnusableCheckpointError
 from wave_deploy.errors import (
     ALL_ERRORS,
     EXIT_BUDGET_BROKEN,
@@ -28,12 +32,19 @@ from wave_deploy.errors import (
     ParityError,
     WaveDeployError,
 )
-from wave_deploy.fileio import sha256_file, write_json
+from wave_deploy.exporters.base import data_inputs, export_for_profile
+from wave_deploy.fileio import atomic_path, check_writable_dir, remove_stale_parts, sha256_file, write_json
+from wave_deploy.folding import load_folded_file, save_folded
+from wave_deploy.latency import load_calibration
 from wave_deploy.manifest import StageOutput, StageRunner, shared_model_problem, stage_key
-from wave_deploy.profiles import DeviceProfile
+from wave_deploy.profiles import DeviceProfile, apply_overrides, load_profile
 from wave_deploy.reports import failure_of, load_report, write_failure_report, write_report_files
 from wave_deploy.reports.assemble import assemble_report, profile_section
 from wave_deploy.reports.merge import kept_device_report, merge_kept
+from wave_deploy.selection import SearchSpace, select
+from wave_deploy.spec import ViTSpec
+from wave_deploy.wave.bank import TemplateBank, default_bank_path
+from wave_deploy.wave.init import DensePhase, ScalerPhase, initialize
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +113,6 @@ def build(
     and the next profile is built all the same. Errors before any per-profile work (a bad profile, bank or
     data) raise, after marking failed the reports that the named profiles' directories already held.
     """
-    from wave_deploy import data as datasets
-    from wave_deploy.fileio import check_writable_dir
-    from wave_deploy.profiles import apply_overrides, load_profile
-    from wave_deploy.wave.bank import TemplateBank, default_bank_path
 
     check_writable_dir(options.out, "--out")  # before any work: exit 3 naming the path
     # validate every profile (and every --set) before any work
@@ -114,8 +121,6 @@ def build(
         bank_path = Path(options.templates) if options.templates else default_bank_path()
         bank = TemplateBank.load(bank_path)
         if options.calibration:
-            from wave_deploy.latency import load_calibration
-
             load_calibration(options.calibration)  # a missing or invalid file: exit 3 before any work
         geom = bank.geometry
         data = datasets.load_for_bank(
@@ -149,7 +154,7 @@ def _build_one(
             raise  # a bug (or an interrupt): the report says fail, the traceback says why
         log.warning("%s: build failed at stage %s: %s", profile.name, current[0], exc.one_line())
         if before_work and not (out_dir / "report.json").exists():
-            report = {"profile": profile_section(profile), "verdict": "fail", "failed_budgets": [],
+            report: dict[str, Any] = {"profile": profile_section(profile), "verdict": "fail", "failed_budgets": [],
                       "failure": failure.model_dump(), "spec": None}  # fmt: skip
         else:
             report = load_report(out_dir)
@@ -242,8 +247,7 @@ def _precision_gate(profile: DeviceProfile, exported: dict) -> ParityError | Non
     )
 
 
-def _plan(out_dir: Path, profile, bank, data, options: BuildOptions) -> StageOutput:
-    from wave_deploy.selection import SearchSpace, select
+def _plan(out_dir: Path, profile: DeviceProfile, bank, data, options: BuildOptions) -> StageOutput:
 
     space = SearchSpace.from_bank(bank.geometry, data.info.num_classes)
     selection = select(profile, space, objective=options.objective, calibration=options.calibration)
@@ -261,11 +265,6 @@ def _train(
     and retrained without being asked; ``--force`` discards the training checkpoints under
     ``.cache/train-<key>/`` (an unreadable checkpoint otherwise stops the build, naming that folder).
     """
-    from wave_deploy.checkpoint import UnusableCheckpointError
-    from wave_deploy.fileio import remove_stale_parts
-    from wave_deploy.folding import save_folded
-    from wave_deploy.spec import ViTSpec
-    from wave_deploy.wave.init import DensePhase, ScalerPhase, initialize
 
     shared = out_dir.parent / ".models" / key
     cache = out_dir.parent / ".cache" / f"train-{key}"
@@ -307,9 +306,7 @@ def _train(
     return StageOutput(_read_json(out_dir / "train.json"), ["model.safetensors", "train.json"])
 
 
-def _export(out_dir: Path, profile, data, options: BuildOptions) -> StageOutput:
-    from wave_deploy.exporters.base import data_inputs, export_for_profile
-    from wave_deploy.folding import load_folded_file
+def _export(out_dir: Path, profile: DeviceProfile, data, options: BuildOptions) -> StageOutput:
 
     model, spec, _ = load_folded_file(out_dir / "model.safetensors")
     # validation split (up to 1000 images, labelled) judges the variants; 256 seeded training images calibrate int8
@@ -335,9 +332,8 @@ def _export(out_dir: Path, profile, data, options: BuildOptions) -> StageOutput:
     return StageOutput(summary, files)
 
 
-def _bench(out_dir: Path, profile, exported: dict, options: BuildOptions) -> StageOutput:
+def _bench(out_dir: Path, profile: DeviceProfile, exported: dict, options: BuildOptions) -> StageOutput:
     """Time the model the profile's runtime would run, with ONNX Runtime on this build machine."""
-    from wave_deploy.bench.runners import OrtRunner, benchmark_samples
 
     onnx = out_dir / "model.onnx"
     chosen = [v for v in exported["onnx"].get("variants", []) if v.get("chosen") and v.get("file")]
@@ -362,7 +358,14 @@ def _bench(out_dir: Path, profile, exported: dict, options: BuildOptions) -> Sta
 
 
 def _report(
-    out_dir: Path, profile, plan: dict, trained: dict, exported: dict, bench: dict | None, data, failure
+    out_dir: Path,
+    profile: DeviceProfile,
+    plan: dict,
+    trained: dict,
+    exported: dict,
+    bench: dict | None,
+    data,
+    failure,
 ) -> StageOutput:
     bench_full = _read_json(out_dir / "bench.json") if bench is not None else None
     report = assemble_report(out_dir, profile, plan, trained, exported, bench_full, data, failure)
@@ -404,13 +407,11 @@ def _file_hash(path: str | None) -> str | None:
 
 
 def _read_json(path: Path) -> dict:
-    import json
 
     return json.loads(path.read_text())
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    from wave_deploy.fileio import atomic_path
 
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)

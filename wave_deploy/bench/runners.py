@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from wave_deploy import probe
+from wave_deploy.bench.engine import load_engine
 from wave_deploy.bench.stats import (
     TIMED_COMPUTE,
     TIMED_HOST_TO_HOST,
@@ -43,9 +44,11 @@ class Runner(Protocol):
         str  # runtime, version and what actually executes, e.g. "onnxruntime 1.32.0 [CPUExecutionProvider]"
     )
     hardware: str
-    threads: int | None
     sample_shape: tuple[int, ...]  # one input sample, without the batch axis: (C, H, W)
     on_device: bool  # True when the model runs on an accelerator (compute-only timing is meaningful)
+
+    @property
+    def threads(self) -> int | None: ...  # intra-op threads, where the runtime has such a setting
 
     def run(self, inputs: np.ndarray) -> np.ndarray: ...
 
@@ -185,8 +188,6 @@ class TensorRTRunner:
 
     def __init__(self, engine_path: str | Path):
         import torch
-
-        from wave_deploy.exporters.tensorrt import load_engine
 
         self._torch = torch
         self.engine, self.trt, meta = load_engine(engine_path)

@@ -16,15 +16,23 @@ bundle/
 from __future__ import annotations
 
 import io
+import logging
 import shlex
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from wave_deploy.errors import InvalidInputError, UsageError
+from wave_deploy.exporters.base import ExportContext
+from wave_deploy.exporters.onnx import TOLERANCES, onnx_io
+from wave_deploy.exporters.quantize import ort_logits, top1
 from wave_deploy.exporters.tensorrt import BuildPlan, trtexec_command
 from wave_deploy.fileio import sha256_file, write_bytes, write_json, write_text
+from wave_deploy.profiles import DeviceProfile
+
+log = logging.getLogger(__name__)
 
 BUNDLE_SCHEMA_VERSION = 1
 KIT_FILES = ("run_on_device.py", "kit_common.py", "trt_device.py")
@@ -44,11 +52,13 @@ def kit_source(name: str) -> bytes:
     return resources.files("wave_deploy._kit").joinpath(name).read_bytes()
 
 
-def _readme(profile, plan: BuildPlan | None, trtexec_line: str | None, tolerances: dict) -> str:
+def _readme(
+    profile: DeviceProfile, plan: BuildPlan | None, trtexec_line: str | None, tolerances: dict
+) -> str:
     lines = [
         f"# wave-deploy bundle for {profile.name}",
         "",
-        profile.description,
+        profile.description or "",
         "",
         "Copy this directory to the device and run, inside it:",
         "",
@@ -76,7 +86,7 @@ def _readme(profile, plan: BuildPlan | None, trtexec_line: str | None, tolerance
             f"TensorRT {plan.tensorrt_version} ({plan.path} path, {plan.precision}). The exact trtexec line:",
             "",
             "```sh",
-            trtexec_line,
+            trtexec_line or "",
             "```",
             "",
         ]
@@ -103,7 +113,6 @@ def write_bundle(
     ``plan`` is None for ONNX Runtime profiles. ``validation`` is (images, labels or None, ...): with labels,
     the first images go to validation.npz and plan.json records the top-1 this machine measured on them.
     """
-    from wave_deploy.exporters.onnx import TOLERANCES, onnx_io
 
     out_dir = Path(out_dir)
     onnx_path = Path(onnx_path)
@@ -127,7 +136,7 @@ def write_bundle(
     if "int8_qdq" in models:
         models.setdefault("int8", models["int8_qdq"])
 
-    arrays = {}
+    arrays: dict[str, Any] = {}
     for batch in sorted(reference_inputs):
         arrays[f"inputs_b{batch}"] = np.ascontiguousarray(reference_inputs[batch], dtype=np.float32)
         arrays[f"outputs_b{batch}"] = np.ascontiguousarray(reference_outputs[batch], dtype=np.float32)
@@ -170,9 +179,10 @@ def write_bundle(
     return out_dir
 
 
-def _write_validation(out_dir: Path, validation: tuple | None, models: dict, profile) -> dict | None:
+def _write_validation(
+    out_dir: Path, validation: tuple | None, models: dict, profile: DeviceProfile
+) -> dict | None:
     """validation.npz and what this machine measured on it: {"file", "n_images", "top1": {file: top-1}, ...}."""
-    from wave_deploy.exporters.quantize import ort_logits, top1
 
     (out_dir / VALIDATION_FILE).unlink(missing_ok=True)
     if validation is None or validation[1] is None:
@@ -193,3 +203,30 @@ def _write_validation(out_dir: Path, validation: tuple | None, models: dict, pro
         "onnx_fp32_top1": measured[MODEL_FILES["fp32"]],
         "max_drop_points": float(profile.runtime.max_accuracy_drop_points),
     }
+
+
+class OnnxRuntimeKitExporter:
+    """ONNX Runtime profiles: bundle/ with the profile's model file, references, a labelled subset and the kit."""
+
+    name = "onnxruntime"
+
+    def export(self, ctx: ExportContext) -> dict:
+        profile = ctx.profile
+        if profile.software.runtime != "onnxruntime":
+            return {
+                "target": False,
+                "reason": f"not an ONNX Runtime target (runtime {profile.software.runtime})",
+            }
+        precision = profile.runtime.precision
+        if not ctx.chosen_passed:
+            why = f"the {precision} ONNX variant failed its accuracy gate (export.json onnx.variants)"
+            return {"target": True, "bundle": None, "bundle_reason": why}
+        variants = {"int8": ctx.variant_paths["int8"]} if precision == "int8" else {}
+        if precision == "fp16":
+            variants = {"fp16": ctx.variant_paths["fp16"]}
+        bundle = write_bundle(
+            ctx.out_dir / "bundle", ctx.fp32_onnx, None, ctx.reference_inputs, ctx.reference_outputs, profile,
+            variants=variants, validation=ctx.validation_used,
+        )  # fmt: skip
+        log.info("wrote on-device bundle %s (ONNX Runtime)", bundle)
+        return {"target": True, "bundle": str(bundle), "bundle_reason": "ONNX Runtime on-device kit"}

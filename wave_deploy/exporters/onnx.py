@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from wave_deploy.errors import InvalidInputError, MissingDependencyError, ParityError, UsageError
+from wave_deploy.exporters import quantize as qz
 from wave_deploy.fileio import atomic_path, sha256_file
 from wave_deploy.spec import ViTSpec
 
@@ -304,18 +305,14 @@ def check_parity(
 
 def make_fp16(onnx_path: str | Path, out_path: str | Path) -> Path:
     """The fp16 variant (``quantize.make_fp16``); kept here for callers of this module (latency calibration)."""
-    from wave_deploy.exporters.quantize import make_fp16 as fp16
-
-    return fp16(onnx_path, out_path)
+    return qz.make_fp16(onnx_path, out_path)
 
 
 def make_int8(
     onnx_path: str | Path, out_path: str | Path, *, method: str, calibration: np.ndarray | None = None
 ) -> Path:
     """An int8 variant for timing: ``method`` 'dynamic', or 'static' (the default export's QDQ, calibrated on
-    ``calibration`` images, seeded random ones when None). Exports judge theirs in ``quantize``/``base``."""
-    from wave_deploy.exporters import quantize as qz
-
+    ``calibration`` images, seeded random ones when None). Exports judge theirs in ``onnx_stage``."""
     if method == "dynamic":
         qz.make_int8_dynamic(onnx_path, out_path)
     elif method == "static":

@@ -215,7 +215,7 @@ def judge_variant(
             f"on {len(labels)} validation images (allowed: {max_drop_points:g})"
         )  # fmt: skip
     else:  # no labels: the share of changed predictions bounds the accuracy drop from above
-        acc = drop = None
+        acc, drop = None, None
         changed = round((1.0 - agreement) * 100.0, 6)
         passed = changed <= max_drop_points
         failure = None if passed else (

@@ -19,13 +19,13 @@ import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from wave_deploy import probe
+from wave_deploy.bench.engine import ENGINE_META, cuda_gpu, import_tensorrt
 from wave_deploy.errors import InvalidInputError, MissingDependencyError, StageFailedError, UsageError
 from wave_deploy.fileio import sha256_file, write_bytes, write_json
+from wave_deploy.profiles import DeviceProfile
 
 log = logging.getLogger(__name__)
 
-ENGINE_META = "engine.json"
 TIMING_CACHE = "timing.cache"
 PLAN_SCHEMA_VERSION = 1
 PATH_FLAGS = "flags"
@@ -97,7 +97,7 @@ class BuildPlan:
             raise InvalidInputError(f"invalid build plan: {exc}") from exc
 
 
-def is_tensorrt_target(profile) -> bool:
+def is_tensorrt_target(profile: DeviceProfile) -> bool:
     return profile.software.runtime == "tensorrt"
 
 
@@ -108,7 +108,7 @@ def tensorrt_major(version: str) -> int:
         raise InvalidInputError(f"cannot read a TensorRT version from {version!r}") from exc
 
 
-def make_build_plan(profile, onnx_meta: dict) -> BuildPlan:
+def make_build_plan(profile: DeviceProfile, onnx_meta: dict) -> BuildPlan:
     """The builder settings for ``profile`` and an exported ONNX (``onnx_io()`` or OnnxExportResult.to_dict())."""
     if not is_tensorrt_target(profile):
         raise UsageError(
@@ -116,6 +116,10 @@ def make_build_plan(profile, onnx_meta: dict) -> BuildPlan:
             hint="CPU profiles run the ONNX model in ONNX Runtime",
         )
     version = profile.software.tensorrt_version
+    if version is None:
+        raise InvalidInputError(
+            f"profile '{profile.name}': a TensorRT target needs software.tensorrt_version"
+        )
     major = tensorrt_major(version)
     if major < 8:
         raise InvalidInputError(f"profile '{profile.name}': TensorRT {version} is too old (need >= 8.5)")
@@ -215,44 +219,6 @@ def trtexec_command(
 # --- local build and load (GPU machines with TensorRT) ------------------------------------------------
 
 
-def cuda_gpu() -> dict:
-    """Name and compute capability of CUDA device 0; MissingDependencyError when there is none."""
-    try:
-        return probe.cuda_gpu()
-    except MissingDependencyError as exc:
-        raise MissingDependencyError("no CUDA GPU is available: TensorRT engines need one") from exc
-
-
-def import_tensorrt():
-    """Import tensorrt, after making sure a CUDA GPU exists (never the other way round)."""
-    return probe.import_tensorrt()
-
-
-def tensorrt_status() -> tuple[bool, str]:
-    """(True, version) when a GPU and TensorRT are usable here, else (False, why)."""
-    try:
-        return True, import_tensorrt().__version__
-    except MissingDependencyError as exc:
-        return False, exc.one_line()
-
-
-def check_engine_compat(meta: dict, *, tensorrt_version: str, gpu_name: str, compute_capability: str) -> None:
-    """Raise MissingDependencyError when this GPU/TensorRT is not the one recorded in ``meta`` (engine.json)."""
-    expected = {
-        "TensorRT version": (meta.get("tensorrt_version"), tensorrt_version),
-        "GPU": (meta.get("gpu_name"), gpu_name),
-        "compute capability": (meta.get("compute_capability"), compute_capability),
-    }
-    wrong = [
-        f"{what} {built!r} (here: {here!r})" for what, (built, here) in expected.items() if built != here
-    ]
-    if wrong:
-        raise MissingDependencyError(
-            "this TensorRT engine was built for another machine: " + "; ".join(wrong),
-            hint="rebuild it here from the ONNX (trtexec line in the bundle's README, or wave-deploy export)",
-        )
-
-
 def build_engine(plan: BuildPlan, onnx_path: str | Path, engine_path: str | Path) -> dict:
     """Build and serialize an engine with the TensorRT Python API; write engine.json beside it."""
     gpu = cuda_gpu()
@@ -306,28 +272,3 @@ def build_engine(plan: BuildPlan, onnx_path: str | Path, engine_path: str | Path
     write_json(engine_path.parent / ENGINE_META, meta)
     log.info("built %s (TensorRT %s on %s)", engine_path, trt.__version__, gpu["gpu_name"])
     return meta
-
-
-def read_engine_meta(engine_path: str | Path) -> dict:
-    meta_path = Path(engine_path).parent / ENGINE_META
-    if not meta_path.is_file():
-        raise InvalidInputError(
-            f"{meta_path} is missing: cannot tell which GPU and TensorRT version built {engine_path}"
-        )
-    try:
-        return json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InvalidInputError(f"cannot read {meta_path}: {exc}") from exc
-
-
-def load_engine(engine_path: str | Path):
-    """Deserialize an engine after checking this GPU and TensorRT match engine.json: (engine, trt, meta)."""
-    gpu = cuda_gpu()  # no GPU: exit 4 before anything else, and before TensorRT is imported
-    meta = read_engine_meta(engine_path)
-    trt = import_tensorrt()
-    check_engine_compat(meta, tensorrt_version=trt.__version__, **gpu)
-    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-    engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
-    if engine is None:
-        raise InvalidInputError(f"TensorRT could not deserialize {engine_path}")
-    return engine, trt, meta
