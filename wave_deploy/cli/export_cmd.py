@@ -52,11 +52,11 @@ def export(
     remove_stale_parts(out_dir)  # temporary files of a killed earlier run
     profile = load_profile(profile_name)
     from wave_deploy.errors import ParityError
-    from wave_deploy.exporters.base import export_for_profile
+    from wave_deploy.exporters.base import export_for_profile, inputs_from_data
     from wave_deploy.folding import load_folded_file
 
     model, spec, _extra = load_folded_file(checkpoint)
-    inputs = _data_inputs(data_path, spec, seed)
+    inputs = inputs_from_data(data_path, spec, seed)
     summary = export_for_profile(
         model, spec, profile, out_dir, opset=opset, exporter=exporter, slim=slim, seed=seed,
         build_engine=not no_engine, **inputs,
@@ -69,29 +69,6 @@ def export(
         chosen = next(v for v in summary["onnx"]["variants"] if v["chosen"])
         raise ParityError(f"the profile's precision failed its accuracy gate: {chosen['failure']}",
                           hint=f"export.json is written; the file is in {out_dir / 'rejected'}")  # fmt: skip
-
-
-def _data_inputs(data_path: str | None, spec, seed: int) -> dict:
-    """Validation and calibration arrays from --data (default: the built-in data when it fits the model)."""
-    from wave_deploy import data as datasets
-    from wave_deploy.errors import InvalidInputError
-    from wave_deploy.exporters.base import data_inputs
-
-    if data_path is None:
-        data = datasets.load(None, seed=seed)
-    else:
-        data = datasets.load(data_path, seed=seed, img_size=spec.img_size, in_chans=spec.in_chans)
-    shape, wanted = tuple(data.train_x.shape[1:]), (spec.in_chans, spec.img_size, spec.img_size)
-    if shape != wanted and data_path is not None:
-        raise InvalidInputError(f"{data_path} gives {shape} images but the checkpoint's model takes {wanted}")
-    if shape != wanted:  # no --data and the built-in digits do not fit: seeded random images, said so
-        click.echo(
-            f"warning: the built-in data ({shape}) does not fit this model {wanted}: int8 is calibrated on "
-            "random images and no accuracy is measured; pass --data",
-            err=True,
-        )
-        return {}
-    return data_inputs(data, seed=seed)
 
 
 def _print_summary(summary: dict) -> None:

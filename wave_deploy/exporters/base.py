@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from wave_deploy.errors import UsageError
+from wave_deploy import data as datasets
+from wave_deploy.errors import InvalidInputError, UsageError
 from wave_deploy.fileio import write_json
 from wave_deploy.profiles import DeviceProfile
 from wave_deploy.spec import ViTSpec
@@ -83,6 +84,27 @@ def get_exporter(name: str) -> Exporter:
         raise UsageError(f"unknown exporter {name!r}; known: {', '.join(REGISTRY)}")
     module, attr = target.split(":")
     return getattr(importlib.import_module(module), attr)()
+
+
+def inputs_from_data(data_path: str | None, spec: ViTSpec, seed: int = 0) -> dict:
+    """export_for_profile's data arguments from an ImageFolder (``export --data``), or from the built-in data
+    when it fits the model; {} (seeded random images, no accuracy) when no data was given and it does not."""
+    if data_path is None:
+        data = datasets.load(None, seed=seed)
+    else:
+        data = datasets.load(data_path, seed=seed, img_size=spec.img_size, in_chans=spec.in_chans)
+    shape, wanted = tuple(data.train_x.shape[1:]), (spec.in_chans, spec.img_size, spec.img_size)
+    if shape != wanted and data_path is not None:
+        raise InvalidInputError(f"{data_path} gives {shape} images but the checkpoint's model takes {wanted}")
+    if shape != wanted:
+        log.warning(
+            "the built-in data %s does not fit this model %s: int8 is calibrated on random images and no "
+            "accuracy is measured; pass --data",
+            shape,
+            wanted,
+        )
+        return {}
+    return data_inputs(data, seed=seed)
 
 
 def data_inputs(data, seed: int = 0) -> dict:
