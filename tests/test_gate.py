@@ -216,3 +216,30 @@ def test_a_precision_that_fails_its_accuracy_gate_exits_7_with_a_failing_report(
     assert not (dev / "model.int8.onnx").exists() and (dev / "rejected" / "model.int8.onnx").is_file()
     md = (dev / "report.md").read_text()
     assert "BUILD FAILED" in md and "— FAIL" in md.splitlines()[0]
+
+
+def test_running_out_of_memory_is_exit_3_with_one_line_not_a_traceback():
+    import click
+
+    @click.command("oom-probe")
+    def oom_probe():
+        raise MemoryError()
+
+    cli.add_command(oom_probe)
+    try:
+        result = CliRunner().invoke(cli, ["oom-probe"])
+    finally:
+        cli.commands.pop("oom-probe")
+    assert result.exit_code == EXIT_INVALID_INPUT and "Traceback" not in result.output
+    assert result.stderr.strip().splitlines() == [
+        "error: ran out of memory: the inputs ask for more than this machine has (smaller sizes or batches)"
+    ]
+
+
+def test_a_profile_batch_beyond_the_bound_is_exit_3(tmp_path):
+    data = yaml.safe_load(Path(load_profile("x86-cpu").source_file).read_text())
+    data["runtime"]["batch_max"] = 10**6
+    path = tmp_path / "huge.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(cli, ["profiles", "validate", str(path)])
+    assert result.exit_code == EXIT_INVALID_INPUT and "batch_max" in result.output

@@ -23,6 +23,9 @@ Runtime = Literal["tensorrt", "onnxruntime"]
 Percentile = Literal["p50", "p90", "p95", "p99"]
 
 
+MAX_BATCH = 65536  # the largest batch any profile field may name (bench --batch has the same bound)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # inf and nan: exit 3
 
@@ -76,9 +79,9 @@ class Software(_Strict):
 
 class RuntimeSettings(_Strict):
     precision: Precision
-    batch_min: int = Field(ge=1)
-    batch_opt: int = Field(ge=1)
-    batch_max: int = Field(ge=1)
+    batch_min: int = Field(ge=1, le=MAX_BATCH)
+    batch_opt: int = Field(ge=1, le=MAX_BATCH)
+    batch_max: int = Field(ge=1, le=MAX_BATCH)
     input_size_px: int = Field(gt=0, description="The input resolution the budgets were set for.")
     workspace_mib: int | None = Field(default=None, gt=0)
     intra_op_threads: int | None = Field(default=None, gt=0)
@@ -107,7 +110,7 @@ class RuntimeSettings(_Strict):
 class Budgets(_Strict):
     latency_ms: float = Field(gt=0)
     latency_percentile: Percentile
-    latency_batch: int = Field(default=1, ge=1)
+    latency_batch: int = Field(default=1, ge=1, le=MAX_BATCH)
     memory_mib: float = Field(gt=0)
     build_memory_mib: float | None = Field(default=None, gt=0)
     min_accuracy: float | None = Field(default=None, ge=0, le=1)

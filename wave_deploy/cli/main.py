@@ -14,7 +14,7 @@ import click
 
 from wave_deploy import __version__
 from wave_deploy.cli import output
-from wave_deploy.errors import EXIT_INTERNAL, WaveDeployError
+from wave_deploy.errors import EXIT_INTERNAL, EXIT_INVALID_INPUT, WaveDeployError
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -74,6 +74,13 @@ class LazyGroup(click.Group):
             ctx.exit(exc.exit_code)
         except click.exceptions.Exit:
             raise
+        except MemoryError:  # e.g. sizes or batches beyond this machine: an input problem, not a bug
+            message = (
+                "ran out of memory: the inputs ask for more than this machine has (smaller sizes or batches)"
+            )
+            self._json_error(EXIT_INVALID_INPUT, "MemoryError", message, {})
+            click.echo(f"error: {message}", err=True)
+            ctx.exit(EXIT_INVALID_INPUT)
         except click.ClickException as exc:  # click's usage errors: click prints them, exit 2
             self._json_error(exc.exit_code, "UsageError", " ".join(exc.format_message().split()), {})
             raise
