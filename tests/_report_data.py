@@ -45,14 +45,18 @@ def _model_files(out: Path) -> None:
 
 
 def make_report(
-    profile_name: str = "jetson", latency_budget_ms: float = 2.0, seed: int = 0, out: Path | None = None
+    profile_name: str = "jetson",
+    latency_budget_ms: float = 2.0,
+    seed: int = 0,
+    out: Path | None = None,
+    calibration=None,
 ) -> dict:
     """report.json's content from assemble_report over a real selection of the default search space (with a
     tightened latency budget so that the frontier has rejected sizes) and real latency statistics."""
     profile = load_profile(profile_name)
     budgets = profile.budgets.model_copy(update={"latency_ms": latency_budget_ms, "min_accuracy": 0.5})
     profile = profile.model_copy(update={"budgets": budgets})
-    sel = select(profile, DEFAULT_SEARCH_SPACE)
+    sel = select(profile, DEFAULT_SEARCH_SPACE, calibration=calibration)
     rng = random.Random(seed)
     samples = [0.8 + rng.expovariate(8.0) for _ in range(300)]
     local = summarize(samples, batch=budgets.latency_batch, warmup=20, timed=TIMED_HOST_TO_HOST,

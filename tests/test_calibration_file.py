@@ -31,7 +31,8 @@ def test_written_file_reads_back_equal_and_the_predictor_uses_the_model(tmp_path
 @pytest.mark.parametrize(
     "mutate, field",
     [
-        (lambda d: d.update(schema_version=2), "schema_version"),
+        (lambda d: d.update(schema_version=1), "schema_version"),
+        (lambda d: d["covered"]["embed_dim"].update(lo=64, hi=64), r"\(top level\)"),
         (lambda d: d["model"]["percentile_factors"].update(p99=150.0), "model"),
         (lambda d: d["runtime"].update(precision="fp8"), "runtime.precision"),
     ],

@@ -181,7 +181,7 @@ def _calibration_dict(profile_name="x86-cpu") -> dict:
         "iterations": 100,
     }
     return {
-        "schema_version": 1,
+        "schema_version": 2,
         "profile": profile_name,
         "runtime": {
             "name": "onnxruntime",
@@ -199,6 +199,11 @@ def _calibration_dict(profile_name="x86-cpu") -> dict:
             "date": "2025-01-01",
         },
         "geometry": {"img_size": 28, "patch_size": 4, "in_chans": 1, "num_classes": 10, "mlp_ratio": 4.0},
+        "covered": {
+            "depth": {"lo": 1, "hi": 1},
+            "embed_dim": {"lo": 32, "hi": 32},
+            "batch": {"lo": 1, "hi": 1},
+        },
         "model": {
             "features": list(lat.FEATURES),
             "coefficients_ms": {f: 0.01 for f in lat.FEATURES},
@@ -253,7 +258,10 @@ def _broken(mutate):
     [
         "{not json",
         "[]",
-        _broken(lambda d: d.update(schema_version=2)),
+        _broken(lambda d: d.update(schema_version=1)),
+        _broken(lambda d: d.pop("covered")),
+        _broken(lambda d: d["covered"]["depth"].update(hi=4)),
+        _broken(lambda d: d["covered"]["batch"].update(lo=2, hi=1)),
         _broken(lambda d: d.pop("machine")),
         _broken(lambda d: d.update(extra=1)),
         _broken(lambda d: d["model"]["coefficients_ms"].update(run=-1.0)),

@@ -10,9 +10,9 @@ medians; the file (a ``calibration_file.CalibrationFile``) records the runtime, 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
-import math
 import platform
 import random
 import statistics
@@ -28,7 +28,7 @@ from wave_deploy.calibration_file import (
     CalibrationFile,
     write_calibration_file,
 )
-from wave_deploy.errors import UsageError
+from wave_deploy.errors import InvalidInputError, UsageError
 from wave_deploy.latency import Calibration, fit_latency, load_calibration
 from wave_deploy.precision import activation_precision
 from wave_deploy.profiles import DeviceProfile
@@ -44,23 +44,69 @@ def _spread(values: list[int], k: int) -> list[int]:
     return sorted({values[round(i * (len(values) - 1) / (k - 1))] for i in range(k)})
 
 
-def design_samples(space, batch_max: int, *, quick: bool = False) -> list[tuple[ViTSpec, int]]:
-    """The (spec, batch) grid calibration measures: widths spread over the space (ends included), depths
-    1, 2, 4, 8, 12 (and the maximum), batches 1, 2, 4, 8 up to ``batch_max``; ``quick``: 3 x 2 x 2."""
-    step = math.lcm(space.w, space.head_dim)
-    widths = _spread(list(range(step, space.max_embed_dim + 1, step)), 3 if quick else 6)
+# Above this many tokens per image (class token included) the default design times batches 1 and 2 only: at
+# 224 px / patch 16 (197 tokens) a DeiT-Small-sized model at batch 8 takes over a second per run on one core.
+LARGE_TOKENS = 65
+
+
+def default_batches(space, batch_max: int, *, quick: bool = False, latency_batch: int = 1) -> list[int]:
+    """Batches the design times: 1, 2, 4, 8 (quick: 1, 4), or 1, 2 (quick: 1) at more than LARGE_TOKENS
+    tokens per image; plus the profile's budget batch; all capped at ``batch_max``."""
+    tokens = (space.img_size // space.patch_size) ** 2 + 1
+    base: tuple[int, ...]
+    if tokens > LARGE_TOKENS:
+        base = (1,) if quick else (1, 2)
+    else:
+        base = (1, 4) if quick else (1, 2, 4, 8)
+    return sorted({b for b in (*base, latency_batch) if b <= batch_max} or {1})
+
+
+def design_samples(
+    space, batch_max: int, *, quick: bool = False, batches: list[int] | None = None
+) -> list[tuple[ViTSpec, int]]:
+    """The (spec, batch) grid calibration measures at ``space``'s geometry: widths spread over the space
+    (ends included; 6, quick 3), depths 1, 2, 4, 8, 12 and the space's maximum (quick: 1 and 4), batches
+    ``batches`` (default: 1, 2, 4, 8 up to ``batch_max``; quick: 1, 4)."""
+    widths = _spread(space.widths(), 3 if quick else 6)
     depths = (
         [1, min(4, space.max_depth)]
         if quick
         else sorted({1, 2, 4, 8, 12, space.max_depth} & set(range(1, space.max_depth + 1)))
     )
-    batches = [b for b in ((1, 4) if quick else (1, 2, 4, 8)) if b <= batch_max] or [1]
+    if batches is None:
+        batches = [b for b in ((1, 4) if quick else (1, 2, 4, 8)) if b <= batch_max] or [1]
     return [
         (space.spec(depth, width), batch)
         for width in widths
         for depth in sorted(set(depths))
         for batch in batches
     ]
+
+
+def calibration_space(
+    space, *, img_size=None, patch_size=None, in_chans=None, max_depth=None, max_width=None
+):
+    """``space`` (a bank's SearchSpace) at another geometry or size range: what ``calibrate`` measures when
+    given --img-size/--patch-size/--in-chans/--max-depth/--max-embed-dim. Bad values raise InvalidInputError."""
+    changes = {
+        k: v
+        for k, v in (
+            ("img_size", img_size),
+            ("patch_size", patch_size),
+            ("in_chans", in_chans),
+            ("max_depth", max_depth),
+            ("max_embed_dim", max_width),
+        )
+        if v is not None
+    }
+    if "img_size" in changes or "patch_size" in changes:
+        changes["img_sizes"] = ()
+    new = dataclasses.replace(space, **changes)
+    if new.img_size % new.patch_size:
+        raise InvalidInputError(
+            f"image size {new.img_size} is not a multiple of the patch size {new.patch_size}"
+        )
+    return new
 
 
 def _prepare(spec: ViTSpec, runtime: str, precision: str, batch_max: int, workdir: Path) -> Path | None:
@@ -103,10 +149,12 @@ def measure(
     passes: int = 3,
     quick: bool = False,
     seed: int = 0,
+    onnx_files: dict[ViTSpec, Path] | None = None,
 ) -> tuple[list[dict], str]:
     """Time (spec, batch) points with the local runtime: ``passes`` passes over all points in a shuffled order
     (a fresh session per model and pass); each point keeps the pass with the lowest median, so a burst of load
     from other processes during one pass does not bias it. Returns sample dicts and the runtime description.
+    ``onnx_files``: ONNX files already made for some specs (ONNX Runtime only); the rest are exported here.
     """
     by_model: dict[ViTSpec, list[int]] = {}
     for spec, batch in points:
@@ -115,7 +163,10 @@ def measure(
     best: dict[tuple[ViTSpec, int], LatencyStats] = {}
     detail, rng = "", random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="wave-deploy-measure-") as tmp:
-        files = {s: _prepare(s, runtime, precision, max(b), Path(tmp)) for s, b in by_model.items()}
+        given = onnx_files or {}
+        files = {
+            s: given.get(s) or _prepare(s, runtime, precision, max(b), Path(tmp)) for s, b in by_model.items()
+        }
         for _ in range(passes):
             order = list(by_model)
             rng.shuffle(order)
@@ -212,6 +263,10 @@ def calibration_data(
         "geometry": {
             k: getattr(space, k) for k in ("img_size", "patch_size", "in_chans", "num_classes", "mlp_ratio")
         },
+        "covered": {
+            key: {"lo": min(s[key] for s in samples), "hi": max(s[key] for s in samples)}
+            for key in ("depth", "embed_dim", "batch")
+        },
         "model": {
             "features": list(FEATURES),
             "coefficients_ms": fit.coefficients,
@@ -273,7 +328,10 @@ def calibrate(
     precision = profile.runtime.precision if runtime == "onnxruntime" else "fp32"
     if precision != profile.runtime.precision:
         log.warning("torch calibration measures fp32; the profile deploys %s", profile.runtime.precision)
-    grid = design_samples(space, profile.runtime.batch_max, quick=quick)
+    batches = default_batches(
+        space, profile.runtime.batch_max, quick=quick, latency_batch=profile.budgets.latency_batch
+    )
+    grid = design_samples(space, profile.runtime.batch_max, quick=quick, batches=batches)
     samples, detail = measure(
         grid,
         runtime=runtime,

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import write_json
 
-CALIBRATION_SCHEMA_VERSION = 1
+CALIBRATION_SCHEMA_VERSION = 2  # 2: adds ``covered`` (the measured depth, width and batch ranges)
 
 # The calibrated latency model's features, in the order of its coefficients (wave_deploy.latency.features).
 FEATURES = (
@@ -61,6 +61,25 @@ class Geometry(_Strict):
     in_chans: int = Field(ge=1)
     num_classes: int = Field(ge=1)
     mlp_ratio: float = Field(gt=0)
+
+
+class Span(_Strict):
+    lo: int = Field(ge=1)
+    hi: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Span:
+        if self.lo > self.hi:
+            raise ValueError(f"lo {self.lo} is above hi {self.hi}")
+        return self
+
+
+class Covered(_Strict):
+    """The sizes the calibration measured (at ``geometry``): predictions outside them are extrapolated."""
+
+    depth: Span
+    embed_dim: Span
+    batch: Span
 
 
 class RuntimeInfo(_Strict):
@@ -114,14 +133,26 @@ class Fit(_Strict):
 class CalibrationFile(_Strict):
     """A calibration file: the runtime and machine measured, the fitted latency model and every sample."""
 
-    schema_version: Literal[1]
+    schema_version: Literal[2]
     profile: str
     runtime: RuntimeInfo
     machine: Machine
     geometry: Geometry
+    covered: Covered
     model: LatencyModel
     fit: Fit
     samples: list[Sample] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _samples_inside_covered(self) -> CalibrationFile:
+        for key in ("depth", "embed_dim", "batch"):
+            span: Span = getattr(self.covered, key)
+            values = [getattr(s, key) for s in self.samples]
+            if min(values) != span.lo or max(values) != span.hi:
+                raise ValueError(
+                    f"covered.{key} {span.lo}..{span.hi} is not the samples' range {min(values)}..{max(values)}"
+                )
+        return self
 
     @classmethod
     def build(cls, data: dict) -> CalibrationFile:

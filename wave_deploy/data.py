@@ -307,8 +307,8 @@ def _read_images(root: Path, files, img_size, in_chans, on_bad_image):
             found = ", ".join(f"{w}x{h}" for w, h in sizes[:4])
             raise InvalidInputError(
                 f"images under {root} are not all the same square size (found {found})",
-                hint="give --data images of one square size, the template bank's image size "
-                "(from Python, load_image_folder(img_size=N) resizes them)",
+                hint="pass --img-size N (wave-deploy init/build) to resize them to N x N, or give --data "
+                "images of one square size (from Python, load_image_folder(img_size=N) resizes them)",
             )
         img_size = sizes[0][0] if sizes else 1
     if in_chans is None:

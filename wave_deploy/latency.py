@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 # Tail over median when nothing was measured: a quiet, pinned device (CHOICE, docs/latency.md).
 DEFAULT_PERCENTILE_FACTORS = {"p50": 1.00, "p90": 1.05, "p95": 1.07, "p99": 1.10}
 
+# Geometry a calibrated prediction must share with its file to be inside the calibrated range.
+RANGE_GEOMETRY = ("img_size", "patch_size", "in_chans", "mlp_ratio")
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -242,15 +245,22 @@ class Calibration:
         )
 
     def _range_notes(self, spec: ViTSpec, batch: int) -> tuple[str, ...]:
+        """Why a prediction is outside what was measured: another geometry (image size, patch, channels, MLP
+        ratio; the head's class count is not flagged), or depth, width or batch beyond the covered range."""
         notes = []
-        geometry = self.file.geometry.model_dump()
-        if any(getattr(spec, k) != v for k, v in geometry.items()):
-            notes.append(f"extrapolated: calibrated for {geometry}, spec differs")
-        samples = self.file.samples
+        geometry = self.file.geometry
+        differs = [
+            f"{k} {getattr(spec, k)} (calibrated {getattr(geometry, k)})"
+            for k in RANGE_GEOMETRY
+            if getattr(spec, k) != getattr(geometry, k)
+        ]
+        if differs:
+            notes.append("extrapolated: " + ", ".join(differs))
+        covered = self.file.covered
         for key, value in (("depth", spec.depth), ("embed_dim", spec.embed_dim), ("batch", batch)):
-            lo, hi = min(getattr(s, key) for s in samples), max(getattr(s, key) for s in samples)
-            if not lo <= value <= hi:
-                notes.append(f"extrapolated: {key}={value} outside the calibrated {lo}..{hi}")
+            span = getattr(covered, key)
+            if not span.lo <= value <= span.hi:
+                notes.append(f"extrapolated: {key}={value} outside the calibrated {span.lo}..{span.hi}")
         return tuple(notes)
 
 

@@ -7,8 +7,10 @@ highest estimated accuracy, or any callable). Ties break deterministically: lowe
 parameters, shallower, narrower. No feasible candidate raises NoFeasibleModelError (exit 5) naming the
 closest candidates and the budgets each breaks.
 
-Predictions are made at the search space's image size (the bank's), while a profile's budgets were set for
-its ``runtime.input_size_px``; ``Selection.notes`` says so when the two differ.
+The space can hold several image sizes (``SearchSpace.img_sizes``): a profile then chooses depth x width x
+resolution. Predictions are made at each candidate's image size, while a profile's budgets were set for its
+``runtime.input_size_px``; ``Selection.notes`` says so when the chosen size differs, and when latencies are
+extrapolated outside a calibration's measured range (each candidate's ``latency_notes``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from wave_deploy.spec import ViTSpec, flops, param_count
 @dataclass(frozen=True)
 class SearchSpace:
     """The ViT sizes a template bank can initialize: depth 1..max_depth, embed_dim a multiple of
-    lcm(w, head_dim) up to max_embed_dim, num_heads = embed_dim / head_dim; the rest is fixed by the bank."""
+    lcm(w, head_dim) up to max_embed_dim, num_heads = embed_dim / head_dim, at each image size of
+    ``resolutions()`` (``img_sizes``, each a multiple of patch_size; empty: the bank's ``img_size`` only);
+    the rest is fixed by the bank."""
 
     img_size: int
     patch_size: int
@@ -40,6 +44,7 @@ class SearchSpace:
     head_dim: int
     max_depth: int
     max_embed_dim: int
+    img_sizes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for name in (
@@ -59,6 +64,25 @@ class SearchSpace:
             raise InvalidInputError(
                 f"SearchSpace.max_embed_dim={self.max_embed_dim} is below the width step lcm(w, head_dim)={self.width_step}"
             )
+        if not isinstance(self.img_sizes, tuple):
+            raise InvalidInputError(
+                f"SearchSpace.img_sizes must be a tuple of image sizes, got {self.img_sizes!r}"
+            )
+        for size in self.img_sizes:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 1 or size % self.patch_size:
+                raise InvalidInputError(
+                    f"image size {size!r} is not a positive multiple of the patch size {self.patch_size}"
+                )
+        if len(set(self.img_sizes)) != len(self.img_sizes):
+            raise InvalidInputError(f"image sizes {list(self.img_sizes)} name one size twice")
+
+    def resolutions(self) -> list[int]:
+        """The image sizes searched, ascending: ``img_sizes``, or the bank's ``img_size`` alone."""
+        return sorted(self.img_sizes) if self.img_sizes else [self.img_size]
+
+    def with_resolutions(self, sizes: Sequence[int]) -> SearchSpace:
+        """This space searching ``sizes`` (validated: positive multiples of the patch size, no repeats)."""
+        return dataclasses.replace(self, img_sizes=tuple(sizes))
 
     @property
     def width_step(self) -> int:
@@ -67,8 +91,11 @@ class SearchSpace:
     def widths(self) -> list[int]:
         return list(range(self.width_step, self.max_embed_dim + 1, self.width_step))
 
-    def spec(self, depth: int, embed_dim: int, num_heads: int | None = None) -> ViTSpec:
-        """A ViTSpec with this space's fixed geometry (heads default to embed_dim / head_dim)."""
+    def spec(
+        self, depth: int, embed_dim: int, num_heads: int | None = None, img_size: int | None = None
+    ) -> ViTSpec:
+        """A ViTSpec with this space's fixed geometry (heads default to embed_dim / head_dim; image size to
+        the bank's)."""
         if num_heads is None:
             if not isinstance(embed_dim, int) or embed_dim % self.head_dim:
                 raise InvalidInputError(
@@ -81,16 +108,23 @@ class SearchSpace:
             num_heads=num_heads,
             mlp_ratio=self.mlp_ratio,
             patch_size=self.patch_size,
-            img_size=self.img_size,
+            img_size=self.img_size if img_size is None else img_size,
             in_chans=self.in_chans,
             num_classes=self.num_classes,
         )
 
     def specs(self) -> list[ViTSpec]:
-        return [self.spec(depth, width) for depth in range(1, self.max_depth + 1) for width in self.widths()]
+        return [
+            self.spec(depth, width, img_size=size)
+            for size in self.resolutions()
+            for depth in range(1, self.max_depth + 1)
+            for width in self.widths()
+        ]
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["img_sizes"] = self.resolutions()
+        return data
 
     @classmethod
     def from_bank(cls, geometry, num_classes: int | None = None) -> SearchSpace:
@@ -149,6 +183,7 @@ class Candidate:
             "latency_ms": self.latency.latency_ms,
             "latency_at_budget_ms": self.latency_at_budget_ms,
             "latency_source": self.latency.source,
+            "latency_notes": list(self.latency.notes),
             "memory_mib": self.memory.total_mib,
             "build_memory_mib": self.memory.build_peak_mib,
             "accuracy": self.accuracy,
@@ -256,7 +291,8 @@ def _objective_value(candidate: Candidate, objective: Objective) -> float:
 
 
 def _rank_key(c: Candidate):
-    """Best first: objective, then FLOPs (accuracy ties), then lower latency, fewer params, shallower, narrower."""
+    """Best first: objective, then FLOPs (accuracy ties), then lower latency, fewer params, shallower, narrower,
+    smaller images."""
     return (
         -c.objective,
         -c.flops,
@@ -265,6 +301,7 @@ def _rank_key(c: Candidate):
         c.spec.depth,
         c.spec.embed_dim,
         c.spec.num_heads,
+        c.spec.img_size,
     )
 
 
@@ -300,6 +337,25 @@ def closest(candidates: Sequence[Candidate], profile, n: int = 3) -> list[Candid
     return sorted(candidates, key=lambda c: (_violation(c, profile), *_rank_key(c)))[:n]
 
 
+def selection_notes(chosen: Candidate, candidates: Sequence[Candidate], profile) -> tuple[str, ...]:
+    """What a reader of the plan must know: the chosen size's image size is not the one the profile's budgets
+    were set for; its latency is extrapolated beyond the calibration; how many candidates are."""
+    notes = []
+    if profile.runtime.input_size_px != chosen.spec.img_size:
+        notes.append(
+            f"budgets were set for {profile.runtime.input_size_px} px inputs (runtime.input_size_px); the "
+            f"chosen size is predicted at {chosen.spec.img_size} px"
+        )
+    notes += [f"latency of the chosen size {n}" for n in chosen.latency.notes]
+    outside = sum(bool(c.latency.notes) for c in candidates)
+    if outside:
+        notes.append(
+            f"{outside} of {len(candidates)} candidates' latencies are extrapolated outside the calibrated "
+            "range (latency_notes)"
+        )
+    return tuple(notes)
+
+
 def select(
     profile,
     space: SearchSpace = DEFAULT_SEARCH_SPACE,
@@ -326,12 +382,7 @@ def select(
             f"no ViT size in the search space fits profile '{profile.name}': closest: {near}",
             hint="relax the budgets, calibrate the profile, or use a bank with smaller sizes",
         )
-    notes = []
-    if profile.runtime.input_size_px != space.img_size:
-        notes.append(
-            f"budgets were set for {profile.runtime.input_size_px} px inputs (runtime.input_size_px); candidates"
-            f" are predicted at the bank's {space.img_size} px"
-        )
+    notes = list(selection_notes(chosen, candidates, profile))
     objective_name = objective if isinstance(objective, str) else getattr(objective, "__name__", "custom")
     return Selection(
         chosen=chosen,

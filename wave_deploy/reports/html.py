@@ -69,6 +69,7 @@ def _index_device(out_dir: Path, report: dict, out_path: str | Path | None) -> d
         f"latency predicted by {x['prediction_source']}; latency budget judged on: {x['budget_judged_on']}",
         f"local figures measured on {x['local_hardware'] or '—'} (the build machine, not the target)",
     ]
+    facts += [f"note: {n}" for n in (report.get("selection") or {}).get("notes") or []]
     plots = {}
     for name, render in PLOTS.items():
         rel = ((report.get("artifacts") or {}).get("plots") or {}).get(name)

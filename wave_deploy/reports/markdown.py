@@ -96,6 +96,8 @@ def _md_latency(r: dict) -> list[str]:
         ),
         "",
     ]
+    notes = (r.get("selection") or {}).get("notes") or []  # e.g. a latency extrapolated beyond calibration
+    out += [f"- note: {n}" for n in notes] + ([""] if notes else [])
     cols = [(n, b) for n, b in (("build machine (NOT the target)", local), ("on the device", device)) if b]
     if not cols:
         return out + ["No latency was measured.", ""]
