@@ -170,3 +170,12 @@ def test_merge_refuses_a_device_latency_at_another_batch(tmp_path):
     dev["latency"]["batch"] = 8
     with pytest.raises(InvalidInputError, match="--batch 1"):
         merge_device_report(out, write_device(tmp_path / "d.json", dev))
+
+
+def test_markdown_says_when_the_model_input_size_differs_from_the_profiles(tmp_path):
+    report = make_report()
+    report["profile"]["input_size_px"] = 224
+    report["spec"]["img_size"] = 28
+    assert "28 px: differs from the profile's" in render_markdown(report)
+    report["spec"]["img_size"] = 224
+    assert "differs from the profile's" not in render_markdown(report)

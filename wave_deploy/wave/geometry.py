@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from wave_deploy.errors import InvalidInputError
+from wave_deploy.errors import InvalidInputError, UsageError
 from wave_deploy.spec import ViTSpec
 
 # ---- The weight kinds: the one table of what every parameter kind looks like ---------------------------
@@ -237,6 +237,17 @@ class BankGeometry:
             if getattr(spec, name) > limit:
                 out.append(f"{name}={getattr(spec, name)} exceeds the largest target a bank makes ({limit})")
         return out
+
+    def target_img_size(self, img_size: int | None) -> int:
+        """The image size of a target (``--img-size``; None: the bank's), checked against the patch size."""
+        if img_size is None:
+            return self.img_size
+        if img_size % self.patch_size or img_size > TARGET_LIMITS["img_size"]:
+            raise UsageError(
+                f"--img-size {img_size} is not a multiple of the bank's patch size {self.patch_size} "
+                f"up to {TARGET_LIMITS['img_size']}"
+            )
+        return img_size
 
     def aux_problems(self, spec: ViTSpec) -> list[str]:
         """``problems`` plus the limits of a bank's own auxiliary model: the bank's image size, depth up to

@@ -60,6 +60,13 @@ def aux_model(bank: TemplateBank, img_size: int | None = None) -> WaveViT:
     return model.eval()
 
 
+def frozen_teacher(bank: TemplateBank, img_size: int | None = None) -> nn.Module:
+    """The auxiliary model folded once into a plain timm VisionTransformer (frozen, eval): the same function
+    as ``aux_model`` (fold parity) without re-expanding its weights at every distillation step."""
+    model = load_folded(*fold(aux_model(bank, img_size)))
+    return model.requires_grad_(False).eval()
+
+
 def is_bank_task(bank: TemplateBank, class_names) -> bool:
     """True when data with these class names is the task the bank was built on (its head and aux model apply)."""
     built_on = bank.provenance.get("data", {}).get("class_names")
@@ -157,7 +164,7 @@ def train_scalers(
     config = phase.config(device)
     same_task = model.templated_head and bank.aux_spec is not None
     if same_task:
-        runner = Distiller(model, aux_model(bank, model.spec.img_size), tau=phase.tau, alpha=phase.alpha)
+        runner = Distiller(model, frozen_teacher(bank, model.spec.img_size), tau=phase.tau, alpha=phase.alpha)
         return train(
             runner,
             config,
@@ -296,9 +303,7 @@ def init_model(
     bank_file = Path(bank_path) if bank_path is not None else default_bank_path()
     bank = TemplateBank.load(bank_file)
     geom = bank.geometry
-    size = geom.img_size if img_size is None else img_size
-    if size % geom.patch_size:
-        raise UsageError(f"--img-size {size} is not a multiple of the bank's patch size {geom.patch_size}")
+    size = geom.target_img_size(img_size)
     geom.make_spec(depth, embed_dim, heads, img_size=size)  # a bad size fails before the data is read
     data = datasets.load_for_bank(
         data_path, in_chans=geom.in_chans, img_size=size, seed=seed, resize=img_size is not None
