@@ -12,6 +12,7 @@ When stderr is not a terminal (CI logs, redirected output) no bar is drawn: a pl
 from __future__ import annotations
 
 import time
+from typing import Any
 
 
 class TrainingProgress:
@@ -37,8 +38,8 @@ class TrainingProgress:
         self.console = console or Console(stderr=True)
         self.disable = disable
         self.plain_every_s = plain_every_s
-        self._progress = None
-        self._task = None
+        self._progress: Any = None  # rich.progress.Progress once the first step arrives
+        self._task: Any = None
         self._started: float | None = None  # plain mode: when the first step arrived
         self._last_line: float | None = None  # plain mode: when the last line was written
 

@@ -150,7 +150,7 @@ def judge_budgets(limits: Limits, observed: Observed) -> Judgement:
                 f"accuracy {observed.accuracy:.3f} is not above {over:g} x chance ({floor:.3f} for "
                 f"{classes} classes): the model is at or near chance"
             )
-    failed = [name for name in BUDGET_ORDER if checks[name] is not None and not checks[name]["ok"]]
+    failed = [name for name in BUDGET_ORDER if (check := checks[name]) is not None and not check["ok"]]
     return Judgement(checks, "fail" if failed else "pass", failed, tuple(reasons))
 
 
