@@ -3,7 +3,9 @@
 #   1. the WAVE core tests on CUDA (expansion, WaveViT, folding, training incl. exact resume) and the CUDA
 #      runner test;
 #   2. benchmarks/gpu_throughput.py: training images/s and inference latency, GPU vs that machine's CPU;
-#   3. `wave-deploy build --profile nvidia-l4 --device cuda`: the whole pipeline with training on the GPU.
+#   3. `wave-deploy build --profile nvidia-l4 --device cuda`: the whole pipeline with training on the GPU;
+#   4. a 224 px stage-2 run on the GPU: `wave-deploy init` of 6 x 192 from the shipped bank at --img-size 224
+#      (MNIST resized at load, pos_embed resampled), scaler and dense phases; its images/s are in init.json.
 # Prepare here with scripts/gpu_wheels.sh, then run there with `.whl` carried:
 #   bash scripts/gpu_check.sh            (logs and the build report land in $OUT, else artifacts/gpu_check)
 # TensorRT is not installed on those machines: the engine build is not part of this check.
@@ -45,5 +47,13 @@ timeout 240 $PY -P -m wave_deploy.cli.main build --profile nvidia-l4 --device cu
 rc=$?
 echo "build exit code $rc"; tail -5 "$LOG_DIR/build.log"; cat "$LOG_DIR/build.json"
 cp /tmp/gpu_build/nvidia-l4/report.md "$LOG_DIR/" 2>/dev/null || true
+[ "$rc" -eq 0 ] || status=1
+
+echo "== 4. 224 px stage 2 on the GPU"
+timeout 240 $PY -P -m wave_deploy.cli.main init --depth 6 --embed-dim 192 --img-size 224 --scaler-steps 50 \
+    --dense-steps 50 --device cuda --out /tmp/gpu_init224 --json > "$LOG_DIR/init224.json" 2> "$LOG_DIR/init224.log"
+rc=$?
+echo "init 224 px exit code $rc"; tail -3 "$LOG_DIR/init224.log"
+$PY -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: (r[k] or {}).get('images_per_s') for k in ('scaler_phase','dense_phase')}, 'val_acc', r['val_acc'])" "$LOG_DIR/init224.json" || true
 [ "$rc" -eq 0 ] || status=1
 exit $status

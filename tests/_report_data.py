@@ -94,7 +94,7 @@ def make_report(
         },
         "tensorrt": {"bundle": "bundle/"},
     }
-    data = SimpleNamespace(info=SimpleNamespace(name="mnist-5k (500 val)"))
+    data = SimpleNamespace(info=SimpleNamespace(name="mnist-5k (500 val)", num_classes=10))
     plan = {"selection": sel.to_dict(), "search_space": DEFAULT_SEARCH_SPACE.to_dict()}
     out = Path(tempfile.mkdtemp(prefix="report-data-")) if out is None else out
     _model_files(out)

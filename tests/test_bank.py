@@ -158,10 +158,10 @@ def test_plain_safetensors_without_bank_metadata_is_refused(tmp_path):
 
 def test_load_with_unproducible_spec_explains_every_reason(tmp_path):
     path = _bank().save(tmp_path / "b.safetensors")
-    bad = ViTSpec(depth=9, embed_dim=20, num_heads=2, patch_size=4, img_size=8, in_chans=1)
+    bad = ViTSpec(depth=300, embed_dim=20, num_heads=2, patch_size=4, img_size=8, in_chans=1)
     err = _raises_invalid(path, "cannot produce", spec=bad)
     assert "multiple of the template size w=8" in err.message
-    assert "head_dim=8" in err.message and "max_depth=6" in err.message
+    assert "head_dim=8" in err.message and "depth=300 exceeds the largest target" in err.message
     TemplateBank.load(
         path,
         spec=ViTSpec(depth=6, embed_dim=48, num_heads=6, patch_size=4, img_size=8, in_chans=1, num_classes=3),
@@ -171,8 +171,8 @@ def test_load_with_unproducible_spec_explains_every_reason(tmp_path):
 @pytest.mark.parametrize(
     "change, reason",
     [
-        ({"embed_dim": 56, "num_heads": 7}, "max_embed_dim"),
-        ({"img_size": 12}, "img_size"),
+        ({"embed_dim": 8200, "num_heads": 1025}, "embed_dim=8200 exceeds the largest target"),
+        ({"img_size": 8192}, "img_size=8192 exceeds"),
         ({"patch_size": 2}, "patch_size"),
         ({"in_chans": 3}, "in_chans"),
         ({"mlp_ratio": 2.0}, "mlp_ratio"),

@@ -26,7 +26,9 @@ from wave_deploy.profiles import load_profile
 from wave_deploy.reports import load_report
 from wave_deploy.reports.merge import kept_device_report, merge_device_report
 
-FAST = ["--scaler-steps", "2", "--dense-steps", "2", "--batch-size", "32", "--bench-iterations", "5"]
+TINY_TRAINING = ["--scaler-steps", "2", "--dense-steps", "2", "--batch-size", "32", "--bench-iterations", "5"]
+# Two steps leave these models at chance: the chance floor is off here, and tested on its own below.
+FAST = [*TINY_TRAINING, "--set", "budgets.min_accuracy_over_chance=null"]
 JETSON = "jetson-orin-nano-8gb"
 
 
@@ -243,3 +245,17 @@ def test_a_profile_batch_beyond_the_bound_is_exit_3(tmp_path):
     path.write_text(yaml.safe_dump(data))
     result = CliRunner().invoke(cli, ["profiles", "validate", str(path)])
     assert result.exit_code == EXIT_INVALID_INPUT and "batch_max" in result.output
+
+
+def test_a_model_not_above_the_chance_floor_exits_8_naming_the_check(bank_path, tmp_path):
+    # 10 x chance on 10 classes is a floor of 1.0 that no model exceeds (the default 1.5 x: report tests)
+    args = ["build", "--templates", str(bank_path), "--out", str(tmp_path / "o"), "--json", "--profile", "x86-cpu",
+            *TINY_TRAINING, "--scaler-steps", "0", "--dense-steps", "0",
+            "--set", "budgets.min_accuracy_over_chance=10"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 8, result.output
+    assert "accuracy_floor" in _one_json(result)["error"]["message"]
+    report = json.loads((tmp_path / "o" / "x86-cpu" / "report.json").read_text())
+    floor = report["budgets"]["accuracy_floor"]
+    assert (floor["min"], floor["num_classes"], floor["ok"]) == (1.0, 10, False)
+    assert report["verdict"] == "fail" and report["failed_budgets"] == ["accuracy_floor"]

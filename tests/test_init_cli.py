@@ -53,7 +53,8 @@ def test_init_trains_the_scalers_and_records_the_phase(bank_path, tmp_path):
     "args, code, message",
     [
         (["--depth", "2", "--embed-dim", "40"], 3, "not a multiple"),
-        (["--depth", "9", "--embed-dim", "32"], 3, "max_depth"),
+        (["--depth", "300", "--embed-dim", "32"], 3, "exceeds the largest target a bank makes"),
+        (["--depth", "2", "--embed-dim", "32", "--img-size", "30"], 2, "not a multiple of the bank's patch"),
         (["--depth", "2", "--embed-dim", "32", "--scaler-steps", "-1"], 2, "-1 is not in the range x>=0"),
     ],
 )

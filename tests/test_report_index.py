@@ -141,9 +141,10 @@ def test_cli_device_report_needs_exactly_one_dir(tmp_path):
 
 def test_judge_lists_broken_budgets_in_a_fixed_order():
     report = make_report()
-    report["budgets"]["accuracy"]["value"] = 0.1  # below the minimum 0.5
+    report["budgets"]["accuracy"]["value"] = 0.1  # below the minimum 0.5, and chance for 10 classes
     report["budgets"]["latency"]["value_ms"] = 1e3
-    assert rejudge(report)["failed_budgets"] == ["latency", "accuracy"] and report["verdict"] == "fail"
+    failed = rejudge(report)["failed_budgets"]
+    assert failed == ["latency", "accuracy", "accuracy_floor"] and report["verdict"] == "fail"
     report["budgets"]["accuracy"]["value"] = 0.9
     report["budgets"]["latency"]["value_ms"] = 0.1
     assert rejudge(report)["failed_budgets"] == [] and report["verdict"] == "pass"
@@ -166,3 +167,17 @@ def test_cli_report_imports_no_heavy_package(tmp_path):
     result = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "HEAVY="
+
+
+def test_accuracy_at_chance_breaks_the_default_floor_and_the_floor_can_be_turned_off():
+    from wave_deploy.reports.judge import Limits, Observed, judge_budgets
+
+    limits = Limits(latency_ms=10, latency_percentile="p50", latency_batch=1, memory_mib=100,
+                    min_accuracy_over_chance=1.5)  # fmt: skip
+    at = Observed(latency_ms=1, memory_mib=1, accuracy=0.34, num_classes=3)  # 33% is chance on 3 classes
+    judged = judge_budgets(limits, at)
+    assert judged.failed == ["accuracy_floor"] and "near chance" in judged.reasons[0]
+    assert judged.checks["accuracy_floor"]["min"] == 0.5
+    assert judge_budgets(limits, Observed(latency_ms=1, memory_mib=1, accuracy=0.51, num_classes=3)).ok
+    off = Limits(latency_ms=10, latency_percentile="p50", latency_batch=1, memory_mib=100)
+    assert judge_budgets(off, at).ok and judge_budgets(off, at).checks["accuracy_floor"] is None

@@ -182,3 +182,12 @@ def test_markdown_lists_every_variants_top1_and_the_devices_own_after_a_merge(tm
     assert merged["measured"]["device"]["accuracy"]["top1"] == 0.9141
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "top-1 91.41 % on 256 images of the bundle's labelled subset" in md
+
+
+def test_markdown_says_when_the_model_input_size_differs_from_the_profiles(tmp_path):
+    report = make_report()
+    report["profile"]["input_size_px"] = 224
+    report["spec"]["img_size"] = 28
+    assert "28 px: differs from the profile's" in render_markdown(report)
+    report["spec"]["img_size"] = 224
+    assert "differs from the profile's" not in render_markdown(report)

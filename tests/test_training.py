@@ -327,7 +327,7 @@ def test_rich_progress_adapter_shows_steps_loss_accuracy_and_throughput():
 
     x, y = stripes(96)
     out = io.StringIO()
-    with TrainingProgress("scalers", console=Console(file=out, width=150, force_terminal=False)) as bar:
+    with TrainingProgress("scalers", console=Console(file=out, width=150, force_terminal=True)) as bar:
         train(tiny_vit(), cpu_config(steps=6, log_every=2, eval_every=3), x[:64], y[:64], x[64:], y[64:],
               on_step=bar)  # fmt: skip
     text = out.getvalue()

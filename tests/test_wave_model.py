@@ -157,5 +157,5 @@ def test_exported_bank_round_trips_the_auxiliary_model(bank, tmp_path):
 
 
 def test_unproducible_spec_is_invalid_input(bank):
-    with pytest.raises(InvalidInputError, match="max_depth"):
-        WaveViT(bank, bank.geometry.make_spec(2, 16).replace(depth=13))
+    with pytest.raises(InvalidInputError, match="exceeds the largest target"):
+        WaveViT(bank, bank.geometry.make_spec(2, 16).replace(depth=257))

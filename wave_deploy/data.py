@@ -148,6 +148,28 @@ class Dataset:
             tuple(names[i] for i in picked),
         )  # fmt: skip
 
+    def resized(self, img_size: int) -> Dataset:
+        """Both splits resized to ``img_size`` x ``img_size`` (bilinear, antialiased when shrinking, rounded
+        back to uint8), keeping the source's normalisation; done once, so every epoch reads cached pixels."""
+        if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 1:
+            raise InvalidInputError(f"img_size must be a positive integer, got {img_size!r}")
+
+        def resize(images: torch.Tensor) -> torch.Tensor:
+            out = torch.nn.functional.interpolate(
+                images.float(),
+                size=(img_size, img_size),
+                mode="bilinear",
+                antialias=True,
+                align_corners=False,
+            )
+            return out.round_().clamp_(0, 255).to(torch.uint8)
+
+        return self._derive(
+            f"{self.info.name}[{img_size}px]",
+            resize(self.train_images), self.train_labels, resize(self.val_images), self.val_labels,
+            self.info.class_names,
+        )  # fmt: skip
+
     def _derive(self, name, train_images, train_labels, val_images, val_labels, class_names) -> Dataset:
         return _make(
             name, self.info.source, class_names, train_images, train_labels, val_images, val_labels,
@@ -169,11 +191,22 @@ def load(source: str | Path | None = None, **options) -> Dataset:
     return load_image_folder(source, **options)
 
 
-def load_for_bank(source: str | Path | None, *, in_chans: int, img_size: int, seed: int = 0) -> Dataset:
+def load_for_bank(
+    source: str | Path | None, *, in_chans: int, img_size: int, seed: int = 0, resize: bool = False
+) -> Dataset:
     """``load(source, seed=seed)``, checked against what a template bank's models take (``in_chans`` x
     ``img_size`` x ``img_size``). The one data check that init, build and templates build share: any problem
-    with the data raises ``InvalidInputError`` (exit 3) before training starts."""
-    data = load(source, seed=seed)
+    with the data raises ``InvalidInputError`` (exit 3) before training starts.
+
+    ``resize``: the target's image size was chosen explicitly (``--img-size``), so images of any size are
+    resized to ``img_size`` once, at load: an ImageFolder is decoded straight to that size (bilinear, PIL),
+    the built-in set is resized as tensors (``Dataset.resized``). Channels must still match."""
+    if resize and source is not None and str(source) != BUILTIN_SOURCE:
+        data = load(source, seed=seed, img_size=img_size)
+    else:
+        data = load(source, seed=seed)
+        if resize and data.info.img_size != img_size:
+            data = data.resized(img_size)
     check_image_shape(data, in_chans=in_chans, img_size=img_size)
     return data
 
@@ -307,8 +340,8 @@ def _read_images(root: Path, files, img_size, in_chans, on_bad_image):
             found = ", ".join(f"{w}x{h}" for w, h in sizes[:4])
             raise InvalidInputError(
                 f"images under {root} are not all the same square size (found {found})",
-                hint="pass --img-size N (wave-deploy init/build) to resize them to N x N, or give --data "
-                "images of one square size (from Python, load_image_folder(img_size=N) resizes them)",
+                hint="pass --img-size N to init or build to resize every image to N x N at load "
+                "(from Python, load_image_folder(img_size=N))",
             )
         img_size = sizes[0][0] if sizes else 1
     if in_chans is None:

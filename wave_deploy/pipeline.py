@@ -11,6 +11,7 @@ that pick the same spec share one trained model (``<out>/.models/<key>/``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -59,6 +60,9 @@ class BuildOptions:
     scaler_steps: int = 60
     dense_steps: int = 150
     batch_size: int = 128
+    img_size: int | None = (
+        None  # input size of the built models; None: the bank's (data resized to it at load)
+    )
     objective: str = "flops"
     calibration: str | None = None
     opset: int = 18
@@ -123,8 +127,13 @@ def build(
         if options.calibration:
             load_calibration(options.calibration)  # a missing or invalid file: exit 3 before any work
         geom = bank.geometry
+        size = geom.target_img_size(options.img_size)
         data = datasets.load_for_bank(
-            options.data, in_chans=geom.in_chans, img_size=geom.img_size, seed=options.seed
+            options.data,
+            in_chans=geom.in_chans,
+            img_size=size,
+            seed=options.seed,
+            resize=bool(options.img_size),
         )
     except BaseException as exc:
         for profile in loaded:  # neutralise earlier reports; create nothing new
@@ -250,6 +259,8 @@ def _precision_gate(profile: DeviceProfile, exported: dict) -> ParityError | Non
 def _plan(out_dir: Path, profile: DeviceProfile, bank, data, options: BuildOptions) -> StageOutput:
 
     space = SearchSpace.from_bank(bank.geometry, data.info.num_classes)
+    if options.img_size:  # the models are built for the data's (resized) image size
+        space = dataclasses.replace(space, img_size=options.img_size)
     selection = select(profile, space, objective=options.objective, calibration=options.calibration)
     result = {"selection": selection.to_dict(), "search_space": space.to_dict()}
     write_json(out_dir / "plan.json", result)

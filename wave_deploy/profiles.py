@@ -114,6 +114,8 @@ class Budgets(_Strict):
     memory_mib: float = Field(gt=0)
     build_memory_mib: float | None = Field(default=None, gt=0)
     min_accuracy: float | None = Field(default=None, ge=0, le=1)
+    # the built model's validation accuracy must exceed this many times chance (1 / classes); null: off
+    min_accuracy_over_chance: float | None = Field(default=1.5, ge=0)
 
 
 class LatencyModelSettings(_Strict):

@@ -94,6 +94,14 @@ def evaluate(model, x, y, batch_size: int, device, amp_dtype=None) -> tuple[floa
     return loss_sum / count, correct / count
 
 
+def make_optimizer(params, *, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
+    """AdamW, fused (one kernel for every parameter) where torch has that for ``device`` (CPU and CUDA,
+    floating-point parameters); the same update rule as the default implementation, measured faster at
+    224 px in benchmarks/train_throughput.py."""
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
 def train(
     model: torch.nn.Module,
     config: TrainConfig,
@@ -205,7 +213,7 @@ class _Run:
         """Optimizer, lr schedule and grad scaler for a fresh run; seeds dropout's RNG stream."""
         per_epoch = n // config.batch_size
         total = config.total_steps(per_epoch)
-        optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = make_optimizer(groups, lr=config.lr, weight_decay=config.weight_decay, device=device)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: lr_factor(s, config.warmup_steps, total, config.min_lr_ratio)
         )

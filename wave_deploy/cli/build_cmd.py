@@ -33,6 +33,12 @@ from wave_deploy.cli.output import console, is_quiet, print_json, profile_set_op
 )
 @click.option("--data", type=click.Path(path_type=str), help="ImageFolder tree; default: built-in MNIST-5k.")
 @click.option(
+    "--img-size",
+    type=Positive,
+    help="Input size in pixels of the built models (a multiple of the bank's patch size); default: the "
+    "bank's. Images are resized to it once, at load; position embeddings are resampled.",
+)
+@click.option(
     "--out",
     default="artifacts",
     show_default=True,
@@ -83,6 +89,7 @@ def build(
     overrides,
     templates,
     data,
+    img_size,
     out,
     seed,
     strategy,
@@ -132,6 +139,7 @@ def build(
         scaler_steps=scaler_steps,
         dense_steps=dense_steps,
         batch_size=batch_size,
+        img_size=img_size,
         calibration=calibration,
         opset=opset,
         exporter=exporter,

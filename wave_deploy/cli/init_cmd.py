@@ -29,6 +29,12 @@ from wave_deploy.cli.output import console, is_quiet, print_json
 )
 @click.option("--heads", type=Positive, help="Attention heads (default: D / the bank's head_dim).")
 @click.option(
+    "--img-size",
+    type=Positive,
+    help="Input size in pixels (a multiple of the bank's patch size); default: the bank's. The data is "
+    "resized to it at load and the position embedding is resampled.",
+)
+@click.option(
     "--data",
     "data_path",
     type=click.Path(path_type=str),
@@ -55,6 +61,7 @@ def init(
     depth,
     embed_dim,
     heads,
+    img_size,
     data_path,
     strategy,
     scaler_steps,
@@ -78,6 +85,7 @@ def init(
             depth=depth,
             embed_dim=embed_dim,
             heads=heads,
+            img_size=img_size,
             bank_path=bank_path,
             data_path=data_path,
             strategy=strategy,

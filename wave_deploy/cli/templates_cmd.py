@@ -55,7 +55,8 @@ def info(bank: str, as_json: bool) -> None:
         f"{geom['patch_size']}  in_chans {geom['in_chans']}  num_classes {geom['num_classes']}  "
         f"w {geom['w']}  head_dim {geom['head_dim']}  mlp_ratio {geom['mlp_ratio']}"
     )
-    say(f"produces depth 1..{geom['max_depth']}, embed_dim in {data['valid_embed_dims']}")
+    say(f"plan/build search depth 1..{geom['max_depth']}, embed_dim in {data['valid_embed_dims']}")
+    say("init also makes deeper and wider sizes and other image sizes (docs/wave.md)")
     aux = data["aux_spec"]
     aux_text = "none" if aux is None else f"depth {aux['depth']} embed_dim {aux['embed_dim']}"
     say(f"auxiliary model: {aux_text}")

@@ -70,6 +70,7 @@ def assemble_report(
             memory_mib=memory_pred,
             build_memory_mib=build_peak,
             accuracy=trained["val_acc"],
+            num_classes=data.info.num_classes,
         ),
     )
     budgets = judged.checks

@@ -64,6 +64,10 @@ def _index_device(out_dir: Path, report: dict, out_path: str | Path | None) -> d
         facts.append(
             f"BUILD FAILED at stage {failure['stage']} (exit {failure['exit_code']}): {failure['message']}"
         )
+    model_px, profile_px = (report.get("spec") or {}).get("img_size"), report["profile"].get("input_size_px")
+    if model_px and profile_px and model_px != profile_px:
+        facts.append(f"input size: the model (and its bank) takes {model_px} px, the profile's budgets are for "
+                     f"{profile_px} px")  # fmt: skip
     facts += [
         f"{x['device']} · {x['runtime']} {x['precision']} · power mode {power}",
         f"latency predicted by {x['prediction_source']}; latency budget judged on: {x['budget_judged_on']}",

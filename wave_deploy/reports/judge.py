@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-BUDGET_ORDER = ("latency", "memory", "build_memory", "accuracy")
+BUDGET_ORDER = ("latency", "memory", "build_memory", "accuracy", "accuracy_floor")
 PREDICTED = "predicted"
 
 
@@ -25,6 +25,7 @@ class Limits:
     memory_mib: float
     build_memory_mib: float | None = None
     min_accuracy: float | None = None
+    min_accuracy_over_chance: float | None = None  # accuracy must exceed this many times chance (1/classes)
 
     @classmethod
     def of_profile(cls, section: Any) -> Limits:
@@ -36,6 +37,7 @@ class Limits:
             memory_mib=section.memory_mib,
             build_memory_mib=section.build_memory_mib,
             min_accuracy=section.min_accuracy,
+            min_accuracy_over_chance=getattr(section, "min_accuracy_over_chance", None),
         )
 
     @classmethod
@@ -43,6 +45,7 @@ class Limits:
         """From report.json's ``budgets`` section (the limits travel with the values they judged)."""
         lat, mem = checks["latency"], checks["memory"]
         build, acc = checks.get("build_memory") or {}, checks.get("accuracy") or {}
+        floor = checks.get("accuracy_floor") or {}
         return cls(
             latency_ms=lat["budget_ms"],
             latency_percentile=lat["percentile"],
@@ -50,6 +53,7 @@ class Limits:
             memory_mib=mem["budget_mib"],
             build_memory_mib=build.get("budget_mib"),
             min_accuracy=acc.get("min"),
+            min_accuracy_over_chance=floor.get("over_chance"),
         )
 
 
@@ -61,6 +65,7 @@ class Observed:
     memory_mib: float
     build_memory_mib: float | None = None
     accuracy: float | None = None
+    num_classes: int | None = None  # of the task the accuracy was measured on (chance = 1 / num_classes)
     latency_source: str = PREDICTED
     memory_source: str = PREDICTED
     build_memory_source: str = PREDICTED
@@ -128,7 +133,24 @@ def judge_budgets(limits: Limits, observed: Observed) -> Judgement:
         }
         if not ok:
             reasons.append(f"accuracy {observed.accuracy:.3f} < minimum {limits.min_accuracy:g}")
-    failed = [name for name, check in checks.items() if check is not None and not check["ok"]]
+    over, classes = limits.min_accuracy_over_chance, observed.num_classes
+    if over is not None and observed.accuracy is not None and classes:
+        floor = over / classes  # chance accuracy is 1 / classes
+        ok = observed.accuracy > floor
+        checks["accuracy_floor"] = {
+            "min": round(floor, 6),
+            "over_chance": over,
+            "num_classes": classes,
+            "value": observed.accuracy,
+            "source": observed.accuracy_source,
+            "ok": ok,
+        }
+        if not ok:
+            reasons.append(
+                f"accuracy {observed.accuracy:.3f} is not above {over:g} x chance ({floor:.3f} for "
+                f"{classes} classes): the model is at or near chance"
+            )
+    failed = [name for name in BUDGET_ORDER if (check := checks[name]) is not None and not check["ok"]]
     return Judgement(checks, "fail" if failed else "pass", failed, tuple(reasons))
 
 
@@ -136,11 +158,13 @@ def observed_in(checks: Mapping[str, Any]) -> Observed:
     """The values a report's ``budgets`` section was judged on, to judge again with one of them replaced."""
     lat, mem = checks["latency"], checks["memory"]
     build, acc = checks.get("build_memory") or {}, checks.get("accuracy") or {}
+    floor = checks.get("accuracy_floor") or {}
     return Observed(
         latency_ms=lat["value_ms"],
         memory_mib=mem["value_mib"],
         build_memory_mib=build.get("value_mib"),
-        accuracy=acc.get("value"),
+        accuracy=acc.get("value", floor.get("value")),
+        num_classes=floor.get("num_classes"),
         latency_source=lat.get("source", PREDICTED),
         memory_source=mem.get("source", PREDICTED),
         build_memory_source=build.get("source", PREDICTED),

@@ -26,6 +26,11 @@ def _md_device(r: dict) -> list[str]:
         ["input size the budgets were set for", f"{p.get('input_size_px', '?')} px"],
         ["engine built on the device", "yes (bundle)" if p.get("engine_built_on_device") else "no"],
     ]
+    model_px, profile_px = (r.get("spec") or {}).get("img_size"), p.get("input_size_px")
+    if model_px and profile_px and model_px != profile_px:
+        rows.append(
+            ["input size of the model (and its bank)", f"**{model_px} px: differs from the profile's**"]
+        )
     if p.get("overrides"):  # reports written before --set existed have no such key
         rows.append(["profile fields set for this build", ", ".join(f"`{o}`" for o in p["overrides"])])
     return ["## Device", "", *_table(["", ""], rows)]

@@ -76,11 +76,23 @@ class AccuracyCheck(_Closed):
     ok: bool
 
 
+class AccuracyFloorCheck(_Closed):
+    """Validation accuracy must exceed over_chance x chance (min = over_chance / num_classes)."""
+
+    min: float
+    over_chance: float
+    num_classes: int
+    value: float
+    source: str = "validation split"
+    ok: bool
+
+
 class BudgetChecks(_Closed):
     latency: LatencyCheck
     memory: MemoryCheck
     build_memory: MemoryCheck | None = None
     accuracy: AccuracyCheck | None = None
+    accuracy_floor: AccuracyFloorCheck | None = None
 
 
 class Failure(_Closed):

@@ -210,7 +210,7 @@ def expected_shapes(geometry: BankGeometry, aux_spec: ViTSpec | None) -> dict[st
     g = geometry
     out = {f"templates/{k}": (g.templates[k], *template_shape(g, k)) for k in ALL_KINDS}
     if aux_spec is not None:
-        layouts = kind_layouts(g, aux_spec, templated_head=aux_spec.num_classes == g.num_classes)
+        layouts = kind_layouts(g, aux_spec, templated_head=aux_spec.num_classes == g.num_classes, aux=True)
         for kind, lay in layouts.items():
             out[f"aux_scalers/{kind}"] = lay.scaler_shape(g.templates[kind], aux_spec.depth)
     return out

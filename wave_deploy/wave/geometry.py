@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from wave_deploy.errors import InvalidInputError
+from wave_deploy.errors import InvalidInputError, UsageError
 from wave_deploy.spec import ViTSpec
 
 # ---- The weight kinds: the one table of what every parameter kind looks like ---------------------------
@@ -102,6 +102,8 @@ MAX_TEMPLATES = 65536  # templates per kind
 MAX_MLP_RATIO = 64.0
 MAX_WIDTHS = 1024  # embed widths a bank serves
 MAX_SIZES = 16384  # (depth, width) pairs a bank serves: what plan and build evaluate
+# The largest target any bank initializes (beyond the auxiliary model the scalers are grown, wave.slicing).
+TARGET_LIMITS = {"depth": 256, "embed_dim": 8192, "img_size": 4096}
 
 
 def axis_sizes(
@@ -214,9 +216,14 @@ class BankGeometry:
         return (self.img_size // self.patch_size) ** 2
 
     def problems(self, spec: ViTSpec) -> list[str]:
-        """Every reason this bank cannot produce ``spec`` (empty when it can)."""
+        """Every reason this bank cannot produce ``spec`` (empty when it can).
+
+        Any depth and width (multiples of w and head_dim) up to TARGET_LIMITS, beyond the auxiliary model
+        too (wave.slicing grows the scalers), and any image size that is a multiple of the patch size (the
+        position-embedding templates are resampled); patch size, channels and mlp ratio are the bank's.
+        """
         out = []
-        for name in ("img_size", "patch_size", "in_chans", "mlp_ratio"):
+        for name in ("patch_size", "in_chans", "mlp_ratio"):
             if getattr(spec, name) != getattr(self, name):
                 out.append(f"{name}={getattr(spec, name)} differs from the bank's {getattr(self, name)}")
         d = spec.embed_dim
@@ -226,26 +233,56 @@ class BankGeometry:
             out.append(f"mlp hidden size {spec.mlp_hidden} is not a multiple of w={self.w}")
         if d % self.head_dim:
             out.append(f"embed_dim={d} is not a multiple of the bank's head_dim={self.head_dim}")
-        if spec.depth > self.max_depth:
-            out.append(f"depth={spec.depth} exceeds the bank's max_depth={self.max_depth}")
-        if d > self.max_embed_dim:
-            out.append(f"embed_dim={d} exceeds the bank's max_embed_dim={self.max_embed_dim}")
+        for name, limit in TARGET_LIMITS.items():
+            if getattr(spec, name) > limit:
+                out.append(f"{name}={getattr(spec, name)} exceeds the largest target a bank makes ({limit})")
         return out
 
-    def check_spec(self, spec: ViTSpec) -> None:
-        """Raise InvalidInputError explaining why ``spec`` cannot be produced from this bank."""
-        problems = self.problems(spec)
+    def target_img_size(self, img_size: int | None) -> int:
+        """The image size of a target (``--img-size``; None: the bank's), checked against the patch size."""
+        if img_size is None:
+            return self.img_size
+        if img_size % self.patch_size or img_size > TARGET_LIMITS["img_size"]:
+            raise UsageError(
+                f"--img-size {img_size} is not a multiple of the bank's patch size {self.patch_size} "
+                f"up to {TARGET_LIMITS['img_size']}"
+            )
+        return img_size
+
+    def aux_problems(self, spec: ViTSpec) -> list[str]:
+        """``problems`` plus the limits of a bank's own auxiliary model: the bank's image size, depth up to
+        max_depth and width up to max_embed_dim (what the bank file's aux_spec must satisfy)."""
+        out = self.problems(spec)
+        if spec.img_size != self.img_size:
+            out.append(f"img_size={spec.img_size} differs from the bank's {self.img_size}")
+        if spec.depth > self.max_depth:
+            out.append(f"depth={spec.depth} exceeds the bank's max_depth={self.max_depth}")
+        if spec.embed_dim > self.max_embed_dim:
+            out.append(f"embed_dim={spec.embed_dim} exceeds the bank's max_embed_dim={self.max_embed_dim}")
+        return out
+
+    def check_spec(self, spec: ViTSpec, *, aux: bool = False) -> None:
+        """Raise InvalidInputError explaining why ``spec`` cannot be produced from this bank (``aux``: why it
+        cannot be the bank's auxiliary model)."""
+        problems = self.aux_problems(spec) if aux else self.problems(spec)
         if problems:
-            raise InvalidInputError(f"the template bank cannot produce {spec.name}: " + "; ".join(problems))
+            what = "auxiliary model" if aux else "template bank"
+            raise InvalidInputError(f"the {what} cannot produce {spec.name}: " + "; ".join(problems))
 
     def valid_embed_dims(self) -> list[int]:
         step = self.w * self.head_dim // math.gcd(self.w, self.head_dim)
         return [d for d in range(step, self.max_embed_dim + 1, step) if (d * self.mlp_ratio) % self.w == 0]
 
     def make_spec(
-        self, depth: int, embed_dim: int, num_heads: int | None = None, num_classes: int | None = None
+        self,
+        depth: int,
+        embed_dim: int,
+        num_heads: int | None = None,
+        num_classes: int | None = None,
+        img_size: int | None = None,
     ) -> ViTSpec:
-        """A checked ViTSpec of this geometry (num_heads defaults to embed_dim / head_dim)."""
+        """A checked ViTSpec of this geometry (num_heads defaults to embed_dim / head_dim, img_size to the
+        bank's)."""
         if num_heads is None:
             if embed_dim % self.head_dim:
                 raise InvalidInputError(
@@ -258,7 +295,7 @@ class BankGeometry:
             num_heads=num_heads,
             mlp_ratio=self.mlp_ratio,
             patch_size=self.patch_size,
-            img_size=self.img_size,
+            img_size=self.img_size if img_size is None else img_size,
             in_chans=self.in_chans,
             num_classes=self.num_classes if num_classes is None else num_classes,
         )
@@ -295,9 +332,12 @@ def template_shape(geom: BankGeometry, kind: str) -> tuple[int, ...]:
     return tiling(KINDS[kind], sizes, geom.w)[0]
 
 
-def kind_layouts(geom: BankGeometry, spec: ViTSpec, templated_head: bool = True) -> dict[str, KindLayout]:
-    """Layout of every templated kind for ``spec`` (head kinds only when ``templated_head``)."""
-    geom.check_spec(spec)
+def kind_layouts(
+    geom: BankGeometry, spec: ViTSpec, templated_head: bool = True, *, aux: bool = False
+) -> dict[str, KindLayout]:
+    """Layout of every templated kind for ``spec`` (head kinds only when ``templated_head``; ``aux``: the
+    spec is the bank's auxiliary model, held to its limits)."""
+    geom.check_spec(spec, aux=aux)
     if templated_head and spec.num_classes != geom.num_classes:
         raise InvalidInputError(
             f"a templated head needs num_classes={geom.num_classes} (the bank's task), got {spec.num_classes}"

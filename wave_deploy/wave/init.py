@@ -8,6 +8,9 @@ A target (L, D) owns its own scalers. Two ways to start them:
   Stage 1 trains the auxiliary model on exactly these slices (learngene.py, through slicing.py), so every
   slice is itself a
   working model before any stage-2 step.
+  A target deeper or wider than the auxiliary model grows its scalers instead (wave.slicing.grow_scalers:
+  repeated layers start as the identity, new tiles are zero or random so the function is kept where it can
+  be). A target image size other than the bank's resamples the pos_embed templates (wave.model).
 - ``random``: Gaussian scalers scaled so the expansion matches timm's init (WaveViT.init_scalers_random).
 
 Then only the scalers train (templates frozen), distilled from the bank's full auxiliary model when the task
@@ -16,6 +19,7 @@ is the bank's own, with labels otherwise; then the expanded model is folded and 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -35,23 +39,32 @@ from wave_deploy.training import TrainConfig, distill_loss_fn, distillation_loss
 from wave_deploy.wave.bank import TemplateBank, default_bank_path
 from wave_deploy.wave.model import WaveViT
 from wave_deploy.wave.provenance import portable_path
-from wave_deploy.wave.slicing import slice_scalers
+from wave_deploy.wave.slicing import grow_scalers
 
 log = logging.getLogger(__name__)
 
 INIT_STRATEGIES = ("aux", "random")
 
 
-def aux_model(bank: TemplateBank) -> WaveViT:
-    """The bank's full auxiliary model (templates + aux scalers), frozen, in eval mode."""
+def aux_model(bank: TemplateBank, img_size: int | None = None) -> WaveViT:
+    """The bank's full auxiliary model (templates + aux scalers), frozen, in eval mode; at ``img_size``
+    (default: the bank's) with its position embedding resampled."""
     if bank.aux_spec is None or not bank.aux_scalers:
         raise InvalidInputError(
             "the template bank holds no auxiliary scalers; rebuild it with `templates build`"
         )
-    model = WaveViT(bank, bank.aux_spec)
+    spec = bank.aux_spec if img_size is None else dataclasses.replace(bank.aux_spec, img_size=img_size)
+    model = WaveViT(bank, spec)
     model.load_scalers(bank.aux_scalers)
     model.requires_grad_(False)
     return model.eval()
+
+
+def frozen_teacher(bank: TemplateBank, img_size: int | None = None) -> nn.Module:
+    """The auxiliary model folded once into a plain timm VisionTransformer (frozen, eval): the same function
+    as ``aux_model`` (fold parity) without re-expanding its weights at every distillation step."""
+    model = load_folded(*fold(aux_model(bank, img_size)))
+    return model.requires_grad_(False).eval()
 
 
 def is_bank_task(bank: TemplateBank, class_names) -> bool:
@@ -79,12 +92,19 @@ def init_wave_model(
     model = WaveViT(bank, spec, seed=seed, templated_head=same_task)
     if strategy == "aux":
         src = aux_model(bank)
-        if spec.depth > src.spec.depth and spec.embed_dim > src.spec.embed_dim:
-            log.info("target is deeper than the auxiliary model: layers are repeated by relative depth")
-        sliced = slice_scalers(
-            src.scalers_dict(), src.spec, spec, bank.geometry.w, with_head=model.templated_head
+        if spec.depth > src.spec.depth or spec.embed_dim > src.spec.embed_dim:
+            log.info(
+                "target %s is beyond the auxiliary model %s: growing its scalers", spec.name, src.spec.name
+            )
+        grown = grow_scalers(
+            src.scalers_dict(),
+            src.spec,
+            spec,
+            bank.geometry.w,
+            model.scalers_dict(),
+            with_head=model.templated_head,
         )
-        model.load_scalers(sliced)
+        model.load_scalers(grown)
     return model
 
 
@@ -144,7 +164,7 @@ def train_scalers(
     config = phase.config(device)
     same_task = model.templated_head and bank.aux_spec is not None
     if same_task:
-        runner = Distiller(model, aux_model(bank), tau=phase.tau, alpha=phase.alpha)
+        runner = Distiller(model, frozen_teacher(bank, model.spec.img_size), tau=phase.tau, alpha=phase.alpha)
         return train(
             runner,
             config,
@@ -258,6 +278,7 @@ def init_model(
     depth: int,
     embed_dim: int,
     heads: int | None = None,
+    img_size: int | None = None,
     bank_path: str | Path | None = None,
     data_path: str | Path | None = None,
     strategy: str = "aux",
@@ -270,7 +291,8 @@ def init_model(
 ) -> dict[str, Any]:
     """``wave-deploy init``: stage 2 for one size, written to ``out``/model.safetensors and ``out``/init.json.
 
-    Loads the bank (default: the shipped one) and the data (default: the built-in MNIST-5k), runs
+    Loads the bank (default: the shipped one) and the data (default: the built-in MNIST-5k; with
+    ``img_size`` resized to it at load, and the model made for that image size), runs
     ``initialize`` and writes the folded timm checkpoint (spec in its metadata) and the record, which it
     returns. Bad sizes or data raise InvalidInputError/UsageError before anything is written.
     """
@@ -281,8 +303,12 @@ def init_model(
     bank_file = Path(bank_path) if bank_path is not None else default_bank_path()
     bank = TemplateBank.load(bank_file)
     geom = bank.geometry
-    data = datasets.load_for_bank(data_path, in_chans=geom.in_chans, img_size=geom.img_size, seed=seed)
-    spec = geom.make_spec(depth, embed_dim, heads, num_classes=data.info.num_classes)
+    size = geom.target_img_size(img_size)
+    geom.make_spec(depth, embed_dim, heads, img_size=size)  # a bad size fails before the data is read
+    data = datasets.load_for_bank(
+        data_path, in_chans=geom.in_chans, img_size=size, seed=seed, resize=img_size is not None
+    )
+    spec = geom.make_spec(depth, embed_dim, heads, num_classes=data.info.num_classes, img_size=size)
     model, record = initialize(
         bank,
         spec,

@@ -11,6 +11,9 @@ Scaler shapes (L = depth, D = embed_dim, H = mlp hidden, w = template size, N = 
     block vectors   (L, N, m/w)          norm.*, patch_embed.proj.bias (N, D/w)
     patch_embed.proj.weight (N, D/w, 1)  pos_embed, cls_token, head.weight (N, 1, D/w)   head.bias (N, 1)
 A task with num_classes other than the bank's gets a plain dense head (timm init) instead of head scalers.
+A spec whose image size differs from the bank's gets the pos_embed templates resampled to its patch grid with
+timm's own ``resample_abs_pos_embed`` (bicubic, antialiased; the class-token row kept): interpolation is
+linear and acts on each channel alone, so resampling the templates resamples every expanded pos_embed alike.
 """
 
 from __future__ import annotations
@@ -42,6 +45,19 @@ def init_std(kind: str, spec: ViTSpec) -> float:
     if kind == "patch_embed.proj.weight":  # nn.Conv2d default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
         return 1.0 / math.sqrt(3 * spec.in_chans * spec.patch_size**2)
     return 0.02  # trunc_normal_(std=.02) for every nn.Linear weight and pos_embed
+
+
+def resample_pos_templates(templates: Tensor, tokens: int) -> Tensor:
+    """pos_embed templates (N, T_bank, w) resampled to (N, tokens, w) as timm resamples a position embedding."""
+    from timm.layers import resample_abs_pos_embed
+
+    n, t_bank, w = templates.shape
+    if t_bank == tokens:
+        return templates
+    side = math.isqrt(tokens - 1)
+    joined = templates.permute(1, 0, 2).reshape(1, t_bank, n * w)  # channels of all templates side by side
+    out = resample_abs_pos_embed(joined, [side, side], num_prefix_tokens=1)
+    return out.reshape(tokens, n, w).permute(1, 0, 2).contiguous()
 
 
 def expand_kind(lay: KindLayout, S: Tensor, T: Tensor, depth: int) -> Tensor:
@@ -102,6 +118,8 @@ class WaveViT(nn.Module):
         self.scalers = nn.ParameterDict()
         for kind, lay in self.layouts.items():
             t = bank.templates[kind].detach().clone().float()  # (N, *template_shape)
+            if kind == "pos_embed":  # a target image size other than the bank's
+                t = resample_pos_templates(t, lay.template_shape[0])
             if isinstance(templates, nn.ParameterDict):
                 templates[_key(kind)] = nn.Parameter(t)
             else:

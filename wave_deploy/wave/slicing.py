@@ -5,9 +5,27 @@ tiles of each of q, k and v (whole heads, since w = head_dim). Depth: layer i of
 floor(i * L_src / L), i.e. by relative depth. Which axis each scaler dimension runs along comes from the
 kinds table (wave.geometry.KINDS). Stage 1 (learngene) trains on these slices; stage 2 (init) starts from
 them.
+
+Growing beyond the auxiliary model (stage 2 only, ``grow_scalers``) keeps its function where it can:
+- Depth: target layer i still comes from source layer floor(i * L_src / L). A target layer whose source is
+  the same as the previous target layer's is a copy whose residual-branch outputs (attn.proj and mlp.fc2,
+  weights and biases) are zero, so it starts as the identity and the deeper model computes the source's
+  function exactly.
+- Width: the source's tiles fill the leading D_src/w (H_src/w) tiles; the new tiles start from the target's
+  random init (timm's scale) where they only add new heads or mlp hidden units computed from old channels
+  (new rows of qkv and fc1; all vector kinds: LayerNorm weights projected ones, biases zero) and are zero
+  everywhere else (any tile that writes a new residual channel: patch_embed, pos_embed, cls_token, proj and
+  fc2 rows; or reads a new channel, head or hidden unit: qkv, fc1 and head columns, proj and fc2 columns).
+  The new residual channels therefore stay exactly zero and the new heads and hidden units are not read:
+  the wider model differs from the narrow one only in its LayerNorm statistics, which run over all D
+  channels. With r = D_src/D the zeros scale a token's mean by r and its variance to r*var + r(1-r)mean^2,
+  so the LayerNorm weights of the old channels are multiplied by sqrt(r): exact for tokens of zero mean.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import math
 
 import torch
 from torch import Tensor, nn
@@ -16,7 +34,7 @@ from torch.func import functional_call
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.spec import ViTSpec
 from wave_deploy.wave.geometry import HEAD_KINDS, KINDS, kind_layouts
-from wave_deploy.wave.model import WaveViT, expanded_state_dict
+from wave_deploy.wave.model import LAYERNORM_WEIGHT_KINDS, WaveViT, expanded_state_dict
 
 
 def layer_indices(src_depth: int, depth: int) -> list[int]:
@@ -55,6 +73,65 @@ def slice_scalers(
             elif axis in keep:  # a fixed axis keeps its single tile
                 S = S.narrow(dim, 0, keep[axis])
         out[kind] = S
+    return out
+
+
+RESIDUAL_OUTPUT_KINDS = ("attn.proj.weight", "attn.proj.bias", "mlp.fc2.weight", "mlp.fc2.bias")
+GROWN_ROW_AXES = ("qkv", "mlp")  # a new tile along these, as the rows of a matrix, keeps its random init
+
+
+def grow_scalers(
+    scalers: dict[str, Tensor],
+    src: ViTSpec,
+    dst: ViTSpec,
+    w: int,
+    base: dict[str, Tensor],
+    *,
+    with_head: bool = True,
+) -> dict[str, Tensor]:
+    """Scalers of ``dst`` from those of ``src`` where ``dst`` may be deeper or wider (module docstring).
+
+    ``base``: ``dst``'s own (random) scalers, which supply the new tiles that are not zero. Where ``dst``
+    fits inside ``src`` this is exactly ``slice_scalers``.
+    """
+    narrow_d = min(dst.embed_dim, src.embed_dim)
+    inner = dataclasses.replace(dst, embed_dim=narrow_d, num_heads=narrow_d // dst.head_dim)
+    sliced = slice_scalers(scalers, src, inner, w, with_head=with_head)
+    keep = {"embed": narrow_d // w, "attn": narrow_d // w, "qkv": narrow_d // w, "mlp": inner.mlp_hidden // w}
+    out = {}
+    for kind, S in sliced.items():
+        grown = base[kind].detach().clone()
+        axes = KINDS[kind].axes
+        lead = grown.dim() - len(axes)  # (L, N) or (N,)
+        view, Sv = grown, S
+        for k, axis in enumerate(axes):
+            if axis == "qkv":  # q, k and v blocks each grow by their own new heads
+                view = view.unflatten(lead + k, (3, -1))
+                Sv = Sv.unflatten(lead + k, (3, -1))
+                break  # qkv appears at most once per kind; the offsets below account for it
+        split = [lead + k + (1 if "qkv" in axes[:k] else 0) + (1 if axis == "qkv" else 0) for k, axis in
+                 enumerate(axes)]  # fmt: skip
+        region = [slice(None)] * view.dim()
+        for k, axis in enumerate(axes):
+            if axis in keep:
+                region[split[k]] = slice(0, keep[axis])
+        if not KINDS[kind].vector:  # every new tile is zero except new rows of qkv / fc1
+            for k, axis in enumerate(axes):
+                if axis in keep and not (k == 0 and axis in GROWN_ROW_AXES):
+                    new = [slice(None)] * view.dim()
+                    new[split[k]] = slice(keep[axis], None)
+                    view[tuple(new)] = 0.0
+        view[tuple(region)] = Sv
+        out[kind] = grown
+    if dst.embed_dim > src.embed_dim:  # LayerNorm over D channels of which D - D_src are zero
+        gain = math.sqrt(src.embed_dim / dst.embed_dim)
+        for kind in LAYERNORM_WEIGHT_KINDS:
+            out[kind][..., : keep["embed"]] *= gain
+    if dst.depth > src.depth:  # repeated source layers start as the identity
+        layers = layer_indices(src.depth, dst.depth)
+        repeats = [i for i in range(1, dst.depth) if layers[i] == layers[i - 1]]
+        for kind in RESIDUAL_OUTPUT_KINDS:
+            out[kind][repeats] = 0.0
     return out
 
 

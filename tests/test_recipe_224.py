@@ -1,0 +1,66 @@
+"""The 224 px path end to end with a tiny model: a 224 px RGB bank (patch 16), an RGB ImageFolder resized at
+load, init, strict fold into timm, ONNX export with parity, and plan over the bank's 224 px sizes."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from wave_deploy.cli.main import cli
+from wave_deploy.folding import load_folded_file
+from wave_deploy.wave.bank import TemplateBank
+from wave_deploy.wave.geometry import BankGeometry
+from wave_deploy.wave.init import init_wave_model
+from wave_deploy.wave.model import WaveViT
+
+
+@pytest.fixture(scope="module")
+def bank_224(tmp_path_factory):
+    geom = BankGeometry.create(img_size=224, patch_size=16, in_chans=3, num_classes=2, w=32, head_dim=32,
+                               mlp_ratio=2.0, max_depth=2, max_embed_dim=64)  # fmt: skip
+    aux = WaveViT(TemplateBank.init_random(geom), geom.make_spec(2, 64), seed=1)
+    return aux.export_bank({"test": "224 px"}).save(tmp_path_factory.mktemp("bank") / "bank224.safetensors")
+
+
+@pytest.fixture(scope="module")
+def rgb_folder(tmp_path_factory):
+    """Two classes of 40x40 RGB images (resized to 224 at load): red-ish and blue-ish noise."""
+    root = tmp_path_factory.mktemp("rgb")
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(("red", "blue")):
+        (root / name).mkdir()
+        for i in range(6):
+            pixels = rng.integers(0, 100, (40, 40, 3), dtype=np.uint8)
+            pixels[..., 0 if c == 0 else 2] += 150
+            Image.fromarray(pixels, "RGB").save(root / name / f"{i}.png")
+    return root
+
+
+def test_init_fold_export_and_plan_at_224_px(bank_224, rgb_folder, tmp_path):
+    run = CliRunner().invoke
+    out = tmp_path / "m"
+    result = run(cli, ["init", "--templates", str(bank_224), "--data", str(rgb_folder), "--depth", "2",
+                       "--embed-dim", "64", "--img-size", "224", "--scaler-steps", "1", "--batch-size", "4",
+                       "--out", str(out), "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["data"]["img_size"] == 224 and record["data"]["in_chans"] == 3
+    model, spec, _ = load_folded_file(out / "model.safetensors")  # strict load into timm's VisionTransformer
+    assert (spec.img_size, spec.patch_size, spec.in_chans) == (224, 16, 3)
+    assert record["fold_parity_max_abs_err"] <= 1e-5
+    assert tuple(model(torch.zeros(1, 3, 224, 224)).shape) == (1, 2)
+    fresh = init_wave_model(TemplateBank.load(bank_224), spec.replace(depth=3), "aux").eval()  # grown
+    assert tuple(fresh(torch.zeros(1, 3, 224, 224)).shape) == (1, 2)
+
+    exported = run(cli, ["export", str(out / "model.safetensors"), "--profile", "x86-cpu",
+                         "--out", str(tmp_path / "onnx"), "--json"])  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    assert (tmp_path / "onnx" / "model.onnx").is_file()
+
+    plan = run(cli, ["plan", "--profile", "x86-cpu", "--templates", str(bank_224), "--json"])
+    assert plan.exit_code == 0, plan.output
+    chosen = json.loads(plan.stdout)["chosen"]["spec"]
+    assert (chosen["img_size"], chosen["patch_size"], chosen["in_chans"]) == (224, 16, 3)
