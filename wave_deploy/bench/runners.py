@@ -8,6 +8,7 @@ are the same thing and runners report "host-to-host". Heavy imports happen insid
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -81,7 +82,9 @@ class TorchRunner:
             torch.set_num_threads(threads)
         self._torch = torch
         self.device = device
-        self.model = model.to(device).eval()
+        # a copy: moving the caller's own module to the GPU would change it under the caller (and a caller's
+        # later .cpu() would move the runner's model back; found by scripts/gpu_check.sh on an H200)
+        self.model = copy.deepcopy(model).to(device).eval()
         self.sample_shape = tuple(sample_shape)
         self.threads = torch.get_num_threads()
         self.on_device = device == "cuda"
