@@ -170,10 +170,11 @@ def _run_stages(
         profile=profile_json,
         bank=inputs["bank_sha256"],
         objective=options.objective,
+        scored_on=inputs["data"] if options.objective == "accuracy" else None,
         calibration=_file_hash(options.calibration),
         classes=data.info.num_classes,
     )
-    plan = stage("plan", plan_key, lambda d: _plan(d, profile, bank, data, options))
+    plan = stage("plan", plan_key, lambda d: _plan(d, profile, bank, data, options, inputs["bank"]))
     spec_dict = plan["selection"]["chosen"]["spec"]
 
     train_key = stage_key(
@@ -234,11 +235,18 @@ def _precision_gate(profile: DeviceProfile, exported: dict) -> ParityError | Non
     )
 
 
-def _plan(out_dir: Path, profile, bank, data, options: BuildOptions) -> StageOutput:
+def _plan(out_dir: Path, profile, bank, data, options: BuildOptions, bank_path: str) -> StageOutput:
     from wave_deploy.selection import SearchSpace, select
 
     space = SearchSpace.from_bank(bank.geometry, data.info.num_classes)
-    selection = select(profile, space, objective=options.objective, calibration=options.calibration)
+    accuracy = None
+    if options.objective == "accuracy":  # every size of the space, sliced, on this build's validation split
+        from wave_deploy.wave.score import accuracy_table
+
+        accuracy = accuracy_table(bank_path, space.specs(), data)
+    selection = select(
+        profile, space, objective=options.objective, accuracy=accuracy, calibration=options.calibration
+    )
     result = {"selection": selection.to_dict(), "search_space": space.to_dict()}
     write_json(out_dir / "plan.json", result)
     return StageOutput(result, ["plan.json"])
