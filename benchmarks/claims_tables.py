@@ -87,8 +87,8 @@ def render(results: list[dict], seeds: list[int]) -> str:
     lines = [f"data {meta.get('data')}; B = {budget} dense steps at batch {batch}; seeds {seeds}\n"]
     for m in mults:
         lines.append(
-            f"Matched compute {m}x B = {m * (budget or 0)} dense-step equivalents at batch {batch}: every method "
-            f"gets the same training FLOPs (3 x forward per image, teacher forwards included); mean ± std over "
+            f"Matched compute {m}x B = {m * (budget or 0)} dense-step equivalents at batch {batch}: at matched compute every "
+            f"method gets the same training FLOPs (3 x forward per image, teacher forwards included); mean ± std over "
             f"seeds {seeds} (n = seeds measured). WAVE: slice of the shipped bank, then its seed-{seed0}-best "
             "stage-2 recipe (see the recipe table); weight selection: the ancestry's first N layers and uniform "
             f"channels, fresh head on a new task, its seed-{seed0}-best dense rate; random init: timm init, the "
@@ -186,13 +186,13 @@ def _bank(meta, rows, sizes, seed0) -> list[str]:
 def _break_even(rows, sizes, seed0, bank_flops) -> list[str]:
     """Per size: the FLOPs random init needs beyond WAVE's 1x to reach WAVE@1x (mean over seeds), hence the
     number of sizes after which the bank has paid for itself."""
-    mults = sorted({r["m"] for r in rows})
     savings, lines = [], []
     for size in sizes:
         wave = [r["acc"] for r in _cells(rows, "wave", size, 1, seed0)[1]]
         if not wave:
             continue
         one = max(r["flops"] for r in rows if r["size"] == size and r["m"] == 1)
+        mults = sorted({r["m"] for r in rows if r["size"] == size and r["kind"] == "random"})
         reach = next((m for m in mults if (acc := _mean([r["acc"] for r in _cells(rows, "random", size, m,
                      seed0)[1]])) is not None and acc >= _mean(wave)), None)  # fmt: skip
         if reach is None:
