@@ -76,3 +76,24 @@ def test_plan_objective_accuracy_on_a_bank_whose_data_is_elsewhere_is_a_usage_er
         cli, ["plan", "--profile", "x86-cpu", "--templates", str(other), "--objective", "accuracy"]
     )
     assert result.exit_code == 2 and "error:" in result.output and "Traceback" not in result.output
+
+
+def test_build_objective_accuracy_chooses_the_best_sliced_size_and_reports_the_accuracy_frontier(
+    bank_path, tmp_path
+):
+    args = ["build", "--profile", "jetson", "--templates", str(bank_path), "--out", str(tmp_path), "--json"]
+    fast = ["--scaler-steps", "1", "--dense-steps", "1", "--batch-size", "32", "--bench-iterations", "2"]
+    result = CliRunner().invoke(cli, [*args, *fast, "--objective", "accuracy"])
+    assert result.exit_code == 0, result.output
+    dev = tmp_path / "jetson-orin-nano-8gb"
+    report = json.loads((dev / "report.json").read_text())
+    sel = report["selection"]
+    assert sel["objective"] == "accuracy"
+    feasible = [c for c in sel["frontier"] if c["feasible"]]
+    assert sel["chosen"]["accuracy"] == max(c["accuracy"] for c in feasible)
+    bank = TemplateBank.load(bank_path)
+    spec = bank.geometry.make_spec(report["spec"]["depth"], report["spec"]["embed_dim"])
+    assert (
+        abs(sel["chosen"]["accuracy"] - _reference_accuracy(bank, spec, datasets.load_builtin())) <= 1 / 500
+    )
+    assert "sliced accuracy vs predicted latency" in (dev / "report.md").read_text()
