@@ -1,208 +1,195 @@
-"""Check WAVE's claims on the built-in MNIST-5k: compute (init + budget B vs random init at B, 5B, 15B and
-weight selection at B), storage (bank bytes vs the models it initializes) and transfer (a task the bank never
-saw, given as --transfer-classes: the bank's classes are the others).
+"""WAVE vs tuned random init vs weight selection at matched training compute, several seeds, on the built-in
+MNIST-5k or any ImageFolder (--data; a new task: WAVE and weight selection get fresh heads).
 
-    python benchmarks/paper_claims.py compute --ancestry artifacts/bank-recipe/ancestry.safetensors
-    python benchmarks/paper_claims.py storage
-    python benchmarks/paper_claims.py strategies     # stage-2 scaler start: aux slice vs random
-    python benchmarks/paper_claims.py transfer --templates BANK_BUILT_ON_0_4 --ancestry ANCESTRY_0_4 \
-        --classes 5,6,7,8,9
+    python benchmarks/paper_claims.py compute --sizes 2x64,4x64,6x128 --seeds 0,1,2 --budget 20 \
+        --out bench_out/matched.jsonl                       # runs (resumable), then prints the tables
+    python benchmarks/paper_claims.py table --out bench_out/matched.jsonl   # the tables from a results file
+    python benchmarks/paper_claims.py storage               # bank bytes vs the models it initializes
 
-Budgets are optimizer steps at batch 128 (one epoch of the 4,500-image train split is 35 steps). Every method
-trains the same timm VisionTransformer with the same dense recipe (AdamW, lr 5e-4, 10% warmup, cosine, label
-smoothing 0.1); WAVE adds its scaler phase (reported separately, in steps). Output: markdown tables on stdout.
+Compute: every method gets m x B dense steps' worth of training FLOPs (3 x forward FLOPs per image, from the
+spec; WAVE's scaler steps also pay the bank's auxiliary-model forward when they distil), m in --multiples.
+Random init sweeps --rates at seed 0 and keeps the best rate per size and m for the other seeds; WAVE's
+stage-2 recipes (--recipes) are compared the same way, and weight selection's dense rates (--lr; a second run
+with another --lr adds a rate, the seed-0 best is kept).
+Weight selection needs the bank's ancestry: --ancestry, else it is retrained from the bank's provenance recipe
+(bench_out/ancestry.safetensors). Output: one JSON line per cell in --out, progress on stderr, markdown
+tables on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
-from wave_deploy.baselines import random_init, weight_selection
-from wave_deploy.data import load_builtin
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import claims_tables
+import matched_compute as mc
+
+from wave_deploy.baselines import random_init
+from wave_deploy.data import load_builtin, load_for_bank
 from wave_deploy.folding import load_folded_file
-from wave_deploy.training import TrainConfig, evaluate, train
 from wave_deploy.wave.bank import TemplateBank, default_bank_path
-from wave_deploy.wave.init import DensePhase, ScalerPhase, initialize
-
-SIZES = [(2, 64), (4, 96), (3, 128), (6, 64), (6, 128)]
 
 
-def dense_config(steps: int, seed: int, eval_every: int | None = None) -> TrainConfig:
-    return TrainConfig(
-        steps=steps,
-        batch_size=128,
-        lr=5e-4,
-        warmup_steps=max(1, steps // 10),
-        min_lr_ratio=0.01,
-        label_smoothing=0.1,
-        seed=seed,
-        eval_every=eval_every,
-    )
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    sizes = []
+    for part in text.split(","):
+        depth, _, dim = part.strip().lower().lstrip("l").partition("x")
+        sizes.append((int(depth), int(dim.lstrip("d"))))
+    return sizes
 
 
-def train_dense(model, data, steps: int, seed: int, eval_every: int | None = None):
-    result = train(
-        model,
-        dense_config(steps, seed, eval_every),
-        data.train_x,
-        data.train_labels,
-        data.val_x,
-        data.val_labels,
-    )
-    return result
+def load_data(args, bank: TemplateBank, seed: int):
+    if args.data:
+        g = bank.geometry
+        return load_for_bank(args.data, in_chans=g.in_chans, img_size=g.img_size, seed=seed)
+    return load_builtin(seed=seed)
 
 
-def val_acc(model, data) -> float:
-    return evaluate(model, data.val_x, data.val_labels, 512, torch.device("cpu"))[1]
+def ensure_ancestry(args, bank: TemplateBank) -> Path:
+    """The bank's ancestry: --ancestry, a cached rebuild, or a rebuild now with the provenance's recipe."""
+    if args.ancestry:
+        return Path(args.ancestry)
+    path = Path(args.out).parent / "ancestry.safetensors"
+    if path.is_file():
+        return path
+    import runpy
+
+    anc = bank.provenance.get("ancestry", {})
+    spec = anc.get("spec") or bank.aux_spec.to_dict()
+    argv = ["--out", str(path), "--depth", str(spec["depth"]), "--embed-dim", str(spec["embed_dim"])]
+    argv += ["--heads", str(spec["num_heads"]), "--patch-size", str(spec["patch_size"])]
+    argv += ["--epochs", str(anc.get("epochs", 30)), "--lr", str(anc.get("lr", 1e-3)), "--seed", "0"]
+    print(f"rebuilding the ancestry: train_ancestry.py {' '.join(argv)}", file=sys.stderr, flush=True)
+    script = Path(__file__).resolve().parent.parent / "scripts" / "train_ancestry.py"
+    old, sys.argv = sys.argv, ["train_ancestry.py", *argv]
+    try:
+        runpy.run_path(str(script), run_name="ancestry")["main"]()
+    finally:
+        sys.argv = old
+    return path
+
+
+def plan_cells(args, specs) -> list[tuple]:
+    """(kind, arg, spec, m, seed) in run order: m ascending, then size, seed 0's sweeps before other seeds.
+    For seeds > 0 the arg is None: chosen from seed 0's results when the cell runs."""
+    cells = []
+    for m in args.multiples:
+        for spec in specs:
+            s0 = args.seeds[0]
+            cells += [("random", lr, spec, m, s0) for lr in args.rates]
+            cells += [("wave", r, spec, m, s0) for r in args.recipes]
+            cells.append(("ws", args.lr, spec, m, s0))
+            for seed in args.seeds[1:]:
+                cells += [("random", None, spec, m, seed), ("wave", None, spec, m, seed)]
+                cells.append(("ws", None, spec, m, seed))
+    return cells
+
+
+def step_seconds(spec, data, batch: int) -> float:
+    """Seconds per dense step of ``spec`` on this machine now (3 timed steps after 1 warm-up)."""
+    model = random_init(spec, 0)
+    mc.dense_train(model, data, 1, 5e-4, 0, batch)
+    t0 = time.perf_counter()
+    mc.dense_train(model, data, 3, 5e-4, 0, batch)
+    return (time.perf_counter() - t0) / 3
 
 
 def compute(args) -> None:
-    data = load_builtin(seed=args.seed)
-    if args.classes:
-        data = data.select_classes([int(c) for c in args.classes.split(",")])
     bank = TemplateBank.load(args.templates or default_bank_path())
-    teacher, teacher_spec, _ = load_folded_file(args.ancestry) if args.ancestry else (None, None, None)
-    B = args.budget
+    data0 = load_data(args, bank, args.seeds[0])
+    new_task = mc.new_task_for(bank, data0.info.class_names)
+    specs = [
+        bank.geometry.make_spec(d, e, num_classes=data0.info.num_classes) for d, e in parse_sizes(args.sizes)
+    ]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = claims_tables.read_results(out)
+    cells = plan_cells(args, specs)
+    todo = [c for c in cells if not claims_tables.is_done(c, done, args.seeds[0])]
+    per_step = {s.name: step_seconds(s, data0, args.batch) for s in specs}
+    est = sum(per_step[c[2].name] * c[3] * args.budget for c in todo)
     print(
-        f"data {data.info.name}: {data.info.train_count} train / {data.info.val_count} val; budget B = {B} steps "
-        f"(batch 128); WAVE scaler phase {args.scaler_steps} steps; seed {args.seed}\n"
+        f"{len(cells)} cells ({len(cells) - len(todo)} already in {out}); estimated {est / 60:.1f} min "
+        f"(dense step: " + ", ".join(f"{k} {v:.2f} s" for k, v in per_step.items()) + ")",
+        file=sys.stderr,
+        flush=True,
     )
-    if args.only_wave:
-        print("| size | WAVE@0 (sliced, no training) | WAVE@B |\n|---|---|---|")
-    else:
+    anc_path = ensure_ancestry(args, bank)
+    ancestry, anc_spec, _ = load_folded_file(anc_path)
+    ctx = SimpleNamespace(
+        bank=bank, recipe=mc.Recipe(batch=args.batch, lr=args.lr), budget=args.budget, new_task=new_task,
+        ancestry=ancestry.state_dict(), ancestry_spec=anc_spec, data=data0,
+    )  # fmt: skip
+    header = {"kind": "meta", "data": data0.info.name, "fingerprint": data0.info.fingerprint,
+              "budget": args.budget, "batch": args.batch, "lr": args.lr, "ancestry": str(anc_path),
+              "bank_cost": mc.bank_cost(bank), "new_task": new_task, "threads": args.threads}  # fmt: skip
+    if not any(r.get("kind") == "meta" for r in done):
+        claims_tables.append(out, header)
+    t_start = time.perf_counter()
+    for i, (kind, arg, spec, m, seed) in enumerate(todo):
+        results = claims_tables.read_results(out)
+        if claims_tables.is_done((kind, arg, spec, m, seed), results, args.seeds[0]):
+            continue  # decided by a seed-0 result that arrived after planning
+        if arg is None:
+            arg = claims_tables.best_arg(results, kind, f"L{spec.depth} D{spec.embed_dim}", m, args.seeds[0])
+        if seed != ctx.data.info.seed:
+            ctx.data = load_data(args, bank, seed)
+        row = mc.cell(kind, arg, spec, m, seed, ctx)
+        claims_tables.append(out, row)
+        elapsed = time.perf_counter() - t_start
         print(
-            "| size | params | WAVE@0 (sliced, no training) | WAVE@B | weight sel.@B | random@B | random@5B | "
-            "random@15B | random steps to reach WAVE@B |"
-        )
-        print("|---|---|---|---|---|---|---|---|---|")
-    for depth, dim in SIZES:
-        spec = bank.geometry.make_spec(depth, dim, num_classes=data.info.num_classes)
-        t0 = time.perf_counter()
-        model, record = initialize(
-            bank,
-            spec,
-            data,
-            scaler=ScalerPhase(steps=args.scaler_steps, seed=args.seed),
-            dense=DensePhase(steps=0, seed=args.seed),
-        )
-        wave_b = val_acc_after(model, data, B, args.seed)
-        row = {"wave0": record["val_acc_at_init"], "wave": wave_b}
-        if args.only_wave:  # ablations of the bank: the baselines do not depend on it
-            print(f"| L{depth} D{dim} | {row['wave0']:.1%} | {row['wave']:.1%} |", flush=True)
-            continue
-        if teacher is not None and spec.num_classes == teacher_spec.num_classes:
-            ws = weight_selection(teacher, teacher_spec, spec, seed=args.seed)
-            row["ws"] = val_acc_after(ws, data, B, args.seed)
-        else:
-            row["ws"] = None
-        for mult in (1, 5):
-            row[f"r{mult}"] = val_acc_after(random_init(spec, seed=args.seed), data, mult * B, args.seed)
-        curve = train_dense(
-            random_init(spec, seed=args.seed), data, 15 * B, args.seed, eval_every=max(1, B // 2)
-        )
-        row["r15"] = curve.final_val_acc
-        reach = next((r.step for r in curve.history if r.val_acc is not None and r.val_acc >= wave_b), None)
-        params = sum(p.numel() for p in model.parameters())
-        print(
-            f"| L{depth} D{dim} | {params / 1e6:.2f}M | {row['wave0']:.1%} | {row['wave']:.1%} | "
-            f"{_pct(row['ws'])} | {row['r1']:.1%} | {row['r5']:.1%} | {row['r15']:.1%} | "
-            f"{reach if reach is not None else f'> {15 * B}'} |  <!-- {time.perf_counter() - t0:.0f} s -->",
+            f"[{i + 1}/{len(todo)}] {row['size']} {m}x seed {seed} {kind}({arg}): acc {row['acc']:.1%}, "
+            f"{row['flops'] / 1e12:.3f} TFLOP, {row['wall_s']:.0f} s (elapsed {elapsed / 60:.1f} min)",
+            file=sys.stderr,
             flush=True,
         )
-
-
-def strategies(args) -> None:
-    """Stage-2 scaler start: slicing the bank's auxiliary scalers vs random scalers, same budgets."""
-    data = load_builtin(seed=args.seed)
-    bank = TemplateBank.load(args.templates or default_bank_path())
-    B = args.budget
-    print(f"scaler phase {args.scaler_steps} steps, then {B} dense steps (batch 128), seed {args.seed}\n")
-    print(
-        "| size | aux: at init | aux: after scalers | aux: after B | random: at init | random: after scalers "
-        "| random: after B |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for depth, dim in SIZES:
-        spec = bank.geometry.make_spec(depth, dim)
-        cells = []
-        for strategy in ("aux", "random"):
-            model, rec = initialize(
-                bank,
-                spec,
-                data,
-                strategy=strategy,
-                scaler=ScalerPhase(steps=args.scaler_steps, seed=args.seed),
-                dense=DensePhase(steps=0, seed=args.seed),
-            )
-            after = val_acc_after(model, data, B, args.seed)
-            cells += [rec["val_acc_at_init"], rec["val_acc"], after]
-        print(f"| L{depth} D{dim} | " + " | ".join(f"{c:.1%}" for c in cells) + " |", flush=True)
-
-
-def val_acc_after(model, data, steps: int, seed: int) -> float:
-    if steps:
-        train_dense(model, data, steps, seed)
-    return val_acc(model, data)
-
-
-def _pct(x) -> str:
-    return "n/a" if x is None else f"{x:.1%}"
+    print(claims_tables.render(claims_tables.read_results(out), args.seeds))
 
 
 def storage(args) -> None:
-    from wave_deploy.spec import param_count
-
-    path = args.templates or default_bank_path()
-    bank = TemplateBank.load(path)
-    g = bank.geometry
-    tmpl = sum(t.numel() * t.element_size() for t in bank.templates.values())
-    aux = sum(t.numel() * t.element_size() for t in bank.aux_scalers.values())
-    specs = [g.make_spec(d, e) for d, e in SIZES]
-    models = sum(4 * param_count(s) for s in specs)
-    path = Path(path)
-    print(
-        f"bank {path}: templates {tmpl:,} B + auxiliary scalers {aux:,} B = {tmpl + aux:,} B "
-        f"(file {path.stat().st_size:,} B)\n"
-    )
-    print("| what | bytes (fp32) |\n|---|---|")
-    for s in specs:
-        print(f"| L{s.depth} D{s.embed_dim} model | {4 * param_count(s):,} |")
-    print(f"| the {len(specs)} models above | {models:,} |")
-    print(f"| the bank | {tmpl + aux:,} |")
-    print(f"| ratio models / bank | {models / (tmpl + aux):.1f}x |")
-    every = [g.make_spec(d, e) for d in range(1, g.max_depth + 1) for e in g.valid_embed_dims()]
-    total = sum(4 * param_count(s) for s in every)
-    print(f"| all {len(every)} sizes the bank serves / bank | {total / (tmpl + aux):.1f}x |")
+    claims_tables.storage(args.templates or default_bank_path(), parse_sizes(args.sizes))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["compute", "storage", "transfer", "strategies"])
-    parser.add_argument("--templates", type=str, help="bank (default: the shipped one)")
-    parser.add_argument("--ancestry", type=str, help="folded ancestry checkpoint (for weight selection)")
-    parser.add_argument(
-        "--classes", type=str, help="comma-separated class subset (transfer: classes unseen by the bank)"
-    )
-    parser.add_argument("--budget", type=int, default=35, help="B in optimizer steps (35 = one epoch)")
-    parser.add_argument("--scaler-steps", type=int, default=35)
-    parser.add_argument(
-        "--only-wave", action="store_true", help="compute: WAVE columns only (bank ablations)"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[2:]),
+    )  # fmt: skip
+    parser.add_argument("what", nargs="?", default="compute", choices=["compute", "table", "storage"])
+    parser.add_argument("--data", help="ImageFolder directory (default: the built-in MNIST-5k)")
+    parser.add_argument("--sizes", default="2x64,4x64,6x128", help="DEPTHxWIDTH,... (default %(default)s)")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds; the first runs the sweeps")
+    parser.add_argument("--budget", type=int, default=20, help="B in dense steps at --batch (default 20)")
+    parser.add_argument("--multiples", default="1,5,15", help="compute levels m (x B), default %(default)s")
+    parser.add_argument("--rates", default="5e-4,1e-3,2e-3", help="random init's learning-rate sweep")
+    parser.add_argument("--recipes", default="dense,labels,distill", help="WAVE stage-2 recipes compared")
+    parser.add_argument("--lr", type=float, default=5e-4, help="dense rate of WAVE and weight selection")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--templates", help="bank (default: the shipped one)")
+    parser.add_argument("--ancestry", help="the bank's ancestry checkpoint (default: retrained, cached)")
+    parser.add_argument("--out", default="bench_out/matched.jsonl", help="results file (JSON lines; resumes)")
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.multiples = [int(m) for m in args.multiples.split(",")]
+    args.rates = [float(r) for r in args.rates.split(",")]
+    args.recipes = [r.strip() for r in args.recipes.split(",")]
+    unknown = [r for r in args.recipes if r not in mc.WAVE_RECIPES]
+    if unknown:
+        parser.error(f"unknown recipe(s) {unknown}; choose from {sorted(mc.WAVE_RECIPES)}")
     torch.set_num_threads(args.threads)
     if args.what == "storage":
         storage(args)
-    elif args.what == "strategies":
-        strategies(args)
+    elif args.what == "table":
+        print(claims_tables.render(claims_tables.read_results(Path(args.out)), args.seeds))
     else:
-        if args.what == "transfer" and not args.classes:
-            parser.error("transfer needs --classes (the classes the bank was not built on)")
         compute(args)
 
 

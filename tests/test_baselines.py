@@ -95,6 +95,18 @@ def test_a_new_task_gets_the_seeded_fresh_head(teacher):
     assert torch.equal(student.blocks[0].norm1.weight, teacher.blocks[0].norm1.weight[::3])
 
 
+def test_a_new_task_with_the_teachers_class_count_gets_a_fresh_head_when_told(teacher):
+    """Transfer 0-4 -> 5-9: same class count, other classes: the teacher's classifier must not carry over."""
+    kept = weight_selection(teacher, TEACHER, STUDENT, seed=4)
+    fresh = weight_selection(teacher, TEACHER, STUDENT, seed=4, new_task=True)
+    assert torch.equal(kept.head.weight, teacher.head.weight[:, ::3])
+    assert torch.equal(fresh.head.weight, random_init(STUDENT, seed=4).head.weight)
+    assert torch.equal(fresh.head.bias, random_init(STUDENT, seed=4).head.bias)
+    assert torch.equal(fresh.blocks[1].mlp.fc1.weight, kept.blocks[1].mlp.fc1.weight)  # the rest is selected
+    with pytest.raises(InvalidInputError, match="new_task=False"):
+        weight_selection(teacher, TEACHER, STUDENT.replace(num_classes=3), new_task=False)
+
+
 @pytest.mark.parametrize(
     "change, reason",
     [

@@ -105,14 +105,52 @@ def test_asset_writer_is_byte_reproducible_and_loads_back_with_numpy(tmp_path):
 # ---- split, normalisation, fingerprint --------------------------------------------------------------------
 
 
-def test_split_is_identical_for_the_same_seed_and_different_for_another(mnist):
-    again = data.load_builtin(val_fraction=0.1, seed=0)
-    assert torch.equal(again.val_images, mnist.val_images) and torch.equal(
-        again.train_labels, mnist.train_labels
-    )
-    other = data.load_builtin(val_fraction=0.1, seed=1)
-    assert not torch.equal(other.val_images, mnist.val_images)
-    assert other.info.val_per_class == mnist.info.val_per_class
+def test_builtin_validation_split_is_the_same_images_for_every_seed_and_disjoint_from_the_banks_training_data(
+    mnist,
+):
+    """The shipped bank and its ancestry were trained on the train split of their provenance's data (the
+    seed-0 split of older releases: the asset's images minus the 500 listed ones). For seeds 0, 1 and 2 the
+    validation images are exactly those 500, and none is a training image of the bank."""
+    from wave_deploy.wave.bank import TemplateBank, default_bank_path
+
+    images = torch.from_numpy(np.load(ASSET.open("rb"))["images"])
+    listed = data.builtin_val_hashes()
+    assert len(listed) == 500
+    bank_train = set(_digests(images.unsqueeze(1))) - listed  # everything else in the asset
+    provenance = TemplateBank.load(default_bank_path()).provenance
+    assert provenance["ancestry"]["data"]["train_count"] == len(bank_train) == 4500
+    assert provenance["data"]["fingerprint"] == mnist.info.fingerprint  # the bank trained on this very split
+    for seed in (0, 1, 2):
+        ds = data.load_builtin(seed=seed)
+        val = set(_digests(ds.val_images))
+        assert val == listed and not val & bank_train and not val & set(_digests(ds.train_images))
+        assert torch.equal(ds.val_images, mnist.val_images) and torch.equal(
+            ds.train_labels, mnist.train_labels
+        )
+
+
+def test_builtin_split_follows_the_listed_hashes_not_an_rng(mnist):
+    """Recomputing every image's hash and keeping the listed ones gives the validation tensor exactly."""
+    images = torch.from_numpy(np.load(ASSET.open("rb"))["images"]).unsqueeze(1)
+    keep = [i for i, h in enumerate(data.image_sha256(images)) if h in data.builtin_val_hashes()]
+    assert torch.equal(images[keep], mnist.val_images)
+    assert mnist.info.split == "content" and mnist.info.val_per_class == (50,) * 10
+
+
+def test_image_folder_split_is_fixed_by_content_not_by_the_seed(tmp_path):
+    rng = np.random.default_rng(7)
+    tree = {c: _random_images(rng, 10, (8, 8)) for c in ("a", "b")}
+    _write_tree(tmp_path, tree)
+    splits = [data.load_image_folder(tmp_path, val_fraction=0.3, seed=s) for s in (0, 1, 2)]
+    for ds in splits[1:]:
+        assert torch.equal(ds.val_images, splits[0].val_images)
+        assert torch.equal(ds.train_images, splits[0].train_images)
+    # naive reference: per class, the 3 images with the smallest sha256 of their bytes
+    expected = set()
+    for arrs in tree.values():
+        digests = sorted(hashlib.sha256(a[None].tobytes()).hexdigest() for a in arrs)
+        expected |= set(digests[:3])
+    assert set(_digests(splits[0].val_images)) == expected
 
 
 @pytest.mark.parametrize("val_fraction, per_class", [(0.1, 50), (0.2, 100), (0.5, 250)])
@@ -137,13 +175,15 @@ def test_normalisation_is_computed_on_train_and_applied_to_both_splits(mnist):
 
 def test_fingerprint_is_stable_across_loads_and_changes_with_the_data(mnist):
     assert data.load_builtin(val_fraction=0.1, seed=0).info.fingerprint == mnist.info.fingerprint
+    assert (
+        data.load_builtin(val_fraction=0.1, seed=1).info.fingerprint == mnist.info.fingerprint
+    )  # same split
     others = {
-        data.load_builtin(val_fraction=0.1, seed=1).info.fingerprint,
         data.load_builtin(val_fraction=0.2, seed=0).info.fingerprint,
         mnist.subset(10, seed=0).info.fingerprint,
         mnist.select_classes(range(9)).info.fingerprint,
     }
-    assert mnist.info.fingerprint not in others and len(others) == 4
+    assert mnist.info.fingerprint not in others and len(others) == 3
 
 
 def test_fingerprint_changes_when_one_pixel_of_one_image_changes(tmp_path):
@@ -174,7 +214,7 @@ def test_image_folder_round_trips_pixels_and_labels(tmp_path, shape, in_chans):
     ds = data.load_image_folder(tmp_path, val_fraction=0.34, seed=0)
     assert ds.info.class_names == ("ant", "bee", "cat")  # sorted folder names
     assert (ds.info.img_size, ds.info.in_chans) == (12, in_chans)
-    assert ds.info.val_per_class == (2, 2, 2) and ds.info.split == "seeded"
+    assert ds.info.val_per_class == (2, 2, 2) and ds.info.split == "content"
     expected = sorted((a.tobytes(), ds.info.class_names.index(c)) for c, arrs in tree.items() for a in arrs)
     assert _as_written(ds) == expected
 

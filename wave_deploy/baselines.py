@@ -10,7 +10,8 @@
                       heads when the student's heads fit in the teacher's (H <= H_t, head_dim <= head_dim_t:
                       uniform heads x uniform channels within a head), else uniform over the flat axis
     mlp (H_t -> H):   fc1 rows and bias, fc2 columns
-A task with other classes than the teacher's gets timm's fresh head.
+A new task (other classes than the teacher's, or ``new_task=True`` when the class count happens to match) gets
+timm's fresh head; only the teacher's own task keeps its classifier.
 """
 
 from __future__ import annotations
@@ -86,12 +87,17 @@ def _select(t: Tensor, axes: tuple, idx: dict[str, Tensor]) -> Tensor:
 
 
 def weight_selection(
-    teacher: nn.Module | dict[str, Tensor], teacher_spec: ViTSpec, spec: ViTSpec, seed: int = 0
+    teacher: nn.Module | dict[str, Tensor],
+    teacher_spec: ViTSpec,
+    spec: ViTSpec,
+    seed: int = 0,
+    new_task: bool | None = None,
 ):
     """A timm VisionTransformer of ``spec`` initialized by weight selection from a larger ``teacher``.
 
-    ``teacher`` is a timm VisionTransformer of ``teacher_spec`` or its state dict. ``seed`` draws the fresh
-    head when the class counts differ (everything else comes from the teacher).
+        ``teacher`` is a timm VisionTransformer of ``teacher_spec`` or its state dict. ``seed`` draws the fresh
+        head of a new task (everything else comes from the teacher). ``new_task``: the data's classes are not the
+    teacher's (default: decided by the class count alone, which cannot tell 0-4 from 5-9).
     """
     state = teacher.state_dict() if isinstance(teacher, nn.Module) else teacher
     expected = _timm_shapes(teacher_spec)
@@ -103,7 +109,12 @@ def weight_selection(
         )
     idx = selection_indices(teacher_spec, spec)
     student = random_init(spec, seed)
-    new_head = spec.num_classes != teacher_spec.num_classes
+    new_head = spec.num_classes != teacher_spec.num_classes if new_task is None else bool(new_task)
+    if not new_head and spec.num_classes != teacher_spec.num_classes:
+        raise InvalidInputError(
+            f"new_task=False but the student has {spec.num_classes} classes and the teacher "
+            f"{teacher_spec.num_classes}"
+        )
     selected = {}
     for name, current in student.state_dict().items():
         if name.startswith("blocks."):

@@ -5,8 +5,11 @@ A ``Dataset`` keeps uint8 images (N, C, H, W) and int64 labels for a train and a
 on the train split) and a content fingerprint (sha256 over class names and the split tensors) for caching.
 ``Dataset.train_x`` / ``val_x`` are the normalised float32 tensors the training code indexes.
 
-Splits are deterministic: each class is shuffled by its own generator seeded with (seed, class index) and
-the first round(n * val_fraction) images (at least 1, at most n - 1) go to val; both splits keep file order.
+Splits are fixed by content, never by the seed (the seed only orders training batches): the built-in data's
+validation split is exactly the 500 images listed in assets/mnist_5k_val_sha256.json (the ones the shipped bank
+and its ancestry never trained on); an ImageFolder without train/ and val/ puts, per class, the
+round(n * val_fraction) images (at least 1, at most n - 1) with the smallest sha256 of their pixel bytes into
+val. Both splits keep file order.
 Derived views (``subset``, ``select_classes``) keep the source's normalisation, so a model trained on a view
 sees inputs on the same scale as one trained on the whole.
 """
@@ -33,6 +36,7 @@ from wave_deploy.errors import InvalidInputError
 log = logging.getLogger(__name__)
 
 BUILTIN_SOURCE = "builtin:mnist_5k"
+BUILTIN_VAL_FRACTION = 0.1  # the fixed validation split (500 images) is this fraction
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
@@ -46,7 +50,9 @@ class DatasetInfo:
     in_chans: int  # 1 (L) or 3 (RGB)
     mean: tuple[float, ...]  # per channel, 0..1 scale, from the train split
     std: tuple[float, ...]
-    split: Literal["seeded", "explicit"]  # seeded: split here; explicit: train/ and val/ folders
+    split: Literal[
+        "content", "seeded", "explicit"
+    ]  # content: by image hash here (seeded: older releases); explicit: folders
     seed: int
     val_fraction: float | None  # None for an explicit split
     train_per_class: tuple[int, ...]
@@ -237,11 +243,17 @@ def load_builtin(val_fraction: float = 0.1, seed: int = 0) -> Dataset:
         images, labels = archive["images"], archive["labels"]  # (5000, 28, 28) uint8, (5000,) uint8
     images_t = torch.from_numpy(images).unsqueeze(1)  # (N, 1, 28, 28)
     labels_t = torch.from_numpy(labels.astype(np.int64))
-    train_idx, val_idx = _stratified_split(labels_t, 10, val_fraction, seed)
+    if val_fraction == BUILTIN_VAL_FRACTION:
+        train_idx, val_idx = _builtin_split(images_t)
+    else:  # another size of split cannot avoid the bank's training images
+        log.warning(
+            "val_fraction %s: the validation split overlaps the shipped bank's training data", val_fraction
+        )
+        train_idx, val_idx = _content_split(images_t, labels_t, 10, val_fraction)
     return _make(
         "mnist_5k", BUILTIN_SOURCE, tuple(str(d) for d in range(10)),
         images_t[train_idx], labels_t[train_idx], images_t[val_idx], labels_t[val_idx],
-        split="seeded", seed=seed, val_fraction=val_fraction,
+        split="content", seed=seed, val_fraction=val_fraction,
     )  # fmt: skip
 
 
@@ -297,7 +309,7 @@ def load_image_folder(
     if explicit:
         train_idx, val_idx = torch.nonzero(is_train).flatten(), torch.nonzero(~is_train).flatten()
     else:
-        train_idx, val_idx = _stratified_split(labels, len(class_names), val_fraction, seed)
+        train_idx, val_idx = _content_split(images, labels, len(class_names), val_fraction)
     counts = torch.bincount(labels[train_idx], minlength=len(class_names))
     if (counts == 0).any() or len(val_idx) == 0:
         empty = [class_names[i] for i in torch.nonzero(counts == 0).flatten().tolist()]
@@ -308,7 +320,7 @@ def load_image_folder(
     return _make(
         root.resolve().name, str(root.resolve()), class_names,
         images[train_idx], labels[train_idx], images[val_idx], labels[val_idx],
-        split="explicit" if explicit else "seeded", seed=seed,
+        split="explicit" if explicit else "content", seed=seed,
         val_fraction=None if explicit else val_fraction, skipped=bad,
     )  # fmt: skip
 
@@ -394,17 +406,39 @@ def _scan_classes(root: Path) -> tuple[tuple[str, ...], list[tuple[Path, int]]]:
     return tuple(d.name for d in class_dirs), files
 
 
-def _stratified_split(
-    labels: torch.Tensor, num_classes: int, val_fraction: float, seed: int
+def image_sha256(images: torch.Tensor) -> list[str]:
+    """sha256 hex digest of each image's uint8 bytes ((N, C, H, W) -> N digests, C order): its identity."""
+    arr = images.contiguous().numpy()
+    return [hashlib.sha256(arr[i].tobytes()).hexdigest() for i in range(arr.shape[0])]
+
+
+def builtin_val_hashes() -> frozenset[str]:
+    """The sha256 of the built-in validation images (assets/mnist_5k_val_sha256.json)."""
+    asset = resources.files("wave_deploy.assets") / "mnist_5k_val_sha256.json"
+    return frozenset(json.loads(asset.read_text())["sha256"])
+
+
+def _builtin_split(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    val_set = builtin_val_hashes()
+    is_val = torch.tensor([h in val_set for h in image_sha256(images)])
+    if int(is_val.sum()) != len(val_set):
+        raise InvalidInputError("the built-in MNIST-5k asset does not hold its listed validation images")
+    return torch.nonzero(~is_val).flatten(), torch.nonzero(is_val).flatten()
+
+
+def _content_split(
+    images: torch.Tensor, labels: torch.Tensor, num_classes: int, val_fraction: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per class, the round(n * val_fraction) images (>= 1, <= n - 1) with the smallest content hash -> val."""
+    hashes = image_sha256(images)
     train, val = [], []
     for c in range(num_classes):
-        idx = torch.nonzero(labels == c).flatten().numpy()
+        idx = torch.nonzero(labels == c).flatten().tolist()
         n_val = min(max(round(len(idx) * val_fraction), 1), len(idx) - 1) if len(idx) > 1 else 0
-        perm = np.random.default_rng([seed, c]).permutation(idx)
-        val.append(perm[:n_val])
-        train.append(perm[n_val:])
-    return torch.from_numpy(np.sort(np.concatenate(train))), torch.from_numpy(np.sort(np.concatenate(val)))
+        ranked = sorted(idx, key=lambda i: (hashes[i], i))
+        val += ranked[:n_val]
+        train += ranked[n_val:]
+    return torch.tensor(sorted(train), dtype=torch.long), torch.tensor(sorted(val), dtype=torch.long)
 
 
 def _fingerprint(class_names, train_images, train_labels, val_images, val_labels) -> str:

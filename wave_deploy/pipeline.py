@@ -46,6 +46,7 @@ from wave_deploy.selection import SearchSpace, select
 from wave_deploy.spec import ViTSpec
 from wave_deploy.wave.bank import TemplateBank, default_bank_path
 from wave_deploy.wave.init import DensePhase, ScalerPhase, initialize
+from wave_deploy.wave.score import accuracy_table
 
 log = logging.getLogger(__name__)
 
@@ -192,10 +193,11 @@ def _run_stages(
         profile=profile_json,
         bank=inputs["bank_sha256"],
         objective=options.objective,
+        scored_on=inputs["data"] if options.objective == "accuracy" else None,
         calibration=_file_hash(options.calibration),
         classes=data.info.num_classes,
     )
-    plan = stage("plan", plan_key, lambda d: _plan(d, profile, bank, data, options))
+    plan = stage("plan", plan_key, lambda d: _plan(d, profile, bank, data, options, inputs["bank"]))
     spec_dict = plan["selection"]["chosen"]["spec"]
 
     train_key = stage_key(
@@ -256,12 +258,18 @@ def _precision_gate(profile: DeviceProfile, exported: dict) -> ParityError | Non
     )
 
 
-def _plan(out_dir: Path, profile: DeviceProfile, bank, data, options: BuildOptions) -> StageOutput:
-
+def _plan(
+    out_dir: Path, profile: DeviceProfile, bank, data, options: BuildOptions, bank_path: str
+) -> StageOutput:
     space = SearchSpace.from_bank(bank.geometry, data.info.num_classes)
     if options.img_size:  # the models are built for the data's (resized) image size
         space = dataclasses.replace(space, img_size=options.img_size)
-    selection = select(profile, space, objective=options.objective, calibration=options.calibration)
+    accuracy = None
+    if options.objective == "accuracy":  # every size of the space, sliced, on this build's validation split
+        accuracy = accuracy_table(bank_path, space.specs(), data)
+    selection = select(
+        profile, space, objective=options.objective, accuracy=accuracy, calibration=options.calibration
+    )
     result = {"selection": selection.to_dict(), "search_space": space.to_dict()}
     write_json(out_dir / "plan.json", result)
     return StageOutput(result, ["plan.json"])

@@ -291,12 +291,12 @@ def _objective_value(candidate: Candidate, objective: Objective) -> float:
 
 
 def _rank_key(c: Candidate):
-    """Best first: objective, then FLOPs (accuracy ties), then lower latency, fewer params, shallower, narrower,
-    smaller images."""
+    """Best first: objective, then lower latency (e.g. accuracy ties), more FLOPs, fewer params, shallower,
+    narrower, smaller images."""
     return (
         -c.objective,
-        -c.flops,
         c.latency.latency_ms,
+        -c.flops,
         c.params,
         c.spec.depth,
         c.spec.embed_dim,

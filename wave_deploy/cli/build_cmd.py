@@ -61,6 +61,14 @@ from wave_deploy.cli.output import console, is_quiet, print_json, profile_set_op
     type=click.Path(dir_okay=False, path_type=str),
     help="Latency calibration file (from `wave-deploy calibrate`) to use instead of the profile's.",
 )
+@click.option(
+    "--objective",
+    type=click.Choice(["flops", "params", "accuracy"]),
+    default="flops",
+    show_default=True,
+    help="What to maximize among the sizes that fit. accuracy: each size's accuracy sliced from the bank, "
+    "scored on the validation split of --data (seconds; cached), ties to lower latency.",
+)
 @opset_option()
 @exporter_option()
 @click.option(
@@ -97,6 +105,7 @@ def build(
     dense_steps,
     batch_size,
     calibration,
+    objective,
     opset,
     exporter,
     bench_iterations,
@@ -141,6 +150,7 @@ def build(
         batch_size=batch_size,
         img_size=img_size,
         calibration=calibration,
+        objective=objective,
         opset=opset,
         exporter=exporter,
         bench_iterations=bench_iterations,

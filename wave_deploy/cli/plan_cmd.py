@@ -97,10 +97,11 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 )
 @click.option(
     "--objective",
-    type=click.Choice(["flops", "params"]),
+    type=click.Choice(["flops", "params", "accuracy"]),
     default="flops",
     show_default=True,
-    help="What to maximize among the sizes that fit.",
+    help="What to maximize among the sizes that fit. accuracy: each size's accuracy sliced from the bank, "
+    "scored on the validation split of the bank's data (seconds; cached), ties to lower latency.",
 )
 @click.option("--plot", type=click.Path(), default=None, help="Write a PNG of FLOPs vs latency.")
 @click.option(
@@ -195,13 +196,20 @@ def plan(
             out.print(f"  note: latency {note}")
         return
 
-    selection = select(profile, space, objective=objective, calibration=cal)
+    accuracy = None
+    if objective == "accuracy":  # imports torch: only on request
+        from wave_deploy.wave.score import accuracy_table, bank_data
+
+        bank_file = bank_path or default_bank_path()  # every size of the space: seconds, then cached
+        accuracy = accuracy_table(bank_file, space.specs(), bank_data(bank_file))
+    selection = select(profile, space, objective=objective, calibration=cal, accuracy=accuracy)
     if plot:
         from wave_deploy.frontier_plot import plot_frontier
 
         plot_frontier(selection, profile, plot)
     if as_json:
-        print_json({**selection.to_dict(), "search_space": space.to_dict(), "plot": plot})
+        fits = [c.to_dict() for c in selection.candidates if c.feasible]
+        print_json({**selection.to_dict(), "fitting": fits, "search_space": space.to_dict(), "plot": plot})
         return
     chosen = selection.chosen
     out = console()
@@ -229,14 +237,20 @@ def plan(
             _fmt(c.latency.latency_ms, 3) + ("*" if c.latency.notes else ""),
             _fmt(c.latency_at_budget_ms, 3) + ("*" if c.latency.notes else ""),
             _fmt(c.memory.total_mib, 0),
+            "" if c.accuracy is None else f"{c.accuracy:.1%}",
             "chosen" if c is chosen else ("fits" if c.feasible else "; ".join(c.reasons)),
         ]
         for c in selection.frontier
     ]
     header = ["depth", "dim", "heads", "GFLOPs", "params M", "p50 ms"]
-    header += [f"{profile.budgets.latency_percentile} ms", "MiB", "verdict"]
+    header += [f"{profile.budgets.latency_percentile} ms", "MiB", "accuracy", "verdict"]
     out.print(
-        table("Pareto frontier (FLOPs vs predicted latency)", (["px"] if several else []) + header, rows)
+        table(
+            f"Pareto frontier ({'predicted accuracy' if objective == 'accuracy' else objective} vs predicted "
+            "latency)",
+            (["px"] if several else []) + header,
+            rows,
+        )
     )
     marked = [c for c in selection.frontier if c.latency.notes]
     if marked:

@@ -91,6 +91,7 @@ def assemble_report(
             "chosen": {
                 **chosen["spec"],
                 "flops": chosen["flops"],
+                "accuracy": chosen.get("accuracy"),
                 "params": chosen["params"],
                 "latency_ms": latency_pred,
                 "memory_mib": memory_pred,
@@ -102,6 +103,7 @@ def assemble_report(
                     "params": f["params"],
                     "latency_ms": f["latency_at_budget_ms"],
                     "memory_mib": f["memory_mib"],
+                    "accuracy": f.get("accuracy"),  # the sliced-model estimate (--objective accuracy)
                     "feasible": f["feasible"],
                     "reasons": f["reasons"],
                 }

@@ -43,6 +43,7 @@ def index_row(out_dir: str | Path, report: dict) -> dict:
         "device_at_percentile_ms": at_pct,
         "predicted_over_measured": (pred.get("latency_ms") or 0) / at_pct if at_pct else None,
         "val_acc": (report.get("accuracy") or {}).get("val_acc"),
+        "predicted_acc": ((report.get("selection") or {}).get("chosen") or {}).get("accuracy"),
         "verdict": report["verdict"],
         "failed_budgets": report["failed_budgets"],
         "failure": failure,  # {"stage", "exit_code", "error", "message"} when the build failed
@@ -138,7 +139,10 @@ def _summary_row(x: dict) -> str:
     budget = "—" if x["budget_ms"] is None else f"{x['budget_ms']:g}"
     cells += [_td(f"{fmt_num(x['predicted_ms'])} / {budget} ({x['percentile']})")]
     cells += [_td(fmt_num(x[k])) for k in ("local_p50_ms", "local_p99_ms", "device_p50_ms", "device_p99_ms")]
-    cells += [_td(fmt_num(x["predicted_over_measured"], 2)), _td(fmt_pct(x["val_acc"]))]
+    acc = fmt_pct(x["val_acc"]) + (
+        f" (sliced {fmt_pct(x['predicted_acc'])})" if x.get("predicted_acc") else ""
+    )
+    cells += [_td(fmt_num(x["predicted_over_measured"], 2)), _td(acc)]
     return "<tr>" + "".join(cells) + "</tr>"
 
 

@@ -68,7 +68,7 @@ def _md_model(r: dict) -> list[str]:
         (
             f"Why: the most **{sel.get('objective', '?')}** among the {sel.get('feasible', '?')} of "
             f"{sel.get('candidates', '?')} candidate sizes that fit every budget (latency predicted by "
-            f"{pred.get('source', '?')}). The Pareto frontier (FLOPs vs predicted latency):"
+            f"{pred.get('source', '?')}). The Pareto frontier ({_frontier_axis(sel)} vs predicted latency):"
         ),
         "",
     ]
@@ -80,10 +80,14 @@ def _md_model(r: dict) -> list[str]:
             status = "fits" if c.get("feasible") else "; ".join(c.get("reasons", []))
         gflops, mparams = fmt_num(c["flops"] / 1e9, 4), fmt_num(c["params"] / 1e6, 3)
         row = [c["depth"], c["embed_dim"], c["num_heads"], gflops, mparams, fmt_num(c["latency_ms"])]
-        rows.append(row + [fmt_num(c.get("memory_mib"), 1), status])
+        rows.append(row + [fmt_num(c.get("memory_mib"), 1), fmt_pct(c.get("accuracy")), status])
     pct = pred.get("percentile", "?")
-    header = ["depth", "embed_dim", "heads", "GFLOPs", "params M", f"pred. {pct} ms", "MiB", "status"]
-    return out + _table(header, rows)
+    header = ["depth", "embed_dim", "heads", "GFLOPs", "params M", f"pred. {pct} ms", "MiB", "sliced acc."]
+    return out + _table(header + ["status"], rows)
+
+
+def _frontier_axis(sel: dict) -> str:
+    return "sliced accuracy" if sel.get("objective") == "accuracy" else "FLOPs"
 
 
 def _md_latency(r: dict) -> list[str]:

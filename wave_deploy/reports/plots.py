@@ -56,8 +56,13 @@ def _draw_frontier(fig, report: dict) -> bool:
     pred = report.get("prediction") or {}
     ax = fig.add_subplot(1, 1, 1)
     ordered = sorted(frontier, key=lambda c: c["latency_ms"])
+    by_acc = sel.get("objective") == "accuracy" and all(c.get("accuracy") is not None for c in frontier)
+
+    def y_of(c: dict) -> float:  # the objective's axis: sliced accuracy (%) or GFLOPs
+        return 100 * c["accuracy"] if by_acc else c["flops"] / 1e9
+
     # frontier line over all points, then feasible (colour) and rejected (grey) markers on top
-    ax.plot([c["latency_ms"] for c in ordered], [c["flops"] / 1e9 for c in ordered], color="0.6", lw=0.8)
+    ax.plot([c["latency_ms"] for c in ordered], [y_of(c) for c in ordered], color="0.6", lw=0.8)
     for feasible, color, label in (
         (True, FEASIBLE_COLOR, "fits the budgets"),
         (False, REJECTED_COLOR, "rejected"),
@@ -65,23 +70,23 @@ def _draw_frontier(fig, report: dict) -> bool:
         pts = [c for c in ordered if bool(c.get("feasible")) is feasible]
         if pts:
             edge = "none" if feasible else "0.35"
-            x, y = [c["latency_ms"] for c in pts], [c["flops"] / 1e9 for c in pts]
+            x, y = [c["latency_ms"] for c in pts], [y_of(c) for c in pts]
             ax.scatter(x, y, s=22, c=color, edgecolors=edge, linewidths=0.5, label=label, zorder=3)
     chosen = sel.get("chosen")
-    if chosen:
+    if chosen and (not by_acc or chosen.get("accuracy") is not None):
         label = f"chosen: {report.get('spec_name', '')}"
-        ax.scatter([chosen["latency_ms"]], [chosen["flops"] / 1e9], s=160, marker="*", c=CHOSEN_COLOR,
+        ax.scatter([chosen["latency_ms"]], [y_of(chosen)], s=160, marker="*", c=CHOSEN_COLOR,
                    zorder=4, label=label)  # fmt: skip
         device = (report.get("measured") or {}).get("device")
         pct = budget.get("percentile") or pred.get("percentile")
         if device and pct and f"{pct}_ms" in device:
-            ax.scatter([device[f"{pct}_ms"]], [chosen["flops"] / 1e9], s=70, marker="D", facecolors="none",
+            ax.scatter([device[f"{pct}_ms"]], [y_of(chosen)], s=70, marker="D", facecolors="none",
                        edgecolors=CHOSEN_COLOR, zorder=4, label="chosen, measured on device")  # fmt: skip
     if budget.get("budget_ms"):
         ax.axvline(budget["budget_ms"], ls="--", lw=1.2, color=BUDGET_COLOR,
                    label=f"budget {budget['budget_ms']:g} ms ({budget.get('percentile', '')})")  # fmt: skip
     ax.set_xlabel(f"predicted latency {pred.get('percentile', '')} at batch {pred.get('batch', '?')} (ms)")
-    ax.set_ylabel("GFLOPs per image")
+    ax.set_ylabel("sliced accuracy (%)" if by_acc else "GFLOPs per image")
     profile = (report.get("profile") or {}).get("name", "")
     ax.set_title(f"{profile}: candidate frontier (latency: {pred.get('source', '?')})", fontsize=9)
     ax.grid(True, lw=0.3, alpha=0.6)
