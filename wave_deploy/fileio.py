@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from wave_deploy.errors import InvalidInputError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -99,7 +101,6 @@ def check_writable_dir(path: str | Path, what: str = "output directory") -> Path
     """Check, before any work, that directory ``path`` exists or can be created, and that files can be
     written in it. Creates nothing. Raises ``InvalidInputError`` (exit 3) naming the path and the reason.
     """
-    from wave_deploy.errors import InvalidInputError
 
     path = Path(path)
     if str(path) == "":
@@ -124,7 +125,6 @@ def check_writable_dir(path: str | Path, what: str = "output directory") -> Path
 def check_writable_file(path: str | Path, what: str = "output file") -> Path:
     """Check, before any work, that file ``path`` can be written (its directory exists or can be created and
     is writable; the path is not a directory). Creates nothing. Raises ``InvalidInputError`` (exit 3)."""
-    from wave_deploy.errors import InvalidInputError
 
     path = Path(path)
     if str(path) in ("", "."):

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from wave_deploy import __version__
 from wave_deploy.errors import MissingDependencyError
 
 log = logging.getLogger(__name__)
@@ -218,7 +219,6 @@ def tensorrt_report(cuda_gpu_present: bool) -> dict[str, Any]:
 
 def collect_environment() -> dict[str, Any]:
     """Everything ``doctor`` reports, as JSON-ready data."""
-    from wave_deploy import __version__
 
     torch_r = torch_report()
     cuda_gpu_present = torch_r["cuda_available"] and bool(torch_r["gpus"])

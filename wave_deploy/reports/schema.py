@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from wave_deploy.calibration_file import CalibrationFile
 from wave_deploy.errors import InvalidInputError
 
 SCHEMA_VERSION = 2  # report.json; 2: failure section, null sections of a failed build, typed on read
@@ -242,7 +243,6 @@ SCHEMAS: dict[str, type[BaseModel]] = {"report.json": BuildReport, "device_repor
 
 def schema_markdown() -> str:
     """docs/report-schema.md: the JSON Schema of every versioned file, generated from the models."""
-    from wave_deploy.calibration_file import CalibrationFile
 
     files: dict[str, type[BaseModel]] = {
         **SCHEMAS,

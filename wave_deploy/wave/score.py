@@ -18,8 +18,14 @@ from pathlib import Path
 
 import torch
 
+from wave_deploy import data as datasets
+from wave_deploy.errors import UsageError
 from wave_deploy.fileio import sha256_file, write_json
+from wave_deploy.folding import fold, load_folded
 from wave_deploy.spec import ViTSpec
+from wave_deploy.training import evaluate
+from wave_deploy.wave.bank import TemplateBank
+from wave_deploy.wave.init import init_wave_model, is_bank_task
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +68,6 @@ def _probe_accuracy(model, data, steps: int, seed: int) -> float:
 
 def sliced_accuracy(bank, spec: ViTSpec, data, *, probe_steps: int = 100, seed: int = 0) -> float:
     """Validation accuracy of ``spec`` sliced from ``bank`` with no stage-2 training (see the module doc)."""
-    from wave_deploy.folding import fold, load_folded
-    from wave_deploy.training import evaluate
-    from wave_deploy.wave.init import init_wave_model, is_bank_task
 
     same_task = is_bank_task(bank, data.info.class_names)
     if spec.num_classes != data.info.num_classes:
@@ -81,7 +84,6 @@ def score_sizes(
     bank_path, specs, data, *, probe_steps: int = 100, use_cache: bool = True
 ) -> dict[str, float]:
     """{"L{d}_D{e}_H{h}": sliced accuracy} for every spec, from the cache where present."""
-    from wave_deploy.wave.bank import TemplateBank
 
     bank_path = Path(bank_path)
     cache = cache_dir() / f"{sha256_file(bank_path)[:16]}-{data.info.fingerprint[:16]}-p{probe_steps}.json"
@@ -109,9 +111,6 @@ def score_sizes(
 
 def bank_data(bank_path):
     """The data a bank was built on, from its provenance: the built-in MNIST-5k or an ImageFolder still present."""
-    from wave_deploy import data as datasets
-    from wave_deploy.errors import UsageError
-    from wave_deploy.wave.bank import TemplateBank
 
     bank = TemplateBank.load(bank_path)
     source = bank.provenance.get("data", {}).get("source")

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import sha256_file
+from wave_deploy.folding import load_folded_file
 from wave_deploy.wave.provenance import portable_path
 
 
@@ -46,8 +47,6 @@ def load_teacher(
     if not path.is_file():
         raise InvalidInputError(f"teacher checkpoint {path} does not exist")
     if arch is None:
-        from wave_deploy.folding import load_folded_file
-
         model, spec, extra = load_folded_file(path)
         info = {
             "checkpoint": portable_path(path),  # relative to the working directory, or the file name
