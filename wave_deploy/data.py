@@ -124,7 +124,10 @@ class Dataset:
         keep = []
         for c in range(self.info.num_classes):
             idx = torch.nonzero(self.train_labels == c).flatten().numpy()
-            k = min(n_per_class, len(idx)) if n_per_class is not None else max(1, round(len(idx) * fraction))
+            if n_per_class is not None:
+                k = min(n_per_class, len(idx))
+            else:
+                k = max(1, round(len(idx) * (fraction or 0.0)))  # fraction is set: checked above
             keep.append(np.sort(np.random.default_rng([seed, c]).permutation(idx)[:k]))
         keep_t = torch.from_numpy(np.sort(np.concatenate(keep)))
         tag = f"n{n_per_class}" if n_per_class is not None else f"f{fraction:g}"
@@ -360,7 +363,7 @@ def _read_images(root: Path, files, img_size, in_chans, on_bad_image):
         in_chans = 1 if all(h[4] in _GRAY_MODES for h in headers) else 3
 
     pixels = np.zeros((len(headers), img_size, img_size, in_chans), np.uint8)  # (N, H, W, C)
-    kept = []
+    kept: list[tuple[int, bool]] = []
     for file, label, is_train, _, _ in headers:
         try:
             with Image.open(file) as im:  # decoding happens here: truncated files fail now

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -129,7 +130,9 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 
     ids = [device.index] if device.type == "cuda" else None
     newer = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters  # newer torch
-    no_forward_sync = {"forward_sync_buffers": False} if newer else {"broadcast_buffers": False}
+    no_forward_sync: dict[str, Any] = (
+        {"forward_sync_buffers": False} if newer else {"broadcast_buffers": False}
+    )
     return DistributedDataParallel(model, device_ids=ids, **no_forward_sync)
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import click
 
 from wave_deploy.cli.options import (
+    FiniteFloat,
+    NonNegative,
     Positive,
     batch_size_option,
     device_option,
     exporter_option,
     json_option,
+    objective_option,
     opset_option,
     seed_option,
-    steps_option,
 )
 from wave_deploy.cli.output import console, is_quiet, print_json, profile_set_option, table
 
@@ -53,22 +55,39 @@ from wave_deploy.cli.output import console, is_quiet, print_json, profile_set_op
     show_default=True,
     help="How target scalers start (see `wave-deploy init --help`).",
 )
-@steps_option("--scaler-steps", 60, "Scaler-only training steps.")
-@steps_option("--dense-steps", 150, "Full training steps after folding.")
+@click.option(
+    "--scaler-steps",
+    type=NonNegative,
+    default=None,
+    help="Scaler-only training steps; default: --scaler-epochs over the training split.",
+)
+@click.option(
+    "--dense-steps",
+    type=NonNegative,
+    default=None,
+    help="Full training steps after folding; default: --dense-epochs over the training split.",
+)
+@click.option(
+    "--scaler-epochs",
+    type=FiniteFloat(min=0, min_open=True, max=1000),
+    default=1.7,
+    show_default=True,
+    help="Length of the scaler phase in passes over the training split (60 steps on the built-in data).",
+)
+@click.option(
+    "--dense-epochs",
+    type=FiniteFloat(min=0, min_open=True, max=1000),
+    default=4.25,
+    show_default=True,
+    help="Length of the dense phase in passes over the training split (150 steps on the built-in data).",
+)
 @batch_size_option()
 @click.option(
     "--calibration",
     type=click.Path(dir_okay=False, path_type=str),
     help="Latency calibration file (from `wave-deploy calibrate`) to use instead of the profile's.",
 )
-@click.option(
-    "--objective",
-    type=click.Choice(["flops", "params", "accuracy"]),
-    default="flops",
-    show_default=True,
-    help="What to maximize among the sizes that fit. accuracy: each size's accuracy sliced from the bank, "
-    "scored on the validation split of --data (seconds; cached), ties to lower latency.",
-)
+@objective_option("--data")
 @opset_option()
 @exporter_option()
 @click.option(
@@ -103,6 +122,8 @@ def build(
     strategy,
     scaler_steps,
     dense_steps,
+    scaler_epochs,
+    dense_epochs,
     batch_size,
     calibration,
     objective,
@@ -147,6 +168,8 @@ def build(
         strategy=strategy,
         scaler_steps=scaler_steps,
         dense_steps=dense_steps,
+        scaler_epochs=scaler_epochs,
+        dense_epochs=dense_epochs,
         batch_size=batch_size,
         img_size=img_size,
         calibration=calibration,

@@ -60,6 +60,18 @@ def steps_option(name: str, default: int, help: str):
     return click.option(name, type=NonNegative, default=default, show_default=True, help=help)
 
 
+def objective_option(scored_on: str):
+    """--objective of plan and build; ``scored_on`` names the data the accuracy objective scores on."""
+    return click.option(
+        "--objective",
+        type=click.Choice(["flops", "params", "accuracy"]),
+        default="flops",
+        show_default=True,
+        help="What to maximize among the sizes that fit. accuracy: each size's accuracy sliced from the bank, "
+        f"scored on the validation split of {scored_on} (seconds; cached), ties to lower latency.",
+    )
+
+
 def opset_option():
     return click.option(
         "--opset",

@@ -6,7 +6,7 @@ import dataclasses
 
 import click
 
-from wave_deploy.cli.options import json_option
+from wave_deploy.cli.options import json_option, objective_option
 from wave_deploy.cli.output import profile_set_option
 from wave_deploy.errors import InvalidInputError, UsageError
 
@@ -95,14 +95,7 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     default=None,
     help="Calibration file to predict with (default: the profile's own, else the analytic model).",
 )
-@click.option(
-    "--objective",
-    type=click.Choice(["flops", "params", "accuracy"]),
-    default="flops",
-    show_default=True,
-    help="What to maximize among the sizes that fit. accuracy: each size's accuracy sliced from the bank, "
-    "scored on the validation split of the bank's data (seconds; cached), ties to lower latency.",
-)
+@objective_option("the bank's data")
 @click.option("--plot", type=click.Path(), default=None, help="Write a PNG of FLOPs vs latency.")
 @click.option(
     "--templates",

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from wave_deploy.reports.fmt import check_rows, fmt_bytes, fmt_num, fmt_pct, power_mode_text
 from wave_deploy.reports.schema import dump, parse_build_report
+from wave_deploy.spec import ViTSpec
+
+SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(ViTSpec))  # in ViTSpec's order
 
 STATS = ("p50", "p90", "p95", "p99", "mean", "min", "max")
 
@@ -44,16 +49,7 @@ def _md_verdict(r: dict) -> list[str]:
 
 def _md_model(r: dict) -> list[str]:
     spec, sel, costs, pred = r["spec"], r["selection"], r.get("costs") or {}, r["prediction"]
-    keys = (
-        "depth",
-        "embed_dim",
-        "num_heads",
-        "mlp_ratio",
-        "patch_size",
-        "img_size",
-        "in_chans",
-        "num_classes",
-    )
+    keys = SPEC_FIELDS
     out = ["## Chosen model", "", f"`{r['spec_name']}`: " + ", ".join(f"{k} {spec.get(k)}" for k in keys), ""]
     if costs:
         out += [
