@@ -127,3 +127,15 @@ def test_design_at_many_tokens_times_small_batches_and_covers_the_range():
     assert {s.img_size for s, _ in grid} == {224} and {s.in_chans for s, _ in grid} == {3}
     assert min(s.embed_dim for s, _ in grid) == 32 and max(s.embed_dim for s, _ in grid) == 384
     assert {s.depth for s, _ in grid} == {1, 2, 4, 8, 12}
+
+
+@pytest.mark.parametrize("method, op", [("static", "QuantizeLinear"), ("dynamic", "MatMulInteger")])
+def test_calibration_times_int8_the_way_the_profile_deploys_it(tmp_path, method, op):
+    import onnx
+
+    from wave_deploy.calibration import _prepare
+    from wave_deploy.spec import ViTSpec
+
+    spec = ViTSpec(depth=1, embed_dim=32, num_heads=1, img_size=28, patch_size=7, in_chans=1, num_classes=10)
+    path = _prepare(spec, "onnxruntime", "int8", 2, tmp_path, int8_method=method)
+    assert op in {n.op_type for n in onnx.load(str(path)).graph.node}

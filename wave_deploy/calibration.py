@@ -109,8 +109,11 @@ def calibration_space(
     return new
 
 
-def _prepare(spec: ViTSpec, runtime: str, precision: str, batch_max: int, workdir: Path) -> Path | None:
-    """Export a randomly initialized timm model once (ONNX Runtime); torch models are rebuilt per pass."""
+def _prepare(
+    spec: ViTSpec, runtime: str, precision: str, batch_max: int, workdir: Path, int8_method: str = "static"
+) -> Path | None:
+    """Export a randomly initialized timm model once (ONNX Runtime); torch models are rebuilt per pass.
+    int8 is timed as it is deployed: ``int8_method`` (the profile's runtime.int8_method)."""
     if runtime != "onnxruntime":
         return None
     import torch
@@ -124,7 +127,7 @@ def _prepare(spec: ViTSpec, runtime: str, precision: str, batch_max: int, workdi
     if precision == "fp32":
         return path
     variant = workdir / f"{spec.name}.{precision}.onnx"
-    make_fp16(path, variant) if precision == "fp16" else make_int8(path, variant, method="dynamic")
+    make_fp16(path, variant) if precision == "fp16" else make_int8(path, variant, method=int8_method)
     return variant
 
 
@@ -150,6 +153,7 @@ def measure(
     quick: bool = False,
     seed: int = 0,
     onnx_files: dict[ViTSpec, Path] | None = None,
+    int8_method: str = "static",
 ) -> tuple[list[dict], str]:
     """Time (spec, batch) points with the local runtime: ``passes`` passes over all points in a shuffled order
     (a fresh session per model and pass); each point keeps the pass with the lowest median, so a burst of load
@@ -165,7 +169,8 @@ def measure(
     with tempfile.TemporaryDirectory(prefix="wave-deploy-measure-") as tmp:
         given = onnx_files or {}
         files = {
-            s: given.get(s) or _prepare(s, runtime, precision, max(b), Path(tmp)) for s, b in by_model.items()
+            s: given.get(s) or _prepare(s, runtime, precision, max(b), Path(tmp), int8_method)
+            for s, b in by_model.items()
         }
         for _ in range(passes):
             order = list(by_model)
@@ -340,6 +345,7 @@ def calibrate(
         clock=clock,
         passes=1 if quick else passes,
         quick=quick,
+        int8_method=profile.runtime.int8_method,
     )
     data = calibration_data(
         profile,
