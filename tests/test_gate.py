@@ -259,3 +259,21 @@ def test_a_model_not_above_the_chance_floor_exits_8_naming_the_check(bank_path, 
     floor = report["budgets"]["accuracy_floor"]
     assert (floor["min"], floor["num_classes"], floor["ok"]) == (1.0, 10, False)
     assert report["verdict"] == "fail" and report["failed_budgets"] == ["accuracy_floor"]
+
+
+def test_report_lists_a_failed_build_with_its_stage_and_reason(tmp_path):
+    from wave_deploy.errors import NoFeasibleModelError
+    from wave_deploy.reports import write_failure_report
+    from wave_deploy.reports.assemble import profile_section
+    from wave_deploy.reports.files import failure_of
+
+    dev = tmp_path / JETSON
+    error = NoFeasibleModelError("no ViT size fits")
+    write_failure_report(dev, profile_section(load_profile("jetson")), failure_of("plan", error))
+    result = CliRunner().invoke(cli, ["report", str(dev), "--html", str(tmp_path / "i.html"), "--json"])
+    assert result.exit_code == 0, result.output
+    row = _one_json(result)["devices"][0]
+    assert row["verdict"] == "fail" and row["failure"]["stage"] == "plan"
+    assert "BUILD FAILED at stage plan (exit 5): no ViT size fits" in (tmp_path / "i.html").read_text()
+    table = CliRunner().invoke(cli, ["report", str(dev)])
+    assert "fail: build failed at" in table.output and "(exit 5)" in table.output  # (the cell wraps)

@@ -11,6 +11,24 @@ def _fmt(value, digits: int = 3) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
+def _row(r: dict) -> list[str]:
+    """One device's table row; a failed build shows its stage, exit code and message instead of figures."""
+    if r.get("failure"):
+        f = r["failure"]
+        why = f"fail: build failed at {f['stage']} (exit {f['exit_code']}): {f['message']}"
+        return [f"{r['profile']}\n{r['spec_name']}", "", "", "", "", "", "", why]
+    return [
+        f"{r['profile']}\n{r['spec_name']}",
+        _fmt((r["params"] or 0) / 1e6, 2),
+        f"{_fmt(r['predicted_ms'])} / {_fmt(r['budget_ms'], 2)} {r['percentile']}",
+        f"{_fmt(r['local_p50_ms'])} / {_fmt(r['local_p99_ms'])}",
+        f"{_fmt(r['device_p50_ms'])} / {_fmt(r['device_p99_ms'])}" if r["device_p50_ms"] else "",
+        _fmt(r["predicted_over_measured"], 2),
+        "" if r["val_acc"] is None else f"{100 * r['val_acc']:.1f} %",
+        r["verdict"] + (f" ({', '.join(r['failed_budgets'])})" if r["failed_budgets"] else ""),
+    ]
+
+
 @click.command("report")
 @click.argument("dirs", nargs=-1, required=True, type=click.Path(), metavar="DIR...")
 @click.option(
@@ -72,19 +90,7 @@ def report(dirs, html_out, device_report, gate, as_json):
             )
         columns = ["profile / spec", "params M", "pred. / budget ms", "local p50 / p99", "device p50 / p99",
                    "pred./dev.", "val acc", "verdict"]  # fmt: skip
-        body = [
-            [
-                f"{r['profile']}\n{r['spec_name']}",
-                _fmt((r["params"] or 0) / 1e6, 2),
-                f"{_fmt(r['predicted_ms'])} / {_fmt(r['budget_ms'], 2)} {r['percentile']}",
-                f"{_fmt(r['local_p50_ms'])} / {_fmt(r['local_p99_ms'])}",
-                f"{_fmt(r['device_p50_ms'])} / {_fmt(r['device_p99_ms'])}" if r["device_p50_ms"] else "",
-                _fmt(r["predicted_over_measured"], 2),
-                "" if r["val_acc"] is None else f"{100 * r['val_acc']:.1f} %",
-                r["verdict"] + (f" ({', '.join(r['failed_budgets'])})" if r["failed_budgets"] else ""),
-            ]
-            for r in rows
-        ]
+        body = [_row(r) for r in rows]
         out.print(table("devices (local = build machine, not the target; ms)", columns, body))
         if html_out:
             out.print(f"index written to {html_out}")
