@@ -22,14 +22,16 @@ from types import SimpleNamespace
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import matched_compute as mc  # noqa: E402
+import matched_compute as mc
 
-from wave_deploy.data import load_builtin  # noqa: E402
-from wave_deploy.wave.bank import TemplateBank, default_bank_path  # noqa: E402
+from wave_deploy.data import load_builtin
+from wave_deploy.wave.bank import TemplateBank, default_bank_path
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", default="8x160,6x192", help="DEPTHxWIDTH,... (beyond the bank's 6x128)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--multiples", default="1,5", help="compute levels m (x B)")
@@ -67,8 +69,10 @@ def main() -> None:
 
 def table(rows: list[dict], seeds: list[int], budget: int) -> str:
     out = [
-        f"| size | level (matched FLOPs) | training GFLOPs | WAVE (build recipe) | random init (best rate of "
-        f"the sweep) | rate sweep at seed {seeds[0]} |",
+        (
+            f"| size | level (matched FLOPs) | training GFLOPs | WAVE (build recipe) | random init (best rate of "
+            f"the sweep) | rate sweep at seed {seeds[0]} |"
+        ),
         "|---|---|---|---|---|---|",
     ]
     for size in dict.fromkeys(r["size"] for r in rows):
