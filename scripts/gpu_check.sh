@@ -52,18 +52,19 @@ timeout "$(t 240)" $PY benchmarks/gpu_throughput.py 2>&1 | tee "$LOG_DIR/gpu_thr
 
 step3() {
 echo "== 3. wave-deploy build on the GPU"
-timeout "$(t 240)" $PY -P -m wave_deploy.cli.main build --profile nvidia-l4 --device cuda --out /tmp/gpu_build --json \
+BUILD_DIR=$(mktemp -d)
+timeout "$(t 240)" $PY -P -m wave_deploy.cli.main build --profile nvidia-l4 --device cuda --out "$BUILD_DIR" --json \
     > "$LOG_DIR/build.json" 2> "$LOG_DIR/build.log"
 rc=$?
 echo "build exit code $rc"; tail -5 "$LOG_DIR/build.log"; cat "$LOG_DIR/build.json"
-cp /tmp/gpu_build/nvidia-l4/report.md "$LOG_DIR/" 2>/dev/null || true
+cp "$BUILD_DIR/nvidia-l4/report.md" "$LOG_DIR/" 2>/dev/null || true
 [ "$rc" -eq 0 ] || status=1
 }
 
 step4() {
 echo "== 4. 224 px stage 2 on the GPU"
 timeout "$(t 240)" $PY -P -m wave_deploy.cli.main init --depth 6 --embed-dim 192 --img-size 224 --scaler-steps 50 \
-    --dense-steps 50 --device cuda --out /tmp/gpu_init224 --json > "$LOG_DIR/init224.json" 2> "$LOG_DIR/init224.log"
+    --dense-steps 50 --device cuda --out "$(mktemp -d)" --json > "$LOG_DIR/init224.json" 2> "$LOG_DIR/init224.log"
 rc=$?
 echo "init 224 px exit code $rc"; tail -3 "$LOG_DIR/init224.log"
 $PY -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: (r[k] or {}).get('images_per_s') for k in ('scaler_phase','dense_phase')}, 'val_acc', r['val_acc'])" "$LOG_DIR/init224.json" || true

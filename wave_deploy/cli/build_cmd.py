@@ -19,6 +19,18 @@ from wave_deploy.cli.options import (
 from wave_deploy.cli.output import console, is_quiet, print_json, profile_set_option, table
 
 
+def epochs_option(name: str, phase: str, default: float, builtin_steps: int):
+    """A phase length in passes over the training split (the build's default schedule scales with the data)."""
+    return click.option(
+        name,
+        type=FiniteFloat(min=0, min_open=True, max=1000),
+        default=default,
+        show_default=True,
+        help=f"Length of the {phase} in passes over the training split ({builtin_steps} steps on the built-in "
+        "data).",
+    )
+
+
 @click.command("build")
 @click.option(
     "--profile",
@@ -67,20 +79,8 @@ from wave_deploy.cli.output import console, is_quiet, print_json, profile_set_op
     default=None,
     help="Full training steps after folding; default: --dense-epochs over the training split.",
 )
-@click.option(
-    "--scaler-epochs",
-    type=FiniteFloat(min=0, min_open=True, max=1000),
-    default=1.7,
-    show_default=True,
-    help="Length of the scaler phase in passes over the training split (60 steps on the built-in data).",
-)
-@click.option(
-    "--dense-epochs",
-    type=FiniteFloat(min=0, min_open=True, max=1000),
-    default=4.25,
-    show_default=True,
-    help="Length of the dense phase in passes over the training split (150 steps on the built-in data).",
-)
+@epochs_option("--scaler-epochs", "scaler phase", 1.7, 60)
+@epochs_option("--dense-epochs", "dense phase", 4.25, 150)
 @batch_size_option()
 @click.option(
     "--calibration",
