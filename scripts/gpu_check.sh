@@ -5,7 +5,10 @@
 #   2. benchmarks/gpu_throughput.py: training images/s and inference latency, GPU vs that machine's CPU;
 #   3. `wave-deploy build --profile nvidia-l4 --device cuda`: the whole pipeline with training on the GPU;
 #   4. a 224 px stage-2 run on the GPU: `wave-deploy init` of 6 x 192 from the shipped bank at --img-size 224
-#      (MNIST resized at load, pos_embed resampled), scaler and dense phases; its images/s are in init.json.
+#      (MNIST resized at load, pos_embed resampled), scaler and dense phases; its images/s are in init.json;
+#   5. benchmarks/loop_speed.py at DeiT-Tiny shape (12 x 192, 224 px, batch 128): images/s of the training
+#      loop before (fp32, pageable copies) and after bf16 autocast, pinned buffers, the training set on the
+#      GPU and torch.compile, side by side.
 # Prepare here with scripts/gpu_wheels.sh, then run there with `.whl` carried:
 #   bash scripts/gpu_check.sh            (logs and the build report land in $OUT, else artifacts/gpu_check)
 # TensorRT is not installed on those machines: the engine build is not part of this check.
@@ -13,7 +16,7 @@
 # so the check fits a short lease.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-STEPS=${STEPS:-1 2 3 4}
+STEPS=${STEPS:-1 2 3 4 5}
 t() { echo "${STEP_TIMEOUT:-$1}"; }
 want() { [[ " $STEPS " == *" $1 "* ]]; }
 LOG_DIR=${OUT:-artifacts/gpu_check}
@@ -69,6 +72,13 @@ rc=$?
 echo "init 224 px exit code $rc"; tail -3 "$LOG_DIR/init224.log"
 $PY -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: (r[k] or {}).get('images_per_s') for k in ('scaler_phase','dense_phase')}, 'val_acc', r['val_acc'])" "$LOG_DIR/init224.json" || true
 [ "$rc" -eq 0 ] || status=1
+}
+
+step5() {
+echo "== 5. training-loop speed options at DeiT-Tiny shape on the GPU"
+timeout "$(t 300)" $PY -P benchmarks/loop_speed.py --device cuda --shape 12x192@224 --batch 128 --steps 60 \
+    2>&1 | tee "$LOG_DIR/loop_speed.log" | tail -9
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 }
 
 for step in $STEPS; do "step$step"; done

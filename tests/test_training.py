@@ -289,6 +289,8 @@ def test_checkpoint_loads_with_weights_only_and_holds_the_resume_state(tmp_path)
         ({"steps": 5, "lr": -1.0}, "lr must be a positive number"),
         ({"steps": 5, "label_smoothing": 1.0}, "label_smoothing"),
         ({"steps": 5, "amp": "int8"}, "amp must be one of"),
+        ({"steps": 5, "data_placement": "disk"}, "data_placement must be one of"),
+        ({"steps": 5, "compile": "yes"}, "compile must be true or false"),
         ({"steps": 5, "batch_size": 65}, "larger than the training set"),
     ],
 )
@@ -318,6 +320,33 @@ def test_mixed_precision_or_cuda_without_a_gpu_is_a_missing_hardware_error():
     for kw in ({"amp": "bf16"}, {"amp": "fp16"}, {"device": "cuda"}):
         with pytest.raises(MissingDependencyError):
             train(tiny_vit(), cpu_config(steps=1, **{"device": "auto", **kw}), x, y)
+    for placement in ("device", "pinned", "pageable"):  # copies to a GPU: there is none
+        with pytest.raises(MissingDependencyError, match=f"data placement '{placement}' needs a CUDA device"):
+            train(tiny_vit(), cpu_config(steps=1, data_placement=placement), x, y)
+
+
+def test_a_cpu_run_indexes_its_data_in_place_and_says_so():
+    x, y = stripes(64)
+    result = train(tiny_vit(), cpu_config(steps=2), x, y)
+    assert result.data_placement == "host" and result.compiled is False
+
+
+def test_every_cuda_data_placement_trains_bit_identically(device):
+    """The training set on the GPU, copied through pinned buffers, or from pageable memory: same batches,
+    so the same weights (deterministic kernels, as the device fixture sets them). Runs in scripts/gpu_check.sh
+    (WAVE_DEPLOY_TEST_DEVICE=cuda)."""
+    if device.type != "cuda":
+        pytest.skip("the placements differ only on CUDA")
+    x, y = stripes(160)
+    weights = {}
+    for placement in ("device", "pinned", "pageable"):
+        model = tiny_vit(drop_path_rate=0.1)
+        cfg = cpu_config(steps=12, device="cuda", amp="off", data_placement=placement)
+        result = train(model, cfg, x[:128], y[:128], x[128:], y[128:])
+        assert result.data_placement == placement
+        weights[placement] = [p.detach().cpu() for p in model.parameters()]
+    for placement in ("pinned", "pageable"):
+        assert all(torch.equal(a, b) for a, b in zip(weights["device"], weights[placement])), placement
 
 
 def test_rich_progress_adapter_shows_steps_loss_accuracy_and_throughput():

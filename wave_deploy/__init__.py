@@ -68,6 +68,8 @@ def init(
     batch_size: int = 128,
     seed: int = 0,
     device: str = "auto",
+    img_size: int | None = None,
+    compile: bool = False,
 ) -> dict[str, Any]:
     """Initialize one ViT size from weight templates and fold it into timm (``wave-deploy init``).
 
@@ -75,6 +77,8 @@ def init(
     and returns that record (spec, accuracy at initialization and after training, timings). ``templates``:
     the bank (default: the shipped one); ``data``: an ImageFolder tree (default: the built-in MNIST-5k; other
     classes get a fresh head). ``strategy``: "aux" slices the bank's auxiliary scalers, "random" draws them.
+    ``img_size``: the model's input size (default: the bank's; the data are resized to it at load).
+    ``compile``: torch.compile the training steps.
     """
     from wave_deploy.wave.init import init_model
 
@@ -91,6 +95,8 @@ def init(
         batch_size=batch_size,
         seed=seed,
         device=device,
+        img_size=img_size,
+        compile=compile,
     )
 
 
@@ -99,10 +105,10 @@ def build(profiles: str | Sequence[str], **options: Any) -> list[DeviceResult]:
 
     ``profiles``: one profile or several (names, aliases or YAML paths). ``options`` are the fields of
     ``wave_deploy.pipeline.BuildOptions``: out (default "artifacts"; each profile writes ``out``/<name>/),
-    templates, data, seed, strategy, scaler_steps, dense_steps, batch_size, objective, calibration, opset,
-    exporter, bench_iterations, bench_warmup, device, force, profile_overrides. Returns one ``DeviceResult``
-    per profile (``.report`` is report.json, ``.verdict`` "pass" or "fail"); a broken budget is a verdict,
-    not an exception. An unknown option raises UsageError.
+    templates, data, seed, strategy, scaler_steps, dense_steps, scaler_epochs, dense_epochs, batch_size,
+    img_size, objective, calibration, opset, exporter, bench_iterations, bench_warmup, device, compile, force,
+    profile_overrides. Returns one ``DeviceResult`` per profile (``.report`` is report.json, ``.verdict``
+    "pass" or "fail"); a broken budget is a verdict, not an exception. An unknown option raises UsageError.
     """
     import dataclasses
 

@@ -77,6 +77,7 @@ class BuildOptions:
     bench_iterations: int = 200
     bench_warmup: int = 20
     device: str = "auto"
+    compile: bool = False  # torch.compile stage 2's training steps; not part of the train stage's cache key
     force: bool = False
     profile_overrides: tuple[str, ...] = ()  # `--set SECTION.FIELD=VALUE`, applied to every profile
 
@@ -319,14 +320,19 @@ def _train(
             shutil.rmtree(shared)
         spec = ViTSpec.from_dict(spec_dict)
         scaler_steps, dense_steps = options.phase_steps(len(data.train_x))
+        phase_args: dict[str, Any] = {
+            "batch_size": options.batch_size,
+            "seed": options.seed,
+            "compile": options.compile,
+        }
         try:
             model, record = initialize(
                 bank,
                 spec,
                 data,
                 strategy=options.strategy,
-                scaler=ScalerPhase(steps=scaler_steps, batch_size=options.batch_size, seed=options.seed),
-                dense=DensePhase(steps=dense_steps, batch_size=options.batch_size, seed=options.seed),
+                scaler=ScalerPhase(**phase_args, steps=scaler_steps),
+                dense=DensePhase(**phase_args, steps=dense_steps),
                 on_step=on_step,
                 device=options.device,
                 checkpoint_dir=cache,

@@ -1,7 +1,8 @@
 """The one plain training loop: scaler training, full training and distillation all go through ``train``.
 
 AdamW, linear warmup then cosine decay (per optimizer step), optional label smoothing and gradient clipping,
-autocast (bf16/fp16) on CUDA, DDP when launched by torchrun, checkpoints that resume exactly.
+autocast (bf16/fp16) on CUDA, DDP when launched by torchrun, checkpoints that resume exactly, optional
+torch.compile; on CUDA the training set is kept on the GPU or copied through pinned buffers (wave_deploy.batches).
 
 Data are in-memory tensors: ``train_x (N, C, H, W)`` float, ``train_y (N,)`` int64. Step ``s`` (0-based) of
 a run uses global batch ``s % S`` of epoch ``s // S`` (``S = N // batch_size``, the last partial batch is
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from wave_deploy import checkpoint as ckpt_io
 from wave_deploy import distributed as D
 from wave_deploy import probe
+from wave_deploy.batches import BatchSource
 from wave_deploy.errors import InvalidInputError, MissingDependencyError, StageFailedError
 from wave_deploy.training_config import (
     EvalRecord,
@@ -132,6 +134,7 @@ def train(
     device_type, amp_dtype = _resolve_device_and_amp(config)
     device = D.init_distributed(device_type)
     model.to(device)
+    source = BatchSource(train_x, train_y, device, config.data_placement)
     world, n = D.world_size(), len(train_x)
     if config.batch_size % world:
         raise InvalidInputError(
@@ -150,19 +153,26 @@ def train(
         p.requires_grad_(False)
     try:
         run = _Run.start(model, config, device, amp_dtype, groups, trained, n)
+        run.placement = source.placement
         if checkpoint_dir is not None:
             run.ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME
             run.fingerprint = ckpt_io.fingerprint(config, names, train_x, train_y, val_x, val_y)
         if resume:
             run.restore()
         run.begin()
-        net = D.wrap_ddp(model, device)
-        net.train()
+        wrapped = D.wrap_ddp(model, device)
+        wrapped.train()
+        # compiled, it shares the parameters: checkpoints and the caller see the plain names
+        net = torch.compile(wrapped) if config.compile else wrapped
         while run.step < run.total:
-            run.optimizer_step(net, train_x, train_y, loss_fn)
+            run.optimizer_step(net, source, loss_fn)
             if run.at_report_point():
                 run.report(val_x, val_y, on_step)
         D.barrier()
+    except Exception as e:
+        if config.compile:
+            _raise_if_compile_failed(e)
+        raise
     finally:
         for p in frozen:
             p.requires_grad_(True)
@@ -192,6 +202,7 @@ class _Run:
     ckpt_path: Path | None = None
     fingerprint: str = ""
     resumed_from: int | None = None
+    placement: str = "host"  # the BatchSource's resolved placement
     # progress of this call (set by begin)
     step: int = 0
     start_step: int = 0
@@ -262,13 +273,11 @@ class _Run:
         self.grad_norm, self.lr_used = None, self.config.lr
         self.t_mark = time.perf_counter()
 
-    def optimizer_step(self, net, train_x, train_y, loss_fn) -> None:
+    def optimizer_step(self, net, source: BatchSource, loss_fn) -> None:
         """One step on this rank's shard of global batch ``step``."""
         config, device = self.config, self.device
         idx = global_batch_indices(self.step, self.n, config.batch_size, config.seed)
-        idx = idx[D.rank() :: D.world_size()]  # (B/W,) this rank's shard
-        x = train_x[idx.to(train_x.device)].to(device, non_blocking=True)  # (B/W, C, H, W)
-        y = train_y[idx.to(train_y.device)].to(device, non_blocking=True)  # (B/W,)
+        x, y = source.batch(idx[D.rank() :: D.world_size()])  # (B/W, C, H, W), (B/W,) this rank's shard
         amp = self.amp_dtype
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=bool(amp)):
             if loss_fn is None:
@@ -353,12 +362,23 @@ class _Run:
             amp={None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp],
             world_size=D.world_size(),
             resumed_from_step=self.resumed_from,
+            data_placement=self.placement,
+            compiled=self.config.compile,
         )
 
 
 def _log_main(msg: str, *args) -> None:
     if D.is_main_process():
         log.info(msg, *args)
+
+
+def _raise_if_compile_failed(e: Exception) -> None:
+    """A torch.compile backend failure (e.g. no C++ compiler for inductor on the CPU) as a missing dependency."""
+    from torch._dynamo.exc import BackendCompilerFailed  # imported only when compiling: torch._dynamo is slow
+
+    if isinstance(e, BackendCompilerFailed):
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MissingDependencyError(f"torch.compile failed: {first}", hint="train without --compile") from e
 
 
 def _check_data(train_x, train_y, val_x, val_y) -> None:

@@ -18,8 +18,11 @@ from wave_deploy.errors import InvalidInputError
 
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+# Where the training images live during a run (wave_deploy.training.BatchSource); the values are the same
+# in every case, only the copies differ.
+PLACEMENT_CHOICES = ("auto", "host", "device", "pinned", "pageable")
 # Fields that do not change the trajectory of the parameters; a resume may change them.
-_NOT_HASHED = ("eval_every", "eval_batch_size", "checkpoint_every", "log_every", "device")
+_NOT_HASHED = ("eval_every", "eval_batch_size", "checkpoint_every", "log_every", "device", "data_placement")
 
 
 @dataclass
@@ -40,6 +43,10 @@ class TrainConfig:
     log_every: int = 10  # steps between on_step calls
     amp: str = "auto"  # auto: bf16 on CUDA when supported, else off; never on CPU
     device: str = "auto"  # auto: cuda when available
+    # auto: on CUDA the whole training set on the GPU when it takes at most a quarter of its free memory,
+    # else batches gathered into page-locked buffers and copied asynchronously; on the CPU, "host".
+    data_placement: str = "auto"
+    compile: bool = False  # torch.compile the module the steps run (inductor); evaluation stays eager
 
     def validate(self) -> None:
         c = self
@@ -53,6 +60,11 @@ class TrainConfig:
             (c.grad_clip is None or c.grad_clip > 0, f"grad_clip must be > 0 or None, got {c.grad_clip!r}"),
             (c.amp in AMP_CHOICES, f"amp must be one of {AMP_CHOICES}, got {c.amp!r}"),
             (c.device in DEVICE_CHOICES, f"device must be one of {DEVICE_CHOICES}, got {c.device!r}"),
+            (
+                c.data_placement in PLACEMENT_CHOICES,
+                f"data_placement must be one of {PLACEMENT_CHOICES}, got {c.data_placement!r}",
+            ),
+            (isinstance(c.compile, bool), f"compile must be true or false, got {c.compile!r}"),
         ]
         for name in ("steps", "batch_size", "eval_batch_size", "log_every", "eval_every", "checkpoint_every"):
             v, optional = getattr(c, name), name in ("steps", "eval_every", "checkpoint_every")
@@ -115,6 +127,8 @@ class TrainResult:
     amp: str
     world_size: int
     resumed_from_step: int | None = None
+    data_placement: str = "host"  # where the training set lived (wave_deploy.batches)
+    compiled: bool = False  # the steps ran through torch.compile
 
     def to_dict(self) -> dict:
         return asdict(self)

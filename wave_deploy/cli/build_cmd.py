@@ -9,6 +9,7 @@ from wave_deploy.cli.options import (
     NonNegative,
     Positive,
     batch_size_option,
+    compile_option,
     device_option,
     exporter_option,
     json_option,
@@ -98,6 +99,7 @@ def epochs_option(name: str, phase: str, default: float, builtin_steps: int):
     help="Timed iterations of the local ONNX Runtime benchmark.",
 )
 @device_option()
+@compile_option()
 @click.option(
     "--force",
     is_flag=True,
@@ -131,6 +133,7 @@ def build(
     exporter,
     bench_iterations,
     device,
+    compile_steps,
     force,
     fail_on_budget,
     as_json,
@@ -178,6 +181,7 @@ def build(
         exporter=exporter,
         bench_iterations=bench_iterations,
         device=device,
+        compile=compile_steps,
         force=force,
         profile_overrides=tuple(overrides),
     )

@@ -7,6 +7,7 @@ import click
 from wave_deploy.cli.options import (
     Positive,
     batch_size_option,
+    compile_option,
     device_option,
     json_option,
     out_dir_option,
@@ -52,6 +53,7 @@ from wave_deploy.cli.output import console, is_quiet, print_json
 @batch_size_option()
 @seed_option()
 @device_option()
+@compile_option()
 @out_dir_option(
     required=True, help="Output directory: model.safetensors (timm state dict + spec) and init.json."
 )
@@ -69,6 +71,7 @@ def init(
     batch_size,
     seed,
     device,
+    compile_steps,
     out,
     as_json,
 ) -> None:
@@ -94,6 +97,7 @@ def init(
             batch_size=batch_size,
             seed=seed,
             device=device,
+            compile=compile_steps,
             on_step=bar,
         )
     if as_json:

@@ -102,6 +102,17 @@ def device_option(help: str | None = None):
     )
 
 
+def compile_option():
+    return click.option(
+        "--compile",
+        "compile_steps",
+        is_flag=True,
+        help="torch.compile the training steps (inductor: a C++ compiler on the CPU, Triton on CUDA). "
+        "The first step of each phase pays the compilation (tens of seconds); worth it for long runs on a "
+        "GPU, see docs/benchmarks.md. Off by default.",
+    )
+
+
 def out_dir_option(*param_decls: str, required: bool = False, default: str | None = None, help: str):
     """An output directory; its writability is checked by the command before any work
     (``wave_deploy.fileio.check_writable_dir``)."""

@@ -141,6 +141,7 @@ class ScalerPhase:
     tau: float = 2.0
     alpha: float = 0.5  # weight of the distillation term (1 - alpha on labels)
     seed: int = 0
+    compile: bool = False  # torch.compile the training step (an execution choice, like the device)
 
     def config(self, device: str = "auto") -> TrainConfig:
         return TrainConfig(
@@ -152,6 +153,7 @@ class ScalerPhase:
             seed=self.seed,
             checkpoint_every=50,
             device=device,
+            compile=self.compile,
         )
 
 
@@ -189,6 +191,7 @@ class DensePhase:
     warmup_steps: int = 20
     label_smoothing: float = 0.1
     seed: int = 0
+    compile: bool = False  # torch.compile the training step (an execution choice, like the device)
 
     def config(self, device: str = "auto") -> TrainConfig:
         return TrainConfig(
@@ -201,6 +204,7 @@ class DensePhase:
             device=device,
             min_lr_ratio=0.01,
             checkpoint_every=50,
+            compile=self.compile,
         )
 
 
@@ -287,6 +291,7 @@ def init_model(
     batch_size: int = 128,
     seed: int = 0,
     device: str = "auto",
+    compile: bool = False,
     on_step: Callable | None = None,
 ) -> dict[str, Any]:
     """``wave-deploy init``: stage 2 for one size, written to ``out``/model.safetensors and ``out``/init.json.
@@ -314,8 +319,8 @@ def init_model(
         spec,
         data,
         strategy=strategy,
-        scaler=ScalerPhase(steps=scaler_steps, batch_size=batch_size, seed=seed),
-        dense=DensePhase(steps=dense_steps, batch_size=batch_size, seed=seed),
+        scaler=ScalerPhase(steps=scaler_steps, batch_size=batch_size, seed=seed, compile=compile),
+        dense=DensePhase(steps=dense_steps, batch_size=batch_size, seed=seed, compile=compile),
         on_step=on_step,
         device=device,
     )
@@ -334,6 +339,10 @@ def _phase_record(result) -> dict | None:
         "steps": result.steps,
         "train_time_s": round(result.train_time_s, 3),
         "images_per_s": round(result.images_per_s, 1),
+        "device": result.device,
+        "amp": result.amp,
+        "data_placement": result.data_placement,
+        "compiled": result.compiled,
         "final_val_acc": result.final_val_acc,
         "curve": [{"step": r.step, "train_loss": r.train_loss, "val_acc": r.val_acc} for r in result.history],
     }
