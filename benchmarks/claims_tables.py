@@ -15,6 +15,21 @@ def read_results(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+def for_ancestry(results: list[dict], sha: str | None) -> list[dict]:
+    """The rows that belong to the ancestry whose sha256 starts with ``sha``: every random-init and WAVE row,
+    weight selection's rows made from that ancestry, and its meta row (weight selection *is* the ancestry at
+    full size: cells made from different retrains are never mixed)."""
+    if sha is None:
+        return results
+    return [r for r in results if r.get("kind") not in ("ws", "meta") or r.get("ancestry_sha256") == sha]
+
+
+def latest_ancestry(results: list[dict]) -> str | None:
+    """The ancestry of the newest meta row (None: a results file from before ancestries were recorded)."""
+    metas = [r for r in results if r.get("kind") == "meta"]
+    return metas[-1].get("ancestry_sha256") if metas else None
+
+
 def append(path: Path, row: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(row, sort_keys=True) + "\n")
@@ -78,13 +93,21 @@ def _mean(values):
 
 
 def render(results: list[dict], seeds: list[int]) -> str:
+    results = for_ancestry(results, latest_ancestry(results))
     meta = next((r for r in results if r.get("kind") == "meta"), {})
     rows = [r for r in results if r.get("kind") != "meta"]
     seed0 = seeds[0]
     budget, batch = meta.get("budget"), meta.get("batch")
     sizes = list(dict.fromkeys(r["size"] for r in rows))
     mults = sorted({r["m"] for r in rows})
-    lines = [f"data {meta.get('data')}; B = {budget} dense steps at batch {batch}; seeds {seeds}\n"]
+    lines = [f"data {meta.get('data')}; B = {budget} dense steps at batch {batch}; seeds {seeds}"]
+    if meta.get("ancestry_sha256"):
+        acc = meta.get("ancestry_acc")
+        lines.append(
+            f"weight selection's ancestry: sha256 {meta['ancestry_sha256']}..., val accuracy "
+            f"{'unknown' if acc is None else f'{acc:.1%}'}"
+        )
+    lines[-1] += "\n"
     for m in mults:
         lines.append(
             f"Matched compute {m}x B = {m * (budget or 0)} dense-step equivalents at batch {batch}: at matched compute every "

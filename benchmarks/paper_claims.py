@@ -33,6 +33,7 @@ import matched_compute as mc
 
 from wave_deploy.baselines import random_init
 from wave_deploy.data import load_builtin, load_for_bank
+from wave_deploy.fileio import sha256_file
 from wave_deploy.folding import load_folded_file
 from wave_deploy.wave.bank import TemplateBank, default_bank_path
 
@@ -110,7 +111,10 @@ def compute(args) -> None:
     ]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = claims_tables.read_results(out)
+    anc_path = ensure_ancestry(args, bank)
+    anc_sha = sha256_file(anc_path)[:16]
+    # weight selection's cells are only reused when they came from this very ancestry
+    done = claims_tables.for_ancestry(claims_tables.read_results(out), anc_sha)
     cells = plan_cells(args, specs)
     todo = [c for c in cells if not claims_tables.is_done(c, done, args.seeds[0])]
     per_step = {s.name: step_seconds(s, data0, args.batch) for s in specs}
@@ -121,20 +125,20 @@ def compute(args) -> None:
         file=sys.stderr,
         flush=True,
     )
-    anc_path = ensure_ancestry(args, bank)
-    ancestry, anc_spec, _ = load_folded_file(anc_path)
+    ancestry, anc_spec, anc_meta = load_folded_file(anc_path)
     ctx = SimpleNamespace(
         bank=bank, recipe=mc.Recipe(batch=args.batch, lr=args.lr), budget=args.budget, new_task=new_task,
         ancestry=ancestry.state_dict(), ancestry_spec=anc_spec, data=data0,
     )  # fmt: skip
     header = {"kind": "meta", "data": data0.info.name, "fingerprint": data0.info.fingerprint,
               "budget": args.budget, "batch": args.batch, "lr": args.lr, "ancestry": str(anc_path),
-              "bank_cost": mc.bank_cost(bank), "new_task": new_task, "threads": args.threads}  # fmt: skip
+              "bank_cost": mc.bank_cost(bank), "new_task": new_task, "threads": args.threads,
+              "ancestry_sha256": anc_sha, "ancestry_acc": anc_meta.get("val_accuracy")}  # fmt: skip
     if not any(r.get("kind") == "meta" for r in done):
         claims_tables.append(out, header)
     t_start = time.perf_counter()
     for i, (kind, arg, spec, m, seed) in enumerate(todo):
-        results = claims_tables.read_results(out)
+        results = claims_tables.for_ancestry(claims_tables.read_results(out), anc_sha)
         if claims_tables.is_done((kind, arg, spec, m, seed), results, args.seeds[0]):
             continue  # decided by a seed-0 result that arrived after planning
         if arg is None:
@@ -142,6 +146,8 @@ def compute(args) -> None:
         if seed != ctx.data.info.seed:
             ctx.data = load_data(args, bank, seed)
         row = mc.cell(kind, arg, spec, m, seed, ctx)
+        if kind == "ws":
+            row["ancestry_sha256"] = anc_sha
         claims_tables.append(out, row)
         elapsed = time.perf_counter() - t_start
         print(

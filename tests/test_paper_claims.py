@@ -79,3 +79,18 @@ def test_seed_zero_choice_is_reused_for_the_other_seeds():
     ]
     arg, picked = claims_tables._cells(rows, "random", "L1 D16", 1, 0)
     assert arg == 2e-3 and [r["acc"] for r in picked] == [0.6, 0.4]
+
+
+def test_weight_selection_cells_of_another_ancestry_are_neither_reused_nor_tabled():
+    def ws(acc, sha):
+        row = {"kind": "ws", "arg": 5e-4, "size": "L2 D64", "m": 1, "seed": 0, "acc": acc, "flops": 1e12,
+               "wall_s": 1.0, "scaler_steps": 0, "dense_steps": 20}  # fmt: skip
+        return row if sha is None else {**row, "ancestry_sha256": sha}
+
+    meta = {"kind": "meta", "data": "mnist_5k", "budget": 20, "batch": 128}
+    rows = [meta, ws(0.5, None), {**meta, "ancestry_sha256": "b" * 16, "ancestry_acc": 0.93}, ws(0.8, "b" * 16)]
+    kept = claims_tables.for_ancestry(rows, "b" * 16)
+    assert [r["acc"] for r in kept if r["kind"] == "ws"] == [0.8]
+    assert claims_tables.for_ancestry(rows, "c" * 16) == []  # nothing of ancestry c: every ws cell runs again
+    table = claims_tables.render(rows, [0])
+    assert "80.0% (n=1)" in table and "50.0%" not in table and "val accuracy 93.0%" in table
