@@ -76,7 +76,7 @@ $PY -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: (r[k] or {}).
 
 step5() {
 echo "== 5. training-loop speed options at DeiT-Tiny shape on the GPU"
-timeout "$(t 300)" $PY -P benchmarks/loop_speed.py --device cuda --shape 12x192@224 --batch 128 --steps 60 \
+timeout "$(t 300)" $PY -P benchmarks/loop_speed.py --device cuda --shape 12x192@224 --batch 128 --steps 100 \
     2>&1 | tee "$LOG_DIR/loop_speed.log" | tail -9
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 }
