@@ -21,8 +21,17 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 # Where the training images live during a run (wave_deploy.training.BatchSource); the values are the same
 # in every case, only the copies differ.
 PLACEMENT_CHOICES = ("auto", "host", "device", "pinned", "pageable")
-# Fields that do not change the trajectory of the parameters; a resume may change them.
-_NOT_HASHED = ("eval_every", "eval_batch_size", "checkpoint_every", "log_every", "device", "data_placement")
+# Fields that do not change the recipe of a run, only how it executes (the device and compile change float
+# rounding, not the schedule); a resume may change them.
+_NOT_HASHED = (
+    "eval_every",
+    "eval_batch_size",
+    "checkpoint_every",
+    "log_every",
+    "device",
+    "data_placement",
+    "compile",
+)
 
 
 @dataclass
