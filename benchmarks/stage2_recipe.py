@@ -97,8 +97,8 @@ def load(path: Path) -> list[dict]:
 def table(rows: list[dict]) -> None:
     sizes = sorted({r["size"] for r in rows}, key=lambda s: tuple(int(p[1:]) for p in s.split()))
     seeds = sorted({r["seed"] for r in rows})
-    print(f"Stage-2 recipes at equal training FLOPs, mean ± std over seeds {seeds} (n = seeds measured); "
-          "val accuracy on the content-fixed 500-image split; TFLOP per run\n")  # fmt: skip
+    print(f"Stage-2 recipes at the default's training FLOPs unless a cost is given, mean ± std over seeds {seeds} "
+          "(n = seeds measured); val accuracy on the content-fixed 500-image split; TFLOP per run\n")  # fmt: skip
     print("| size | sliced | TFLOP (default) | " + " | ".join(RECIPES) + " |")
     print("|---|---|---|" + "---|" * len(RECIPES))
     for size in sizes:
