@@ -9,7 +9,7 @@ trajectory and is not part of its checkpoint fingerprint.
 - ``pinned``: a step gathers its batch into one of two page-locked host buffers and copies it to the GPU
   asynchronously; the buffer is reused only after an event says its previous copy finished.
 - ``pageable``: a step indexes on the host and copies from ordinary memory (the copy blocks the host): what
-  training did before placements existed, kept as the "before" of benchmarks/train_throughput.py.
+  training did before placements existed, kept as the "before" of benchmarks/loop_speed.py.
 - ``auto``: ``host`` off CUDA; on CUDA ``device`` when the training set takes at most a quarter of the GPU's
   free memory, else ``pinned``.
 """
