@@ -53,12 +53,15 @@ def load_data(args, bank: TemplateBank, seed: int):
     return load_builtin(seed=seed)
 
 
+def ancestry_path(args) -> Path:
+    """Where the bank's ancestry is (--ancestry) or will be rebuilt (next to the results file)."""
+    return Path(args.ancestry) if args.ancestry else Path(args.out).parent / "ancestry.safetensors"
+
+
 def ensure_ancestry(args, bank: TemplateBank) -> Path:
     """The bank's ancestry: --ancestry, a cached rebuild, or a rebuild now with the provenance's recipe."""
-    if args.ancestry:
-        return Path(args.ancestry)
-    path = Path(args.out).parent / "ancestry.safetensors"
-    if path.is_file():
+    path = ancestry_path(args)
+    if args.ancestry or path.is_file():
         return path
     import runpy
 
@@ -111,20 +114,27 @@ def compute(args) -> None:
     ]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    anc_path = ensure_ancestry(args, bank)
-    anc_sha = sha256_file(anc_path)[:16]
-    # weight selection's cells are only reused when they came from this very ancestry
+    anc_path = ancestry_path(args)
+    rebuild = not anc_path.is_file()
+    # weight selection's cells are only reused when they came from this very ancestry (none, before a rebuild)
+    anc_sha = "" if rebuild else sha256_file(anc_path)[:16]
     done = claims_tables.for_ancestry(claims_tables.read_results(out), anc_sha)
     cells = plan_cells(args, specs)
     todo = [c for c in cells if not claims_tables.is_done(c, done, args.seeds[0])]
     per_step = {s.name: step_seconds(s, data0, args.batch) for s in specs}
     est = sum(per_step[c[2].name] * c[3] * args.budget for c in todo)
+    if rebuild:  # the provenance's ancestry steps at the auxiliary model's step time
+        anc_steps = bank.provenance.get("ancestry", {}).get("steps", 1050)
+        est += anc_steps * step_seconds(bank.aux_spec, data0, args.batch)
     print(
-        f"{len(cells)} cells ({len(cells) - len(todo)} already in {out}); estimated {est / 60:.1f} min "
+        f"{len(cells)} cells ({len(cells) - len(todo)} already in {out}); estimated {est / 60:.1f} min"
+        f"{' including the ancestry rebuild' if rebuild else ''} "
         f"(dense step: " + ", ".join(f"{k} {v:.2f} s" for k, v in per_step.items()) + ")",
         file=sys.stderr,
         flush=True,
     )
+    anc_path = ensure_ancestry(args, bank)
+    anc_sha = sha256_file(anc_path)[:16]
     ancestry, anc_spec, anc_meta = load_folded_file(anc_path)
     ctx = SimpleNamespace(
         bank=bank, recipe=mc.Recipe(batch=args.batch, lr=args.lr), budget=args.budget, new_task=new_task,
