@@ -102,27 +102,17 @@ def judge_budgets(limits: Limits, observed: Observed) -> Judgement:
             f"latency {observed.latency_ms:.2f} ms > budget {limits.latency_ms:g} ms "
             f"({limits.latency_percentile}, batch {limits.latency_batch})"
         )
-    mem_ok = observed.memory_mib <= limits.memory_mib
-    checks["memory"] = {
-        "budget_mib": limits.memory_mib,
-        "value_mib": observed.memory_mib,
-        "source": observed.memory_source,
-        "ok": mem_ok,
-    }
-    if not mem_ok:
-        reasons.append(f"memory {observed.memory_mib:.0f} MiB > budget {limits.memory_mib:g} MiB")
+    checks["memory"] = _mib_cap(
+        "memory", limits.memory_mib, observed.memory_mib, observed.memory_source, reasons
+    )
     if limits.build_memory_mib is not None and observed.build_memory_mib is not None:
-        ok = observed.build_memory_mib <= limits.build_memory_mib
-        checks["build_memory"] = {
-            "budget_mib": limits.build_memory_mib,
-            "value_mib": observed.build_memory_mib,
-            "source": observed.build_memory_source,
-            "ok": ok,
-        }
-        if not ok:
-            reasons.append(
-                f"build memory {observed.build_memory_mib:.0f} MiB > budget {limits.build_memory_mib:g} MiB"
-            )
+        checks["build_memory"] = _mib_cap(
+            "build memory",
+            limits.build_memory_mib,
+            observed.build_memory_mib,
+            observed.build_memory_source,
+            reasons,
+        )
     if limits.min_accuracy is not None and observed.accuracy is not None:
         ok = observed.accuracy >= limits.min_accuracy
         checks["accuracy"] = {
@@ -152,6 +142,14 @@ def judge_budgets(limits: Limits, observed: Observed) -> Judgement:
             )
     failed = [name for name in BUDGET_ORDER if (check := checks[name]) is not None and not check["ok"]]
     return Judgement(checks, "fail" if failed else "pass", failed, tuple(reasons))
+
+
+def _mib_cap(what: str, budget: float, value: float, source: str, reasons: list[str]) -> dict[str, Any]:
+    """The check of a memory cap in MiB; a broken cap adds its one-line reason to ``reasons``."""
+    ok = value <= budget
+    if not ok:
+        reasons.append(f"{what} {value:.0f} MiB > budget {budget:g} MiB")
+    return {"budget_mib": budget, "value_mib": value, "source": source, "ok": ok}
 
 
 def observed_in(checks: Mapping[str, Any]) -> Observed:
