@@ -69,3 +69,16 @@ def test_a_report_that_breaks_the_schema_is_exit_3_naming_the_field(tmp_path, ed
     if in_json_schema:
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(report, BuildReport.model_json_schema())
+
+
+def test_the_latency_block_holds_every_latency_stats_field_with_its_type():
+    """report.json's latency block is bench.stats.LatencyStats written out: the two lists stay in step."""
+    import dataclasses
+    import typing
+
+    from wave_deploy.bench.stats import LatencyStats
+    from wave_deploy.reports.schema import LatencyBlock
+
+    stats = {f.name: typing.get_type_hints(LatencyStats)[f.name] for f in dataclasses.fields(LatencyStats)}
+    block = {name: field.annotation for name, field in LatencyBlock.model_fields.items()}
+    assert block == stats  # same names, same order, same types
