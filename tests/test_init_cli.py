@@ -52,7 +52,18 @@ def test_init_trains_the_scalers_and_records_the_phase(bank_path, tmp_path):
 def test_compile_reaches_the_training_steps_and_computes_what_eager_does(bank_path, tmp_path):
     """--compile runs the dense step through torch.compile (inductor, a real compilation: ~30 s). The
     one step's loss is computed at the sliced weights, identical in both runs: compiled = eager."""
-    args = ["--depth", "1", "--embed-dim", "16", "--scaler-steps", "0", "--dense-steps", "1", "--batch-size", "16"]
+    args = [
+        "--depth",
+        "1",
+        "--embed-dim",
+        "16",
+        "--scaler-steps",
+        "0",
+        "--dense-steps",
+        "1",
+        "--batch-size",
+        "16",
+    ]
     records = {}
     for flag in ([], ["--compile"]):
         result = _init(bank_path, tmp_path / ("c" if flag else "e"), *args, *flag)

@@ -18,7 +18,7 @@ def test_cpu_eager_configuration_trains_through_the_loop_and_reports_what_ran():
     ).stdout  # fmt: skip
     report = json.loads(out[out.index("\n{") + 1 : out.index("\n}") + 2])
     assert report["shape"] == "vit_d32_l1_h1_p7_28" and report["batch"] == 16
-    (name, result), = report["results"].items()
+    ((name, result),) = report["results"].items()
     assert name == "fp32, eager" and result["ratio"] == 1.0
     assert result["placement"] == "host" and result["amp"] == "off" and result["compiled"] is False
     assert result["images_per_s"] > 0

@@ -88,7 +88,12 @@ def test_weight_selection_cells_of_another_ancestry_are_neither_reused_nor_table
         return row if sha is None else {**row, "ancestry_sha256": sha}
 
     meta = {"kind": "meta", "data": "mnist_5k", "budget": 20, "batch": 128}
-    rows = [meta, ws(0.5, None), {**meta, "ancestry_sha256": "b" * 16, "ancestry_acc": 0.93}, ws(0.8, "b" * 16)]
+    rows = [
+        meta,
+        ws(0.5, None),
+        {**meta, "ancestry_sha256": "b" * 16, "ancestry_acc": 0.93},
+        ws(0.8, "b" * 16),
+    ]
     kept = claims_tables.for_ancestry(rows, "b" * 16)
     assert [r["acc"] for r in kept if r["kind"] == "ws"] == [0.8]
     assert claims_tables.for_ancestry(rows, "c" * 16) == []  # nothing of ancestry c: every ws cell runs again

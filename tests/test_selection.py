@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _budget_sweep import monotone_choices
 from click.testing import CliRunner
 
 from wave_deploy.cli.main import cli
@@ -83,18 +84,8 @@ def test_tighter_latency_budget_never_selects_more_flops(name):
     profile = load_profile(name)
     base = select(profile, SMALL_SPACE)
     lat = sorted(c.latency_at_budget_ms for c in base.candidates)
-    budgets = sorted({lat[0] * 0.9, *lat[:: max(1, len(lat) // 12)], lat[-1] * 1.1}, reverse=True)
-    previous = None
-    for budget in budgets:  # loosest first
-        try:
-            chosen = select(_with_budgets(profile, latency_ms=budget), SMALL_SPACE).chosen
-        except NoFeasibleModelError:
-            assert budget < lat[0]
-            continue
-        assert chosen.latency_at_budget_ms <= budget
-        if previous is not None:
-            assert chosen.flops <= previous
-        previous = chosen.flops
+    chosen = monotone_choices(lambda ms: select(_with_budgets(profile, latency_ms=ms), SMALL_SPACE), lat, 12)
+    assert len(chosen) >= 2  # budgets from the fastest candidate up are feasible
 
 
 def test_tighter_memory_budget_never_selects_more_flops():
