@@ -40,9 +40,8 @@ def test_plan_chooses_what_the_plan_command_chooses(profile):
     command = json.loads(result.stdout)
     assert selection.chosen.spec.to_dict() == command["chosen"]["spec"]
     fitting = [c.to_dict() for c in selection.candidates if c.feasible]
-    assert (
-        json.loads(json.dumps(fitting)) == command["fitting"]
-    )  # the command also lists every size that fits
+    # the command also lists every size that fits
+    assert json.loads(json.dumps(fitting)) == command["fitting"]
     command = {k: v for k, v in command.items() if k not in ("search_space", "plot", "fitting")}
     assert json.loads(json.dumps(selection.to_dict())) == command
 
