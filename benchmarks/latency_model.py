@@ -164,6 +164,22 @@ def real_shape_points(n: int, seed: int) -> tuple[list[tuple[int, int]], list[tu
     return grid, held
 
 
+def fit_and_write(profile, samples, detail, args, space, path: Path):
+    """Fit the profile's latency model on the design ``samples`` (ONNX Runtime, the profile's precision, this
+    run's threads and clock) and write the calibration file to ``path``."""
+    data = calibration_data(
+        profile,
+        samples,
+        runtime="onnxruntime",
+        detail=detail,
+        precision=profile.runtime.precision,
+        threads=args.threads,
+        clock=args.clock,
+        space=space,
+    )
+    return write_calibration(data, path)
+
+
 def real_shapes(args, profile) -> None:
     """Step 4: calibrate on the real-shape grid, check on held-out specs, print MAPE / within 10% / worst."""
     space = SearchSpace(
@@ -228,17 +244,8 @@ def real_shapes(args, profile) -> None:
         )
     if [(s["depth"], s["embed_dim"]) for s in samples] != grid + held:
         raise SystemExit("the samples are not in the order of the points")
-    data = calibration_data(
-        profile,
-        samples[: len(grid)],
-        runtime="onnxruntime",
-        detail=detail,
-        precision=profile.runtime.precision,
-        threads=args.threads,
-        clock=args.clock,
-        space=space,
-    )
-    cal = write_calibration(data, Path(args.out_dir) / f"{profile.name}.{args.img_size}px.calibration.json")
+    out = Path(args.out_dir) / f"{profile.name}.{args.img_size}px.calibration.json"
+    cal = fit_and_write(profile, samples[: len(grid)], detail, args, space, out)
     info = cal.data
     print(
         f"geometry {args.img_size} px, patch {args.patch_size}, {args.in_chans} channels; fit on {len(grid)} grid"
@@ -377,17 +384,9 @@ def main() -> None:
     samples, detail = measure(
         design + points, threads=args.threads, clock=args.clock, passes=args.passes, seed=args.seed
     )
-    data = calibration_data(
-        profile,
-        samples[: len(design)],
-        runtime="onnxruntime",
-        detail=detail,
-        precision=profile.runtime.precision,
-        threads=args.threads,
-        clock=args.clock,
-        space=SPACE,
+    cal = fit_and_write(
+        profile, samples[: len(design)], detail, args, SPACE, out_dir / f"{profile.name}.calibration.json"
     )
-    cal = write_calibration(data, out_dir / f"{profile.name}.calibration.json")
     measured = samples[len(design) :]
     info = cal.data
     print(
