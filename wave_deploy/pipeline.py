@@ -35,7 +35,7 @@ from wave_deploy.errors import (
     WaveDeployError,
 )
 from wave_deploy.exporters.base import data_inputs, export_for_profile
-from wave_deploy.fileio import atomic_path, check_writable_dir, remove_stale_parts, sha256_file, write_json
+from wave_deploy.fileio import check_writable_dir, copy_file, remove_stale_parts, sha256_file, write_json
 from wave_deploy.folding import load_folded_file, save_folded
 from wave_deploy.latency import load_calibration
 from wave_deploy.manifest import StageOutput, StageRunner, shared_model_problem, stage_key
@@ -346,7 +346,7 @@ def _train(
     else:
         log.info("reusing the model trained for another profile (%s)", shared)
     for name in ("model.safetensors", "train.json"):
-        _copy_atomic(shared / name, out_dir / name)
+        copy_file(shared / name, out_dir / name)
     return StageOutput(_read_json(out_dir / "train.json"), ["model.safetensors", "train.json"])
 
 
@@ -451,11 +451,4 @@ def _file_hash(path: str | None) -> str | None:
 
 
 def _read_json(path: Path) -> dict:
-
     return json.loads(path.read_text())
-
-
-def _copy_atomic(src: Path, dst: Path) -> None:
-
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)

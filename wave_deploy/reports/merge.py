@@ -13,12 +13,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
 from wave_deploy.errors import InvalidInputError
-from wave_deploy.fileio import atomic_path, sha256_file
+from wave_deploy.fileio import copy_file, sha256_file
 from wave_deploy.reports.files import REPORT_JSON, load_report, read_json, write_report_files
 from wave_deploy.reports.judge import Limits, judge_budgets, observed_in
 from wave_deploy.reports.schema import DeviceReport, parse_device_report
@@ -138,8 +137,7 @@ def merge_device_report(out_dir: str | Path, device_report_path: str | Path) -> 
     dev = load_device_report(path, report, out_dir)
     kept = kept_device_report(out_dir)
     if path.resolve() != kept.resolve():
-        with atomic_path(kept) as tmp:
-            shutil.copyfile(path, tmp)
+        copy_file(path, kept)
     merged = apply_device_report(report, dev, sha256_file(kept))
     for note in merged["measured"]["device"]["notes"]:
         log.warning("%s: %s", path, note)
