@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from wave_deploy.pipeline import DeviceResult
+    from wave_deploy.build_options import DeviceResult
     from wave_deploy.selection import Selection
 
 __version__ = "0.1.0"
@@ -104,16 +104,16 @@ def build(profiles: str | Sequence[str], **options: Any) -> list[DeviceResult]:
     """Build the model for each profile: plan, train, fold, export, benchmark, report (``wave-deploy build``).
 
     ``profiles``: one profile or several (names, aliases or YAML paths). ``options`` are the fields of
-    ``wave_deploy.pipeline.BuildOptions``: out (default "artifacts"; each profile writes ``out``/<name>/),
-    templates, data, seed, strategy, scaler_steps, dense_steps, scaler_epochs, dense_epochs, batch_size,
+    ``wave_deploy.build_options.BuildOptions``: out (default "artifacts"; each profile writes
+    ``out``/<name>/), templates, data, seed, strategy, scaler_steps, dense_steps, scaler_epochs, dense_epochs, batch_size,
     img_size, objective, calibration, opset, exporter, bench_iterations, bench_warmup, device, compile, force,
     profile_overrides. Returns one ``DeviceResult`` per profile (``.report`` is report.json, ``.verdict``
     "pass" or "fail"); a broken budget is a verdict, not an exception. An unknown option raises UsageError.
     """
     import dataclasses
 
+    from wave_deploy.build_options import BuildOptions
     from wave_deploy.errors import UsageError
-    from wave_deploy.pipeline import BuildOptions
     from wave_deploy.pipeline import build as run_build
 
     known = {f.name for f in dataclasses.fields(BuildOptions)}

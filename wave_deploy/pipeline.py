@@ -14,22 +14,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from wave_deploy import __version__
 from wave_deploy import data as datasets
 from wave_deploy.bench.runners import OrtRunner, benchmark_samples
+from wave_deploy.build_options import BuildOptions, DeviceResult
 from wave_deploy.checkpoint import UnusableCheckpointError
 from wave_deploy.errors import (
-    ALL_ERRORS,
-    EXIT_BUDGET_BROKEN,
-    EXIT_INTERNAL,
-    BudgetBrokenError,
     InvalidInputError,
     ParityError,
     WaveDeployError,
@@ -50,78 +46,6 @@ from wave_deploy.wave.init import DensePhase, ScalerPhase, initialize
 from wave_deploy.wave.score import accuracy_table
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class BuildOptions:
-    templates: str | None = None  # bank path; None: the shipped default bank
-    data: str | None = None  # ImageFolder path; None: built-in MNIST-5k
-    out: str = "artifacts"  # root; each profile writes <out>/<profile name>/
-    seed: int = 0
-    strategy: str = "aux"
-    # Training length scales with the data: epochs over the training split, unless steps are given. The
-    # defaults give exactly the 60 + 150 steps of earlier releases on the built-in MNIST-5k (4,500 training
-    # images at batch 128) and proportionally fewer or more steps on smaller or larger data.
-    scaler_steps: int | None = None  # explicit scaler-phase steps; None: from scaler_epochs
-    dense_steps: int | None = None  # explicit dense steps; None: from dense_epochs
-    scaler_epochs: float = 1.7
-    dense_epochs: float = 4.25
-    batch_size: int = 128
-    img_size: int | None = (
-        None  # input size of the built models; None: the bank's (data resized to it at load)
-    )
-    objective: str = "flops"
-    calibration: str | None = None
-    opset: int = 18
-    exporter: str = "dynamo"
-    bench_iterations: int = 200
-    bench_warmup: int = 20
-    device: str = "auto"
-    compile: bool = False  # torch.compile stage 2's training steps; not part of the train stage's cache key
-    force: bool = False
-    profile_overrides: tuple[str, ...] = ()  # `--set SECTION.FIELD=VALUE`, applied to every profile
-
-    def phase_steps(self, n_train: int) -> tuple[int, int]:
-        """(scaler steps, dense steps) for a training split of ``n_train`` images: explicit steps win, else
-        ceil(epochs x n_train / batch_size), so a small data set gets few steps and a large one many."""
-
-        def steps(explicit: int | None, epochs: float) -> int:
-            return explicit if explicit is not None else max(1, math.ceil(epochs * n_train / self.batch_size))
-
-        return steps(self.scaler_steps, self.scaler_epochs), steps(self.dense_steps, self.dense_epochs)
-
-    def training_fields(self, n_train: int) -> dict[str, Any]:
-        """What determines the trained model (the train stage's cache key): resolved step counts, not epochs."""
-        scaler_steps, dense_steps = self.phase_steps(n_train)
-        fields = {k: getattr(self, k) for k in ("seed", "strategy", "batch_size")}
-        return {**fields, "scaler_steps": scaler_steps, "dense_steps": dense_steps}
-
-
-@dataclass
-class DeviceResult:
-    """One profile's outcome: its report (a failing one when the build failed) and the error, if any."""
-
-    profile: str
-    out_dir: str
-    report: dict[str, Any]
-    stages: list[dict[str, Any]] = field(default_factory=list)
-    error: WaveDeployError | None = None  # the build of this profile failed (its report says so)
-
-    @property
-    def verdict(self) -> str:
-        return self.report["verdict"]
-
-    @property
-    def exit_code(self) -> int:
-        """This profile's own exit code: its error's, 8 for a broken budget, else 0."""
-        if self.error is not None:
-            return self.error.exit_code
-        return EXIT_BUDGET_BROKEN if self.verdict != "pass" else 0
-
-
-# Which exit code a multi-profile build reports when profiles fail differently, most severe first: a bug,
-# then a stage or a gate that failed, then inputs that are missing or wrong, then a model that does not fit.
-SEVERITY = (1, 6, 7, 4, 3, 5, 8, 0)
 
 
 Event = Callable[[str, str, str, float | None], None]  # (profile, stage, "start"|"done"|"reused", seconds)
@@ -418,32 +342,6 @@ def _report(
     return StageOutput(
         {"verdict": report["verdict"]}, sorted(str(Path(p).relative_to(out_dir)) for p in paths)
     )
-
-
-def outcome(results: list[DeviceResult], strict: bool = True) -> WaveDeployError | None:
-    """The error a build exits with: the most severe of its profiles' (SEVERITY), naming every profile
-    that failed and why; None when every profile passed (or, with ``strict`` off, only budgets broke)."""
-    failed = [r for r in results if r.exit_code and (r.error is not None or strict)]
-    if not failed:
-        return None
-    if len(results) == 1 and failed[0].error is not None:
-        return failed[0].error
-    code = min((r.exit_code for r in failed), key=SEVERITY.index)
-    hint = "reports are written; see report.md" + (", or pass --no-fail-on-budget" if code == 8 else "")
-    if all(r.error is None for r in failed):  # only broken budgets
-        broken = "; ".join(f"{r.profile} ({', '.join(r.report['failed_budgets'])})" for r in failed)
-        return BudgetBrokenError(f"built model breaks a budget on: {broken}", hint=hint)
-    parts = []
-    for r in failed:
-        why = (
-            r.error.one_line() if r.error is not None else "budget: " + ", ".join(r.report["failed_budgets"])
-        )
-        parts.append(f"{r.profile}: exit {r.exit_code} ({why})")
-    message = f"{len(failed)} of {len(results)} device builds failed: " + "; ".join(parts)
-    cls = next((e for e in ALL_ERRORS if e.exit_code == code), None)
-    if cls is None or code == EXIT_INTERNAL:
-        raise RuntimeError(message)
-    return cls(message, hint=hint)
 
 
 def _file_hash(path: str | None) -> str | None:

@@ -149,10 +149,10 @@ def build(
     """
     import time
 
+    from wave_deploy.build_options import BuildOptions, outcome
     from wave_deploy.cli.progress import TrainingProgress
     from wave_deploy.errors import UsageError
     from wave_deploy.fileio import check_writable_dir
-    from wave_deploy.pipeline import BuildOptions, outcome
     from wave_deploy.pipeline import build as run_build
     from wave_deploy.profiles import list_profiles
 
