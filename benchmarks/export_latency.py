@@ -32,7 +32,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from wave_deploy.bench.runners import OrtRunner, TorchRunner, benchmark
 from wave_deploy.exporters import onnx as ox
-from wave_deploy.folding import fold, load_folded_file, save_folded
+from wave_deploy.training.folding import fold, load_folded_file, save_folded
 from wave_deploy.wave.bank import TemplateBank
 from wave_deploy.wave.geometry import BankGeometry
 from wave_deploy.wave.model import WaveViT

@@ -32,11 +32,11 @@ from pathlib import Path
 import torch
 
 from wave_deploy import data as datasets
-from wave_deploy.baselines import random_init
 from wave_deploy.bench.runners import OrtRunner, TorchRunner, benchmark
 from wave_deploy.bench.stats import cpu_description
 from wave_deploy.exporters.onnx import export_onnx
-from wave_deploy.training import TrainConfig, train
+from wave_deploy.training.baselines import random_init
+from wave_deploy.training.loop import TrainConfig, train
 from wave_deploy.wave.bank import TemplateBank, default_bank_path
 from wave_deploy.wave.init import ScalerPhase, init_wave_model, train_scalers
 

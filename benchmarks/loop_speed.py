@@ -1,5 +1,5 @@
-"""Images/s of the real training loop (``wave_deploy.training.train``) under its speed options, side by side
-in one run: mixed precision, where the training set lives (wave_deploy.batches), and torch.compile.
+"""Images/s of the real training loop (``wave_deploy.training.loop.train``) under its speed options, side by side
+in one run: mixed precision, where the training set lives (wave_deploy.training.batches), and torch.compile.
 
     python benchmarks/loop_speed.py --device cpu                       # the default build's model, 28 px
     python benchmarks/loop_speed.py --device cuda --shape 12x192@224   # DeiT-Tiny shape (scripts/gpu_check.sh)
@@ -49,7 +49,7 @@ def parse_shape(text: str) -> tuple[int, int, int]:
 def measure(spec, config_kw: dict, args, x, y) -> dict:
     from timm.models.vision_transformer import VisionTransformer
 
-    from wave_deploy.training import TrainConfig, train
+    from wave_deploy.training.loop import TrainConfig, train
 
     torch.manual_seed(0)
     model = VisionTransformer(**spec.timm_kwargs())

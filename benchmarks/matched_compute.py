@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
-from wave_deploy.baselines import random_init, weight_selection
 from wave_deploy.spec import ViTSpec, flops
-from wave_deploy.training import TrainConfig, distill_loss_fn, evaluate, train
+from wave_deploy.training.baselines import random_init, weight_selection
+from wave_deploy.training.loop import TrainConfig, distill_loss_fn, evaluate, train
 from wave_deploy.wave.bank import TemplateBank
 from wave_deploy.wave.init import Distiller, aux_model, init_wave_model, is_bank_task
 from wave_deploy.wave.learngene import elastic_sizes
@@ -98,7 +98,7 @@ def cell(kind: str, arg, spec: ViTSpec, m: int, seed: int, ctx) -> dict:
 
 def wave_stage2(spec: ViTSpec, name: str, target: int, seed: int, ctx):
     """WAVE at ``target`` training FLOPs: slice, optional scaler phase, fold, dense steps with what is left."""
-    from wave_deploy.folding import fold, load_folded
+    from wave_deploy.training.folding import fold, load_folded
 
     bank: TemplateBank = ctx.bank
     recipe = ctx.recipe

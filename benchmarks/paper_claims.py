@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import claims_tables
 import matched_compute as mc
 
-from wave_deploy.baselines import random_init
 from wave_deploy.data import load_builtin, load_for_bank
 from wave_deploy.fileio import sha256_file
-from wave_deploy.folding import load_folded_file
+from wave_deploy.training.baselines import random_init
+from wave_deploy.training.folding import load_folded_file
 from wave_deploy.wave.bank import TemplateBank, default_bank_path
 
 

@@ -56,8 +56,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from wave_deploy.folding import fold, load_folded
-    from wave_deploy.training import make_optimizer
+    from wave_deploy.training.folding import fold, load_folded
+    from wave_deploy.training.loop import make_optimizer
     from wave_deploy.wave.bank import TemplateBank
     from wave_deploy.wave.geometry import BankGeometry
     from wave_deploy.wave.init import Distiller, aux_model, frozen_teacher

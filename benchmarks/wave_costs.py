@@ -34,8 +34,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from wave_deploy.baselines import random_init
-from wave_deploy.folding import fold, load_folded
+from wave_deploy.training.baselines import random_init
+from wave_deploy.training.folding import fold, load_folded
 from wave_deploy.wave.bank import TemplateBank
 from wave_deploy.wave.geometry import BankGeometry
 from wave_deploy.wave.model import WaveViT

@@ -13,11 +13,11 @@ import logging
 
 import torch
 
-from wave_deploy.baselines import random_init
 from wave_deploy.data import load_builtin
-from wave_deploy.folding import save_folded
 from wave_deploy.spec import ViTSpec
-from wave_deploy.training import TrainConfig, train
+from wave_deploy.training.baselines import random_init
+from wave_deploy.training.folding import save_folded
+from wave_deploy.training.loop import TrainConfig, train
 
 
 def main() -> None:

@@ -134,8 +134,8 @@ def _folded_checkpoints(base: Path) -> tuple[Path, dict[str, tuple[Path, str]]]:
     from safetensors.torch import save_file
     from timm.models.vision_transformer import VisionTransformer
 
-    from wave_deploy.folding import save_folded
     from wave_deploy.spec import ViTSpec
+    from wave_deploy.training.folding import save_folded
 
     spec = ViTSpec(depth=1, embed_dim=16, num_heads=1, img_size=28, patch_size=7, in_chans=1, num_classes=10)
     torch.manual_seed(0)

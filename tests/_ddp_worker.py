@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
 
-from wave_deploy import distributed as D
-from wave_deploy.training import TrainConfig, train
+from wave_deploy.training import distributed as D
+from wave_deploy.training.loop import TrainConfig, train
 
 GLOBAL_BATCH = 32
 CONFIG = TrainConfig(

@@ -14,11 +14,11 @@ from click.testing import CliRunner
 from wave_deploy.bench.stats import TIMED_COMPUTE, TIMED_HOST_TO_HOST, summarize
 from wave_deploy.cli.main import cli
 from wave_deploy.fileio import sha256_bytes
+from wave_deploy.planning.selection import DEFAULT_SEARCH_SPACE, select
 from wave_deploy.profiles import load_profile
 from wave_deploy.reports import write_report_files
 from wave_deploy.reports.assemble import assemble_report
 from wave_deploy.reports.plots import DPI, FIGSIZE_IN
-from wave_deploy.selection import DEFAULT_SEARCH_SPACE, select
 
 PNG_SIZE = (round(FIGSIZE_IN[0] * DPI), round(FIGSIZE_IN[1] * DPI))
 MODEL_FILE = "model.fp16.onnx"  # what the jetson bundle ships and its kit runs

@@ -18,14 +18,14 @@ import torch
 from _banks import mnist_bank_file
 
 from wave_deploy import data as datasets
-from wave_deploy.build_options import BuildOptions
-from wave_deploy.checkpoint import CHECKPOINT_FORMAT
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import remove_stale_parts
-from wave_deploy.folding import load_folded_file, save_folded
-from wave_deploy.manifest import StageOutput, StageRunner
-from wave_deploy.pipeline import _train
+from wave_deploy.pipeline.build import _train
+from wave_deploy.pipeline.manifest import StageOutput, StageRunner
+from wave_deploy.pipeline.options import BuildOptions
 from wave_deploy.spec import ViTSpec
+from wave_deploy.training.checkpoint import CHECKPOINT_FORMAT
+from wave_deploy.training.folding import load_folded_file, save_folded
 from wave_deploy.wave.bank import TemplateBank
 
 SPEC = ViTSpec(depth=1, embed_dim=16, num_heads=1, img_size=28, patch_size=7, in_chans=1, num_classes=10)

@@ -254,10 +254,10 @@ def test_portable_paths_are_relative_to_the_working_directory_or_a_file_name(tmp
 
 
 def test_stage_1_records_the_teacher_checkpoint_portably_with_its_sha256(tmp_path, monkeypatch):
-    from wave_deploy.baselines import random_init
     from wave_deploy.fileio import sha256_file
-    from wave_deploy.folding import save_folded
     from wave_deploy.spec import ViTSpec
+    from wave_deploy.training.baselines import random_init
+    from wave_deploy.training.folding import save_folded
     from wave_deploy.wave.learngene import load_teacher
 
     spec = ViTSpec(depth=1, embed_dim=16, num_heads=2, patch_size=4, img_size=8, in_chans=1, num_classes=3)
@@ -315,9 +315,9 @@ def test_plan_with_a_nan_bank_exits_3(good, tmp_path):
 def test_frontier_plot_writes_a_png_without_pyplot(tmp_path):
     code = (
         "import sys\n"
-        "from wave_deploy.frontier_plot import plot_frontier\n"
+        "from wave_deploy.planning.plot import plot_frontier\n"
         "from wave_deploy.profiles import load_profile\n"
-        "from wave_deploy.selection import select\n"
+        "from wave_deploy.planning.selection import select\n"
         "p = load_profile('jetson')\n"
         f"plot_frontier(select(p), p, {str(tmp_path / 'f.png')!r})\n"
         "print('matplotlib.pyplot' in sys.modules, 'torch' in sys.modules)\n"

@@ -4,9 +4,9 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from wave_deploy.baselines import random_init, selection_indices, uniform_indices, weight_selection
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.spec import ViTSpec
+from wave_deploy.training.baselines import random_init, selection_indices, uniform_indices, weight_selection
 
 TEACHER = ViTSpec(depth=4, embed_dim=48, num_heads=6, patch_size=4, img_size=8, in_chans=1, num_classes=10)
 STUDENT = ViTSpec(depth=2, embed_dim=16, num_heads=2, patch_size=4, img_size=8, in_chans=1, num_classes=10)

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from wave_deploy.bench.stats import LATENCY_KEYS
 from wave_deploy.cli.main import cli
 from wave_deploy.fileio import sha256_file
-from wave_deploy.folding import save_folded
+from wave_deploy.training.folding import save_folded
 
 KIT_DIR = Path(__file__).resolve().parents[1] / "export"
 # Runs a kit script with torch, timm and wave_deploy made unimportable: the kit must not need them.
@@ -351,7 +351,7 @@ def test_bundle_carries_the_onnx_variant_the_plan_builds_from_and_the_kit_checks
 ):
     from wave_deploy.exporters import export_for_profile
     from wave_deploy.exporters.base import data_inputs
-    from wave_deploy.folding import load_folded_file
+    from wave_deploy.training.folding import load_folded_file
 
     model, spec, _ = load_folded_file(_checkpoint_path(tmp_path))
     summary = export_for_profile(

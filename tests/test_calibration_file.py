@@ -7,14 +7,14 @@ import json
 import pytest
 from test_latency import _calibration_dict
 
-from wave_deploy.calibration_file import (
+from wave_deploy.errors import InvalidInputError
+from wave_deploy.planning.calibration_file import (
     CALIBRATION_SCHEMA_VERSION,
     CalibrationFile,
     read_calibration_file,
     write_calibration_file,
 )
-from wave_deploy.errors import InvalidInputError
-from wave_deploy.latency import load_calibration
+from wave_deploy.planning.latency import load_calibration
 
 
 def test_written_file_reads_back_equal_and_the_predictor_uses_the_model(tmp_path):

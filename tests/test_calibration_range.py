@@ -10,13 +10,13 @@ from _report_data import make_report
 from click.testing import CliRunner
 from test_latency import _calibration_dict, _write
 
-from wave_deploy.calibration import calibration_space, default_batches, design_samples
-from wave_deploy.calibration_file import read_calibration_file
 from wave_deploy.cli.main import cli
 from wave_deploy.errors import InvalidInputError
+from wave_deploy.planning.calibrate import calibration_space, default_batches, design_samples
+from wave_deploy.planning.calibration_file import read_calibration_file
+from wave_deploy.planning.selection import DEFAULT_SEARCH_SPACE, SearchSpace
 from wave_deploy.reports import render_markdown
 from wave_deploy.reports.html import _index_device, index_html
-from wave_deploy.selection import DEFAULT_SEARCH_SPACE, SearchSpace
 from wave_deploy.wave.bank_file import default_bank_path, inspect_bank
 
 
@@ -133,7 +133,7 @@ def test_design_at_many_tokens_times_small_batches_and_covers_the_range():
 def test_calibration_times_int8_the_way_the_profile_deploys_it(tmp_path, method, op):
     import onnx
 
-    from wave_deploy.calibration import _prepare
+    from wave_deploy.planning.calibrate import _prepare
     from wave_deploy.spec import ViTSpec
 
     spec = ViTSpec(depth=1, embed_dim=32, num_heads=1, img_size=28, patch_size=7, in_chans=1, num_classes=10)

@@ -18,8 +18,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from wave_deploy import distributed as D
-from wave_deploy.training import CHECKPOINT_NAME
+from wave_deploy.training import distributed as D
+from wave_deploy.training.loop import CHECKPOINT_NAME
 
 WORKER = Path(__file__).with_name("_ddp_worker.py")
 

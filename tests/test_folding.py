@@ -9,9 +9,9 @@ from _banks import random_bank
 from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
 
-from wave_deploy.baselines import random_init
 from wave_deploy.errors import InvalidInputError
-from wave_deploy.folding import fold, load_folded, load_folded_file, parity, save_folded
+from wave_deploy.training.baselines import random_init
+from wave_deploy.training.folding import fold, load_folded, load_folded_file, parity, save_folded
 from wave_deploy.wave.model import WaveViT
 
 TOL = 1e-5  # fp32 max abs error (DESIGN 3.4)

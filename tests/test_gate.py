@@ -160,7 +160,7 @@ def test_the_merge_refuses_a_device_report_of_another_model(tmp_path):
 
 
 def test_a_corrupted_fold_exits_7_and_writes_no_model(bank_path, tmp_path, monkeypatch):
-    from wave_deploy import folding
+    from wave_deploy.training import folding
     from wave_deploy.wave import init as stage2
 
     real_fold = folding.fold

@@ -8,7 +8,7 @@ from _banks import mnist_bank_file
 from click.testing import CliRunner
 
 from wave_deploy.cli.main import cli
-from wave_deploy.folding import load_folded_file
+from wave_deploy.training.folding import load_folded_file
 from wave_deploy.wave.bank import TemplateBank
 from wave_deploy.wave.init import init_wave_model
 

@@ -12,13 +12,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from wave_deploy import calibration as calib
-from wave_deploy import latency as lat
 from wave_deploy.cli.main import cli
 from wave_deploy.errors import InvalidInputError
-from wave_deploy.memory import BUILD_WEIGHT_COPIES, MIB, RUNTIME_FACTORS, predict_memory
+from wave_deploy.planning import calibrate as calib
+from wave_deploy.planning import latency as lat
+from wave_deploy.planning.memory import BUILD_WEIGHT_COPIES, MIB, RUNTIME_FACTORS, predict_memory
+from wave_deploy.planning.selection import SearchSpace
 from wave_deploy.profiles import builtin_profiles_dir, load_profile
-from wave_deploy.selection import SearchSpace
 from wave_deploy.spec import ViTSpec, activation_bytes, model_ops, weight_bytes
 
 TINY_SPACE = SearchSpace(
@@ -287,7 +287,7 @@ def test_missing_calibration_file_and_wrong_profile_are_invalid_input(tmp_path):
 
 
 def test_design_covers_width_ends_depths_and_batches():
-    from wave_deploy.selection import DEFAULT_SEARCH_SPACE
+    from wave_deploy.planning.selection import DEFAULT_SEARCH_SPACE
 
     grid = calib.design_samples(DEFAULT_SEARCH_SPACE, batch_max=16)
     widths = {s.embed_dim for s, _ in grid}

@@ -12,11 +12,11 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from wave_deploy.baselines import random_init
 from wave_deploy.cli.main import cli
 from wave_deploy.fileio import sha256_file
-from wave_deploy.folding import save_folded
 from wave_deploy.spec import ViTSpec
+from wave_deploy.training.baselines import random_init
+from wave_deploy.training.folding import save_folded
 from wave_deploy.wave.bank import TemplateBank
 from wave_deploy.wave.learngene import ElasticStudent, LearngeneConfig, bank_geometry, elastic_sizes
 from wave_deploy.wave.model import WaveViT

@@ -17,8 +17,8 @@ import claims_tables
 import matched_compute as mc
 
 from wave_deploy import data as datasets
-from wave_deploy.baselines import random_init
 from wave_deploy.spec import flops
+from wave_deploy.training.baselines import random_init
 from wave_deploy.wave.bank import TemplateBank
 
 

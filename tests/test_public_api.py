@@ -14,7 +14,7 @@ from click.testing import CliRunner
 import wave_deploy
 from wave_deploy.cli.main import cli
 from wave_deploy.errors import InvalidInputError, NoFeasibleModelError, UsageError
-from wave_deploy.folding import load_folded_file
+from wave_deploy.training.folding import load_folded_file
 from wave_deploy.wave.bank import TemplateBank, default_bank_path
 from wave_deploy.wave.init import init_wave_model
 

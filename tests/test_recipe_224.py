@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from wave_deploy.cli.main import cli
-from wave_deploy.folding import load_folded_file
+from wave_deploy.training.folding import load_folded_file
 from wave_deploy.wave.bank import TemplateBank
 from wave_deploy.wave.geometry import BankGeometry
 from wave_deploy.wave.init import init_wave_model

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from wave_deploy.cli.main import cli
 from wave_deploy.errors import InvalidInputError
+from wave_deploy.planning.selection import DEFAULT_SEARCH_SPACE, SearchSpace, choose, select
 from wave_deploy.profiles import load_profile
-from wave_deploy.selection import DEFAULT_SEARCH_SPACE, SearchSpace, choose, select
 from wave_deploy.spec import ViTSpec, flops, param_count
 from wave_deploy.wave.bank_file import default_bank_path, inspect_bank
 

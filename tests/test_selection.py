@@ -14,8 +14,7 @@ from click.testing import CliRunner
 
 from wave_deploy.cli.main import cli
 from wave_deploy.errors import InvalidInputError, NoFeasibleModelError, UsageError
-from wave_deploy.profiles import builtin_profiles_dir, list_profiles, load_profile
-from wave_deploy.selection import (
+from wave_deploy.planning.selection import (
     DEFAULT_SEARCH_SPACE,
     SearchSpace,
     choose,
@@ -23,6 +22,7 @@ from wave_deploy.selection import (
     pareto_frontier,
     select,
 )
+from wave_deploy.profiles import builtin_profiles_dir, list_profiles, load_profile
 from wave_deploy.spec import flops
 
 SMALL_SPACE = dataclasses.replace(DEFAULT_SEARCH_SPACE, max_depth=6, max_embed_dim=192)

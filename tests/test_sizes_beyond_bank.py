@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from wave_deploy import data as datasets
 from wave_deploy.cli.main import cli
 from wave_deploy.errors import InvalidInputError
-from wave_deploy.folding import check_fold, fold, load_folded, load_folded_file
+from wave_deploy.training.folding import check_fold, fold, load_folded, load_folded_file
 from wave_deploy.wave.bank import TemplateBank, default_bank_path
 from wave_deploy.wave.geometry import TARGET_LIMITS
 from wave_deploy.wave.init import aux_model, init_wave_model

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
 from wave_deploy.errors import InvalidInputError, MissingDependencyError
-from wave_deploy.training import CHECKPOINT_NAME, TrainConfig, distillation_loss, train
-from wave_deploy.training_config import epoch_permutation, global_batch_indices, lr_factor
+from wave_deploy.training.config import epoch_permutation, global_batch_indices, lr_factor
+from wave_deploy.training.loop import CHECKPOINT_NAME, TrainConfig, distillation_loss, train
 
 
 def tiny_vit(seed: int = 0, num_classes: int = 2, **kw) -> VisionTransformer:

@@ -5,7 +5,7 @@ import torch
 from _banks import random_bank
 
 from wave_deploy.errors import InvalidInputError
-from wave_deploy.training import distillation_loss
+from wave_deploy.training.loop import distillation_loss
 from wave_deploy.wave.bank import TemplateBank
 from wave_deploy.wave.init import Distiller, aux_model, init_wave_model, is_bank_task
 from wave_deploy.wave.model import WaveViT

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from wave_deploy.build_options import DeviceResult
-    from wave_deploy.selection import Selection
+    from wave_deploy.pipeline.options import DeviceResult
+    from wave_deploy.planning.selection import Selection
 
-__version__ = "0.1.0"
+from wave_deploy.version import __version__
 
 __all__ = ["__version__", "build", "export", "init", "plan"]
 
@@ -43,9 +43,9 @@ def plan(
     Returns the ``Selection`` (``.chosen``, ``.candidates``, ``.frontier``, ``.to_dict()``); raises
     NoFeasibleModelError when no size fits.
     """
-    from wave_deploy.latency import load_calibration
+    from wave_deploy.planning.latency import load_calibration
+    from wave_deploy.planning.selection import SearchSpace, select
     from wave_deploy.profiles import apply_overrides, load_profile
-    from wave_deploy.selection import SearchSpace, select
     from wave_deploy.wave.bank_file import default_bank_path, inspect_bank
 
     loaded = apply_overrides(load_profile(str(profile)), tuple(overrides))
@@ -104,7 +104,7 @@ def build(profiles: str | Sequence[str], **options: Any) -> list[DeviceResult]:
     """Build the model for each profile: plan, train, fold, export, benchmark, report (``wave-deploy build``).
 
     ``profiles``: one profile or several (names, aliases or YAML paths). ``options`` are the fields of
-    ``wave_deploy.build_options.BuildOptions``: out (default "artifacts"; each profile writes
+    ``wave_deploy.pipeline.options.BuildOptions``: out (default "artifacts"; each profile writes
     ``out``/<name>/), templates, data, seed, strategy, scaler_steps, dense_steps, scaler_epochs, dense_epochs, batch_size,
     img_size, objective, calibration, opset, exporter, bench_iterations, bench_warmup, device, compile, force,
     profile_overrides. Returns one ``DeviceResult`` per profile (``.report`` is report.json, ``.verdict``
@@ -112,9 +112,9 @@ def build(profiles: str | Sequence[str], **options: Any) -> list[DeviceResult]:
     """
     import dataclasses
 
-    from wave_deploy.build_options import BuildOptions
     from wave_deploy.errors import UsageError
-    from wave_deploy.pipeline import build as run_build
+    from wave_deploy.pipeline.build import build as run_build
+    from wave_deploy.pipeline.options import BuildOptions
 
     known = {f.name for f in dataclasses.fields(BuildOptions)}
     unknown = sorted(set(options) - known)
@@ -143,8 +143,8 @@ def export(
     """
     from wave_deploy.errors import InvalidInputError
     from wave_deploy.exporters.base import export_for_profile
-    from wave_deploy.folding import load_folded_file
     from wave_deploy.profiles import load_profile
+    from wave_deploy.training.folding import load_folded_file
 
     if not Path(checkpoint).is_file():
         raise InvalidInputError(f"checkpoint {checkpoint} does not exist")

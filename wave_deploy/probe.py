@@ -23,8 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from wave_deploy import __version__
 from wave_deploy.errors import MissingDependencyError
+from wave_deploy.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -149,11 +149,11 @@ def build(
     """
     import time
 
-    from wave_deploy.build_options import BuildOptions, outcome
     from wave_deploy.cli.progress import TrainingProgress
     from wave_deploy.errors import UsageError
     from wave_deploy.fileio import check_writable_dir
-    from wave_deploy.pipeline import build as run_build
+    from wave_deploy.pipeline.build import build as run_build
+    from wave_deploy.pipeline.options import BuildOptions, outcome
     from wave_deploy.profiles import list_profiles
 
     if all_profiles and profiles:

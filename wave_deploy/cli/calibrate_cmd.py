@@ -101,12 +101,12 @@ def calibrate(
     calibration_file: FILE (relative to the profile) in the profile. Takes several minutes at 28 px, longer
     at 224 px (--quick: a small design, a smoke check).
     """
-    from wave_deploy.calibration import calibrate as run_calibration
-    from wave_deploy.calibration import calibration_space, default_calibration_path
     from wave_deploy.cli.output import console, print_json
     from wave_deploy.fileio import check_writable_file
+    from wave_deploy.planning.calibrate import calibrate as run_calibration
+    from wave_deploy.planning.calibrate import calibration_space, default_calibration_path
+    from wave_deploy.planning.selection import SearchSpace
     from wave_deploy.profiles import load_profile
-    from wave_deploy.selection import SearchSpace
     from wave_deploy.wave.bank_file import default_bank_path, inspect_bank
 
     profile = load_profile(profile_name)

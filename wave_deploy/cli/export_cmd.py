@@ -53,7 +53,7 @@ def export(
     profile = load_profile(profile_name)
     from wave_deploy.errors import ParityError
     from wave_deploy.exporters.base import export_for_profile, inputs_from_data
-    from wave_deploy.folding import load_folded_file
+    from wave_deploy.training.folding import load_folded_file
 
     model, spec, _extra = load_folded_file(checkpoint)
     inputs = inputs_from_data(data_path, spec, seed)

@@ -12,9 +12,9 @@ import sys
 
 import click
 
-from wave_deploy import __version__
 from wave_deploy.cli import output
 from wave_deploy.errors import EXIT_INTERNAL, EXIT_INVALID_INPUT, WaveDeployError
+from wave_deploy.version import __version__
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -105,7 +105,7 @@ def leave_process_group() -> None:
     imported torch stay torch-free.
     """
     if "torch.distributed" in sys.modules:
-        from wave_deploy.distributed import cleanup_distributed
+        from wave_deploy.training.distributed import cleanup_distributed
 
         cleanup_distributed()
 

@@ -118,9 +118,9 @@ def plan(
     """
     from wave_deploy.cli.output import console, print_json, table
     from wave_deploy.fileio import check_writable_file
-    from wave_deploy.latency import load_calibration
+    from wave_deploy.planning.latency import load_calibration
+    from wave_deploy.planning.selection import SearchSpace, evaluate, select
     from wave_deploy.profiles import apply_overrides, load_profile
-    from wave_deploy.selection import SearchSpace, evaluate, select
     from wave_deploy.spec import macs
     from wave_deploy.wave.bank_file import default_bank_path, inspect_bank
 
@@ -197,7 +197,7 @@ def plan(
         accuracy = accuracy_table(bank_file, space.specs(), bank_data(bank_file))
     selection = select(profile, space, objective=objective, calibration=cal, accuracy=accuracy)
     if plot:
-        from wave_deploy.frontier_plot import plot_frontier
+        from wave_deploy.planning.plot import plot_frontier
 
         plot_frontier(selection, profile, plot)
     if as_json:

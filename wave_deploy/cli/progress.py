@@ -1,6 +1,6 @@
 """A rich progress bar behind the training loop's ``on_step`` callback.
 
-The library never draws: ``wave_deploy.training.train`` calls ``on_step(StepInfo)`` every ``log_every``
+The library never draws: ``wave_deploy.training.loop.train`` calls ``on_step(StepInfo)`` every ``log_every``
 steps on the main process, and CLI commands pass a ``TrainingProgress`` as that callback. Nothing here
 imports torch.
 
@@ -70,7 +70,7 @@ class TrainingProgress:
         self._task = self._progress.add_task(self.description, total=None, stats="")
 
     def __call__(self, info) -> None:
-        """The ``on_step`` callback: ``info`` is a ``wave_deploy.training.StepInfo``."""
+        """The ``on_step`` callback: ``info`` is a ``wave_deploy.training.loop.StepInfo``."""
         if self.disable:
             return
         stats = f"loss {info.loss:.4f}"

@@ -257,10 +257,10 @@ def build(
     Runs under `torchrun --nproc_per_node N wave-deploy templates build ...` for several GPUs or nodes
     (DistributedDataParallel; --batch-size is the global batch; only rank 0 writes).
     """
-    from wave_deploy import distributed
     from wave_deploy.cli.output import is_quiet
     from wave_deploy.cli.progress import TrainingProgress
     from wave_deploy.errors import UsageError
+    from wave_deploy.training import distributed
     from wave_deploy.wave.learngene import LearngeneConfig, build_bank_file
 
     if (teacher_name is None) == (teacher_checkpoint is None):

@@ -1,6 +1,6 @@
 """report.json's content, assembled from the results of a build's stages (docs/report-schema.md).
 
-wave_deploy.pipeline calls ``assemble_report`` in its report stage. The budgets are judged by
+wave_deploy.pipeline.build calls ``assemble_report`` in its report stage. The budgets are judged by
 ``reports.judge.judge_budgets``, the function selection used on the predictions and a device merge uses on
 the measurement; the result is validated against ``reports.schema.BuildReport`` before it is returned.
 """
@@ -11,12 +11,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from wave_deploy import __version__
 from wave_deploy.profiles import DeviceProfile
 from wave_deploy.reports.files import validate_report
 from wave_deploy.reports.judge import Limits, Observed, judge_budgets
 from wave_deploy.reports.schema import SCHEMA_VERSION, Failure
 from wave_deploy.spec import ViTSpec, costs
+from wave_deploy.version import __version__
 
 
 def profile_section(profile: DeviceProfile) -> dict[str, Any]:

@@ -12,12 +12,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from wave_deploy import __version__
 from wave_deploy.errors import InvalidInputError, WaveDeployError
 from wave_deploy.fileio import write_json, write_text
 from wave_deploy.reports.markdown import render_failure_markdown, render_markdown
 from wave_deploy.reports.plots import PLOTS, write_plots
 from wave_deploy.reports.schema import SCHEMA_VERSION, Failure, dump, parse_build_report
+from wave_deploy.version import __version__
 
 REPORT_JSON, REPORT_MD, PLOTS_DIR = "report.json", "report.md", "plots"
 

@@ -33,9 +33,9 @@ from torch import Tensor, nn
 from wave_deploy import data as datasets
 from wave_deploy.errors import InvalidInputError, UsageError
 from wave_deploy.fileio import check_writable_dir, remove_stale_parts, write_json
-from wave_deploy.folding import check_fold, fold, load_folded, save_folded
 from wave_deploy.spec import ViTSpec
-from wave_deploy.training import TrainConfig, distill_loss_fn, distillation_loss, evaluate, train
+from wave_deploy.training.folding import check_fold, fold, load_folded, save_folded
+from wave_deploy.training.loop import TrainConfig, distill_loss_fn, distillation_loss, evaluate, train
 from wave_deploy.wave.bank import TemplateBank, default_bank_path
 from wave_deploy.wave.model import WaveViT
 from wave_deploy.wave.provenance import portable_path

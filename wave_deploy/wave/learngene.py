@@ -7,7 +7,7 @@ step also trains one sub-network cut out of the auxiliary model exactly as stage
 (the "sandwich": the full model every step plus one sampled size; cf. the width-wise stochastic scaling of the
 SWEET follow-up). This is what makes a sliced initialization a working model rather than a fragment.
 
-The same code runs under ``torchrun --nproc_per_node N`` (wave_deploy.training handles DDP); only rank 0 writes.
+The same code runs under ``torchrun --nproc_per_node N`` (wave_deploy.training.loop handles DDP); only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from wave_deploy import __version__, distributed
 from wave_deploy import data as datasets
 from wave_deploy.fileio import check_writable_dir, check_writable_file, remove_stale_parts
 from wave_deploy.spec import ViTSpec
-from wave_deploy.training import TrainConfig, distill_loss_fn, distillation_loss, evaluate, train
+from wave_deploy.training import distributed
+from wave_deploy.training.loop import TrainConfig, distill_loss_fn, distillation_loss, evaluate, train
+from wave_deploy.version import __version__
 from wave_deploy.wave.bank import TemplateBank
 from wave_deploy.wave.geometry import BankGeometry
 from wave_deploy.wave.model import WaveViT

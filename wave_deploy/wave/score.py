@@ -21,9 +21,9 @@ import torch
 from wave_deploy import data as datasets
 from wave_deploy.errors import UsageError
 from wave_deploy.fileio import sha256_file, write_json
-from wave_deploy.folding import fold, load_folded
 from wave_deploy.spec import ViTSpec
-from wave_deploy.training import evaluate
+from wave_deploy.training.folding import fold, load_folded
+from wave_deploy.training.loop import evaluate
 from wave_deploy.wave.bank import TemplateBank
 from wave_deploy.wave.init import init_wave_model, is_bank_task
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import sha256_file
-from wave_deploy.folding import load_folded_file
+from wave_deploy.training.folding import load_folded_file
 from wave_deploy.wave.provenance import portable_path
 
 

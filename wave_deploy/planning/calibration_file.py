@@ -2,8 +2,8 @@
 
 ``CalibrationFile`` is the whole file as a pydantic model (versioned by ``schema_version``, unknown fields
 rejected). ``read_calibration_file`` validates a file and raises InvalidInputError (exit 3) naming the first bad
-field; ``write_calibration_file`` writes a validated model atomically. ``wave_deploy.calibration`` makes the
-content; ``wave_deploy.latency`` predicts with it.
+field; ``write_calibration_file`` writes a validated model atomically. ``wave_deploy.planning.calibrate`` makes the
+content; ``wave_deploy.planning.latency`` predicts with it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from wave_deploy.fileio import write_json
 
 CALIBRATION_SCHEMA_VERSION = 2  # 2: adds ``covered`` (the measured depth, width and batch ranges)
 
-# The calibrated latency model's features, in the order of its coefficients (wave_deploy.latency.features).
+# The calibrated latency model's features, in the order of its coefficients (wave_deploy.planning.latency.features).
 FEATURES = (
     "run",  # one per inference: session call, input/output copies
     "kernels",  # ops executed

@@ -1,6 +1,6 @@
 """What a build is asked (``BuildOptions``) and what it answers: one ``DeviceResult`` per profile and the
 error the whole build exits with (``outcome``), most severe first (``SEVERITY``). The stages that turn the one
-into the other are in wave_deploy.pipeline.
+into the other are in wave_deploy.pipeline.build.
 """
 
 from __future__ import annotations

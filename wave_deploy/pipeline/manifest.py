@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wave_deploy import __version__
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import remove_stale_parts, sha256_bytes, sha256_file, write_json
+from wave_deploy.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,9 @@ class StageRunner:
 
 def shared_model_problem(shared: Path, key: str, spec_dict: dict) -> str | None:
     """Why ``shared`` (``.models/<key>/``) cannot be reused as the model trained for ``key``, or None."""
-    from wave_deploy.folding import read_folded_header  # imports torch: only when a build checks a model
+    from wave_deploy.training.folding import (
+        read_folded_header,  # imports torch: only when a build checks a model
+    )
 
     model, record = shared / "model.safetensors", shared / "train.json"
     if not model.is_file() or not record.is_file():

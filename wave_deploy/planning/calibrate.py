@@ -3,7 +3,7 @@
 `wave-deploy calibrate` runs ``calibrate``. The design (``design_samples``) is whole models over a grid of
 depth x width x batch; each model is a randomly initialized timm VisionTransformer, exported to ONNX exactly as
 deployment exports it (or run in PyTorch eager). ``measure`` times every point in several shuffled passes and
-keeps the best pass's statistics; ``wave_deploy.latency.fit_latency`` fits the calibrated model to the
+keeps the best pass's statistics; ``wave_deploy.planning.latency.fit_latency`` fits the calibrated model to the
 medians; the file (a ``calibration_file.CalibrationFile``) records the runtime, the machine and every sample
 (docs/latency.md).
 """
@@ -22,15 +22,15 @@ from pathlib import Path
 
 from wave_deploy.bench.runners import OrtRunner, TorchRunner, available_threads, seeded_inputs
 from wave_deploy.bench.stats import TIMED_HOST_TO_HOST, LatencyStats, cpu_description, summarize, time_calls
-from wave_deploy.calibration_file import (
+from wave_deploy.errors import InvalidInputError, UsageError
+from wave_deploy.planning.calibration_file import (
     CALIBRATION_SCHEMA_VERSION,
     FEATURES,
     CalibrationFile,
     write_calibration_file,
 )
-from wave_deploy.errors import InvalidInputError, UsageError
-from wave_deploy.latency import Calibration, fit_latency, load_calibration
-from wave_deploy.precision import activation_precision
+from wave_deploy.planning.latency import Calibration, fit_latency, load_calibration
+from wave_deploy.planning.precision import activation_precision
 from wave_deploy.profiles import DeviceProfile
 from wave_deploy.spec import ViTSpec
 
@@ -326,7 +326,7 @@ def calibrate(
     if clock not in ("wall", "thread"):
         raise UsageError(f"clock must be 'wall' or 'thread', got {clock!r}")
     if space is None:
-        from wave_deploy.selection import DEFAULT_SEARCH_SPACE as space
+        from wave_deploy.planning.selection import DEFAULT_SEARCH_SPACE as space
     threads = threads or min(profile.runtime.intra_op_threads or available_threads(), available_threads())
     if clock == "thread" and threads != 1:
         raise UsageError("clock 'thread' measures one thread's CPU time: use it with threads=1")

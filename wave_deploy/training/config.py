@@ -2,7 +2,7 @@
 
 ``TrainConfig`` is validated before anything runs; ``lr_factor`` is the warmup + cosine multiplier per optimizer
 step; ``global_batch_indices`` gives the samples of any step from (seed, epoch) alone, which is what makes a
-resumed or multi-process run see the same batches as one uninterrupted process (wave_deploy.training).
+resumed or multi-process run see the same batches as one uninterrupted process (wave_deploy.training.loop).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from wave_deploy.errors import InvalidInputError
 
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
-# Where the training images live during a run (wave_deploy.training.BatchSource); the values are the same
+# Where the training images live during a run (wave_deploy.training.loop.BatchSource); the values are the same
 # in every case, only the copies differ.
 PLACEMENT_CHOICES = ("auto", "host", "device", "pinned", "pageable")
 # Fields that do not change the recipe of a run, only how it executes (the device and compile change float
@@ -136,7 +136,7 @@ class TrainResult:
     amp: str
     world_size: int
     resumed_from_step: int | None = None
-    data_placement: str = "host"  # where the training set lived (wave_deploy.batches)
+    data_placement: str = "host"  # where the training set lived (wave_deploy.training.batches)
     compiled: bool = False  # the steps ran through torch.compile
 
     def to_dict(self) -> dict:

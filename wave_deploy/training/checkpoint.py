@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from wave_deploy import distributed as D
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import atomic_path
+from wave_deploy.training import distributed as D
 
 log = logging.getLogger(__name__)
 

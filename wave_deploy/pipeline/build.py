@@ -20,11 +20,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from wave_deploy import __version__
 from wave_deploy import data as datasets
 from wave_deploy.bench.runners import OrtRunner, benchmark_samples
-from wave_deploy.build_options import BuildOptions, DeviceResult
-from wave_deploy.checkpoint import UnusableCheckpointError
 from wave_deploy.errors import (
     InvalidInputError,
     ParityError,
@@ -32,15 +29,18 @@ from wave_deploy.errors import (
 )
 from wave_deploy.exporters.base import data_inputs, export_for_profile
 from wave_deploy.fileio import check_writable_dir, copy_file, remove_stale_parts, sha256_file, write_json
-from wave_deploy.folding import load_folded_file, save_folded
-from wave_deploy.latency import load_calibration
-from wave_deploy.manifest import StageOutput, StageRunner, shared_model_problem, stage_key
+from wave_deploy.pipeline.manifest import StageOutput, StageRunner, shared_model_problem, stage_key
+from wave_deploy.pipeline.options import BuildOptions, DeviceResult
+from wave_deploy.planning.latency import load_calibration
+from wave_deploy.planning.selection import SearchSpace, select
 from wave_deploy.profiles import DeviceProfile, apply_overrides, load_profile
 from wave_deploy.reports import failure_of, load_report, write_failure_report, write_report_files
 from wave_deploy.reports.assemble import assemble_report, profile_section
 from wave_deploy.reports.merge import kept_device_report, merge_kept
-from wave_deploy.selection import SearchSpace, select
 from wave_deploy.spec import ViTSpec
+from wave_deploy.training.checkpoint import UnusableCheckpointError
+from wave_deploy.training.folding import load_folded_file, save_folded
+from wave_deploy.version import __version__
 from wave_deploy.wave.bank import TemplateBank, default_bank_path
 from wave_deploy.wave.init import DensePhase, ScalerPhase, initialize
 from wave_deploy.wave.score import accuracy_table

@@ -21,8 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from wave_deploy.errors import InvalidInputError, NoFeasibleModelError, UsageError
-from wave_deploy.latency import Prediction, load_calibration, predict, profile_calibration
-from wave_deploy.memory import MemoryEstimate, predict_memory
+from wave_deploy.planning.latency import Prediction, load_calibration, predict, profile_calibration
+from wave_deploy.planning.memory import MemoryEstimate, predict_memory
 from wave_deploy.profiles import DeviceProfile
 from wave_deploy.reports.judge import Limits, Observed, judge_budgets
 from wave_deploy.spec import ViTSpec, flops, param_count

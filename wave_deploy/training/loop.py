@@ -2,7 +2,7 @@
 
 AdamW, linear warmup then cosine decay (per optimizer step), optional label smoothing and gradient clipping,
 autocast (bf16/fp16) on CUDA, DDP when launched by torchrun, checkpoints that resume exactly, optional
-torch.compile; on CUDA the training set is kept on the GPU or copied through pinned buffers (wave_deploy.batches).
+torch.compile; on CUDA the training set is kept on the GPU or copied through pinned buffers (wave_deploy.training.batches).
 
 Data are in-memory tensors: ``train_x (N, C, H, W)`` float, ``train_y (N,)`` int64. Step ``s`` (0-based) of
 a run uses global batch ``s % S`` of epoch ``s // S`` (``S = N // batch_size``, the last partial batch is
@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from wave_deploy import checkpoint as ckpt_io
-from wave_deploy import distributed as D
 from wave_deploy import probe
-from wave_deploy.batches import BatchSource
 from wave_deploy.errors import InvalidInputError, MissingDependencyError, StageFailedError
-from wave_deploy.training_config import (
+from wave_deploy.training import checkpoint as ckpt_io
+from wave_deploy.training import distributed as D
+from wave_deploy.training.batches import BatchSource
+from wave_deploy.training.config import (
     EvalRecord,
     StepInfo,
     TrainConfig,

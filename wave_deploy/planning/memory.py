@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from wave_deploy.precision import activation_precision, weight_precision
+from wave_deploy.planning.precision import activation_precision, weight_precision
 from wave_deploy.profiles import DeviceProfile
 from wave_deploy.spec import ViTSpec, activation_bytes, weight_bytes
 
