@@ -172,7 +172,6 @@ def fit_and_write(profile, samples, detail, args, space, path: Path):
         samples,
         runtime="onnxruntime",
         detail=detail,
-        precision=profile.runtime.precision,
         threads=args.threads,
         clock=args.clock,
         space=space,

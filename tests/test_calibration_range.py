@@ -134,8 +134,13 @@ def test_calibration_times_int8_the_way_the_profile_deploys_it(tmp_path, method,
     import onnx
 
     from wave_deploy.planning.calibrate import _prepare
+    from wave_deploy.profiles import apply_overrides, load_profile
     from wave_deploy.spec import ViTSpec
+    from wave_deploy.target import Target
 
+    profile = apply_overrides(
+        load_profile("x86-cpu"), ["runtime.precision=int8", f"runtime.int8_method={method}"]
+    )
     spec = ViTSpec(depth=1, embed_dim=32, num_heads=1, img_size=28, patch_size=7, in_chans=1, num_classes=10)
-    path = _prepare(spec, "onnxruntime", "int8", 2, tmp_path, int8_method=method)
+    path = _prepare(spec, "onnxruntime", Target.of(profile).deployed, 2, tmp_path)
     assert op in {n.op_type for n in onnx.load(str(path)).graph.node}

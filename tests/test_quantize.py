@@ -193,10 +193,16 @@ def test_fp32_parity_failure_rejects_model_onnx_and_raises(tmp_path, monkeypatch
     assert "fp32 parity gate" in (tmp_path / "rejected" / "model.onnx.why.txt").read_text()
 
 
-def test_onnx_module_int8_helper_makes_static_or_dynamic_files_for_timing(tmp_path, fp32):
-    static = ox.make_int8(fp32, tmp_path / "s.onnx", method="static")
-    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(static)).graph.node}
-    dynamic = ox.make_int8(fp32, tmp_path / "d.onnx", method="dynamic")
-    assert "MatMulInteger" in {n.op_type for n in onnx.load(str(dynamic)).graph.node}
-    with pytest.raises(UsageError, match="int8 method"):
-        ox.make_int8(fp32, tmp_path / "x.onnx", method="qdq")
+def test_make_variant_makes_each_target_variant_from_the_fp32_model(tmp_path, fp32):
+    from wave_deploy.target import FP16, INT8_ORT_DYNAMIC, INT8_ORT_STATIC, INT8_TENSORRT, Variant
+
+    ops = {}
+    for variant in (FP16, INT8_ORT_STATIC, INT8_ORT_DYNAMIC, INT8_TENSORRT):
+        path = tmp_path / f"{variant.key}.{variant.method}.onnx"
+        qz.make_variant(variant, fp32, path)  # static Q/DQ without images: seeded random calibration
+        ops[variant] = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "QuantizeLinear" in ops[INT8_ORT_STATIC] and "QuantizeLinear" in ops[INT8_TENSORRT]
+    assert "MatMulInteger" in ops[INT8_ORT_DYNAMIC] and "QuantizeLinear" not in ops[INT8_ORT_DYNAMIC]
+    assert "QuantizeLinear" not in ops[FP16] and "MatMulInteger" not in ops[FP16]
+    with pytest.raises(UsageError, match="cannot make an ONNX variant"):
+        qz.make_variant(Variant("int8", "int8", "x.onnx", "qdq"), fp32, tmp_path / "x.onnx")

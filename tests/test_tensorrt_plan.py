@@ -11,6 +11,7 @@ from wave_deploy.bench import engine as trt_engine
 from wave_deploy.errors import EXIT_MISSING_DEPENDENCY, InvalidInputError, MissingDependencyError, UsageError
 from wave_deploy.exporters import tensorrt as trt_x
 from wave_deploy.profiles import list_profiles, load_profile
+from wave_deploy.target import tensorrt_major
 
 ONNX_META = {"input_name": "input", "input_shape": ["batch", 1, 28, 28], "output_name": "logits",
              "output_shape": ["batch", 10]}  # fmt: skip
@@ -56,7 +57,7 @@ def test_every_shipped_profile_yields_a_valid_plan_and_trtexec_line_or_says_it_i
     assert flag_value(cmd, "--percentile") == "50,90,95,99"
     if rt.workspace_mib:
         assert flag_value(cmd, "--memPoolSize") == f"workspace:{rt.workspace_mib}M"
-    major = trt_x.tensorrt_major(profile.software.tensorrt_version)
+    major = tensorrt_major(profile.software.tensorrt_version)
     if major >= 11:
         assert "--stronglyTyped" in cmd and "--fp16" not in cmd and "--int8" not in cmd
     else:

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from wave_deploy.errors import InvalidInputError
+from wave_deploy.target import DTYPE_BYTES
 
 
 @dataclass(frozen=True)
@@ -106,16 +107,13 @@ class ViTSpec:
 #   (softmax, GELU, LayerNorm, residual adds) is not in FLOPs. Costs scale linearly with batch.
 # ---------------------------------------------------------------------------------------------------------
 
-PRECISION_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 LAYERNORM_OPS_PER_ELEMENT = 5  # fvcore: mean, variance, normalize, scale, shift
 
 
 def _bytes_per_element(precision: str) -> int:
-    if precision not in PRECISION_BYTES:
-        raise InvalidInputError(
-            f"unknown precision {precision!r}; expected one of {', '.join(PRECISION_BYTES)}"
-        )
-    return PRECISION_BYTES[precision]
+    if precision not in DTYPE_BYTES:
+        raise InvalidInputError(f"unknown precision {precision!r}; expected one of {', '.join(DTYPE_BYTES)}")
+    return DTYPE_BYTES[precision]
 
 
 def _check_batch(batch: int) -> None:

@@ -31,17 +31,12 @@ from wave_deploy.exporters.quantize import ort_logits, top1
 from wave_deploy.exporters.tensorrt import BuildPlan, trtexec_command
 from wave_deploy.fileio import sha256_file, write_bytes, write_json, write_text
 from wave_deploy.profiles import DeviceProfile
+from wave_deploy.target import VARIANT_FILES, Target
 
 log = logging.getLogger(__name__)
 
 BUNDLE_SCHEMA_VERSION = 1
 KIT_FILES = ("run_on_device.py", "kit_common.py", "trt_device.py")
-MODEL_FILES = {
-    "fp32": "model.onnx",
-    "fp16": "model.fp16.onnx",
-    "int8_qdq": "model.int8.qdq.onnx",  # TensorRT: symmetric Q/DQ
-    "int8": "model.int8.onnx",  # ONNX Runtime
-}
 VALIDATION_FILE = "validation.npz"
 VALIDATION_IMAGES = 256  # labelled images the kit measures the device's top-1 on
 VALIDATION_MAX_BYTES = 32 << 20  # fewer images when 256 would be larger (224 px RGB: 55 images)
@@ -121,14 +116,14 @@ def write_bundle(
     if not reference_inputs or sorted(reference_inputs) != sorted(reference_outputs):
         raise UsageError("reference inputs and outputs must cover the same, non-empty set of batch sizes")
     io_meta = onnx_io(onnx_path)
-    models = {"fp32": MODEL_FILES["fp32"]}
+    models = {"fp32": VARIANT_FILES["fp32"]}
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_bytes(out_dir / MODEL_FILES["fp32"], onnx_path.read_bytes())
+    write_bytes(out_dir / VARIANT_FILES["fp32"], onnx_path.read_bytes())
     for key, path in (variants or {}).items():
-        if key not in MODEL_FILES:
-            raise UsageError(f"unknown model variant {key!r}; expected one of {', '.join(MODEL_FILES)}")
-        models[key] = MODEL_FILES[key]
-        write_bytes(out_dir / MODEL_FILES[key], Path(path).read_bytes())
+        if key not in VARIANT_FILES:
+            raise UsageError(f"unknown model variant {key!r}; expected one of {', '.join(VARIANT_FILES)}")
+        models[key] = VARIANT_FILES[key]
+        write_bytes(out_dir / VARIANT_FILES[key], Path(path).read_bytes())
     if plan is not None and plan.onnx_variant not in models:
         raise UsageError(f"the build plan needs the {plan.onnx_variant} ONNX variant; pass it in variants")
     tolerances = tolerances or {k: {"atol": t.atol, "rtol": t.rtol} for k, t in TOLERANCES.items()}
@@ -200,7 +195,7 @@ def _write_validation(
         "file": VALIDATION_FILE,
         "n_images": int(n),
         "top1": measured,  # ONNX Runtime (CPU) on the build machine, per model file
-        "onnx_fp32_top1": measured[MODEL_FILES["fp32"]],
+        "onnx_fp32_top1": measured[VARIANT_FILES["fp32"]],
         "max_drop_points": float(profile.runtime.max_accuracy_drop_points),
     }
 
@@ -217,13 +212,13 @@ class OnnxRuntimeKitExporter:
                 "target": False,
                 "reason": f"not an ONNX Runtime target (runtime {profile.software.runtime})",
             }
-        precision = profile.runtime.precision
+        deployed = Target.of(profile).deployed
         if not ctx.chosen_passed:
-            why = f"the {precision} ONNX variant failed its accuracy gate (export.json onnx.variants)"
+            why = (
+                f"the {deployed.precision} ONNX variant failed its accuracy gate (export.json onnx.variants)"
+            )
             return {"target": True, "bundle": None, "bundle_reason": why}
-        variants = {"int8": ctx.variant_paths["int8"]} if precision == "int8" else {}
-        if precision == "fp16":
-            variants = {"fp16": ctx.variant_paths["fp16"]}
+        variants = {} if deployed.key == "fp32" else {deployed.key: ctx.variant_paths[deployed.key]}
         bundle = write_bundle(
             ctx.out_dir / "bundle", ctx.fp32_onnx, None, ctx.reference_inputs, ctx.reference_outputs, profile,
             variants=variants, validation=ctx.validation_used,

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from wave_deploy.errors import InvalidInputError, MissingDependencyError, ParityError, UsageError
-from wave_deploy.exporters import quantize as qz
 from wave_deploy.fileio import atomic_path, sha256_file
 from wave_deploy.spec import ViTSpec
 
@@ -301,25 +300,3 @@ def check_parity(
         )
     log.info("parity %s: max abs error %.3g (limit %.3g)", precision, report.max_abs_err, report.limit)
     return report
-
-
-def make_fp16(onnx_path: str | Path, out_path: str | Path) -> Path:
-    """The fp16 variant (``quantize.make_fp16``); kept here for callers of this module (latency calibration)."""
-    return qz.make_fp16(onnx_path, out_path)
-
-
-def make_int8(
-    onnx_path: str | Path, out_path: str | Path, *, method: str, calibration: np.ndarray | None = None
-) -> Path:
-    """An int8 variant for timing: ``method`` 'dynamic', or 'static' (the default export's QDQ, calibrated on
-    ``calibration`` images, seeded random ones when None). Exports judge theirs in ``onnx_stage``."""
-    if method == "dynamic":
-        qz.make_int8_dynamic(onnx_path, out_path)
-    elif method == "static":
-        if calibration is None:
-            shape = [d if isinstance(d, int) else 8 for d in onnx_io(onnx_path)["input_shape"]]
-            calibration = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-        qz.make_int8_static(onnx_path, out_path, calibration)
-    else:
-        raise UsageError(f"int8 method must be 'dynamic' or 'static', got {method!r}")
-    return Path(out_path)

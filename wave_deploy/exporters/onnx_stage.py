@@ -14,6 +14,7 @@ from wave_deploy.exporters import onnx as ox
 from wave_deploy.exporters import quantize as qz
 from wave_deploy.exporters.base import N_VALIDATION, ExportContext
 from wave_deploy.fileio import REJECTED_DIR, reject_file, sha256_file
+from wave_deploy.target import Target, Variant
 
 log = logging.getLogger(__name__)
 
@@ -105,38 +106,24 @@ class OnnxExporter:
             "chosen_passed": True,
             "variants": [],
         }
-        for precision in ("fp16", "int8"):
-            record = self._variant(ctx, precision, calibration, images, labels, fp32_logits)
+        for variant in Target.of(ctx.profile).variants:
+            record = self._variant(ctx, variant, calibration, images, labels, fp32_logits)
             section["variants"].append(record)
             if record["chosen"] and not record["passed"]:
                 section["chosen_passed"] = ctx.chosen_passed = False
         return section
 
     @staticmethod
-    def _variant(ctx, precision, calibration, images, labels, fp32_logits) -> dict:
+    def _variant(ctx, variant: Variant, calibration, images, labels, fp32_logits) -> dict:
         rt = ctx.profile.runtime
-        tensorrt = ctx.profile.software.runtime == "tensorrt"
-        if precision == "fp16":
-            key, name, method, settings = "fp16", "model.fp16.onnx", "float16-cast-io", None
-        elif rt.int8_method == "dynamic":
-            key, name, method, settings = "int8", "model.int8.onnx", "dynamic", None
-        else:
-            key, name, method = ("int8_qdq", "model.int8.qdq.onnx", "static-qdq") if tensorrt else (
-                "int8", "model.int8.onnx", "static-qdq")  # fmt: skip
+        precision, name = variant.precision, variant.file
         path = ctx.out_dir / name
         for stale in (ctx.out_dir / REJECTED_DIR / name, ctx.out_dir / REJECTED_DIR / f"{name}.why.txt"):
             stale.unlink(missing_ok=True)
-        if precision == "fp16":
-            qz.make_fp16(ctx.fp32_onnx, path)
-        elif method == "dynamic":
-            settings = qz.make_int8_dynamic(ctx.fp32_onnx, path)
-        else:
-            settings = qz.make_int8_static(
-                ctx.fp32_onnx, path, calibration, target="tensorrt" if tensorrt else "onnxruntime"
-            )
+        settings = qz.make_variant(variant, ctx.fp32_onnx, path, calibration)
         record = qz.judge_variant(
-            path, qz.ort_logits(path, images), fp32_logits, labels, precision=precision, method=method,
-            max_drop_points=rt.max_accuracy_drop_points,
+            path, qz.ort_logits(path, images), fp32_logits, labels, precision=precision,
+            method=variant.method, max_drop_points=rt.max_accuracy_drop_points,
         )  # fmt: skip
         record.update(
             sha256=sha256_file(path),
@@ -147,7 +134,7 @@ class OnnxExporter:
             chosen=precision == rt.precision,
         )
         if record["passed"]:
-            ctx.variant_paths[key] = path
+            ctx.variant_paths[variant.key] = path
             record.update(file=name, rejected_to=None, path=str(path))
         else:
             moved = reject_file(path, f"{precision} accuracy gate: {record['failure']}")

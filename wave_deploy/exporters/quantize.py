@@ -27,6 +27,7 @@ import numpy as np
 
 from wave_deploy.errors import UsageError
 from wave_deploy.fileio import atomic_path
+from wave_deploy.target import Variant
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,28 @@ def make_fp16(onnx_path: str | Path, out_path: str | Path) -> Path:
     with atomic_path(out_path) as tmp:
         onnx.save(wrapped.model, str(tmp))
     return Path(out_path)
+
+
+def make_variant(
+    variant: Variant, onnx_path: str | Path, out_path: str | Path, calibration: np.ndarray | None = None
+) -> dict | None:
+    """Make ``variant`` (a ``wave_deploy.target.Variant``: fp16, or int8 as the target quantizes it) from the
+    fp32 ONNX model; return its quantization settings (None for fp16). Static Q/DQ calibrates on
+    ``calibration`` images (N, C, H, W); None: 8 seeded random images, which is enough to time a model (latency
+    calibration) and nothing else."""
+    if variant.method == "float16-cast-io":
+        make_fp16(onnx_path, out_path)
+        return None
+    if variant.method == "dynamic":
+        return make_int8_dynamic(onnx_path, out_path)
+    if variant.method != "static-qdq":
+        raise UsageError(f"cannot make an ONNX variant by method {variant.method!r}")
+    if calibration is None:
+        from wave_deploy.exporters.onnx import onnx_io
+
+        shape = [d if isinstance(d, int) else 8 for d in onnx_io(onnx_path)["input_shape"]]
+        calibration = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    return make_int8_static(onnx_path, out_path, calibration, target=variant.quantized_for or "onnxruntime")
 
 
 class _quiet:

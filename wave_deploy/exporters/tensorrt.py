@@ -23,24 +23,12 @@ from wave_deploy.bench.engine import ENGINE_META, cuda_gpu, import_tensorrt
 from wave_deploy.errors import InvalidInputError, MissingDependencyError, StageFailedError, UsageError
 from wave_deploy.fileio import sha256_file, write_bytes, write_json
 from wave_deploy.profiles import DeviceProfile
+from wave_deploy.target import TENSORRT_TYPED_PATH, Target, tensorrt_major
 
 log = logging.getLogger(__name__)
 
 TIMING_CACHE = "timing.cache"
 PLAN_SCHEMA_VERSION = 1
-PATH_FLAGS = "flags"
-PATH_STRONGLY_TYPED = "strongly_typed"
-
-# Which ONNX file each (path, precision) builds from: the fp32 export, the fp16 variant or the Q/DQ variant.
-_ONNX_VARIANT = {
-    (PATH_FLAGS, "fp32"): "fp32",
-    (PATH_FLAGS, "fp16"): "fp32",
-    (PATH_FLAGS, "int8"): "int8_qdq",
-    (PATH_STRONGLY_TYPED, "fp32"): "fp32",
-    (PATH_STRONGLY_TYPED, "fp16"): "fp16",
-    (PATH_STRONGLY_TYPED, "int8"): "int8_qdq",
-}
-_BUILDER_FLAGS = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8", "FP16"]}  # flags path only
 
 
 @dataclass(frozen=True)
@@ -61,7 +49,7 @@ class BuildPlan:
     profile: str
     tensorrt_version: str  # the version the profile names, e.g. "10.3"
     tensorrt_major: int
-    path: str  # PATH_FLAGS | PATH_STRONGLY_TYPED
+    path: str  # TENSORRT_FLAGS_PATH | TENSORRT_TYPED_PATH (wave_deploy.target)
     precision: str  # fp32 | fp16 | int8
     onnx_variant: str  # "fp32" | "fp16" | "int8_qdq": which ONNX file the engine is built from
     builder_flags: list  # TensorRT BuilderFlag names to set (flags path only)
@@ -97,20 +85,9 @@ class BuildPlan:
             raise InvalidInputError(f"invalid build plan: {exc}") from exc
 
 
-def is_tensorrt_target(profile: DeviceProfile) -> bool:
-    return profile.software.runtime == "tensorrt"
-
-
-def tensorrt_major(version: str) -> int:
-    try:
-        return int(str(version).split(".")[0])
-    except ValueError as exc:
-        raise InvalidInputError(f"cannot read a TensorRT version from {version!r}") from exc
-
-
 def make_build_plan(profile: DeviceProfile, onnx_meta: dict) -> BuildPlan:
     """The builder settings for ``profile`` and an exported ONNX (``onnx_io()`` or OnnxExportResult.to_dict())."""
-    if not is_tensorrt_target(profile):
+    if not Target.of(profile).tensorrt:
         raise UsageError(
             f"profile '{profile.name}' is not a TensorRT target (runtime {profile.software.runtime})",
             hint="CPU profiles run the ONNX model in ONNX Runtime",
@@ -123,8 +100,8 @@ def make_build_plan(profile: DeviceProfile, onnx_meta: dict) -> BuildPlan:
     major = tensorrt_major(version)
     if major < 8:
         raise InvalidInputError(f"profile '{profile.name}': TensorRT {version} is too old (need >= 8.5)")
-    path = PATH_STRONGLY_TYPED if major >= 11 else PATH_FLAGS
-    precision = profile.runtime.precision
+    target = Target.of(profile)
+    path, precision = target.tensorrt_path, target.precision
     rt = profile.runtime
     shape = list(onnx_meta["input_shape"])
     if len(shape) != 4:
@@ -140,7 +117,7 @@ def make_build_plan(profile: DeviceProfile, onnx_meta: dict) -> BuildPlan:
         notes.append(
             f"model input is {sample[-1]} px but the profile's budgets were set for {rt.input_size_px} px"
         )
-    if path == PATH_STRONGLY_TYPED and precision != "fp32":
+    if path == TENSORRT_TYPED_PATH and precision != "fp32":
         notes.append(f"TensorRT {major} is strongly typed: {precision} comes from the ONNX file, not a flag")
     return BuildPlan(
         profile=profile.name,
@@ -148,9 +125,9 @@ def make_build_plan(profile: DeviceProfile, onnx_meta: dict) -> BuildPlan:
         tensorrt_major=major,
         path=path,
         precision=precision,
-        onnx_variant=_ONNX_VARIANT[(path, precision)],
-        builder_flags=list(_BUILDER_FLAGS[precision]) if path == PATH_FLAGS else [],
-        disable_tf32=precision == "fp32",
+        onnx_variant=target.engine_source.key,
+        builder_flags=target.tensorrt_flags,
+        disable_tf32=target.disable_tf32,
         workspace_mib=rt.workspace_mib,
         input_name=onnx_meta["input_name"],
         min_shape=[rt.batch_min, *sample],
@@ -185,7 +162,7 @@ def trtexec_command(
         f"--optShapes={_shape_arg(plan.input_name, plan.opt_shape)}",
         f"--maxShapes={_shape_arg(plan.input_name, plan.max_shape)}",
     ]
-    if plan.path == PATH_STRONGLY_TYPED:
+    if plan.path == TENSORRT_TYPED_PATH:
         cmd.append("--stronglyTyped")
     else:
         cmd += [f"--{flag.lower()}" for flag in plan.builder_flags]
@@ -232,7 +209,7 @@ def build_engine(plan: BuildPlan, onnx_path: str | Path, engine_path: str | Path
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
-    if plan.path == PATH_STRONGLY_TYPED:
+    if plan.path == TENSORRT_TYPED_PATH:
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     elif local_major < 10:
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)

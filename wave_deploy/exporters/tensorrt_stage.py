@@ -14,9 +14,10 @@ from wave_deploy.bench.runners import TensorRTRunner
 from wave_deploy.errors import ParityError
 from wave_deploy.exporters import tensorrt as trt_x
 from wave_deploy.exporters.base import ExportContext
-from wave_deploy.exporters.bundle import MODEL_FILES, write_bundle
+from wave_deploy.exporters.bundle import write_bundle
 from wave_deploy.exporters.onnx import TOLERANCES, onnx_io
 from wave_deploy.fileio import write_json
+from wave_deploy.target import Target
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ class TensorRTExporter:
 
     def export(self, ctx: ExportContext) -> dict:
         profile = ctx.profile
-        if not trt_x.is_tensorrt_target(profile):
+        if not Target.of(profile).tensorrt:
             return {"target": False, "reason": f"not a TensorRT target (runtime {profile.software.runtime})"}
         plan = trt_x.make_build_plan(profile, onnx_io(ctx.fp32_onnx))
         write_json(ctx.out_dir / "tensorrt_plan.json", plan.to_dict())
@@ -58,7 +59,7 @@ class TensorRTExporter:
         if why is None:
             section["engine"] = self._build_and_check(ctx, plan, onnx_for_engine, TOLERANCES[plan.precision])
             return section
-        variants = {k: v for k, v in ctx.variant_paths.items() if k == plan.onnx_variant and k in MODEL_FILES}
+        variants = {k: v for k, v in ctx.variant_paths.items() if k == plan.onnx_variant}
         bundle = write_bundle(
             ctx.out_dir / "bundle", ctx.fp32_onnx, plan, ctx.reference_inputs, ctx.reference_outputs, profile,
             variants=variants, validation=ctx.validation_used,

@@ -38,6 +38,7 @@ from wave_deploy.reports import failure_of, load_report, write_failure_report, w
 from wave_deploy.reports.assemble import assemble_report, profile_section
 from wave_deploy.reports.merge import kept_device_report, merge_kept
 from wave_deploy.spec import ViTSpec
+from wave_deploy.target import Target
 from wave_deploy.training.checkpoint import UnusableCheckpointError
 from wave_deploy.training.folding import load_folded_file, save_folded
 from wave_deploy.version import __version__
@@ -303,10 +304,7 @@ def _export(out_dir: Path, profile: DeviceProfile, data, options: BuildOptions) 
 def _bench(out_dir: Path, profile: DeviceProfile, exported: dict, options: BuildOptions) -> StageOutput:
     """Time the model the profile's runtime would run, with ONNX Runtime on this build machine."""
 
-    onnx = out_dir / "model.onnx"
-    chosen = [v for v in exported["onnx"].get("variants", []) if v.get("chosen") and v.get("file")]
-    if profile.software.runtime == "onnxruntime" and profile.runtime.precision == "int8" and chosen:
-        onnx = out_dir / chosen[0]["file"]  # the int8 file the device runs (fp16 on a CPU: timed as fp32)
+    onnx = out_dir / Target.of(profile).bench_variant.file  # passed its gate: _run_stages checked
     runner = OrtRunner(onnx, threads=profile.runtime.intra_op_threads)
     stats, samples = benchmark_samples(
         runner,

@@ -30,9 +30,9 @@ from wave_deploy.planning.calibration_file import (
     write_calibration_file,
 )
 from wave_deploy.planning.latency import Calibration, fit_latency, load_calibration
-from wave_deploy.planning.precision import activation_precision
 from wave_deploy.profiles import DeviceProfile
 from wave_deploy.spec import ViTSpec
+from wave_deploy.target import FP32, Target, Variant
 
 log = logging.getLogger(__name__)
 
@@ -109,26 +109,25 @@ def calibration_space(
     return new
 
 
-def _prepare(
-    spec: ViTSpec, runtime: str, precision: str, batch_max: int, workdir: Path, int8_method: str = "static"
-) -> Path | None:
+def _prepare(spec: ViTSpec, runtime: str, variant: Variant, batch_max: int, workdir: Path) -> Path | None:
     """Export a randomly initialized timm model once (ONNX Runtime); torch models are rebuilt per pass.
-    int8 is timed as it is deployed: ``int8_method`` (the profile's runtime.int8_method)."""
+    The model is timed as the target deploys it: ``variant`` is its ``Target.deployed``."""
     if runtime != "onnxruntime":
         return None
     import torch
     from timm.models.vision_transformer import VisionTransformer
 
-    from wave_deploy.exporters.onnx import export_onnx, make_fp16, make_int8
+    from wave_deploy.exporters.onnx import export_onnx
+    from wave_deploy.exporters.quantize import make_variant
 
     torch.manual_seed(0)
     path = workdir / f"{spec.name}.onnx"
     export_onnx(VisionTransformer(**spec.timm_kwargs()).eval(), spec, path, batch_max=max(2, batch_max))
-    if precision == "fp32":
+    if variant.precision == "fp32":
         return path
-    variant = workdir / f"{spec.name}.{precision}.onnx"
-    make_fp16(path, variant) if precision == "fp16" else make_int8(path, variant, method=int8_method)
-    return variant
+    out = workdir / f"{spec.name}.{variant.precision}.onnx"
+    make_variant(variant, path, out)
+    return out
 
 
 def _open_runner(spec: ViTSpec, onnx_path: Path | None, threads: int):
@@ -146,14 +145,13 @@ def measure(
     points: list[tuple[ViTSpec, int]],
     *,
     runtime: str = "onnxruntime",
-    precision: str = "fp32",
+    variant: Variant = FP32,
     threads: int = 1,
     clock: str = "wall",
     passes: int = 3,
     quick: bool = False,
     seed: int = 0,
     onnx_files: dict[ViTSpec, Path] | None = None,
-    int8_method: str = "static",
 ) -> tuple[list[dict], str]:
     """Time (spec, batch) points with the local runtime: ``passes`` passes over all points in a shuffled order
     (a fresh session per model and pass); each point keeps the pass with the lowest median, so a burst of load
@@ -169,8 +167,7 @@ def measure(
     with tempfile.TemporaryDirectory(prefix="wave-deploy-measure-") as tmp:
         given = onnx_files or {}
         files = {
-            s: given.get(s) or _prepare(s, runtime, precision, max(b), Path(tmp), int8_method)
-            for s, b in by_model.items()
+            s: given.get(s) or _prepare(s, runtime, variant, max(b), Path(tmp)) for s, b in by_model.items()
         }
         for _ in range(passes):
             order = list(by_model)
@@ -231,14 +228,15 @@ def calibration_data(
     *,
     runtime: str,
     detail: str,
-    precision: str,
     threads: int,
     clock: str,
     space,
 ) -> CalibrationFile:
     """Fit the calibrated model to measured ``samples`` (of ``space``'s geometry): the file's content."""
-    w_prec = precision
-    a_prec = activation_precision(profile) if runtime == "onnxruntime" else "fp32"
+    target = Target.of(profile)  # torch calibrations time the fp32 model
+    w_prec, a_prec = (
+        (target.weight_dtype, target.activation_dtype) if runtime == "onnxruntime" else ("fp32",) * 2
+    )
     rows = [
         (space.spec(s["depth"], s["embed_dim"], s["num_heads"]), s["batch"], s["p50_ms"]) for s in samples
     ]
@@ -254,7 +252,7 @@ def calibration_data(
             "name": runtime,
             "version": detail.split()[1] if detail else "",
             "detail": detail,
-            "precision": precision,
+            "precision": w_prec,
             "threads": threads,
             "clock": clock,
         },
@@ -330,9 +328,10 @@ def calibrate(
     threads = threads or min(profile.runtime.intra_op_threads or available_threads(), available_threads())
     if clock == "thread" and threads != 1:
         raise UsageError("clock 'thread' measures one thread's CPU time: use it with threads=1")
-    precision = profile.runtime.precision if runtime == "onnxruntime" else "fp32"
-    if precision != profile.runtime.precision:
-        log.warning("torch calibration measures fp32; the profile deploys %s", profile.runtime.precision)
+    target = Target.of(profile)
+    variant = target.deployed if runtime == "onnxruntime" else FP32
+    if variant.precision != target.precision:
+        log.warning("torch calibration measures fp32; the profile deploys %s", target.precision)
     batches = default_batches(
         space, profile.runtime.batch_max, quick=quick, latency_batch=profile.budgets.latency_batch
     )
@@ -340,19 +339,17 @@ def calibrate(
     samples, detail = measure(
         grid,
         runtime=runtime,
-        precision=precision,
+        variant=variant,
         threads=threads,
         clock=clock,
         passes=1 if quick else passes,
         quick=quick,
-        int8_method=profile.runtime.int8_method,
     )
     data = calibration_data(
         profile,
         samples,
         runtime=runtime,
         detail=detail,
-        precision=precision,
         threads=threads,
         clock=clock,
         space=space,

@@ -26,9 +26,9 @@ from typing import Any, cast
 
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.planning.calibration_file import FEATURES, CalibrationFile, read_calibration_file
-from wave_deploy.planning.precision import activation_precision, weight_precision
 from wave_deploy.profiles import DeviceProfile
 from wave_deploy.spec import ViTSpec, model_ops, weight_bytes
+from wave_deploy.target import Target
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,8 @@ def _peak_flops(profile: DeviceProfile, precision: str) -> float:
 def predict_analytic(spec: ViTSpec, profile: DeviceProfile, batch: int) -> Prediction:
     """Roofline per op from the profile's hardware facts and efficiency factors (uncalibrated)."""
     lm = profile.latency_model
-    w_prec, a_prec = weight_precision(profile), activation_precision(profile)
+    target = Target.of(profile)
+    w_prec, a_prec = target.weight_dtype, target.activation_dtype
     matmul_peak = _peak_flops(profile, w_prec) * lm.compute_efficiency
     vector_peak = _peak_flops(profile, a_prec) * lm.compute_efficiency
     bandwidth = profile.hardware.memory_bandwidth_gb_per_s * 1e9 * lm.memory_efficiency

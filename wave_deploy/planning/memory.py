@@ -21,9 +21,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from wave_deploy.planning.precision import activation_precision, weight_precision
 from wave_deploy.profiles import DeviceProfile
 from wave_deploy.spec import ViTSpec, activation_bytes, weight_bytes
+from wave_deploy.target import Target
 
 MIB = 1 << 20
 
@@ -71,7 +71,8 @@ def tensorrt_scratch(profile: DeviceProfile, activations_mib: float) -> float:
 def predict_memory(spec: ViTSpec, profile: DeviceProfile, batch: int | None = None) -> MemoryEstimate:
     """Runtime memory (and, for on-device TensorRT builds, the build peak) of ``spec`` on ``profile``."""
     batch = profile.budgets.latency_batch if batch is None else batch
-    w_prec, a_prec = weight_precision(profile), activation_precision(profile)
+    target = Target.of(profile)
+    w_prec, a_prec = target.weight_dtype, target.activation_dtype
     weights = weight_bytes(spec, w_prec) / MIB
     activations = activation_bytes(spec, batch, a_prec) / MIB
     overhead = profile.latency_model.runtime_overhead_mib
