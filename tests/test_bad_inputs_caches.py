@@ -20,9 +20,9 @@ from _banks import mnist_bank_file
 from wave_deploy import data as datasets
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import remove_stale_parts
+from wave_deploy.options import BuildOptions
 from wave_deploy.pipeline.build import _train
 from wave_deploy.pipeline.manifest import StageOutput, StageRunner
-from wave_deploy.pipeline.options import BuildOptions
 from wave_deploy.spec import ViTSpec
 from wave_deploy.training.checkpoint import CHECKPOINT_FORMAT
 from wave_deploy.training.folding import load_folded_file, save_folded

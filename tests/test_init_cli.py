@@ -81,7 +81,7 @@ def test_compile_reaches_the_training_steps_and_computes_what_eager_does(bank_pa
     [
         (["--depth", "2", "--embed-dim", "40"], 3, "not a multiple"),
         (["--depth", "300", "--embed-dim", "32"], 3, "exceeds the largest target a bank makes"),
-        (["--depth", "2", "--embed-dim", "32", "--img-size", "30"], 2, "not a multiple of the bank's patch"),
+        (["--depth", "2", "--embed-dim", "32", "--img-size", "30"], 2, "not a multiple of the patch size"),
         (["--depth", "2", "--embed-dim", "32", "--scaler-steps", "-1"], 2, "-1 is not in the range x>=0"),
     ],
 )

@@ -48,7 +48,7 @@ def test_plan_chooses_what_the_plan_command_chooses(profile):
 
 def test_plan_raises_the_library_errors():
     with pytest.raises(NoFeasibleModelError):
-        wave_deploy.plan("x86-cpu", overrides=["budgets.latency_ms=0.000001"])
+        wave_deploy.plan("x86-cpu", profile_overrides=["budgets.latency_ms=0.000001"])
     with pytest.raises(InvalidInputError):
         wave_deploy.plan("no-such-profile")
 

@@ -110,16 +110,17 @@ def test_plan_spec_predicts_a_deit_tiny_shaped_model_without_a_224_px_bank():
     [
         (
             ["--spec", "depth=2,embed_dim=64,img_size=100,patch_size=16"],
-            3,
+            2,
             "not a multiple of the patch size",
         ),
         (["--spec", "depth=2,embed_dim=64,img_size=big"], 2, "img_size must be an integer"),
         (["--spec", "depth=2,embed_dim=64,patch_size=0"], 3, "patch_size"),
         (["--spec", "depth=2,embed_dim=64", "--img-size", "28,56"], 2, "at most one --img-size"),
-        (["--img-size", "30"], 3, "not a multiple of the patch size"),
+        (["--img-size", "30"], 2, "not a multiple of the patch size"),
         (["--img-size", "28,x"], 2, "expected integers"),
         (["--img-size", "28,28"], 2, "given twice"),
-        (["--img-size", "0"], 2, "not in 1..8192"),
+        (["--img-size", "0"], 2, "not in 1..4096"),
+        (["--img-size", "4200"], 2, "not in 1..4096"),
     ],
 )
 def test_plan_rejects_bad_image_geometry_with_one_line_and_its_exit_code(args, code, message):

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from wave_deploy.cli.main import cli
 from wave_deploy.data import load_builtin
-from wave_deploy.pipeline.options import BuildOptions
+from wave_deploy.options import BuildOptions
 
 
 def test_the_default_epochs_give_the_earlier_60_and_150_steps_on_the_builtin_data():

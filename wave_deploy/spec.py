@@ -9,8 +9,21 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from wave_deploy.errors import InvalidInputError
+from wave_deploy.errors import InvalidInputError, UsageError
 from wave_deploy.target import DTYPE_BYTES
+
+# The one image-size rule of every command (--img-size of plan, build, init and calibrate, --spec img_size=):
+# 1..IMG_SIZE_MAX pixels and a multiple of the patch size; anything else is a usage error (exit 2).
+IMG_SIZE_MAX = 4096
+
+
+def check_img_size(img_size: int, patch_size: int, what: str = "--img-size") -> int:
+    """``img_size`` if it is a positive multiple of ``patch_size`` up to IMG_SIZE_MAX; else UsageError."""
+    if isinstance(img_size, bool) or not isinstance(img_size, int) or not 1 <= img_size <= IMG_SIZE_MAX:
+        raise UsageError(f"{what}: image size {img_size!r} is not in 1..{IMG_SIZE_MAX}")
+    if isinstance(patch_size, int) and patch_size >= 1 and img_size % patch_size:  # else: the spec says
+        raise UsageError(f"{what}: image size {img_size} is not a multiple of the patch size {patch_size}")
+    return img_size
 
 
 @dataclass(frozen=True)

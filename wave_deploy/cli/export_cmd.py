@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from wave_deploy.cli.options import exporter_option, json_option, opset_option, seed_option
+from wave_deploy.cli.options import json_option, model_options
 from wave_deploy.cli.output import console, is_quiet, print_json
+from wave_deploy.options import ExportOptions, parse
 
 
 @click.command("export")
-@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("checkpoint", type=click.Path(path_type=str))
 @click.option("--profile", "profile_name", required=True, help="Device profile: name, alias or YAML path.")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
+@click.option("--out", "out_dir", type=click.Path(path_type=str), required=True,
               help="Output directory (model.onnx, variants, export.json, engine/ or bundle/).")  # fmt: skip
-@opset_option()
-@exporter_option()
-@click.option(
-    "--slim", is_flag=True, help="Slim the graph with onnxslim (optional extra); outputs are re-checked."
-)
-@click.option("--data", "data_path", type=click.Path(path_type=str), default=None,
-              help="ImageFolder tree (the build's data): its validation split judges the fp16/int8 variants "
-                   "and 256 of its training images calibrate int8. Default: built-in MNIST-5k.")  # fmt: skip
-@seed_option("Seed of the reference inputs, the data split and the calibration sample.")
-@click.option("--no-engine", is_flag=True, help="Never build a TensorRT engine here; write a bundle instead.")
+@model_options(ExportOptions)
 @json_option("Print one JSON summary on stdout.")
-def export(
-    checkpoint: Path, profile_name: str, out_dir: Path, opset: int, exporter: str, slim: bool,
-    data_path: str | None, seed: int, no_engine: bool, as_json: bool,
-) -> None:  # fmt: skip
+def export(checkpoint: str, profile_name: str, out_dir: str, as_json: bool, **fields) -> None:
     """Export a folded CHECKPOINT for a device profile: model.safetensors from `build` or `init`'s output.
 
     Writes OUT/model.onnx (checked against PyTorch in ONNX Runtime: fp32 max abs error <= 1e-4, else exit 7)
@@ -40,35 +27,17 @@ def export(
     Exit codes: 3 missing/invalid checkpoint, profile or data, 4 missing dependency, 7 fp32 parity failure
     or the profile's own precision failed its accuracy gate (export.json is written first).
     """
-    from wave_deploy.errors import InvalidInputError
-    from wave_deploy.fileio import check_writable_dir, remove_stale_parts
-    from wave_deploy.profiles import load_profile
+    from wave_deploy.exporters.base import export_checkpoint, precision_gate
 
-    if checkpoint.is_dir():
-        raise InvalidInputError(f"checkpoint {checkpoint} is a directory, expected a .safetensors file")
-    if not checkpoint.is_file():
-        raise InvalidInputError(f"checkpoint {checkpoint} does not exist")
-    check_writable_dir(out_dir, "--out")  # before the export: exit 3 naming the path
-    remove_stale_parts(out_dir)  # temporary files of a killed earlier run
-    profile = load_profile(profile_name)
-    from wave_deploy.errors import ParityError
-    from wave_deploy.exporters.base import export_for_profile, inputs_from_data
-    from wave_deploy.training.folding import load_folded_file
-
-    model, spec, _extra = load_folded_file(checkpoint)
-    inputs = inputs_from_data(data_path, spec, seed)
-    summary = export_for_profile(
-        model, spec, profile, out_dir, opset=opset, exporter=exporter, slim=slim, seed=seed,
-        build_engine=not no_engine, **inputs,
-    )  # fmt: skip
+    options = parse(ExportOptions, fields, "export")
+    summary = export_checkpoint(checkpoint, profile_name, out_dir, options)
     if as_json:
         print_json(summary)
     elif not is_quiet():
         _print_summary(summary)
-    if not summary["onnx"]["chosen_passed"]:
-        chosen = next(v for v in summary["onnx"]["variants"] if v["chosen"])
-        raise ParityError(f"the profile's precision failed its accuracy gate: {chosen['failure']}",
-                          hint=f"export.json is written; the file is in {out_dir / 'rejected'}")  # fmt: skip
+    gate = precision_gate(summary)
+    if gate is not None:
+        raise gate
 
 
 def _print_summary(summary: dict) -> None:

@@ -18,8 +18,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from wave_deploy import data as datasets
-from wave_deploy.errors import InvalidInputError, UsageError
-from wave_deploy.fileio import write_json
+from wave_deploy.errors import InvalidInputError, ParityError, UsageError
+from wave_deploy.fileio import check_writable_dir, remove_stale_parts, write_json
+from wave_deploy.options import ExportOptions
 from wave_deploy.profiles import DeviceProfile
 from wave_deploy.spec import ViTSpec
 
@@ -155,3 +156,46 @@ def export_for_profile(
         summary[name] = get_exporter(name).export(ctx)
     write_json(out_dir / "export.json", summary)
     return summary
+
+
+def export_checkpoint(
+    checkpoint: str | Path, profile: str | Path, out: str | Path, options: ExportOptions
+) -> dict:
+    """``wave-deploy export`` and ``wave_deploy.export``: a folded checkpoint (from ``build`` or ``init``) for a
+    profile, its variants judged and int8 calibrated on ``options.data``; returns the export.json summary.
+
+    Bad input (a missing checkpoint, profile or data, an unwritable ``out``) raises before anything is written.
+    The profile's own precision failing its gate is not raised here: ``precision_gate(summary)`` says so,
+    after export.json is written, so that callers can show the summary first.
+    """
+    from wave_deploy.profiles import load_profile
+    from wave_deploy.training.folding import load_folded_file
+
+    checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():
+        raise InvalidInputError(f"checkpoint {checkpoint} is a directory, expected a .safetensors file")
+    if not checkpoint.is_file():
+        raise InvalidInputError(f"checkpoint {checkpoint} does not exist")
+    check_writable_dir(out, "--out")  # before the export: exit 3 naming the path
+    remove_stale_parts(out)  # temporary files of a killed earlier run
+    loaded = load_profile(str(profile))
+    model, spec, _extra = load_folded_file(checkpoint)
+    return export_for_profile(
+        model, spec, loaded, out, opset=options.opset, exporter=options.exporter, slim=options.slim,
+        seed=options.seed, build_engine=options.build_engine, **inputs_from_data(options.data, spec, options.seed),
+    )  # fmt: skip
+
+
+def precision_gate(summary: dict[str, Any]) -> ParityError | None:
+    """The exit-7 error when the variant of the profile's own precision failed its accuracy gate, else None
+    (export, build and the API judge an export.json summary by this one function)."""
+    onnx = summary.get("onnx") or {}
+    if onnx.get("chosen_passed", True):
+        return None
+    chosen: dict[str, Any] = next((v for v in onnx.get("variants", []) if v.get("chosen")), {})
+    why = chosen.get("failure") or "failed its accuracy gate"
+    return ParityError(
+        f"the {onnx.get('chosen_precision')} model that {summary.get('profile')} runs failed its accuracy gate: "
+        f"{why}",
+        hint="export.json is written; the model was moved to rejected/ (change the precision or the tolerance)",
+    )

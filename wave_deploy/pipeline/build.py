@@ -16,7 +16,6 @@ import json
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +23,13 @@ from wave_deploy import data as datasets
 from wave_deploy.bench.runners import OrtRunner, benchmark_samples
 from wave_deploy.errors import (
     InvalidInputError,
-    ParityError,
     WaveDeployError,
 )
-from wave_deploy.exporters.base import data_inputs, export_for_profile
+from wave_deploy.exporters.base import data_inputs, export_for_profile, precision_gate
 from wave_deploy.fileio import check_writable_dir, copy_file, remove_stale_parts, sha256_file, write_json
+from wave_deploy.options import BuildOptions
 from wave_deploy.pipeline.manifest import StageOutput, StageRunner, shared_model_problem, stage_key
-from wave_deploy.pipeline.options import BuildOptions, DeviceResult
+from wave_deploy.pipeline.results import DeviceResult
 from wave_deploy.planning.latency import load_calibration
 from wave_deploy.planning.selection import SearchSpace, select
 from wave_deploy.profiles import DeviceProfile, apply_overrides, load_profile
@@ -43,7 +42,7 @@ from wave_deploy.training.checkpoint import UnusableCheckpointError
 from wave_deploy.training.folding import load_folded_file, save_folded
 from wave_deploy.version import __version__
 from wave_deploy.wave.bank import TemplateBank, default_bank_path
-from wave_deploy.wave.init import DensePhase, ScalerPhase, initialize
+from wave_deploy.wave.init import initialize, phases
 from wave_deploy.wave.score import accuracy_table
 
 log = logging.getLogger(__name__)
@@ -86,6 +85,8 @@ def build(
             write_failure_report(out_dir, profile_section(profile), failure, only_if_present=True)
         raise
     inputs = {"bank": str(bank_path), "bank_sha256": sha256_file(bank_path), "data": data.info.fingerprint}
+    if options.force:  # --force retrains: no model trained by an earlier build is reused
+        shutil.rmtree(Path(options.out) / ".models", ignore_errors=True)
     return [_build_one(profile, bank, data, inputs, options, on_event, on_step) for profile in loaded]
 
 
@@ -118,7 +119,7 @@ def _run_stages(
     profile: DeviceProfile, bank, data, inputs, options: BuildOptions, on_event, on_step, out_dir: Path,
     current: list[str], done: list[dict[str, Any]],
 ) -> DeviceResult:  # fmt: skip
-    config = {"profile": profile.name, "options": asdict(options), **inputs}
+    config = {"profile": profile.name, "options": options.resolved(), **inputs}
     runner = StageRunner(out_dir, config=config, force=options.force)
     profile_json = profile.model_dump(mode="json")
 
@@ -161,7 +162,7 @@ def _run_stages(
         seed=options.seed,
     )
     exported = stage("export", export_key, lambda d: _export(d, profile, data, options))
-    gate = _precision_gate(profile, exported)
+    gate = precision_gate(exported)
 
     bench, bench_key = None, None
     if gate is None:  # a model that failed its gate is not what the device would run: nothing to time
@@ -191,19 +192,6 @@ def _run_stages(
     return DeviceResult(profile.name, str(out_dir), load_report(out_dir), list(done), error=gate)
 
 
-def _precision_gate(profile: DeviceProfile, exported: dict) -> ParityError | None:
-    """The error when the variant of the profile's own precision failed its gate (exit 7), else None."""
-    onnx = exported.get("onnx") or {}
-    if onnx.get("chosen_passed", True):
-        return None
-    chosen: dict[str, Any] = next((v for v in onnx.get("variants", []) if v.get("chosen")), {})
-    why = chosen.get("failure") or "failed its gate"
-    return ParityError(
-        f"the {profile.runtime.precision} model that {profile.name} runs failed its accuracy gate: {why}",
-        hint="see report.md; the model was moved to rejected/ (change the precision or the tolerance)",
-    )
-
-
 def _plan(
     out_dir: Path, profile: DeviceProfile, bank, data, options: BuildOptions, bank_path: str
 ) -> StageOutput:
@@ -228,7 +216,8 @@ def _train(
 
     Damaged caches recover: a shared model under ``.models/<key>/`` that is damaged or foreign is discarded
     and retrained without being asked; ``--force`` discards the training checkpoints under
-    ``.cache/train-<key>/`` (an unreadable checkpoint otherwise stops the build, naming that folder).
+    ``.cache/train-<key>/`` (an unreadable checkpoint otherwise stops the build, naming that folder), and
+    ``build`` discards every shared model before the first profile, so a forced build trains again.
     """
 
     shared = out_dir.parent / ".models" / key
@@ -244,24 +233,12 @@ def _train(
             log.warning("discarding the cached model in %s: %s; training it again", shared, problem)
             shutil.rmtree(shared)
         spec = ViTSpec.from_dict(spec_dict)
-        scaler_steps, dense_steps = options.phase_steps(len(data.train_x))
-        phase_args: dict[str, Any] = {
-            "batch_size": options.batch_size,
-            "seed": options.seed,
-            "compile": options.compile,
-        }
+        scaler, dense = phases(options, *options.phase_steps(len(data.train_x)))
         try:
             model, record = initialize(
-                bank,
-                spec,
-                data,
-                strategy=options.strategy,
-                scaler=ScalerPhase(**phase_args, steps=scaler_steps),
-                dense=DensePhase(**phase_args, steps=dense_steps),
-                on_step=on_step,
-                device=options.device,
-                checkpoint_dir=cache,
-            )
+                bank, spec, data, strategy=options.strategy, scaler=scaler, dense=dense, on_step=on_step,
+                device=options.device, checkpoint_dir=cache,
+            )  # fmt: skip
         except UnusableCheckpointError as exc:
             raise InvalidInputError(exc.message, hint=f"delete {cache}, or rerun with --force") from exc
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}

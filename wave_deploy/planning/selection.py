@@ -16,6 +16,7 @@ extrapolated outside a calibration's measured range (each candidate's ``latency_
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from wave_deploy.planning.memory import MemoryEstimate, predict_memory
 from wave_deploy.profiles import DeviceProfile
 from wave_deploy.reports.judge import Limits, Observed, judge_budgets
 from wave_deploy.spec import ViTSpec, flops, param_count
+from wave_deploy.wave.geometry import BankGeometry
 
 
 @dataclass(frozen=True)
@@ -88,29 +90,26 @@ class SearchSpace:
     def width_step(self) -> int:
         return math.lcm(self.w, self.head_dim)
 
+    @functools.cached_property
+    def geometry(self) -> BankGeometry:
+        """The bank geometry this space searches: the one place the width rule and a spec's checks live."""
+        return BankGeometry.create(
+            img_size=self.img_size, patch_size=self.patch_size, in_chans=self.in_chans,
+            num_classes=self.num_classes, w=self.w, head_dim=self.head_dim, mlp_ratio=self.mlp_ratio,
+            max_depth=self.max_depth, max_embed_dim=self.max_embed_dim,
+        )  # fmt: skip
+
     def widths(self) -> list[int]:
-        return list(range(self.width_step, self.max_embed_dim + 1, self.width_step))
+        """Every width the bank serves (``BankGeometry.valid_embed_dims``)."""
+        return self.geometry.valid_embed_dims()
 
     def spec(
         self, depth: int, embed_dim: int, num_heads: int | None = None, img_size: int | None = None
     ) -> ViTSpec:
-        """A ViTSpec with this space's fixed geometry (heads default to embed_dim / head_dim; image size to
-        the bank's)."""
-        if num_heads is None:
-            if not isinstance(embed_dim, int) or embed_dim % self.head_dim:
-                raise InvalidInputError(
-                    f"embed_dim={embed_dim} is not a multiple of head_dim={self.head_dim}"
-                )
-            num_heads = embed_dim // self.head_dim
-        return ViTSpec(
-            depth=depth,
-            embed_dim=embed_dim,
-            num_heads=num_heads,
-            mlp_ratio=self.mlp_ratio,
-            patch_size=self.patch_size,
-            img_size=self.img_size if img_size is None else img_size,
-            in_chans=self.in_chans,
-            num_classes=self.num_classes,
+        """A checked ViTSpec of this space's geometry (``BankGeometry.make_spec``: heads default to
+        embed_dim / head_dim, the image size to the bank's), for this space's task."""
+        return self.geometry.make_spec(
+            depth, embed_dim, num_heads, num_classes=self.num_classes, img_size=img_size
         )
 
     def specs(self) -> list[ViTSpec]:

@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from wave_deploy.errors import InvalidInputError, UsageError
-from wave_deploy.spec import ViTSpec
+from wave_deploy.errors import InvalidInputError
+from wave_deploy.spec import IMG_SIZE_MAX, ViTSpec, check_img_size
 
 # ---- The weight kinds: the one table of what every parameter kind looks like ---------------------------
 # A kind's axes name what each dimension runs along. Width axes grow with the model and are tiled by
@@ -103,7 +103,7 @@ MAX_MLP_RATIO = 64.0
 MAX_WIDTHS = 1024  # embed widths a bank serves
 MAX_SIZES = 16384  # (depth, width) pairs a bank serves: what plan and build evaluate
 # The largest target any bank initializes (beyond the auxiliary model the scalers are grown, wave.slicing).
-TARGET_LIMITS = {"depth": 256, "embed_dim": 8192, "img_size": 4096}
+TARGET_LIMITS = {"depth": 256, "embed_dim": 8192, "img_size": IMG_SIZE_MAX}
 
 
 def axis_sizes(
@@ -240,14 +240,7 @@ class BankGeometry:
 
     def target_img_size(self, img_size: int | None) -> int:
         """The image size of a target (``--img-size``; None: the bank's), checked against the patch size."""
-        if img_size is None:
-            return self.img_size
-        if img_size % self.patch_size or img_size > TARGET_LIMITS["img_size"]:
-            raise UsageError(
-                f"--img-size {img_size} is not a multiple of the bank's patch size {self.patch_size} "
-                f"up to {TARGET_LIMITS['img_size']}"
-            )
-        return img_size
+        return self.img_size if img_size is None else check_img_size(img_size, self.patch_size)
 
     def aux_problems(self, spec: ViTSpec) -> list[str]:
         """``problems`` plus the limits of a bank's own auxiliary model: the bank's image size, depth up to

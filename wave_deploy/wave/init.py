@@ -31,8 +31,9 @@ import torch
 from torch import Tensor, nn
 
 from wave_deploy import data as datasets
-from wave_deploy.errors import InvalidInputError, UsageError
+from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import check_writable_dir, remove_stale_parts, write_json
+from wave_deploy.options import BuildOptions, InitOptions
 from wave_deploy.spec import ViTSpec
 from wave_deploy.training.folding import check_fold, fold, load_folded, save_folded
 from wave_deploy.training.loop import TrainConfig, distill_loss_fn, distillation_loss, evaluate, train
@@ -276,58 +277,53 @@ def initialize(
     return model, record
 
 
-def init_model(
-    out: str | Path,
-    *,
-    depth: int,
-    embed_dim: int,
-    heads: int | None = None,
-    img_size: int | None = None,
-    bank_path: str | Path | None = None,
-    data_path: str | Path | None = None,
-    strategy: str = "aux",
-    scaler_steps: int = 100,
-    dense_steps: int = 0,
-    batch_size: int = 128,
-    seed: int = 0,
-    device: str = "auto",
-    compile: bool = False,
-    on_step: Callable | None = None,
-) -> dict[str, Any]:
+def phases(
+    options: BuildOptions | InitOptions, scaler_steps: int, dense_steps: int
+) -> tuple[ScalerPhase, DensePhase]:
+    """The two training phases of stage 2 as a job's options ask for them (init and build alike)."""
+    b, seed, comp = options.batch_size, options.seed, options.compile
+    return (
+        ScalerPhase(steps=scaler_steps, batch_size=b, seed=seed, compile=comp),
+        DensePhase(steps=dense_steps, batch_size=b, seed=seed, compile=comp),
+    )
+
+
+def init_model(out: str | Path, options: InitOptions, on_step: Callable | None = None) -> dict[str, Any]:
     """``wave-deploy init``: stage 2 for one size, written to ``out``/model.safetensors and ``out``/init.json.
 
     Loads the bank (default: the shipped one) and the data (default: the built-in MNIST-5k; with
-    ``img_size`` resized to it at load, and the model made for that image size), runs
-    ``initialize`` and writes the folded timm checkpoint (spec in its metadata) and the record, which it
-    returns. Bad sizes or data raise InvalidInputError/UsageError before anything is written.
+    ``options.img_size`` resized to it at load, and the model made for that image size), runs ``initialize``
+    and writes the folded timm checkpoint (spec in its metadata) and the record, which it returns. Bad sizes or
+    data raise InvalidInputError/UsageError before anything is written.
     """
-    if scaler_steps < 0 or dense_steps < 0:
-        raise UsageError("--scaler-steps and --dense-steps must be >= 0")
     check_writable_dir(out, "--out")  # before any work: exit 3 naming the path
     remove_stale_parts(out)  # temporary files of a killed earlier run
-    bank_file = Path(bank_path) if bank_path is not None else default_bank_path()
+    bank_file = Path(options.templates) if options.templates is not None else default_bank_path()
     bank = TemplateBank.load(bank_file)
     geom = bank.geometry
-    size = geom.target_img_size(img_size)
-    geom.make_spec(depth, embed_dim, heads, img_size=size)  # a bad size fails before the data is read
+    size = geom.target_img_size(options.img_size)
+    geom.make_spec(options.depth, options.embed_dim, options.heads, img_size=size)  # fails before the data
     data = datasets.load_for_bank(
-        data_path, in_chans=geom.in_chans, img_size=size, seed=seed, resize=img_size is not None
+        options.data,
+        in_chans=geom.in_chans,
+        img_size=size,
+        seed=options.seed,
+        resize=options.img_size is not None,
     )
-    spec = geom.make_spec(depth, embed_dim, heads, num_classes=data.info.num_classes, img_size=size)
+    spec = geom.make_spec(
+        options.depth, options.embed_dim, options.heads, num_classes=data.info.num_classes, img_size=size
+    )
+    scaler, dense = phases(options, options.scaler_steps, options.dense_steps)
     model, record = initialize(
-        bank,
-        spec,
-        data,
-        strategy=strategy,
-        scaler=ScalerPhase(steps=scaler_steps, batch_size=batch_size, seed=seed, compile=compile),
-        dense=DensePhase(steps=dense_steps, batch_size=batch_size, seed=seed, compile=compile),
-        on_step=on_step,
-        device=device,
-    )
+        bank, spec, data, strategy=options.strategy, scaler=scaler, dense=dense, on_step=on_step,
+        device=options.device,
+    )  # fmt: skip
     out_dir = Path(out)
     record["bank"] = portable_path(bank_file)
     record["data"] = data.info.to_dict()
-    save_folded(out_dir / "model.safetensors", model.state_dict(), spec, {"init": {"strategy": strategy}})
+    save_folded(
+        out_dir / "model.safetensors", model.state_dict(), spec, {"init": {"strategy": options.strategy}}
+    )
     write_json(out_dir / "init.json", record)
     return record
 

@@ -1,0 +1,132 @@
+"""The one function behind ``wave-deploy plan`` and ``wave_deploy.plan``: a profile, a bank and
+``PlanOptions`` -> the chosen size and its frontier (``plan``), or what one given size would cost (``predict``).
+
+The command line only parses and prints; the API only validates its keyword arguments; both call these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wave_deploy.errors import UsageError
+from wave_deploy.options import PlanOptions
+from wave_deploy.planning.latency import Calibration, load_calibration
+from wave_deploy.planning.selection import Candidate, SearchSpace, Selection, evaluate, select
+from wave_deploy.profiles import DeviceProfile, apply_overrides, load_profile
+from wave_deploy.spec import ViTSpec, check_img_size, macs
+
+SPEC_KEYS = ("depth", "embed_dim", "num_heads", "batch", "img_size", "patch_size", "in_chans")
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """What a plan reads before it predicts anything: the profile (with --set), the bank's search space at
+    the requested image sizes, and the calibration to predict with (None: the profile's own or analytic)."""
+
+    profile: DeviceProfile
+    space: SearchSpace
+    bank: Path
+    calibration: Calibration | None
+
+
+def plan_inputs(profile: str | Path | DeviceProfile, options: PlanOptions) -> PlanInputs:
+    """Load and check everything a plan needs; bad input raises before any prediction (exit 2 or 3)."""
+    from wave_deploy.wave.bank_file import default_bank_path, inspect_bank
+
+    loaded = profile if isinstance(profile, DeviceProfile) else load_profile(str(profile))
+    loaded = apply_overrides(loaded, options.profile_overrides)
+    bank = Path(options.templates) if options.templates else default_bank_path()
+    space = SearchSpace.from_bank(inspect_bank(bank).geometry)  # no torch
+    if options.img_size:
+        for size in options.img_size:
+            check_img_size(size, space.patch_size)
+        space = space.with_resolutions(options.img_size)
+    calibration = load_calibration(options.calibration) if options.calibration else None
+    return PlanInputs(loaded, space, bank, calibration)
+
+
+def plan(profile: str | Path | DeviceProfile, options: PlanOptions) -> tuple[Selection, PlanInputs]:
+    """Choose the size that fits the profile's budgets best (NoFeasibleModelError, exit 5, when none does)."""
+    inputs = plan_inputs(profile, options)
+    accuracy = None
+    if options.objective == "accuracy":  # imports torch: only on request
+        from wave_deploy.wave.score import accuracy_table, bank_data
+
+        accuracy = accuracy_table(
+            inputs.bank, inputs.space.specs(), bank_data(inputs.bank)
+        )  # seconds, cached
+    selection = select(
+        inputs.profile,
+        inputs.space,
+        objective=options.objective,
+        calibration=inputs.calibration,
+        accuracy=accuracy,
+    )
+    return selection, inputs
+
+
+def predict(
+    profile: str | Path | DeviceProfile, options: PlanOptions, values: dict[str, int]
+) -> dict[str, Any]:
+    """What one size (``plan --spec``: depth, embed_dim and optionally num_heads, batch, img_size, patch_size,
+    in_chans) would cost on the profile: latency, memory, FLOPs, params, and whether it fits. The image size,
+    patch size and channels default to the bank's (or ``options.img_size``); no bank of that geometry is needed.
+    """
+    inputs = plan_inputs(profile, options)
+    if len(options.img_size) > 1:
+        raise UsageError("--spec predicts one size: give at most one --img-size (or img_size= in --spec)")
+    values = dict(values)
+    space, loaded = inputs.space, inputs.profile
+    batch = values.pop("batch", loaded.budgets.latency_batch)
+    patch = values.get("patch_size", space.patch_size)
+    img_size = values.get("img_size", options.img_size[0] if options.img_size else space.img_size)
+    check_img_size(img_size, patch, "--spec")
+    heads = values.get("num_heads")
+    spec = ViTSpec(
+        depth=values["depth"], embed_dim=values["embed_dim"],
+        num_heads=heads if heads is not None else _heads(values["embed_dim"], space.head_dim),
+        mlp_ratio=space.mlp_ratio, patch_size=patch, img_size=img_size,
+        in_chans=values.get("in_chans", space.in_chans), num_classes=space.num_classes,
+    )  # fmt: skip
+    c = evaluate(spec, loaded, calibration=inputs.calibration, batch=batch)
+    return prediction_record(c, loaded, batch)
+
+
+def _heads(embed_dim: int, head_dim: int) -> int:
+    from wave_deploy.errors import InvalidInputError
+
+    if embed_dim % head_dim:
+        raise InvalidInputError(f"embed_dim={embed_dim} is not a multiple of head_dim={head_dim}")
+    return embed_dim // head_dim
+
+
+def prediction_record(c: Candidate, profile: DeviceProfile, batch: int) -> dict[str, Any]:
+    """``plan --spec --json``: one size's predicted costs on a profile."""
+    return {
+        "profile": profile.name,
+        "spec": c.spec.to_dict(),
+        "name": c.spec.name,
+        "batch": batch,
+        "params": c.params,
+        "flops_per_image": c.flops,
+        "macs_per_image": macs(c.spec),
+        "latency": c.latency.to_dict(),
+        "budget_percentile": profile.budgets.latency_percentile,
+        "latency_at_budget_ms": c.latency_at_budget_ms,
+        "budget_ms": profile.budgets.latency_ms,
+        "memory": c.memory.to_dict(),
+        "memory_budget_mib": profile.budgets.memory_mib,
+        "fits_budgets": c.feasible,
+        "reasons": list(c.reasons),
+        "latency_extrapolated": bool(c.latency.notes),
+    }
+
+
+def with_img_size(space: SearchSpace, img_size: int | None) -> SearchSpace:
+    """``space`` at one image size (a build's ``--img-size``), checked by the one image-size rule."""
+    if img_size is None:
+        return space
+    return dataclasses.replace(space, img_size=check_img_size(img_size, space.patch_size))
