@@ -1,8 +1,8 @@
 """Shared pieces of the on-device kit: exit codes, errors, bundle loading and hashes, parity, accuracy,
 memory and latency statistics.
 
-The statistics use the definitions of wave_deploy.bench.stats (numpy's linear percentiles) and write the
-same keys, without importing wave-deploy.
+The latency statistics are kit_stats.py's, the one definition wave-deploy's benchmark and report schema
+use too (no wave-deploy import on the device).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from kit_stats import summarize
 
 EXIT_OK, EXIT_INVALID, EXIT_MISSING, EXIT_STAGE, EXIT_PARITY = 0, 3, 4, 6, 7
 REPORT_SCHEMA_VERSION = 1
@@ -131,30 +132,10 @@ def peak_rss_mib() -> float | None:
     return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024.0  # bytes on macOS, KiB on Linux
 
 
-# --- statistics: the same definitions as wave_deploy.bench.stats (numpy's linear percentiles) -----------
-
-
 def latency_stats(samples_ms, *, batch, warmup, timed, runtime, hardware, threads) -> dict:
-    samples = np.sort(np.asarray(samples_ms, dtype=np.float64))
-    p50, p90, p95, p99 = (float(np.percentile(samples, q)) for q in (50, 90, 95, 99))
-    mean = float(np.mean(samples))
-    return {
-        "batch": int(batch),
-        "iterations": int(samples.size),
-        "warmup": int(warmup),
-        "p50_ms": p50,
-        "p90_ms": p90,
-        "p95_ms": p95,
-        "p99_ms": p99,
-        "mean_ms": mean,
-        "min_ms": float(samples[0]),
-        "max_ms": float(samples[-1]),
-        "throughput_img_per_s": batch / (mean / 1000.0) if mean > 0 else float("inf"),
-        "timed": timed,
-        "runtime": runtime,
-        "hardware": hardware,
-        "threads": threads,
-    }
+    """The latency block of device_report.json: kit_stats.summarize, the one definition wave-deploy uses."""
+    return summarize(samples_ms, batch=int(batch), warmup=int(warmup), timed=timed, runtime=runtime,
+                     hardware=hardware, threads=threads).to_dict()  # fmt: skip
 
 
 def compare(name: str, got: np.ndarray, ref: np.ndarray, tol: dict) -> dict:

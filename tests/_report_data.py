@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from wave_deploy.bench.stats import TIMED_COMPUTE, TIMED_HOST_TO_HOST, summarize
 from wave_deploy.cli.main import cli
 from wave_deploy.fileio import sha256_bytes
+from wave_deploy.pipeline.records import BenchRecord, ExportRecord, PlanRecord, TrainRecord
 from wave_deploy.planning.selection import DEFAULT_SEARCH_SPACE, select
 from wave_deploy.profiles import load_profile
 from wave_deploy.reports import write_report_files
@@ -62,17 +63,20 @@ def make_report(
     local = summarize(samples, batch=budgets.latency_batch, warmup=20, timed=TIMED_HOST_TO_HOST,
                       runtime="onnxruntime 1.20.0 [CPUExecutionProvider]",
                       hardware="Test CPU (2 logical cores)", threads=2).to_dict()  # fmt: skip
-    bench = {
+    bench = BenchRecord.load({
+        "model": "model.onnx",
         "stats": local,
         "what": "model.onnx on this build machine (not the target)",
         "samples_ms": samples,
-    }
-    trained = {
+    }, "bench")  # fmt: skip
+    phase = {"train_time_s": 12.5, "images_per_s": 2500.0}
+    trained = TrainRecord.load({
+        "spec": sel.chosen.spec.to_dict(),
         "val_acc": 0.9312,
         "val_acc_at_init": 0.4125,
-        "scaler_phase": {"steps": 200, "curve": _curve(200, 2.3, 0.41, 0.62)},
-        "dense_phase": {"steps": 600, "curve": _curve(600, 1.2, 0.62, 0.9312)},
-    }
+        "scaler_phase": {"steps": 200, "curve": _curve(200, 2.3, 0.41, 0.62), **phase},
+        "dense_phase": {"steps": 600, "curve": _curve(600, 1.2, 0.62, 0.9312), **phase},
+    }, "train")  # fmt: skip
     fp16 = {
         "precision": "fp16", "method": "float16-cast-io", "path": MODEL_FILE, "file": MODEL_FILE,
         "sha256": MODEL_SHA256, "size_bytes": 650000, "tolerance": {"atol": 0.01, "rtol": 0.01},
@@ -80,6 +84,7 @@ def make_report(
         "top1": 0.9302, "top1_drop_points": 0.1, "max_drop_points": 1.0, "passed": True, "chosen": True,
     }  # fmt: skip
     exported = {
+        "profile": profile.name,
         "onnx": {
             "parity": {"max_abs_err": 3.2e-06, "passed": True},
             "accuracy": {
@@ -95,10 +100,12 @@ def make_report(
         "tensorrt": {"bundle": "bundle/"},
     }
     data = SimpleNamespace(info=SimpleNamespace(name="mnist-5k (500 val)", num_classes=10))
-    plan = {"selection": sel.to_dict(), "search_space": DEFAULT_SEARCH_SPACE.to_dict()}
+    plan = PlanRecord.load(
+        {"selection": sel.to_dict(), "search_space": DEFAULT_SEARCH_SPACE.to_dict()}, "plan"
+    )
     out = Path(tempfile.mkdtemp(prefix="report-data-")) if out is None else out
     _model_files(out)
-    report = assemble_report(out, profile, plan, trained, exported, bench, data)
+    report = assemble_report(out, profile, plan, trained, ExportRecord.load(exported, "export"), bench, data)
     report["created"] = "2025-01-02T03:04:05Z"
     return report
 

@@ -81,7 +81,14 @@ def run_kit(bundle: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_kit_sources_import_only_the_standard_library_numpy_and_runtimes():
-    allowed = set(sys.stdlib_module_names) | {"numpy", "onnxruntime", "tensorrt", "kit_common", "trt_device"}
+    allowed = set(sys.stdlib_module_names) | {
+        "numpy",
+        "onnxruntime",
+        "tensorrt",
+        "kit_common",
+        "kit_stats",
+        "trt_device",
+    }
     for path in KIT_DIR.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
@@ -124,7 +131,7 @@ def test_bundle_holds_model_plan_references_kit_and_the_exact_trtexec_line(jetso
     assert plan["reference_batches"] == [1, 8]
     with np.load(bundle / "reference.npz") as refs:
         assert refs["inputs_b8"].shape == (8, 1, 28, 28) and refs["outputs_b8"].shape == (8, 10)
-    for name in ("run_on_device.py", "kit_common.py", "trt_device.py"):
+    for name in ("run_on_device.py", "kit_common.py", "kit_stats.py", "trt_device.py"):
         assert (bundle / name).read_bytes() == (KIT_DIR / name).read_bytes()
     readme = (bundle / "README.md").read_text()
     assert "python3 run_on_device.py" in readme and shlex.join(plan["trtexec_bench"]) in readme

@@ -90,7 +90,7 @@ def test_a_rebuild_keeps_a_merged_device_failure_and_exits_8(bank_path, built, t
     report = load_report(dev)
     assert report["verdict"] == "fail" and report["failed_budgets"] == ["latency"]
     assert report["budgets"]["latency"]["source"] == "measured on device"
-    assert report["measured"]["device"]["p99_ms"] == report["budgets"]["latency"]["value_ms"]
+    assert report["measured"]["device"]["latency"]["p99_ms"] == report["budgets"]["latency"]["value_ms"]
     summary = _one_json(again)
     assert summary["exit_code"] == EXIT_BUDGET_BROKEN and summary["devices"][0]["verdict"] == "fail"
     stages = {s["name"]: s["reused"] for s in summary["devices"][0]["stages"]}

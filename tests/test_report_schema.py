@@ -71,14 +71,28 @@ def test_a_report_that_breaks_the_schema_is_exit_3_naming_the_field(tmp_path, ed
             jsonschema.validate(report, BuildReport.model_json_schema())
 
 
-def test_the_latency_block_holds_every_latency_stats_field_with_its_type():
-    """report.json's latency block is bench.stats.LatencyStats written out: the two lists stay in step."""
-    import dataclasses
+def test_every_latency_block_is_the_one_latency_stats_definition():
+    """The benchmark, the on-device kit and the report schema share export/kit_stats.py's LatencyStats: the
+    schema's latency fields validate into it, the benchmark returns it and the kit writes its to_dict()."""
     import typing
 
-    from wave_deploy.bench.stats import LatencyStats
-    from wave_deploy.reports.schema import LatencyBlock
+    from wave_deploy._kit import kit_stats
 
-    stats = {f.name: typing.get_type_hints(LatencyStats)[f.name] for f in dataclasses.fields(LatencyStats)}
-    block = {name: field.annotation for name, field in LatencyBlock.model_fields.items()}
-    assert block == stats  # same names, same order, same types
+    from wave_deploy.bench import stats
+    from wave_deploy.reports.schema import DeviceMeasurement, DeviceReport, LocalMeasurement
+
+    assert stats.LatencyStats is kit_stats.LatencyStats and stats.LATENCY_KEYS == kit_stats.LATENCY_KEYS
+
+    def types_in(annotation) -> set:
+        return {annotation, *(t for arg in typing.get_args(annotation) for t in types_in(arg))}
+
+    for model in (DeviceMeasurement, LocalMeasurement, DeviceReport):
+        assert kit_stats.LatencyStats in types_in(model.model_fields["latency"].annotation), model
+    samples = [1.0, 2.0, 3.0, 10.0]
+    made = stats.summarize(samples, batch=2, warmup=1, timed=stats.TIMED_COMPUTE, runtime="r", hardware="h",
+                           threads=None)  # fmt: skip
+    kit = kit_stats.summarize(samples, batch=2, warmup=1, timed=stats.TIMED_COMPUTE, runtime="r", hardware="h",
+                              threads=None)  # fmt: skip
+    assert made == kit
+    block = {"schema_version": 1, "kind": "device_report", "passed": True, "latency": made.to_dict()}
+    assert DeviceReport.model_validate(block).latency == made  # the JSON block validates into the dataclass

@@ -153,7 +153,7 @@ def _summary_row(result) -> dict:
         row["error"] = {"stage": failure["stage"], "class": failure["error"], "message": failure["message"]}
     if r.get("spec") is None:  # failed before a model was chosen
         return row
-    local = (r["measured"] or {}).get("local") or {}
+    local = ((r["measured"] or {}).get("local") or {}).get("latency") or {}
     return {
         **row,
         "spec": r["spec_name"],

@@ -36,7 +36,7 @@ from wave_deploy.target import VARIANT_FILES, Target
 log = logging.getLogger(__name__)
 
 BUNDLE_SCHEMA_VERSION = 1
-KIT_FILES = ("run_on_device.py", "kit_common.py", "trt_device.py")
+KIT_FILES = ("run_on_device.py", "kit_common.py", "kit_stats.py", "trt_device.py")
 VALIDATION_FILE = "validation.npz"
 VALIDATION_IMAGES = 256  # labelled images the kit measures the device's top-1 on
 VALIDATION_MAX_BYTES = 32 << 20  # fewer images when 256 would be larger (224 px RGB: 55 images)

@@ -29,6 +29,14 @@ from wave_deploy.exporters.base import data_inputs, export_for_profile, precisio
 from wave_deploy.fileio import check_writable_dir, copy_file, remove_stale_parts, sha256_file, write_json
 from wave_deploy.options import BuildOptions
 from wave_deploy.pipeline.manifest import StageOutput, StageRunner, shared_model_problem, stage_key
+from wave_deploy.pipeline.records import (
+    BenchRecord,
+    ExportRecord,
+    PlanRecord,
+    R,
+    Record,
+    TrainRecord,
+)
 from wave_deploy.pipeline.results import DeviceResult
 from wave_deploy.planning.latency import load_calibration
 from wave_deploy.planning.selection import SearchSpace, select
@@ -123,15 +131,16 @@ def _run_stages(
     runner = StageRunner(out_dir, config=config, force=options.force)
     profile_json = profile.model_dump(mode="json")
 
-    def stage(name: str, key: str, fn) -> dict:
+    def stage(name: str, key: str, fn, record_type: type[R]) -> R:
+        """Run (or reuse) one stage; its typed record, whether it ran now or came from the cache."""
         current[0] = name
         if on_event:
             on_event(profile.name, name, "start", None)
-        record = runner.run(name, key, fn)
-        done.append({"name": record.name, "seconds": record.seconds, "reused": record.reused})
+        ran = runner.run(name, key, fn)
+        done.append({"name": ran.name, "seconds": ran.seconds, "reused": ran.reused})
         if on_event:
-            on_event(profile.name, name, "reused" if record.reused else "done", record.seconds)
-        return record.result
+            on_event(profile.name, name, "reused" if ran.reused else "done", ran.seconds)
+        return record_type.load(ran.result, f"{out_dir}: the {name} stage's record")
 
     plan_key = stage_key(
         profile=profile_json,
@@ -141,8 +150,10 @@ def _run_stages(
         calibration=_file_hash(options.calibration),
         classes=data.info.num_classes,
     )
-    plan = stage("plan", plan_key, lambda d: _plan(d, profile, bank, data, options, inputs["bank"]))
-    spec_dict = plan["selection"]["chosen"]["spec"]
+    plan = stage(
+        "plan", plan_key, lambda d: _plan(d, profile, bank, data, options, inputs["bank"]), PlanRecord
+    )
+    spec_dict = plan.chosen.spec.to_dict()
 
     train_key = stage_key(
         bank=inputs["bank_sha256"],
@@ -151,7 +162,10 @@ def _run_stages(
         **options.training_fields(len(data.train_x)),
     )
     trained = stage(
-        "train", train_key, lambda d: _train(d, bank, data, spec_dict, options, train_key, on_step)
+        "train",
+        train_key,
+        lambda d: _train(d, bank, data, spec_dict, options, train_key, on_step),
+        TrainRecord,
     )
 
     export_key = stage_key(
@@ -161,8 +175,8 @@ def _run_stages(
         exporter=options.exporter,
         seed=options.seed,
     )
-    exported = stage("export", export_key, lambda d: _export(d, profile, data, options))
-    gate = precision_gate(exported)
+    exported = stage("export", export_key, lambda d: _export(d, profile, data, options), ExportRecord)
+    gate = precision_gate(exported.dump())
 
     bench, bench_key = None, None
     if gate is None:  # a model that failed its gate is not what the device would run: nothing to time
@@ -173,7 +187,7 @@ def _run_stages(
             warmup=options.bench_warmup,
             threads=profile.runtime.intra_op_threads,
         )
-        bench = stage("bench", bench_key, lambda d: _bench(d, profile, exported, options))
+        bench = stage("bench", bench_key, lambda d: _bench(d, profile, options), BenchRecord)
 
     # The report records the --set settings, which a setting that changes no value would not show in the
     # other keys; a device measurement merged since the last build is merged again (a fail stays a fail).
@@ -188,7 +202,12 @@ def _run_stages(
         device=sha256_file(kept) if kept.is_file() else None,
     )
     failure = None if gate is None else failure_of("export", gate)
-    stage("report", report_key, lambda d: _report(d, profile, plan, trained, exported, bench, data, failure))
+    stage(
+        "report",
+        report_key,
+        lambda d: _report(d, profile, plan, trained, exported, bench, data, failure),
+        Record,
+    )
     return DeviceResult(profile.name, str(out_dir), load_report(out_dir), list(done), error=gate)
 
 
@@ -204,9 +223,9 @@ def _plan(
     selection = select(
         profile, space, objective=options.objective, accuracy=accuracy, calibration=options.calibration
     )
-    result = {"selection": selection.to_dict(), "search_space": space.to_dict()}
-    write_json(out_dir / "plan.json", result)
-    return StageOutput(result, ["plan.json"])
+    record = PlanRecord.load({"selection": selection.to_dict(), "search_space": space.to_dict()}, "plan")
+    write_json(out_dir / "plan.json", record.dump())
+    return StageOutput(record.dump(), ["plan.json"])
 
 
 def _train(
@@ -249,7 +268,8 @@ def _train(
         log.info("reusing the model trained for another profile (%s)", shared)
     for name in ("model.safetensors", "train.json"):
         copy_file(shared / name, out_dir / name)
-    return StageOutput(_read_json(out_dir / "train.json"), ["model.safetensors", "train.json"])
+    record = TrainRecord.load(_read_json(out_dir / "train.json"), str(out_dir / "train.json"))
+    return StageOutput(record.dump(), ["model.safetensors", "train.json"])
 
 
 def _export(out_dir: Path, profile: DeviceProfile, data, options: BuildOptions) -> StageOutput:
@@ -275,10 +295,10 @@ def _export(out_dir: Path, profile: DeviceProfile, data, options: BuildOptions) 
     ]
     if (out_dir / "tensorrt_plan.json").is_file():
         files.append("tensorrt_plan.json")
-    return StageOutput(summary, files)
+    return StageOutput(ExportRecord.load(summary, "export.json").dump(), files)
 
 
-def _bench(out_dir: Path, profile: DeviceProfile, exported: dict, options: BuildOptions) -> StageOutput:
+def _bench(out_dir: Path, profile: DeviceProfile, options: BuildOptions) -> StageOutput:
     """Time the model the profile's runtime would run, with ONNX Runtime on this build machine."""
 
     onnx = out_dir / Target.of(profile).bench_variant.file  # passed its gate: _run_stages checked
@@ -290,28 +310,26 @@ def _bench(out_dir: Path, profile: DeviceProfile, exported: dict, options: Build
         iterations=options.bench_iterations,
         seed=options.seed,
     )
-    result = {
-        "model": onnx.name,
-        "stats": stats.to_dict(),
-        "samples_ms": [round(s, 4) for s in samples],
-        "what": f"{onnx.name} with ONNX Runtime on this build machine (not the target device)",
-    }
-    write_json(out_dir / "bench.json", result)
-    return StageOutput({"model": onnx.name, "stats": stats.to_dict()}, ["bench.json"])
+    what = f"{onnx.name} with ONNX Runtime on this build machine (not the target device)"
+    record = BenchRecord(model=onnx.name, stats=stats, what=what, samples_ms=[round(s, 4) for s in samples])
+    write_json(out_dir / "bench.json", record.dump())
+    # the stage cache keeps the statistics; the samples stay in bench.json
+    return StageOutput(record.model_copy(update={"samples_ms": []}).dump(), ["bench.json"])
 
 
 def _report(
     out_dir: Path,
     profile: DeviceProfile,
-    plan: dict,
-    trained: dict,
-    exported: dict,
-    bench: dict | None,
+    plan: PlanRecord,
+    trained: TrainRecord,
+    exported: ExportRecord,
+    bench: BenchRecord | None,
     data,
     failure,
 ) -> StageOutput:
-    bench_full = _read_json(out_dir / "bench.json") if bench is not None else None
-    report = assemble_report(out_dir, profile, plan, trained, exported, bench_full, data, failure)
+    if bench is not None:  # with its samples, which bench.json holds and the stage cache does not
+        bench = BenchRecord.load(_read_json(out_dir / "bench.json"), str(out_dir / "bench.json"))
+    report = assemble_report(out_dir, profile, plan, trained, exported, bench, data, failure)
     report = merge_kept(out_dir, report)
     paths = write_report_files(out_dir, report)
     return StageOutput(

@@ -1,8 +1,9 @@
-"""report.json's content, assembled from the results of a build's stages (docs/report-schema.md).
+"""report.json's content, assembled from the typed records of a build's stages (docs/report-schema.md).
 
-wave_deploy.pipeline.build calls ``assemble_report`` in its report stage. The budgets are judged by
-``reports.judge.judge_budgets``, the function selection used on the predictions and a device merge uses on
-the measurement; the result is validated against ``reports.schema.BuildReport`` before it is returned.
+wave_deploy.pipeline.build calls ``assemble_report`` in its report stage with the plan, train, export and
+bench records (wave_deploy.pipeline.records). The budgets are judged by ``reports.judge.judge_budgets``, the
+function selection used on the predictions and a device merge uses on the measurement; the result is
+validated against ``reports.schema.BuildReport`` before it is returned.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from wave_deploy.pipeline.records import BenchRecord, ExportRecord, PlanRecord, SizeRecord, TrainRecord
 from wave_deploy.profiles import DeviceProfile
 from wave_deploy.reports.files import validate_report
 from wave_deploy.reports.judge import Limits, Observed, judge_budgets
 from wave_deploy.reports.schema import SCHEMA_VERSION, Failure
-from wave_deploy.spec import ViTSpec, costs
+from wave_deploy.spec import costs
 from wave_deploy.version import __version__
 
 
@@ -38,44 +40,31 @@ def profile_section(profile: DeviceProfile) -> dict[str, Any]:
 def assemble_report(
     out_dir: Path,
     profile: DeviceProfile,
-    plan: dict[str, Any],
-    trained: dict[str, Any],
-    exported: dict[str, Any],
-    bench: dict[str, Any] | None,
+    plan: PlanRecord,
+    train: TrainRecord,
+    export: ExportRecord,
+    bench: BenchRecord | None,
     data: Any,
     failure: Failure | None = None,
 ) -> dict[str, Any]:
-    """report.json's content (schema: docs/report-schema.md) from the stage results, validated.
+    """report.json's content (schema: docs/report-schema.md) from the stage records, validated.
 
     ``bench`` is None when the model the profile runs was not benchmarked (its precision failed a gate);
     ``failure`` records such a gate failure (the verdict is then "fail" whatever the budgets say).
+    ``data`` is the build's dataset (its ``info``: name and classes).
     """
-    sel = plan["selection"]
-    chosen = sel["chosen"]
-    spec = ViTSpec.from_dict(chosen["spec"])
-    b = profile.budgets
-    c = costs(spec, batch=1, precision=profile.runtime.precision)
-    latency_pred = chosen["latency_at_budget_ms"]
-    memory_pred = chosen["memory_mib"]
-    onnx_section = exported["onnx"]
-    variants = {v.get("precision", f"variant{i}"): v for i, v in enumerate(onnx_section.get("variants", []))}
-    agreement = next(
-        (v.get("top1_agreement") for v in variants.values() if v.get("top1_agreement") is not None), None
-    )
-    build_peak = chosen.get("build_memory_mib")
+    chosen, spec = plan.chosen, plan.chosen.spec
     judged = judge_budgets(
-        Limits.of_profile(b),
+        Limits.of_profile(profile.budgets),
         Observed(
-            latency_ms=latency_pred,
-            memory_mib=memory_pred,
-            build_memory_mib=build_peak,
-            accuracy=trained["val_acc"],
+            latency_ms=chosen.latency_at_budget_ms,
+            memory_mib=chosen.memory_mib,
+            build_memory_mib=chosen.build_memory_mib,
+            accuracy=train.val_acc,
             num_classes=data.info.num_classes,
         ),
     )
-    budgets = judged.checks
-    tensorrt = exported.get("tensorrt", {})
-    local = {**bench["stats"], "what": bench["what"]} if bench else None
+    c = costs(spec, batch=1, precision=profile.runtime.precision)
     report = {
         "schema_version": SCHEMA_VERSION,
         "kind": "build_report",
@@ -85,102 +74,139 @@ def assemble_report(
         "spec": spec.to_dict(),
         "spec_name": spec.name,
         "costs": {"params": c.params, "macs": c.macs, "flops": c.flops, "weight_bytes": c.weight_bytes},
-        "selection": {
-            "objective": sel["objective"],
-            "search_space": plan["search_space"],
-            "chosen": {
-                **chosen["spec"],
-                "flops": chosen["flops"],
-                "accuracy": chosen.get("accuracy"),
-                "params": chosen["params"],
-                "latency_ms": latency_pred,
-                "memory_mib": memory_pred,
-            },
-            "frontier": [
-                {
-                    **f["spec"],
-                    "flops": f["flops"],
-                    "params": f["params"],
-                    "latency_ms": f["latency_at_budget_ms"],
-                    "memory_mib": f["memory_mib"],
-                    "accuracy": f.get("accuracy"),  # the sliced-model estimate (--objective accuracy)
-                    "feasible": f["feasible"],
-                    "reasons": f["reasons"],
-                }
-                for f in sel["frontier"]
-            ],
-            "candidates": sel["n_candidates"],
-            "feasible": sel["n_feasible"],
-            "notes": sel["notes"],
+        "selection": selection_section(plan),
+        "prediction": prediction_section(chosen, profile),
+        "measured": {"local": local_section(bench), "device": None},
+        "latency_samples_ms": list(bench.samples_ms) if bench else [],
+        "accuracy": accuracy_section(train, export, data),
+        "training": {"scaler_phase": _phase(train.scaler_phase), "dense_phase": _phase(train.dense_phase)},
+        "parity": {
+            "onnx_fp32_max_abs_err": export.onnx.parity.max_abs_err,
+            "variants": _variants_by_precision(export),
         },
-        "prediction": {
-            "latency_ms": latency_pred,
-            "percentile": b.latency_percentile,
-            "batch": b.latency_batch,
-            "source": chosen["latency_source"],
-            "memory_mib": memory_pred,
-            "build_memory_mib": build_peak,
-        },
-        "measured": {"local": local, "device": None},
-        "latency_samples_ms": bench["samples_ms"] if bench else [],
-        "accuracy": {
-            "val_acc": trained["val_acc"],
-            "val_acc_at_init": trained["val_acc_at_init"],
-            "dataset": data.info.name,
-            "onnx_top1_agreement": agreement,
-            "variants": variant_accuracy(trained, onnx_section),
-        },
-        "training": {"scaler_phase": trained.get("scaler_phase"), "dense_phase": trained.get("dense_phase")},
-        "parity": {"onnx_fp32_max_abs_err": onnx_section["parity"]["max_abs_err"], "variants": variants},
-        "sizes": {
-            "checkpoint_bytes": (out_dir / "model.safetensors").stat().st_size,
-            "onnx_bytes": (out_dir / "model.onnx").stat().st_size,
-            "bundle_bytes": _dir_bytes(out_dir / "bundle") if (out_dir / "bundle").is_dir() else None,
-        },
-        "budgets": budgets,
+        "sizes": sizes_section(out_dir),
+        "budgets": judged.checks,
         "verdict": "fail" if failure else judged.verdict,
         "failed_budgets": judged.failed,
         "failure": failure.model_dump() if failure else None,
-        "artifacts": {
-            "checkpoint": "model.safetensors",
-            "onnx": "model.onnx",
-            "bundle": "bundle/" if tensorrt.get("bundle") else None,
-            "engine": (tensorrt.get("engine") or {}).get("path"),
-            "report_md": "report.md",
-            "plots": {
-                "frontier": "plots/frontier.png",
-                "latency": "plots/latency.png",
-                "training": "plots/training.png",
-            },
-        },
+        "artifacts": artifacts_section(export),
     }
     return validate_report(report, str(out_dir))
 
 
-def variant_accuracy(trained: dict[str, Any], onnx_section: dict[str, Any]) -> list[dict[str, Any]]:
+def _size_row(size: SizeRecord) -> dict[str, Any]:
+    """A candidate as report.json's selection lists it."""
+    return {
+        **size.spec.to_dict(),
+        "flops": size.flops,
+        "params": size.params,
+        "latency_ms": size.latency_at_budget_ms,
+        "memory_mib": size.memory_mib,
+        "accuracy": size.accuracy,  # the sliced-model estimate (--objective accuracy)
+    }
+
+
+def selection_section(plan: PlanRecord) -> dict[str, Any]:
+    sel = plan.selection
+    return {
+        "objective": sel.objective,
+        "search_space": plan.search_space,
+        "chosen": _size_row(sel.chosen),
+        "frontier": [
+            {**_size_row(f), "feasible": f.feasible, "reasons": list(f.reasons)} for f in sel.frontier
+        ],
+        "candidates": sel.n_candidates,
+        "feasible": sel.n_feasible,
+        "notes": list(sel.notes),
+    }
+
+
+def prediction_section(chosen: SizeRecord, profile: DeviceProfile) -> dict[str, Any]:
+    b = profile.budgets
+    return {
+        "latency_ms": chosen.latency_at_budget_ms,
+        "percentile": b.latency_percentile,
+        "batch": b.latency_batch,
+        "source": chosen.latency_source,
+        "memory_mib": chosen.memory_mib,
+        "build_memory_mib": chosen.build_memory_mib,
+    }
+
+
+def local_section(bench: BenchRecord | None) -> dict[str, Any] | None:
+    """The local benchmark: its latency statistics, what was timed and which file."""
+    if bench is None:
+        return None
+    return {"latency": bench.stats.to_dict(), "what": bench.what, "model": bench.model}
+
+
+def accuracy_section(train: TrainRecord, export: ExportRecord, data: Any) -> dict[str, Any]:
+    agreement = next((v.top1_agreement for v in export.onnx.variants if v.top1_agreement is not None), None)
+    return {
+        "val_acc": train.val_acc,
+        "val_acc_at_init": train.val_acc_at_init,
+        "dataset": data.info.name,
+        "onnx_top1_agreement": agreement,
+        "variants": variant_accuracy(train, export),
+    }
+
+
+def _variants_by_precision(export: ExportRecord) -> dict[str, Any]:
+    return {v.precision: v.dump() for v in export.onnx.variants}
+
+
+def _phase(phase) -> dict[str, Any] | None:
+    return None if phase is None else phase.dump()
+
+
+def sizes_section(out_dir: Path) -> dict[str, Any]:
+    bundle = out_dir / "bundle"
+    return {
+        "checkpoint_bytes": (out_dir / "model.safetensors").stat().st_size,
+        "onnx_bytes": (out_dir / "model.onnx").stat().st_size,
+        "bundle_bytes": _dir_bytes(bundle) if bundle.is_dir() else None,
+    }
+
+
+def artifacts_section(export: ExportRecord) -> dict[str, Any]:
+    return {
+        "checkpoint": "model.safetensors",
+        "onnx": "model.onnx",
+        "bundle": "bundle/" if export.bundle else None,
+        "engine": export.engine_path,
+        "report_md": "report.md",
+        "plots": {
+            "frontier": "plots/frontier.png",
+            "latency": "plots/latency.png",
+            "training": "plots/training.png",
+        },
+    }
+
+
+def variant_accuracy(train: TrainRecord, export: ExportRecord) -> list[dict[str, Any]]:
     """Top-1 on the validation split of every variant the export measured: fp32 PyTorch, ONNX fp32, fp16,
     int8, each with its drop from ONNX fp32 in points and whether it passed its gate."""
-    acc = onnx_section.get("accuracy") or {}
-    n = acc.get("n_images")
-    rows = [{"variant": "PyTorch fp32", "top1": acc.get("torch_fp32_top1", trained.get("val_acc")),
-             "n_images": n, "drop_points": None, "passed": True}]  # fmt: skip
-    onnx_top1 = acc.get("onnx_fp32_top1")
-    if onnx_top1 is not None:
-        torch_top1 = rows[0]["top1"]
-        drop = None if torch_top1 is None else round(100 * (torch_top1 - onnx_top1), 3)
-        rows.append({"variant": "ONNX fp32", "top1": onnx_top1, "n_images": n, "drop_points": drop,
-                     "passed": onnx_section.get("parity", {}).get("passed", True)})  # fmt: skip
-    for v in onnx_section.get("variants", []):
+    acc = export.onnx.accuracy
+    n = acc.n_images if acc else None
+    torch_top1 = acc.torch_fp32_top1 if acc else train.val_acc
+    rows: list[dict[str, Any]] = [
+        {"variant": "PyTorch fp32", "top1": torch_top1, "n_images": n, "drop_points": None, "passed": True}
+    ]
+    if acc is not None:
+        drop = round(100 * (torch_top1 - acc.onnx_fp32_top1), 3)
+        rows.append({"variant": "ONNX fp32", "top1": acc.onnx_fp32_top1, "n_images": n, "drop_points": drop,
+                     "passed": export.onnx.parity.passed})  # fmt: skip
+    for v in export.onnx.variants:
         rows.append({
-            "variant": f"ONNX {v.get('precision')} ({v.get('method', '?')})",
-            "top1": v.get("top1"),
-            "n_images": v.get("n_images"),
-            "drop_points": v.get("top1_drop_points"),
-            "max_drop_points": v.get("max_drop_points"),
-            "top1_agreement": v.get("top1_agreement"),
-            "passed": v.get("passed"),
-            "failure": v.get("failure"),
-            "file": v.get("file") if v.get("passed") else v.get("rejected_to"),
+            "variant": f"ONNX {v.precision} ({v.method})",
+            "top1": v.top1,
+            "n_images": v.n_images,
+            "drop_points": v.top1_drop_points,
+            "max_drop_points": v.max_drop_points,
+            "top1_agreement": v.top1_agreement,
+            "passed": v.passed,
+            "failure": v.failure,
+            "file": v.file if v.passed else v.rejected_to,
         })  # fmt: skip
     return rows
 

@@ -16,7 +16,8 @@ from wave_deploy.reports.plots import PLOTS
 def index_row(out_dir: str | Path, report: dict) -> dict:
     """One device's figures for the index (and for `wave-deploy report --json`)."""
     pred, budgets, measured = report["prediction"] or {}, report["budgets"] or {}, report["measured"]
-    local, device = measured.get("local") or {}, measured.get("device") or {}
+    local = (measured.get("local") or {}).get("latency") or {}  # LatencyStats of each measurement
+    device = (measured.get("device") or {}).get("latency") or {}
     failure = report.get("failure")
     lat = budgets.get("latency") or {}
     pct = pred.get("percentile") or lat.get("percentile")

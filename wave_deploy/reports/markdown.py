@@ -106,18 +106,19 @@ def _md_latency(r: dict) -> list[str]:
     cols = [(n, b) for n, b in (("build machine (NOT the target)", local), ("on the device", device)) if b]
     if not cols:
         return out + ["No latency was measured.", ""]
-    rows = [[s] + [fmt_num(b.get(f"{s}_ms")) for _, b in cols] for s in STATS]
-    rows.append(["throughput (img/s)"] + [fmt_num(b.get("throughput_img_per_s"), 1) for _, b in cols])
+    stats = [(name, b, b["latency"]) for name, b in cols]  # each measurement's LatencyStats
+    rows = [[s] + [fmt_num(lat.get(f"{s}_ms")) for _, _, lat in stats] for s in STATS]
+    rows.append(["throughput (img/s)"] + [fmt_num(lat.get("throughput_img_per_s"), 1) for _, _, lat in stats])
     out += _table(["ms"] + [n for n, _ in cols], rows)
-    for name, b in cols:
+    for name, b, lat in stats:
         out.append(
-            f"- {name}: {b.get('what') or b.get('source', '')}; {b.get('runtime')} on {b.get('hardware')}, "
-            f"batch {b.get('batch')}, {b.get('iterations')} timed calls after {b.get('warmup')} warm-up "
-            f"({b.get('timed')}), threads {b.get('threads') or '—'}."
+            f"- {name}: {b.get('what') or b.get('source', '')}; {lat.get('runtime')} on {lat.get('hardware')}, "
+            f"batch {lat.get('batch')}, {lat.get('iterations')} timed calls after {lat.get('warmup')} warm-up "
+            f"({lat.get('timed')}), threads {lat.get('threads') or '—'}."
         )
     out.append("")
     if device:
-        measured = device.get(f"{pct}_ms")
+        measured = device["latency"].get(f"{pct}_ms")
         ratio = fmt_num(pred["latency_ms"] / measured, 2) if measured and pred.get("latency_ms") else "—"
         mode = power_mode_text(device["power_mode"]) if device.get("power_mode") else "not reported"
         out += [

@@ -26,8 +26,6 @@ log = logging.getLogger(__name__)
 
 MEASURED_ON_DEVICE = "measured on device"  # budgets["latency"]["source"] once a device report is merged
 KEPT_DIR, KEPT_NAME = "device", "device_report.json"  # where a merged device report is kept in a build dir
-LATENCY_FIELDS = ("batch", "iterations", "warmup", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms",
-                  "min_ms", "max_ms", "throughput_img_per_s", "timed", "runtime", "hardware", "threads")  # fmt: skip
 
 
 def kept_device_report(out_dir: str | Path) -> Path:
@@ -100,9 +98,9 @@ def apply_device_report(
         notes.append(f"measured {dev.precision}, the profile asks for {report['profile'].get('precision')}")
     if dev.latency is None:  # load_device_report refuses such a report
         raise InvalidInputError("the device report has no latency block; nothing to merge")
-    latency = dev.latency.model_dump()
+    latency = dev.latency.to_dict()
     report["measured"]["device"] = {
-        **{k: latency[k] for k in LATENCY_FIELDS},
+        "latency": latency,
         "source": f"{KEPT_DIR}/{KEPT_NAME}",
         "device_report_sha256": device_report_sha256,
         "model_file": dev.model_file,

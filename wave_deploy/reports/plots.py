@@ -77,7 +77,7 @@ def _draw_frontier(fig, report: dict) -> bool:
         label = f"chosen: {report.get('spec_name', '')}"
         ax.scatter([chosen["latency_ms"]], [y_of(chosen)], s=160, marker="*", c=CHOSEN_COLOR,
                    zorder=4, label=label)  # fmt: skip
-        device = (report.get("measured") or {}).get("device")
+        device = ((report.get("measured") or {}).get("device") or {}).get("latency")
         pct = budget.get("percentile") or pred.get("percentile")
         if device and pct and f"{pct}_ms" in device:
             ax.scatter([device[f"{pct}_ms"]], [y_of(chosen)], s=70, marker="D", facecolors="none",

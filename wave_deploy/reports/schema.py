@@ -14,12 +14,19 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
+from wave_deploy.bench.stats import Latency  # LatencyStats, the one definition (export/kit_stats.py)
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.planning.calibration_file import CalibrationFile
 
-SCHEMA_VERSION = 2  # report.json; 2: failure section, null sections of a failed build, typed on read
+SCHEMA_VERSION = 3  # report.json; 2: failure section, null sections, typed on read; 3: latency blocks nested
 DEVICE_REPORT_SCHEMA_VERSION = 1  # device_report.json (written by export/run_on_device.py on the device)
 
 
@@ -31,26 +38,6 @@ class _Open(BaseModel):
 
 class _Closed(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class LatencyBlock(_Open):
-    """bench.stats.LatencyStats keys: what was timed, how, on what."""
-
-    batch: int
-    iterations: int
-    warmup: int
-    p50_ms: float
-    p90_ms: float
-    p95_ms: float
-    p99_ms: float
-    mean_ms: float
-    min_ms: float
-    max_ms: float
-    throughput_img_per_s: float
-    timed: str
-    runtime: str
-    hardware: str
-    threads: int | None = None
 
 
 class LatencyCheck(_Closed):
@@ -118,7 +105,18 @@ class ProfileSection(_Open):
     overrides: list[str] = Field(default_factory=list)
 
 
-class DeviceMeasurement(LatencyBlock):
+class LocalMeasurement(_Closed):
+    """The local benchmark on the build machine: its statistics, what was timed and which model file."""
+
+    latency: Latency
+    what: str
+    model: str
+
+
+class DeviceMeasurement(_Open):
+    """A device's own measurement (the kit's device_report.json), as merged into report.json."""
+
+    latency: Latency
     source: str
     device_report_sha256: str
     model_file: str | None = None
@@ -133,14 +131,14 @@ class DeviceMeasurement(LatencyBlock):
 
 
 class Measured(_Closed):
-    local: dict[str, Any] | None = None  # a LatencyBlock + "what"
+    local: LocalMeasurement | None = None
     device: DeviceMeasurement | None = None
 
 
 class BuildReport(_Closed):
     """report.json of one device output directory."""
 
-    schema_version: Literal[2]
+    schema_version: Literal[3]
     kind: Literal["build_report"]
     created: str | None = None
     wave_deploy: str | None = None
@@ -186,7 +184,7 @@ class DeviceReport(_Open):
     batch: int | None = None
     model_file: str | None = None
     model_sha256: str | None = None
-    latency: LatencyBlock | None = None
+    latency: Latency | None = None
     parity: dict[str, Any] | None = None
     accuracy: dict[str, Any] | None = None
     memory: dict[str, Any] | None = None

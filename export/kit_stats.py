@@ -1,0 +1,152 @@
+"""Latency statistics: the ONE definition that the build machine's benchmark (wave_deploy.bench.stats), the
+on-device kit (run_on_device.py, trt_device.py) and the report schema (wave_deploy.reports.schema) all use.
+
+This file is copied into every on-device bundle, so it needs nothing but the Python standard library: no
+numpy, no wave-deploy. wave-deploy imports it as ``wave_deploy._kit.kit_stats``.
+
+Percentiles use linear interpolation between the two nearest order statistics (Hyndman & Fan method 7,
+numpy's default), with numpy's own arithmetic, so a number here equals ``numpy.percentile`` on the same
+samples bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+TIMED_COMPUTE = "compute only"  # inputs and outputs stay on the device; the device is synchronized
+TIMED_HOST_TO_HOST = "host-to-host"  # numpy in, numpy out: includes every copy a caller would pay
+PERCENTILES = (50, 90, 95, 99)
+
+
+class StatsError(ValueError):
+    """Samples or arguments that cannot be summarized (wave-deploy turns it into a usage error)."""
+
+
+def percentile(sorted_samples: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) of already sorted samples, numpy's 'linear' method."""
+    n = len(sorted_samples)
+    if n == 0:
+        raise StatsError("no latency samples to summarize")
+    if not 0 <= q <= 100:
+        raise StatsError(f"percentile must be within 0..100, got {q}")
+    virtual = (n - 1) * (q / 100)
+    lo = math.floor(virtual)
+    hi = min(lo + 1, n - 1)
+    gamma = virtual - lo
+    a, b = float(sorted_samples[lo]), float(sorted_samples[hi])
+    diff = b - a
+    # Same arithmetic as numpy's _lerp, so the result is bit-identical.
+    return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Summary of per-iteration latencies of one (runtime, model, batch): what was timed, how, on what."""
+
+    batch: int
+    iterations: int
+    warmup: int
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    min_ms: float
+    max_ms: float
+    throughput_img_per_s: float  # batch / mean latency
+    timed: str  # TIMED_COMPUTE or TIMED_HOST_TO_HOST
+    runtime: str  # e.g. "onnxruntime 1.32.0 [CPUExecutionProvider]"
+    hardware: str
+    threads: int | None = None
+
+    # pydantic (wave-deploy's report schema) validates this class with this configuration; the kit never
+    # imports pydantic, to which this is a plain dictionary.
+    __pydantic_config__ = {"strict": True, "extra": "forbid"}  # noqa: RUF012
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def at(self, name: str) -> float:
+        """Latency at a named statistic: 'p50', 'p90', 'p95', 'p99', 'mean', 'min' or 'max'."""
+        key = f"{name}_ms"
+        if key not in LATENCY_KEYS:
+            raise StatsError(f"unknown latency statistic '{name}'")
+        return getattr(self, key)
+
+    def problems(self) -> list[str]:
+        """Why these figures cannot be a measurement (empty when they can): every latency finite and positive,
+        min <= p50 <= p90 <= p95 <= p99 <= max, the mean within [min, max], batch and iterations >= 1."""
+        out = []
+        names = (
+            "min_ms",
+            "p50_ms",
+            "p90_ms",
+            "p95_ms",
+            "p99_ms",
+            "max_ms",
+            "mean_ms",
+            "throughput_img_per_s",
+        )
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                out.append(f"{name} must be a finite number, got {value!r}")
+            elif value <= 0:
+                out.append(f"{name} must be positive, got {value!r}")
+        if out:
+            return out
+        order = [getattr(self, n) for n in names[:6]]
+        if any(a > b for a, b in itertools.pairwise(order)):
+            out.append("percentiles out of order: need min <= p50 <= p90 <= p95 <= p99 <= max, got "
+                       + ", ".join(f"{n.removesuffix('_ms')} {v:g}" for n, v in zip(names[:6], order)))  # fmt: skip
+        if not self.min_ms <= self.mean_ms <= self.max_ms:
+            out.append(f"mean_ms {self.mean_ms:g} is outside [min_ms, max_ms]")
+        for name in ("batch", "iterations"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                out.append(f"{name} must be an integer >= 1, got {value!r}")
+        return out
+
+
+LATENCY_KEYS = tuple(f.name for f in dataclasses.fields(LatencyStats))
+
+
+def summarize(
+    samples_ms: Sequence[float],
+    *,
+    batch: int,
+    warmup: int,
+    timed: str,
+    runtime: str,
+    hardware: str,
+    threads: int | None,
+) -> LatencyStats:
+    """Turn per-iteration latencies (ms) into LatencyStats."""
+    if not samples_ms:
+        raise StatsError("no latency samples to summarize")
+    if timed not in (TIMED_COMPUTE, TIMED_HOST_TO_HOST):
+        raise StatsError(f"timed must be '{TIMED_COMPUTE}' or '{TIMED_HOST_TO_HOST}', got {timed!r}")
+    ordered = sorted(float(s) for s in samples_ms)
+    mean = math.fsum(ordered) / len(ordered)
+    p50, p90, p95, p99 = (percentile(ordered, q) for q in PERCENTILES)
+    return LatencyStats(
+        batch=batch,
+        iterations=len(ordered),
+        warmup=warmup,
+        p50_ms=p50,
+        p90_ms=p90,
+        p95_ms=p95,
+        p99_ms=p99,
+        mean_ms=mean,
+        min_ms=ordered[0],
+        max_ms=ordered[-1],
+        throughput_img_per_s=batch / (mean / 1000.0) if mean > 0 else float("inf"),
+        timed=timed,
+        runtime=runtime,
+        hardware=hardware,
+        threads=threads,
+    )
