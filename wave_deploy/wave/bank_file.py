@@ -10,7 +10,10 @@ tensor bytes. This module parses that header itself, with limits, before anythin
   tile the data area exactly (no gap, overlap, or range past the end of the file);
 - the geometry is bounded (``BankGeometry``) and every tensor's shape must be the one the geometry and the
   auxiliary spec imply, so no number in the metadata can ask for more than the file itself holds;
-- every tensor's bytes match the sha256 the metadata records and hold only finite values (NaN/Inf: refused).
+- the JSON is strict: a duplicated key or a NaN/Infinity token is refused, and ``schema_version`` is exactly
+  the integer 1 (not 1.0, not true);
+- every tensor's bytes match the sha256 the metadata records and hold only finite values no larger in magnitude
+  than ``MAX_ABS_VALUE`` (NaN/Inf, or a value beyond what a distillation can produce: refused).
 
 ``templates info`` and ``plan`` use this module directly (no torch import); ``TemplateBank.load`` turns the
 verified bytes into tensors. Every problem raises InvalidInputError (exit 3) naming the file and the tensor.
@@ -52,6 +55,13 @@ FLOAT_DTYPES = {
     "F32": (4, 0x7F800000, "<u4"),
     "F64": (8, 0x7FF0000000000000, "<u8"),
 }
+# The largest magnitude a bank value may have. Stage 1 trains every template and scaler with AdamW, weight
+# decay 0.05, on parameters that start at most ~6 (unit-normal templates) in magnitude: an Adam step moves a
+# value by at most 7.3 x lr (worst case for betas 0.9/0.999) while decay shrinks it by lr x 0.05 x |value|, so
+# no value can grow past max(6, 7.3 / 0.05 = 146) for any lr <= 20 and any number of steps. The shipped bank's
+# largest is 4.19. 1000 leaves a margin of ~7x over that bound, and is exact in F16, BF16, F32 and F64
+# (docs/decisions.md, issue 19).
+MAX_ABS_VALUE = 1000.0
 CORRUPT_HINT = "rebuild it with `wave-deploy templates build`, or use the bank shipped with wave-deploy"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _JSON_TOKENS = re.compile(r'\\.|["\[\]{}]', re.DOTALL)
@@ -117,6 +127,12 @@ class BankFile:
                 bad = int(np.count_nonzero((bits & np.array(mask, dtype=int_type)) == mask))
                 if bad:
                     self.fail(f"tensor {name} holds {bad} NaN/Inf value(s) of {e.numel}")
+                huge = int(np.count_nonzero(_magnitude_bits(bits, e.dtype) > _limit_bits(e.dtype)))
+                if huge:
+                    self.fail(
+                        f"tensor {name} holds {huge} value(s) of {e.numel} beyond +-{MAX_ABS_VALUE:g} (largest "
+                        f"{_largest(raw, e.dtype):.3g}), more than a distilled bank can hold"
+                    )
                 out[name] = raw
         return out
 
@@ -126,6 +142,36 @@ class BankFile:
     def info(self) -> dict[str, Any]:
         shapes = {name: (e.shape, e.itemsize) for name, e in self.entries.items()}
         return describe(self.geometry, self.aux_spec, self.provenance, shapes)
+
+
+def _magnitude_bits(bits, dtype: str):
+    """The raw integers with the sign bit cleared: for IEEE floats they order like the magnitudes."""
+    import numpy as np
+
+    int_type = FLOAT_DTYPES[dtype][2]
+    sign = np.array(1 << (8 * FLOAT_DTYPES[dtype][0] - 1), dtype=int_type)
+    return bits & ~sign
+
+
+def _limit_bits(dtype: str) -> int:
+    """MAX_ABS_VALUE's raw bit pattern in ``dtype`` (exact in every bank dtype)."""
+    import numpy as np
+
+    if dtype == "BF16":  # bfloat16 is the upper half of a float32
+        return int(np.array(MAX_ABS_VALUE, dtype="<f4").view("<u4")) >> 16
+    numpy_float = {"F16": "<f2", "F32": "<f4", "F64": "<f8"}[dtype]
+    return int(np.array(MAX_ABS_VALUE, dtype=numpy_float).view(FLOAT_DTYPES[dtype][2]))
+
+
+def _largest(raw: bytes, dtype: str) -> float:
+    """The largest magnitude in a tensor's raw bytes (for the error message)."""
+    import numpy as np
+
+    if dtype == "BF16":
+        values = (np.frombuffer(raw, dtype="<u2").astype("<u4") << 16).view("<f4")
+    else:
+        values = np.frombuffer(raw, dtype={"F16": "<f2", "F32": "<f4", "F64": "<f8"}[dtype])
+    return float(np.abs(values.astype(np.float64)).max())
 
 
 def open_bank(path: str | Path) -> BankFile:
@@ -154,7 +200,8 @@ def open_bank(path: str | Path) -> BankFile:
         )
     entries = _layout(header, data_start, size, lambda what: _unreadable(shown, what))
     meta = _parse_json(extra[METADATA_KEY], fail)
-    if meta.get("schema_version") != SCHEMA_VERSION:
+    version = meta.get("schema_version")
+    if type(version) is not int or version != SCHEMA_VERSION:  # 1.0 and true compare equal to 1
         fail(
             f"bank schema_version {escape_control(repr(meta.get('schema_version')))[:40]} is not supported "
             f"(this wave-deploy reads {SCHEMA_VERSION})"
@@ -338,8 +385,8 @@ def _parse_json(text: str, fail, what: str = "bank metadata") -> dict[str, Any]:
         elif not in_string and token in "]}":
             depth -= 1
     try:
-        value = json.loads(text, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:  # ValueError: bad JSON, or an integer of > 4300 digits
+        value = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError) as exc:  # ValueError: bad JSON, a duplicate key, > 4300 digits
         fail(f"{what} is not valid JSON: {escape_control(exc)}")
     if not isinstance(value, dict):
         fail(f"{what} must be a JSON object, got {type(value).__name__}")
@@ -348,6 +395,16 @@ def _parse_json(text: str, fail, what: str = "bank metadata") -> dict[str, Any]:
 
 def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different (json.loads alone keeps the last of a duplicated key)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {escape_control(repr(key))[:60]} appears twice in one object")
+        out[key] = value
+    return out
 
 
 def _layout(header: dict[str, Any], data_start: int, size: int, fail) -> dict[str, TensorEntry]:
