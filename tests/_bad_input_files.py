@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import shutil
+import stat
 import struct
 import subprocess
 from dataclasses import dataclass, field
@@ -121,6 +122,23 @@ def _profile_variants(base: Path) -> dict[str, tuple[Path, str]]:
     put("huge_float", source.read_text().replace("latency_ms: ", "latency_ms: 1.0e+999 #"), "latency_ms")
     put("nan_float", source.read_text().replace("latency_ms: ", "latency_ms: .nan #"), "latency_ms")
     put("huge_int", source.read_text().replace("cpu_cores: ", f"cpu_cores: {10**40} #"), "cpu_cores")
+    edited("bool_number", "not a boolean", lambda d: d["budgets"].update(latency_ms=True))
+    edited(
+        "negative_drop",
+        "max_accuracy_drop_points",
+        lambda d: d["runtime"].update(max_accuracy_drop_points=-1),
+    )
+    put(
+        "huge_digits", source.read_text().replace("cpu_cores: ", f"cpu_cores: {'7' * 5000} #"), "5,000 digits"
+    )
+    (base / "empty.calibration.json").write_text("")
+    for name, cal in (
+        ("calibration_missing", "missing.calibration.json"),
+        ("calibration_empty", "empty.calibration.json"),
+    ):
+        edited(
+            name, cal, lambda d, cal=cal: d["latency_model"].update(kind="calibrated", calibration_file=cal)
+        )
     directory = base / "a_directory.yaml"
     directory.mkdir()
     out["is_directory"] = (directory, "is a directory")
@@ -192,7 +210,26 @@ class Env:
     readonly: Path | None
     a_file: Path
     calibration_garbage: Path
+    fifo: Path  # a named pipe: an output path there must be refused, never replaced by a regular file
+    devlink: Path  # a symbolic link to /dev/null (links are followed: a character device)
+    chardev: Path | None  # a character device node made in the test tree (root only, as CI runs)
     manifests: dict[str, tuple[Path, str]] = field(default_factory=dict)
+
+    def special_nodes(self) -> dict[Path, int]:
+        """Each special node -> the st_mode type bits it must still have after any command ran."""
+        nodes = [self.fifo, self.devlink] + ([self.chardev] if self.chardev else [])
+        return {node: stat.S_IFMT(os.stat(node).st_mode) for node in nodes}
+
+
+def _char_device(path: Path) -> Path | None:
+    """A character device with /dev/null's numbers at ``path`` (root only; None where mknod is refused)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.stat("/dev/null").st_rdev)
+    except OSError:
+        return None
+    return path
 
 
 @contextlib.contextmanager
@@ -230,6 +267,8 @@ def input_files(root: Path):
     garbage.write_text("{not json")
     a_file = root / "a_file.txt"
     a_file.write_text("I am a file")
+    os.mkfifo(root / "a.fifo")
+    (root / "null.link").symlink_to("/dev/null")
     with _readonly_dir(root / "readonly") as readonly:
         yield Env(
             root=root,
@@ -241,6 +280,9 @@ def input_files(root: Path):
             readonly=readonly,
             a_file=a_file,
             calibration_garbage=garbage,
+            fifo=root / "a.fifo",
+            devlink=root / "null.link",
+            chardev=_char_device(root / "null.dev"),
         )
 
 
