@@ -4,8 +4,8 @@
 - the documented exit code (2 usage, 3 invalid input file/config/path);
 - the bad thing is named on stderr (so the case really reached the check it is meant for);
 - no traceback;
-- stderr is exactly one line ``error: ...`` (for click's own option errors, exit 2: click's usage block
-  ending in one ``Error: ...`` line that names the option);
+- stderr is exactly one line ``error: ...`` (click's own usage errors too: a bad option value or a required
+  option left out, exit 2, naming the option);
 - nothing new appears in the working directory (no half-written output at a final path, no empty folders).
 
 Everything runs in this one process through click's CliRunner; a few cases are repeated in a real subprocess
@@ -14,11 +14,13 @@ to prove that what a shell sees (logging, the progress bar, the traceback hook) 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import pytest
 from _bad_input_files import PROFILE, Env, input_files
 from click.testing import CliRunner
@@ -42,7 +44,6 @@ class Case:
     argv: object  # callable (env, work) -> list[str]
     code: int
     expect: object  # str, or callable (env, work) -> str: must appear on stderr
-    click_usage: bool = False  # an option value click itself rejects: usage block + one "Error:" line
 
 
 FAST = ["--scaler-steps", "1", "--dense-steps", "0", "--batch-size", "8", "--bench-iterations", "1"]
@@ -72,8 +73,8 @@ def _templates(env: Env, work: Path, *extra: str, out: str | None = None) -> lis
 CASES: list[Case] = []
 
 
-def case(id, argv, code, expect, click_usage=False):
-    CASES.append(Case(id, argv, code, expect, click_usage))
+def case(id, argv, code, expect):
+    CASES.append(Case(id, argv, code, expect))
 
 
 # profiles, through every command that takes one
@@ -204,9 +205,54 @@ for command, (make, options) in OPTION_CASES.items():
             f"option-{command}{option}={value[:12]}",
             lambda e, w, m=make, o=option, v=value: m(e, w, o, v),
             2,
-            option,
-            click_usage=True,
+            f"'{option}'",
         )
+
+
+# required options and arguments left out: click's usage error, exit 2, one line naming what is missing
+def _without(argv: list[str], flag: str) -> list[str]:
+    """``argv`` without ``flag`` and the value after it."""
+    i = argv.index(flag)
+    return argv[:i] + argv[i + 2 :]
+
+
+REQUIRED = {  # (command path, parameter) -> argv with everything else given
+    ("init", "depth"): lambda e, w: _without(_init(e, w), "--depth"),
+    ("init", "embed_dim"): lambda e, w: _without(_init(e, w), "--embed-dim"),
+    ("init", "out"): lambda e, w: _without(_init(e, w), "--out"),
+    ("export", "checkpoint"): lambda e, w: _export(e, w)[:1] + _export(e, w)[2:],
+    ("export", "profile_name"): lambda e, w: _without(_export(e, w), "--profile"),
+    ("export", "out_dir"): lambda e, w: _without(_export(e, w), "--out"),
+    ("templates build", "out"): lambda e, w: _without(_templates(e, w), "--out"),
+    ("templates info", "bank"): lambda e, w: ["templates", "info"],
+    ("plan", "profile_name"): lambda e, w: ["plan", "--objective", "flops"],
+    ("calibrate", "profile_name"): lambda e, w: ["calibrate", "--quick"],
+    ("bench", "model"): lambda e, w: ["bench", "--batch", "1"],
+    ("profiles show", "profile"): lambda e, w: ["profiles", "show"],
+    ("profiles validate", "files"): lambda e, w: ["profiles", "validate"],
+    ("report", "dirs"): lambda e, w: ["report"],
+}
+
+
+def _required_params() -> dict[tuple[str, str], click.Parameter]:
+    """Every required parameter of every command of the real CLI."""
+    ctx = click.Context(cli)
+    found: dict[tuple[str, str], click.Parameter] = {}
+
+    def walk(command: click.Command, path: str) -> None:
+        if isinstance(command, click.Group):
+            for name in command.list_commands(ctx):
+                walk(command.get_command(ctx, name), f"{path} {name}".strip())
+            return
+        found.update({(path, p.name): p for p in command.params if p.required})
+
+    walk(cli, "")
+    return found
+
+
+for (command, param), argv_of in REQUIRED.items():
+    case(f"required-{command.replace(' ', '-')}-{param}", argv_of, 2, "Missing ")
+
 case("plan-spec-negative-depth", lambda e, w: ["plan", "--profile", "x86", "--spec", "depth=-1,embed_dim=32"],
      3, "depth")  # fmt: skip
 case("plan-spec-huge-depth", lambda e, w: ["plan", "--profile", "x86", "--spec", f"depth={HUGE},embed_dim=32"],
@@ -335,14 +381,43 @@ def test_bad_input_exits_with_its_code_and_one_line(c: Case, env: Env, tmp_path,
     assert "Traceback" not in result.output
     lines = err.strip().splitlines()
     expect = _text(c.expect, env, work)
-    if c.click_usage:
-        assert lines[-1].startswith("Error: ") and expect in lines[-1], err
-    else:
-        assert len(lines) == 1 and lines[0].startswith("error: "), err
-        assert expect in lines[0], err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert expect in lines[0], err
     assert result.stdout == ""
     assert _snapshot(work, env.root) == before  # nothing new: no output, no empty folder, no .part file
     assert env.special_nodes() == nodes  # a FIFO is still a FIFO, a device node still a device node
+
+
+def test_every_required_option_of_every_command_has_a_case():
+    assert set(_required_params()) == set(REQUIRED)
+
+
+@pytest.mark.parametrize("key", REQUIRED, ids=[" ".join(k) for k in REQUIRED])
+def test_a_missing_required_option_names_itself_once_and_json_gets_the_error_object(env, tmp_path, key):
+    param = _required_params()[key]
+    name = f"'{param.opts[-1]}'" if isinstance(param, click.Option) else f"'{param.human_readable_name}'"
+    argv = REQUIRED[key](env, tmp_path)
+    plain = CliRunner().invoke(cli, argv)
+    assert plain.exit_code == 2 and plain.stdout == ""
+    kind = "option" if isinstance(param, click.Option) else "argument"
+    prog = "cli"  # CliRunner's program name; a shell sees wave-deploy
+    assert plain.stderr.splitlines() == [f"error: Missing {kind} {name}. (see '{prog} {key[0]} --help')"]
+    if not any(p.name == "as_json" for p in _command(key[0]).params):
+        return
+    as_json = CliRunner().invoke(cli, [*argv, "--json"])
+    assert as_json.exit_code == 2 and as_json.stderr == plain.stderr
+    obj = json.loads(as_json.stdout)
+    assert obj["ok"] is False and obj["exit_code"] == 2 and obj["error"]["class"] == "UsageError"
+    assert name in obj["error"]["message"]
+
+
+def _command(path: str) -> click.Command:
+    command: click.Command = cli
+    ctx = click.Context(cli)
+    for part in path.split():
+        assert isinstance(command, click.Group)
+        command = command.get_command(ctx, part)
+    return command
 
 
 def test_the_corpus_is_large_and_names_are_unique():

@@ -12,6 +12,7 @@ The numeric limits are the ones the library can honour:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import click
 
@@ -116,11 +117,13 @@ def compile_option():
 def out_dir_option(*param_decls: str, required: bool = False, default: str | None = None, help: str):
     """An output directory; its writability is checked by the command before any work
     (``wave_deploy.fileio.check_writable_dir``)."""
+    # No default=None for a required option: click >= 8.3 takes an explicit None as a value given, so the
+    # option would never be reported missing (init without --out reached the command with out=None).
+    defaults: dict[str, Any] = {} if default is None else {"default": default, "show_default": True}
     return click.option(
         *(param_decls or ("--out",)),
         required=required,
-        default=default,
-        show_default=default is not None,
         type=click.Path(path_type=str),  # a file there: exit 3 from the writability check
         help=help,
+        **defaults,
     )
