@@ -199,6 +199,38 @@ def _folded_checkpoints(base: Path) -> tuple[Path, dict[str, tuple[Path, str]]]:
     return good, out
 
 
+def _onnx_models(base: Path) -> dict[str, tuple[Path, str]]:
+    """Valid ONNX models that bench cannot feed: name -> (path, text the error must contain)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    def model(name: str, inputs: list[tuple[str, int, list]], expect: str) -> None:
+        values = [helper.make_tensor_value_info(n, t, shape) for n, t, shape in inputs]
+        first = inputs[0]
+        if len(inputs) == 1:
+            node = helper.make_node("Identity", [first[0]], ["y"])
+        else:
+            node = helper.make_node("Sum", [n for n, _, _ in inputs], ["y"])
+        out = helper.make_tensor_value_info("y", first[1], first[2])
+        graph = helper.make_graph([node], name, values, [out])
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        onnx.checker.check_model(m)
+        onnx.save(m, str(base / f"{name}.onnx"))
+        models[name] = (base / f"{name}.onnx", expect)
+
+    models: dict[str, tuple[Path, str]] = {}
+    image = ["batch", 1, 28, 28]
+    model("int_input", [("x", TensorProto.INT64, image)], "takes a tensor(int64) input")
+    model("uint8_input", [("x", TensorProto.UINT8, image)], "takes a tensor(uint8) input")
+    model("string_input", [("x", TensorProto.STRING, image)], "takes a tensor(string) input")
+    model("two_inputs", [("a", TensorProto.FLOAT, image), ("b", TensorProto.FLOAT, image)], "takes 2 inputs")
+    model("flat_input", [("x", TensorProto.FLOAT, ["batch", 784])], "takes a 2-D input")
+    model("scalar_input", [("x", TensorProto.FLOAT, [])], "takes a 0-D input")
+    model("free_height", [("x", TensorProto.FLOAT, ["batch", 1, "h", "w"])], "C, H or W is not a fixed size")
+    model("fixed_batch_4", [("x", TensorProto.FLOAT, [4, 1, 28, 28])], "fixed batch of 4; batch 1")
+    return models
+
+
 @dataclass
 class Env:
     root: Path
@@ -210,6 +242,7 @@ class Env:
     readonly: Path | None
     a_file: Path
     calibration_garbage: Path
+    onnx_models: dict[str, tuple[Path, str]]
     fifo: Path  # a named pipe: an output path there must be refused, never replaced by a regular file
     devlink: Path  # a symbolic link to /dev/null (links are followed: a character device)
     chardev: Path | None  # a character device node made in the test tree (root only, as CI runs)
@@ -280,6 +313,7 @@ def input_files(root: Path):
             readonly=readonly,
             a_file=a_file,
             calibration_garbage=garbage,
+            onnx_models=_onnx_models(_mkdir(root / "onnx")),
             fifo=root / "a.fifo",
             devlink=root / "null.link",
             chardev=_char_device(root / "null.dev"),

@@ -209,6 +209,15 @@ for command, (make, options) in OPTION_CASES.items():
         )
 
 
+# valid ONNX models bench cannot feed: what the model takes is named, and what bench needs
+for name in ("int_input", "uint8_input", "string_input", "two_inputs", "flat_input", "scalar_input",
+             "free_height", "fixed_batch_4"):  # fmt: skip
+    case(f"bench-{name}", lambda e, w, n=name: ["bench", str(e.onnx_models[n][0]), "--iterations", "1"], 3,
+         lambda e, w, n=name: e.onnx_models[n][1])  # fmt: skip
+    case(f"bench-{name}-json", lambda e, w, n=name: ["bench", str(e.onnx_models[n][0]), "--json"], 3,
+         lambda e, w, n=name: e.onnx_models[n][1])  # fmt: skip
+
+
 # required options and arguments left out: click's usage error, exit 2, one line naming what is missing
 def _without(argv: list[str], flag: str) -> list[str]:
     """``argv`` without ``flag`` and the value after it."""
@@ -383,7 +392,11 @@ def test_bad_input_exits_with_its_code_and_one_line(c: Case, env: Env, tmp_path,
     expect = _text(c.expect, env, work)
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert expect in lines[0], err
-    assert result.stdout == ""
+    if "--json" in argv:  # the --json promise: one error object on stdout, with the same exit code
+        obj = json.loads(result.stdout)
+        assert obj["ok"] is False and obj["exit_code"] == c.code and obj["error"]["message"] in lines[0]
+    else:
+        assert result.stdout == ""
     assert _snapshot(work, env.root) == before  # nothing new: no output, no empty folder, no .part file
     assert env.special_nodes() == nodes  # a FIFO is still a FIFO, a device node still a device node
 
