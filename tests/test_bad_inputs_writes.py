@@ -1,7 +1,11 @@
 """Atomic writes go only where a regular file may stand (issue 19): a device node, FIFO, socket or directory at
 the final path is refused with InvalidInputError (exit 3) naming the path, and is left exactly as it was.
 The command-line cases (plan --plot, report --html, calibrate --out, templates build --out, every --out
-directory) are in the bad-input corpus, tests/test_bad_inputs.py."""
+directory) are in the bad-input corpus, tests/test_bad_inputs.py.
+
+And stdout that cannot be written (/dev/full, a pipe nobody reads, no stdout at all): a command that worked
+exits 3 with one line (its result is lost, like an output file that cannot be written); a command that failed
+keeps its own exit code and line. Never a traceback."""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ import os
 import re
 import socket
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +112,62 @@ def test_a_regular_file_and_a_link_to_one_are_replaced(tmp_path):
     dangling.symlink_to(tmp_path / "nowhere")
     write_bytes(dangling, b"d")
     assert dangling.read_bytes() == b"d"
+
+
+# --- stdout that cannot be written: a full disk (/dev/full), a reader that went away, no stdout at all ----------
+
+
+def _cli_with_stdout(argv: list[str], where: str) -> subprocess.CompletedProcess:
+    """The real CLI in a fresh process whose stdout is /dev/full, a pipe with no reader, or closed."""
+    command = [sys.executable, "-c", "from wave_deploy.cli.main import main; main()", *argv]
+    if where == "dev-full":
+        with open("/dev/full", "wb") as full:
+            return subprocess.run(
+                command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, check=False
+            )
+    if where == "closed-pipe":
+        read, write = os.pipe()
+        os.close(read)  # nobody will ever read: every write gets EPIPE
+        try:
+            return subprocess.run(
+                command, stdout=write, stderr=subprocess.PIPE, text=True, timeout=120, check=False
+            )
+        finally:
+            os.close(write)
+    return subprocess.run(  # "closed": the process starts without a file descriptor 1
+        command, stdout=None, stderr=subprocess.PIPE, text=True, timeout=120, check=False,
+        preexec_fn=lambda: os.close(1),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("where, reason", [("dev-full", "No space left on device"),
+                                           ("closed-pipe", "Broken pipe"), ("closed", "stdout is closed")])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv",
+    [["profiles", "list", "--json"], ["plan", "--profile", "jetson", "--json"], ["profiles", "list"]],
+    ids=" ".join,
+)
+def test_a_result_that_cannot_be_written_to_stdout_is_exit_3_with_one_line(argv, where, reason):
+    """The command worked but its result is lost: exit 3, like any output path that cannot be written."""
+    proc = _cli_with_stdout(argv, where)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"error: cannot write the result to stdout: {reason} (nothing more was written there)"
+    ]
+
+
+@pytest.mark.parametrize("where", ["dev-full", "closed-pipe"])
+@pytest.mark.parametrize(
+    "argv, code, text",
+    [
+        (["plan", "--profile", "jetson", "--set", "budgets.latency_ms=0.0001", "--json"], 5, "no ViT size"),
+        (["plan", "--profile", "no-such-device", "--json"], 3, "unknown profile"),
+        (["init", "--depth", "1", "--embed-dim", "16", "--json"], 2, "Missing option '--out'"),
+    ],
+    ids=["no-fit", "bad-profile", "usage"],
+)
+def test_a_failing_command_keeps_its_own_exit_code_and_line_when_stdout_is_lost(argv, code, text, where):
+    proc = _cli_with_stdout(argv, where)
+    assert proc.returncode == code, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], proc.stderr

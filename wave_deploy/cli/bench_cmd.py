@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from wave_deploy.cli.options import BenchBatch, FiniteFloat, Threads, json_option
-from wave_deploy.cli.output import print_json
+from wave_deploy.cli.output import echo, print_json
 
 
 def _summary_lines(model: Path, stats: dict) -> list[str]:
@@ -75,4 +75,4 @@ def bench(
         print_json({"model": str(model), **stats})
         return
     for line in _summary_lines(model, stats):
-        click.echo(line)
+        echo(line)

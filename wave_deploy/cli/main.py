@@ -69,7 +69,15 @@ class LazyGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            broken = output.stdout_error()
+            if (
+                broken is not None
+            ):  # the command worked but its result is lost: an output that cannot be written
+                message = f"cannot write the result to stdout: {broken.strerror or broken}"
+                click.echo(f"error: {message} (nothing more was written there)", err=True)
+                ctx.exit(EXIT_INVALID_INPUT)
+            return result
         except WaveDeployError as exc:
             debug = bool(ctx.obj and ctx.obj.get("debug"))
             if debug:

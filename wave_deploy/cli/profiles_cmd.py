@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from wave_deploy.cli.output import console, is_quiet, print_json, profile_set_option, table
+from wave_deploy.cli.output import console, echo, is_quiet, print_json, profile_set_option, table
 
 if TYPE_CHECKING:
     from wave_deploy.profiles import DeviceProfile
@@ -157,6 +157,6 @@ def validate_cmd(files: tuple[str, ...], as_json: bool) -> None:
             raise
         results.append({"path": path, "valid": True, "name": found.name})
         if not as_json and not is_quiet():
-            click.echo(f"ok  {path}  ({found.name})")
+            echo(f"ok  {path}  ({found.name})")
     if as_json:
         print_json({"valid": True, "files": results})
