@@ -31,6 +31,28 @@ def _png(path: Path, size=(28, 28), mode="L", seed=0) -> None:
     Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode=mode).save(path)
 
 
+# Just under Pillow's decompression-bomb error (2 x Image.MAX_IMAGE_PIXELS = 178,956,970 px): 178,944,129 px.
+HUGE_SIDE = 13377
+
+
+def huge_png(path: Path, side: int = HUGE_SIDE) -> Path:
+    """A valid 1-bit grayscale PNG of side x side px (all black): ~30 KB on disk, 179 M px once decoded."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\0" * (1 + (side + 7) // 8)  # filter byte 0, then the packed bits
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1 bit, grayscale
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+    return path
+
+
 def _tree(root: Path, classes=("a", "b"), n=3, size=(28, 28), mode="L") -> Path:
     for c in classes:
         for i in range(n):
@@ -59,6 +81,8 @@ def _make_data_trees(base: Path) -> dict[str, Path]:
     }.items():
         trees[name] = _tree(base / name)
         (trees[name] / "a" / "bad.png").write_bytes(payload)
+    trees["huge_header"] = _tree(base / "huge_header")
+    huge_png(trees["huge_header"] / "b" / "huge.png")
     trees["truncated"] = _tree(base / "truncated")
     good = (trees["truncated"] / "a" / "0.png").read_bytes()
     (trees["truncated"] / "b" / "cut.png").write_bytes(good[: len(good) // 2])
