@@ -217,6 +217,15 @@ def _folded_checkpoints(base: Path) -> tuple[Path, dict[str, tuple[Path, str]]]:
         missing, str(base / "missing_key.safetensors"), metadata={**meta, "spec": json.dumps(spec.to_dict())}
     )
     out["missing_key"] = (base / "missing_key.safetensors", "head.weight")
+    for name, key, value in (
+        ("nan_weight", "blocks.0.attn.qkv.weight", float("nan")),
+        ("inf_weight", "head.bias", float("inf")),
+        ("neg_inf_weight", "pos_embed", float("-inf")),
+    ):
+        poisoned = {k: v.clone() for k, v in state.items()}
+        poisoned[key].view(-1)[3] = value
+        save_folded(base / f"{name}.safetensors", poisoned, spec)
+        out[name] = (base / f"{name}.safetensors", f"tensor {key} holds 1 NaN/Inf value(s)")
     (base / "a_dir.safetensors").mkdir()
     out["directory"] = (base / "a_dir.safetensors", "is a directory")
     out["missing"] = (base / "missing.safetensors", "does not exist")

@@ -154,7 +154,7 @@ case(
 CKPT_CASES = [
     "zero_bytes", "random_bytes", "truncated", "header_only", "huge_header_length", "pickle", "torch_save",
     "no_metadata", "foreign_format", "spec_not_json", "spec_unknown_field", "wrong_keys", "missing_key",
-    "directory", "missing",
+    "directory", "missing", "nan_weight", "inf_weight", "neg_inf_weight",
 ]  # fmt: skip
 for name in CKPT_CASES:
 
