@@ -30,7 +30,8 @@ from click.testing import CliRunner
 from wave_deploy.cli.main import cli
 from wave_deploy.errors import EXIT_INVALID_INPUT, InvalidInputError
 from wave_deploy.wave.bank import TemplateBank
-from wave_deploy.wave.bank_file import MAX_ABS_VALUE, MAX_HEADER_BYTES, inspect_bank
+from wave_deploy.wave.bank_file import MAX_HEADER_BYTES, inspect_bank
+from wave_deploy.wave.bank_values import MAX_ABS_VALUE
 from wave_deploy.wave.model import WaveViT
 from wave_deploy.wave.provenance import escape_control
 

@@ -18,7 +18,8 @@ from click.testing import CliRunner
 from wave_deploy.cli.main import cli
 from wave_deploy.errors import EXIT_INVALID_INPUT, InvalidInputError
 from wave_deploy.wave.bank import TemplateBank, default_bank_path
-from wave_deploy.wave.bank_file import MAX_ABS_VALUE, MAX_JSON_DEPTH, inspect_bank
+from wave_deploy.wave.bank_file import MAX_JSON_DEPTH, inspect_bank
+from wave_deploy.wave.bank_values import MAX_ABS_VALUE
 from wave_deploy.wave.geometry import MAX_SIZES, BankGeometry
 from wave_deploy.wave.provenance import escape_control, portable_command, portable_path, portable_provenance
 

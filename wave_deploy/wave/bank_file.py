@@ -34,6 +34,7 @@ from typing import Any, NoReturn
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import sha256_file
 from wave_deploy.spec import ViTSpec
+from wave_deploy.wave.bank_values import FLOAT_DTYPES, value_problem
 from wave_deploy.wave.geometry import ALL_KINDS, BankGeometry, kind_layouts, template_shape
 from wave_deploy.wave.provenance import escape_control
 
@@ -48,20 +49,6 @@ MAX_FILE_BYTES = (
     2 << 30
 )  # 2 GiB; a bank of ViT-B size holds a few MB. Reading a bank holds it in memory once.
 MAX_NDIM = 8
-# safetensors dtype -> (bytes per element, exponent mask of the raw little-endian integer, its numpy type)
-FLOAT_DTYPES = {
-    "F16": (2, 0x7C00, "<u2"),
-    "BF16": (2, 0x7F80, "<u2"),
-    "F32": (4, 0x7F800000, "<u4"),
-    "F64": (8, 0x7FF0000000000000, "<u8"),
-}
-# The largest magnitude a bank value may have. Stage 1 trains every template and scaler with AdamW, weight
-# decay 0.05, on parameters that start at most ~6 (unit-normal templates) in magnitude: an Adam step moves a
-# value by at most 7.3 x lr (worst case for betas 0.9/0.999) while decay shrinks it by lr x 0.05 x |value|, so
-# no value can grow past max(6, 7.3 / 0.05 = 146) for any lr <= 20 and any number of steps. The shipped bank's
-# largest is 4.19. 1000 leaves a margin of ~7x over that bound, and is exact in F16, BF16, F32 and F64
-# (docs/decisions.md, issue 19).
-MAX_ABS_VALUE = 1000.0
 CORRUPT_HINT = "rebuild it with `wave-deploy templates build`, or use the bank shipped with wave-deploy"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _JSON_TOKENS = re.compile(r'\\.|["\[\]{}]', re.DOTALL)
@@ -110,9 +97,7 @@ class BankFile:
     entries: dict[str, TensorEntry]
 
     def read_tensors(self) -> dict[str, bytes]:
-        """Raw bytes of every tensor, each checked against its sha256 and for NaN/Inf."""
-        import numpy as np
-
+        """Raw bytes of every tensor, each checked against its sha256, for NaN/Inf and against MAX_ABS_VALUE."""
         out = {}
         with open(self.path, "rb") as fh:
             for name, e in sorted(self.entries.items(), key=lambda item: item[1].start):
@@ -122,17 +107,9 @@ class BankFile:
                     self.fail(f"tensor {name} is cut short (the file changed while it was read)")
                 if hashlib.sha256(raw).hexdigest() != self.sha256[name]:
                     self.fail(f"tensor {name} does not match its sha256 (corrupt bank)")
-                _, mask, int_type = FLOAT_DTYPES[e.dtype]
-                bits = np.frombuffer(raw, dtype=int_type)
-                bad = int(np.count_nonzero((bits & np.array(mask, dtype=int_type)) == mask))
-                if bad:
-                    self.fail(f"tensor {name} holds {bad} NaN/Inf value(s) of {e.numel}")
-                huge = int(np.count_nonzero(_magnitude_bits(bits, e.dtype) > _limit_bits(e.dtype)))
-                if huge:
-                    self.fail(
-                        f"tensor {name} holds {huge} value(s) of {e.numel} beyond +-{MAX_ABS_VALUE:g} (largest "
-                        f"{_largest(raw, e.dtype):.3g}), more than a distilled bank can hold"
-                    )
+                problem = value_problem(raw, e.dtype)
+                if problem:
+                    self.fail(f"tensor {name} holds {problem}")
                 out[name] = raw
         return out
 
@@ -142,36 +119,6 @@ class BankFile:
     def info(self) -> dict[str, Any]:
         shapes = {name: (e.shape, e.itemsize) for name, e in self.entries.items()}
         return describe(self.geometry, self.aux_spec, self.provenance, shapes)
-
-
-def _magnitude_bits(bits, dtype: str):
-    """The raw integers with the sign bit cleared: for IEEE floats they order like the magnitudes."""
-    import numpy as np
-
-    int_type = FLOAT_DTYPES[dtype][2]
-    sign = np.array(1 << (8 * FLOAT_DTYPES[dtype][0] - 1), dtype=int_type)
-    return bits & ~sign
-
-
-def _limit_bits(dtype: str) -> int:
-    """MAX_ABS_VALUE's raw bit pattern in ``dtype`` (exact in every bank dtype)."""
-    import numpy as np
-
-    if dtype == "BF16":  # bfloat16 is the upper half of a float32
-        return int(np.array(MAX_ABS_VALUE, dtype="<f4").view("<u4")) >> 16
-    numpy_float = {"F16": "<f2", "F32": "<f4", "F64": "<f8"}[dtype]
-    return int(np.array(MAX_ABS_VALUE, dtype=numpy_float).view(FLOAT_DTYPES[dtype][2]))
-
-
-def _largest(raw: bytes, dtype: str) -> float:
-    """The largest magnitude in a tensor's raw bytes (for the error message)."""
-    import numpy as np
-
-    if dtype == "BF16":
-        values = (np.frombuffer(raw, dtype="<u2").astype("<u4") << 16).view("<f4")
-    else:
-        values = np.frombuffer(raw, dtype={"F16": "<f2", "F32": "<f4", "F64": "<f8"}[dtype])
-    return float(np.abs(values.astype(np.float64)).max())
 
 
 def open_bank(path: str | Path) -> BankFile:
