@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import shutil
+import stat
 import struct
 import subprocess
 from dataclasses import dataclass, field
@@ -28,6 +29,28 @@ def _png(path: Path, size=(28, 28), mode="L", seed=0) -> None:
     rng = np.random.default_rng(seed)
     shape = (size[1], size[0]) if mode == "L" else (size[1], size[0], 3)
     Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode=mode).save(path)
+
+
+# Just under Pillow's decompression-bomb error (2 x Image.MAX_IMAGE_PIXELS = 178,956,970 px): 178,944,129 px.
+HUGE_SIDE = 13377
+
+
+def huge_png(path: Path, side: int = HUGE_SIDE) -> Path:
+    """A valid 1-bit grayscale PNG of side x side px (all black): 22 KB on disk, 179 M px once decoded."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\0" * (1 + (side + 7) // 8)  # filter byte 0, then the packed bits
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1 bit, grayscale
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+    return path
 
 
 def _tree(root: Path, classes=("a", "b"), n=3, size=(28, 28), mode="L") -> Path:
@@ -58,6 +81,8 @@ def _make_data_trees(base: Path) -> dict[str, Path]:
     }.items():
         trees[name] = _tree(base / name)
         (trees[name] / "a" / "bad.png").write_bytes(payload)
+    trees["huge_header"] = _tree(base / "huge_header")
+    huge_png(trees["huge_header"] / "b" / "huge.png")
     trees["truncated"] = _tree(base / "truncated")
     good = (trees["truncated"] / "a" / "0.png").read_bytes()
     (trees["truncated"] / "b" / "cut.png").write_bytes(good[: len(good) // 2])
@@ -121,6 +146,23 @@ def _profile_variants(base: Path) -> dict[str, tuple[Path, str]]:
     put("huge_float", source.read_text().replace("latency_ms: ", "latency_ms: 1.0e+999 #"), "latency_ms")
     put("nan_float", source.read_text().replace("latency_ms: ", "latency_ms: .nan #"), "latency_ms")
     put("huge_int", source.read_text().replace("cpu_cores: ", f"cpu_cores: {10**40} #"), "cpu_cores")
+    edited("bool_number", "not a boolean", lambda d: d["budgets"].update(latency_ms=True))
+    edited(
+        "negative_drop",
+        "max_accuracy_drop_points",
+        lambda d: d["runtime"].update(max_accuracy_drop_points=-1),
+    )
+    put(
+        "huge_digits", source.read_text().replace("cpu_cores: ", f"cpu_cores: {'7' * 5000} #"), "5,000 digits"
+    )
+    (base / "empty.calibration.json").write_text("")
+    for name, cal in (
+        ("calibration_missing", "missing.calibration.json"),
+        ("calibration_empty", "empty.calibration.json"),
+    ):
+        edited(
+            name, cal, lambda d, cal=cal: d["latency_model"].update(kind="calibrated", calibration_file=cal)
+        )
     directory = base / "a_directory.yaml"
     directory.mkdir()
     out["is_directory"] = (directory, "is a directory")
@@ -175,10 +217,51 @@ def _folded_checkpoints(base: Path) -> tuple[Path, dict[str, tuple[Path, str]]]:
         missing, str(base / "missing_key.safetensors"), metadata={**meta, "spec": json.dumps(spec.to_dict())}
     )
     out["missing_key"] = (base / "missing_key.safetensors", "head.weight")
+    for name, key, value in (
+        ("nan_weight", "blocks.0.attn.qkv.weight", float("nan")),
+        ("inf_weight", "head.bias", float("inf")),
+        ("neg_inf_weight", "pos_embed", float("-inf")),
+    ):
+        poisoned = {k: v.clone() for k, v in state.items()}
+        poisoned[key].view(-1)[3] = value
+        save_folded(base / f"{name}.safetensors", poisoned, spec)
+        out[name] = (base / f"{name}.safetensors", f"tensor {key} holds 1 NaN/Inf value(s)")
     (base / "a_dir.safetensors").mkdir()
     out["directory"] = (base / "a_dir.safetensors", "is a directory")
     out["missing"] = (base / "missing.safetensors", "does not exist")
     return good, out
+
+
+def _onnx_models(base: Path) -> dict[str, tuple[Path, str]]:
+    """Valid ONNX models that bench cannot feed: name -> (path, text the error must contain)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    def model(name: str, inputs: list[tuple[str, int, list]], expect: str) -> None:
+        values = [helper.make_tensor_value_info(n, t, shape) for n, t, shape in inputs]
+        first = inputs[0]
+        if len(inputs) == 1:
+            node = helper.make_node("Identity", [first[0]], ["y"])
+        else:
+            node = helper.make_node("Sum", [n for n, _, _ in inputs], ["y"])
+        out = helper.make_tensor_value_info("y", first[1], first[2])
+        graph = helper.make_graph([node], name, values, [out])
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        onnx.checker.check_model(m)
+        onnx.save(m, str(base / f"{name}.onnx"))
+        models[name] = (base / f"{name}.onnx", expect)
+
+    models: dict[str, tuple[Path, str]] = {}
+    image = ["batch", 1, 28, 28]
+    model("int_input", [("x", TensorProto.INT64, image)], "takes a tensor(int64) input")
+    model("uint8_input", [("x", TensorProto.UINT8, image)], "takes a tensor(uint8) input")
+    model("string_input", [("x", TensorProto.STRING, image)], "takes a tensor(string) input")
+    model("two_inputs", [("a", TensorProto.FLOAT, image), ("b", TensorProto.FLOAT, image)], "takes 2 inputs")
+    model("flat_input", [("x", TensorProto.FLOAT, ["batch", 784])], "takes a 2-D input")
+    model("scalar_input", [("x", TensorProto.FLOAT, [])], "takes a 0-D input")
+    model("free_height", [("x", TensorProto.FLOAT, ["batch", 1, "h", "w"])], "C, H or W is not a fixed size")
+    model("fixed_batch_4", [("x", TensorProto.FLOAT, [4, 1, 28, 28])], "fixed batch of 4; batch 1")
+    return models
 
 
 @dataclass
@@ -192,7 +275,27 @@ class Env:
     readonly: Path | None
     a_file: Path
     calibration_garbage: Path
+    onnx_models: dict[str, tuple[Path, str]]
+    fifo: Path  # a named pipe: an output path there must be refused, never replaced by a regular file
+    devlink: Path  # a symbolic link to /dev/null (links are followed: a character device)
+    chardev: Path | None  # a character device node made in the test tree (root only, as CI runs)
     manifests: dict[str, tuple[Path, str]] = field(default_factory=dict)
+
+    def special_nodes(self) -> dict[Path, int]:
+        """Each special node -> the st_mode type bits it must still have after any command ran."""
+        nodes = [self.fifo, self.devlink] + ([self.chardev] if self.chardev else [])
+        return {node: stat.S_IFMT(os.stat(node).st_mode) for node in nodes}
+
+
+def _char_device(path: Path) -> Path | None:
+    """A character device with /dev/null's numbers at ``path`` (root only; None where mknod is refused)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.stat("/dev/null").st_rdev)
+    except OSError:
+        return None
+    return path
 
 
 @contextlib.contextmanager
@@ -230,6 +333,8 @@ def input_files(root: Path):
     garbage.write_text("{not json")
     a_file = root / "a_file.txt"
     a_file.write_text("I am a file")
+    os.mkfifo(root / "a.fifo")
+    (root / "null.link").symlink_to("/dev/null")
     with _readonly_dir(root / "readonly") as readonly:
         yield Env(
             root=root,
@@ -241,6 +346,10 @@ def input_files(root: Path):
             readonly=readonly,
             a_file=a_file,
             calibration_garbage=garbage,
+            onnx_models=_onnx_models(_mkdir(root / "onnx")),
+            fifo=root / "a.fifo",
+            devlink=root / "null.link",
+            chardev=_char_device(root / "null.dev"),
         )
 
 

@@ -44,3 +44,21 @@ def device():
         torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True, warn_only=True)
     return torch.device(name)
+
+
+@pytest.fixture
+def impossible_accuracy_gate(monkeypatch):
+    """Call it to make every fp16/int8 variant fail its accuracy gate from then on: the real gate
+    (quantize.judge_variant) judges the real variant, asked for a gain of 50 points over ONNX fp32. A profile
+    cannot ask that itself (runtime.max_accuracy_drop_points >= 0), so the tests of what follows a failed gate
+    set it here."""
+
+    def arm() -> None:
+        from wave_deploy.exporters import quantize
+
+        judge = quantize.judge_variant
+        monkeypatch.setattr(
+            quantize, "judge_variant", lambda *args, **kw: judge(*args, **{**kw, "max_drop_points": -50.0})
+        )
+
+    return arm

@@ -2,8 +2,8 @@
 InvalidInputError (exit 3, one line naming the file), within a time and memory limit (issue 13, deliverable 6).
 
 Mutants: byte flips, truncations, header-length lies, dtype/shape/offset lies, header and metadata edits of
-every field (wrong JSON types, huge and non-finite numbers, deep nesting, control characters), NaN/Inf and
-extreme finite values with consistent hashes, and random value swaps at random paths of the header JSON.
+every field (wrong JSON types, huge and non-finite numbers, deep nesting, control characters, duplicated
+keys), NaN/Inf and extreme finite values with consistent hashes, and random value swaps at random paths of the header JSON.
 All run in this process through the real loader (``TemplateBank.load``) and the torch-free reader
 (``inspect_bank``), which must agree, and through `templates info` (CliRunner); a sample also runs through
 the real CLI in fresh processes under an address-space limit.
@@ -31,6 +31,7 @@ from wave_deploy.cli.main import cli
 from wave_deploy.errors import EXIT_INVALID_INPUT, InvalidInputError
 from wave_deploy.wave.bank import TemplateBank
 from wave_deploy.wave.bank_file import MAX_HEADER_BYTES, inspect_bank
+from wave_deploy.wave.bank_values import MAX_ABS_VALUE
 from wave_deploy.wave.model import WaveViT
 from wave_deploy.wave.provenance import escape_control
 
@@ -204,6 +205,8 @@ def mutants(good: bytes) -> list[tuple[str, str, bytes]]:
         ("schema_version 2", lambda m: m.__setitem__("schema_version", 2), "bad"),
         ("schema_version a string", lambda m: m.__setitem__("schema_version", "1"), "bad"),
         ("schema_version missing", lambda m: m.pop("schema_version"), "bad"),
+        ("schema_version 1.0", lambda m: m.__setitem__("schema_version", 1.0), "bad"),
+        ("schema_version true", lambda m: m.__setitem__("schema_version", True), "bad"),
         ("sha256 a list", lambda m: m.__setitem__("sha256", []), "bad"),
         ("sha256 entry missing", lambda m: m["sha256"].pop(names[0]), "bad"),
         ("sha256 entry not hex", lambda m: m["sha256"].__setitem__(names[0], "zz" * 32), "bad"),
@@ -251,11 +254,16 @@ def mutants(good: bytes) -> list[tuple[str, str, bytes]]:
         ("metadata empty", ""),
         ("metadata 10^5000", HUGE_INT),
         ("metadata with a duplicate key", base_text[:-1] + ', "schema_version": 7}'),
+        ("metadata with a duplicate equal key", base_text[:-1] + ', "schema_version": 1}'),
+        (
+            "metadata with a duplicate nested key",
+            base_text.replace('"geometry": {', '"geometry": {"w": 1, ', 1),
+        ),
         ("metadata over the size limit", base_text[:-1] + ', "pad": "' + "x" * MAX_HEADER_BYTES + '"}'),
     ]:
         out.append((label, "bad", _meta_text(good, raw)))
 
-    # values: non-finite ones are refused even with consistent hashes; extreme finite ones are fine
+    # values: non-finite ones and ones beyond MAX_ABS_VALUE are refused even with consistent hashes
     for i in range(12):
         name = rng.choice(names)
         value = [np.nan, np.inf, -np.inf][i % 3]
@@ -268,11 +276,19 @@ def mutants(good: bytes) -> list[tuple[str, str, bytes]]:
                 v[rng.randrange(v.size)] = value
 
         out.append((f"{name} {'all' if whole else 'one'} {value}", "bad", with_values(good, name, poke)))
-    for value in (np.finfo(np.float32).max, -np.finfo(np.float32).max, np.finfo(np.float32).tiny / 4, -0.0):
+    for value, expect in [
+        (np.finfo(np.float32).max, "bad"),
+        (-np.finfo(np.float32).max, "bad"),
+        (np.nextafter(np.float32(MAX_ABS_VALUE), np.float32(np.inf)), "bad"),
+        (-MAX_ABS_VALUE, "ok"),
+        (MAX_ABS_VALUE, "ok"),
+        (np.finfo(np.float32).tiny / 4, "ok"),
+        (-0.0, "ok"),
+    ]:
         out.append(
             (
                 f"finite extreme {value}",
-                "ok",
+                expect,
                 with_values(good, rng.choice(names), lambda v, x=value: v.fill(x)),
             )
         )

@@ -19,6 +19,7 @@ from wave_deploy.cli.main import cli
 from wave_deploy.errors import EXIT_INVALID_INPUT, InvalidInputError
 from wave_deploy.wave.bank import TemplateBank, default_bank_path
 from wave_deploy.wave.bank_file import MAX_JSON_DEPTH, inspect_bank
+from wave_deploy.wave.bank_values import MAX_ABS_VALUE
 from wave_deploy.wave.geometry import MAX_SIZES, BankGeometry
 from wave_deploy.wave.provenance import escape_control, portable_command, portable_path, portable_provenance
 
@@ -366,3 +367,84 @@ def test_templates_info_on_a_path_that_cannot_be_a_bank_exits_3(tmp_path, name):
         "error: template bank not found"
     )
     assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "edit, reason",
+    [
+        (lambda text: text[:-1] + ', "schema_version": 1}', "'schema_version' appears twice"),
+        (lambda text: text.replace('"geometry": {', '"geometry": {"w": 16, ', 1), "'w' appears twice"),
+        (lambda text: text.replace('"schema_version": 1', '"schema_version": 1.0', 1), "schema_version 1.0"),
+        (
+            lambda text: text.replace('"schema_version": 1', '"schema_version": true', 1),
+            "schema_version True",
+        ),
+        (lambda text: text[:-1] + ', "x": NaN}', "NaN is not a JSON number"),
+    ],
+    ids=["duplicate-equal-key", "duplicate-nested-key", "schema-1.0", "schema-true", "nan-token"],
+)
+def test_bank_metadata_is_strict_json_with_an_integer_schema_version(good, tmp_path, edit, reason):
+    """A duplicated key is refused even when both copies agree (json.loads would keep the last one silently)."""
+    header, area = split(good)
+    text = json.dumps(meta_of(header))
+    assert '"schema_version": 1,' in text and '"geometry": {"' in text  # what the edits rely on
+    path = write(tmp_path, "b.safetensors", join(with_meta(header, edit(text)), area))
+    result = CliRunner().invoke(cli, ["templates", "info", str(path)])
+    assert result.exit_code == EXIT_INVALID_INPUT and result.stdout == ""
+    line = _one_error_line(result)
+    assert reason in line and str(path) in line
+
+
+@pytest.mark.parametrize("value", [np.finfo(np.float32).max, -3.4e38, 1e4, -MAX_ABS_VALUE * 1.001])
+def test_bank_values_beyond_the_distillation_limit_are_exit_3_in_info_plan_and_init(good, tmp_path, value):
+    """Finite values up to 3.4e38 with a recomputed sha256: refused before any weight is made (issue 19)."""
+
+    def poke(v):
+        v[5] = value
+
+    path = write(tmp_path, "big.safetensors", with_values(good, "templates/mlp.fc2.weight", poke))
+    out = tmp_path / "model"
+    init = ["init", "--templates", str(path), "--depth", "1", "--embed-dim", "16", "--scaler-steps", "0"]
+    for argv in (
+        ["templates", "info", str(path)],
+        ["plan", "--profile", "jetson", "--templates", str(path)],
+        [*init, "--dense-steps", "0", "--out", str(out)],
+    ):
+        result = CliRunner().invoke(cli, argv)
+        assert result.exit_code == EXIT_INVALID_INPUT, (argv, result.output)
+        line = _one_error_line(result)
+        assert "templates/mlp.fc2.weight holds 1 value(s)" in line and f"+-{MAX_ABS_VALUE:g}" in line, line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "dtype, above",
+    [
+        (torch.float16, 1000.5),  # the next float16 after 1000
+        (torch.bfloat16, 1004.0),  # the next bfloat16 after 1000
+        (torch.float32, float(np.nextafter(np.float32(1000), np.float32(2000)))),
+        (torch.float64, float(np.nextafter(1000.0, 2000.0))),
+    ],
+)
+def test_the_value_limit_is_exact_in_every_bank_dtype(tmp_path, dtype, above):
+    """MAX_ABS_VALUE itself loads in F16, BF16, F32 and F64; the next representable value above it does not."""
+    assert MAX_ABS_VALUE == 1000.0
+    for value, ok in ((MAX_ABS_VALUE, True), (-MAX_ABS_VALUE, True), (above, False), (-above, False)):
+        bank = random_bank()
+        t = bank.templates["norm.bias"].to(dtype)
+        t[0, 0] = value
+        assert float(t[0, 0]) == value  # exactly representable in this dtype
+        bank.templates["norm.bias"] = t
+        path = bank.save(tmp_path / f"{value}.safetensors")
+        if ok:
+            assert TemplateBank.load(path).templates["norm.bias"][0, 0] == value
+        else:
+            with pytest.raises(InvalidInputError, match=r"templates/norm.bias holds 1 value\(s\) .* beyond"):
+                inspect_bank(path)
+
+
+def test_the_shipped_bank_is_well_inside_the_value_limit():
+    """The limit leaves a wide margin over what a real distillation produced (largest: 4.19, docs/decisions.md)."""
+    bank = TemplateBank.load(default_bank_path())
+    largest = max(t.abs().max().item() for t in [*bank.templates.values(), *bank.aux_scalers.values()])
+    assert 1 < largest < MAX_ABS_VALUE / 100

@@ -315,11 +315,12 @@ def test_export_data_option_judges_variants_on_that_image_folder(tmp_path, check
     assert missing.exit_code == 3 and "does not exist" in missing.output
 
 
-def test_export_exits_7_when_the_profiles_own_precision_fails_its_gate(tmp_path, checkpoint):
+def test_export_exits_7_when_the_profiles_own_precision_fails_its_gate(
+    tmp_path, checkpoint, impossible_accuracy_gate
+):
     text = (Path(__file__).resolve().parents[1] / "profiles" / "x86-cpu.yaml").read_text()
-    text = text.replace("precision: fp32", "precision: int8").replace(
-        "max_accuracy_drop_points: 1.0", "max_accuracy_drop_points: -50"
-    )
+    text = text.replace("precision: fp32", "precision: int8")
+    impossible_accuracy_gate()
     (tmp_path / "strict.yaml").write_text(text.replace("name: x86-cpu", "name: strict-cpu"))
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["export", str(checkpoint), "--profile", str(tmp_path / "strict.yaml"),

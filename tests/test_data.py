@@ -7,6 +7,7 @@ import importlib.util
 import json
 import logging
 import re
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -389,3 +390,60 @@ def test_skip_mode_still_rejects_a_class_left_without_training_images(tmp_path):
     ) as err:
         data.load_image_folder(tmp_path, on_bad_image="skip")
     assert str(tmp_path) in err.value.one_line()
+
+
+# --- image sizes are checked from the header, before anything is decoded (issue 19) -------------------------
+
+
+def _spy_on_decoding(monkeypatch) -> list[str]:
+    """File names Pillow decodes (ImageFile.load) from now on."""
+    from PIL import ImageFile
+
+    decoded: list[str] = []
+    load = ImageFile.ImageFile.load
+
+    def spy(self):
+        decoded.append(str(getattr(self, "filename", "")))
+        return load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy)
+    return decoded
+
+
+@pytest.mark.parametrize("img_size", [None, 28])
+def test_an_image_declaring_huge_dimensions_is_refused_by_path_and_never_decoded(
+    tmp_path, monkeypatch, img_size
+):
+    from _bad_input_files import HUGE_SIDE, _tree, huge_png
+
+    from wave_deploy.image_files import MAX_IMAGE_PIXELS
+
+    assert MAX_IMAGE_PIXELS < HUGE_SIDE**2 < 2 * 89_478_485  # over ours, just under Pillow's bomb error
+    root = _tree(tmp_path / "data", n=4)
+    huge = huge_png(root / "a" / "huge.png")
+    decoded = _spy_on_decoding(monkeypatch)
+    with pytest.raises(InvalidInputError, match=f"image {huge} declares {HUGE_SIDE} x {HUGE_SIDE} px"):
+        data.load_image_folder(root, img_size=img_size)
+    assert str(huge) not in decoded
+    decoded.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning would be a second stderr line
+        loaded = data.load_image_folder(root, img_size=img_size, on_bad_image="skip")
+    assert loaded.info.skipped == (str(huge),) and str(huge) not in decoded
+    assert loaded.info.train_count + loaded.info.val_count == 8
+    assert len(set(decoded)) == 8  # every other image was decoded
+
+
+def test_a_set_that_would_not_fit_in_memory_is_refused_before_it_is_allocated(tmp_path, monkeypatch):
+    from _bad_input_files import _tree
+
+    from wave_deploy import probe
+
+    root = _tree(tmp_path / "data", n=4)
+    monkeypatch.setattr(probe, "memory_gib", lambda: 1e-5)  # ~10 KB: 8 images of 28 x 28 need 31 KB
+    decoded = _spy_on_decoding(monkeypatch)
+    with pytest.raises(InvalidInputError, match=r"the 8 images under .* at 28 x 28 px x 1 channel\(s\) need"):
+        data.load_image_folder(root)
+    assert decoded == []
+    monkeypatch.setattr(probe, "memory_gib", lambda: 1e-4)
+    assert data.load_image_folder(root).info.train_count > 0

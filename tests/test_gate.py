@@ -199,12 +199,15 @@ def test_json_mode_prints_one_error_object_on_every_failing_exit(args):
     assert obj["ok"] is False and obj["exit_code"] == result.exit_code and obj["error"]["message"]
 
 
-def test_a_precision_that_fails_its_accuracy_gate_exits_7_with_a_failing_report(bank_path, tmp_path):
+def test_a_precision_that_fails_its_accuracy_gate_exits_7_with_a_failing_report(
+    bank_path, tmp_path, impossible_accuracy_gate
+):
     out = tmp_path / "out"
     lenient = ["--set", "runtime.precision=int8", "--set", "runtime.max_accuracy_drop_points=100"]
     passing = _build(bank_path, out, *lenient, profiles=("raspberry-pi-5",))
     assert passing.exit_code == 0, passing.output
-    gate = ["--set", "runtime.precision=int8", "--set", "runtime.max_accuracy_drop_points=-50"]
+    impossible_accuracy_gate()
+    gate = ["--set", "runtime.precision=int8", "--set", "runtime.max_accuracy_drop_points=0"]
     result = _build(bank_path, out, *gate, profiles=("raspberry-pi-5",))
     assert result.exit_code == EXIT_PARITY_FAILED, result.output
     obj = _one_json(result)

@@ -355,3 +355,65 @@ def test_profiles_show_applies_set_and_says_so():
     )
     text = CliRunner().invoke(cli, args).output
     assert "set for this run: budgets.memory_mib=300" in text
+
+
+@pytest.mark.parametrize(
+    "content, expect",
+    [
+        (None, "does not exist"),
+        ("", "invalid calibration file"),
+        ("{}", "invalid calibration file"),
+        ("OTHER", "made for profile 'x86-cpu', not 'calibrated-cpu'"),
+        ("OWN", None),
+    ],
+    ids=["missing", "empty", "empty-object", "another-profile", "valid"],
+)
+def test_profiles_validate_reads_a_calibrated_profiles_file_exactly_as_plan_does(tmp_path, content, expect):
+    from test_latency import _calibration_dict
+
+    data = yaml.safe_load((builtin_profiles_dir() / "x86-cpu.yaml").read_text())
+    data.update(name="calibrated-cpu", aliases=[])
+    data["latency_model"].update(kind="calibrated", calibration_file="cal.json")
+    profile = tmp_path / "calibrated.yaml"
+    profile.write_text(yaml.safe_dump(data))
+    if content in ("OWN", "OTHER"):
+        cal = _calibration_dict()
+        cal["profile"] = "calibrated-cpu" if content == "OWN" else "x86-cpu"
+        content = json.dumps(cal)
+    if content is not None:
+        (tmp_path / "cal.json").write_text(content)
+    validate = CliRunner().invoke(cli, ["profiles", "validate", str(profile)])
+    plan = CliRunner().invoke(cli, ["plan", "--profile", str(profile), "--json"])
+    if expect is None:
+        assert validate.exit_code == 0 and plan.exit_code == 0, (validate.output, plan.output)
+        return
+    assert validate.exit_code == plan.exit_code == 3
+    assert validate.stderr.splitlines() == plan.stderr.splitlines()  # the same one line
+    assert len(validate.stderr.splitlines()) == 1 and expect in validate.stderr
+    assert str(tmp_path / "cal.json") in validate.stderr
+
+
+@pytest.mark.parametrize(
+    "setting, expect",
+    [
+        ("budgets.latency_ms=true", "not a boolean"),
+        ("budgets.latency_ms=false", "not a boolean"),
+        ("hardware.cpu_cores=true", "not a boolean"),
+        ("hardware.gpu_sm_count=true", "not a boolean"),  # int | None
+        ("runtime.max_accuracy_drop_points=-1", "greater than or equal to 0"),
+        ("runtime.max_accuracy_drop_points=-0.001", "greater than or equal to 0"),
+        ("budgets.latency_ms=" + "1" * 4301, "4,301 digits"),
+        ("hardware.cpu_cores=" + "1" * 17, "larger than 9,007,199,254,740,992"),
+    ],
+)
+def test_set_refuses_booleans_as_numbers_negative_drops_and_overlong_integers(setting, expect):
+    with pytest.raises(InvalidInputError, match=expect) as caught:
+        apply_overrides(load_profile("jetson"), [setting])
+    assert len(caught.value.one_line()) < 400  # a 4,301-digit value is not echoed whole
+
+
+def test_booleans_stay_booleans_and_a_zero_drop_is_allowed():
+    profile = apply_overrides(
+        load_profile("jetson"), ["hardware.unified_memory=false", "runtime.max_accuracy_drop_points=0"]
+    )
+    assert profile.hardware.unified_memory is False and profile.runtime.max_accuracy_drop_points == 0

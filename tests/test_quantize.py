@@ -149,10 +149,11 @@ def test_dynamic_int8_on_a_tensorrt_profile_is_an_invalid_profile():
         apply_overrides(load_profile("jetson"), ["runtime.int8_method=dynamic"])
 
 
-def test_a_variant_that_fails_its_gate_is_rejected_and_recorded_without_raising(tmp_path, inputs):
-    profile = apply_overrides(
-        load_profile("raspberry-pi-5"), ["runtime.precision=int8", "runtime.max_accuracy_drop_points=-50"]
-    )
+def test_a_variant_that_fails_its_gate_is_rejected_and_recorded_without_raising(
+    tmp_path, inputs, impossible_accuracy_gate
+):
+    impossible_accuracy_gate()
+    profile = apply_overrides(load_profile("raspberry-pi-5"), ["runtime.precision=int8"])
     summary = export_for_profile(trained_model(), SPEC, profile, tmp_path, exporter="legacy", **inputs)
     onnx_section = summary["onnx"]
     assert onnx_section["chosen_precision"] == "int8" and onnx_section["chosen_passed"] is False

@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -32,13 +31,12 @@ import numpy as np
 import torch
 
 from wave_deploy.errors import InvalidInputError
+from wave_deploy.image_files import read_images, scan_classes
 
 log = logging.getLogger(__name__)
 
 BUILTIN_SOURCE = "builtin:mnist_5k"
 BUILTIN_VAL_FRACTION = 0.1  # the fixed validation split (500 images) is this fraction
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
 @dataclass(frozen=True)
@@ -295,8 +293,8 @@ def load_image_folder(
             hint="give both train/ and val/ for an explicit split, or class folders directly under the path",
         )
     if explicit:
-        class_names, train_files = _scan_classes(root / "train")
-        val_names, val_files = _scan_classes(root / "val")
+        class_names, train_files = scan_classes(root / "train")
+        val_names, val_files = scan_classes(root / "val")
         if class_names != val_names:
             raise InvalidInputError(
                 f"{root / 'train'} and {root / 'val'} have different class folders: "
@@ -305,10 +303,10 @@ def load_image_folder(
             )
         files = [(p, y, True) for p, y in train_files] + [(p, y, False) for p, y in val_files]
     else:
-        class_names, found = _scan_classes(root)
+        class_names, found = scan_classes(root)
         files = [(p, y, True) for p, y in found]
 
-    images, labels, is_train, bad = _read_images(root, files, img_size, in_chans, on_bad_image)
+    images, labels, is_train, bad = read_images(root, files, img_size, in_chans, on_bad_image)
     if explicit:
         train_idx, val_idx = torch.nonzero(is_train).flatten(), torch.nonzero(~is_train).flatten()
     else:
@@ -328,85 +326,11 @@ def load_image_folder(
     )  # fmt: skip
 
 
-def _read_images(root: Path, files, img_size, in_chans, on_bad_image):
-    """Decode [(path, label, is_train)] -> (N, C, H, W) uint8, (N,) labels, (N,) is_train, skipped paths."""
-    from PIL import Image
-
-    # What Pillow raises for unreadable files (UnidentifiedImageError and truncation are OSErrors).
-    unreadable = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
-    bad: list[str] = []
-
-    def reject(file: Path, err: Exception) -> None:
-        if on_bad_image == "error":
-            raise InvalidInputError(f"cannot read image {file}: {err}", hint="fix or delete that file")
-        log.warning("skipping unreadable image %s: %s", file, err)
-        bad.append(str(file))
-
-    headers = []  # (path, label, is_train, (w, h), mode): Image.open reads the header only
-    for file, label, is_train in files:
-        try:
-            with Image.open(file) as im:
-                headers.append((file, label, is_train, im.size, im.mode))
-        except unreadable as err:
-            reject(file, err)
-    sizes = sorted({h[3] for h in headers})
-    if img_size is None:
-        if len(sizes) > 1 or (sizes and sizes[0][0] != sizes[0][1]):
-            found = ", ".join(f"{w}x{h}" for w, h in sizes[:4])
-            raise InvalidInputError(
-                f"images under {root} are not all the same square size (found {found})",
-                hint="pass --img-size N to init or build to resize every image to N x N at load "
-                "(from Python, load_image_folder(img_size=N))",
-            )
-        img_size = sizes[0][0] if sizes else 1
-    if in_chans is None:
-        in_chans = 1 if all(h[4] in _GRAY_MODES for h in headers) else 3
-
-    pixels = np.zeros((len(headers), img_size, img_size, in_chans), np.uint8)  # (N, H, W, C)
-    kept: list[tuple[int, bool]] = []
-    for file, label, is_train, _, _ in headers:
-        try:
-            with Image.open(file) as im:  # decoding happens here: truncated files fail now
-                im = im.convert("L" if in_chans == 1 else "RGB")
-                if im.size != (img_size, img_size):
-                    im = im.resize((img_size, img_size), Image.Resampling.BILINEAR)
-                pixels[len(kept)] = np.asarray(im, dtype=np.uint8).reshape(img_size, img_size, in_chans)
-        except unreadable as err:
-            reject(file, err)
-            continue
-        kept.append((label, is_train))
-    images = torch.from_numpy(pixels[: len(kept)]).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
-    labels = torch.tensor([k[0] for k in kept], dtype=torch.int64)
-    return images, labels, torch.tensor([k[1] for k in kept], dtype=torch.bool), tuple(bad)
-
-
 def _check_split_args(val_fraction: float, seed: int) -> None:
     if not isinstance(val_fraction, (int, float)) or not 0.0 < val_fraction < 1.0:
         raise InvalidInputError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InvalidInputError(f"seed must be an integer, got {seed!r}")
-
-
-def _scan_classes(root: Path) -> tuple[tuple[str, ...], list[tuple[Path, int]]]:
-    """Sorted class folders under ``root`` and their image files (recursive, sorted), as (path, label)."""
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    files: list[tuple[Path, int]] = []
-    for label, d in enumerate(class_dirs):
-        found = sorted(
-            p for p in d.rglob("*")
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-        )  # fmt: skip
-        files += [(p, label) for p in found]
-    kinds = ",".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
-    if not files:
-        raise InvalidInputError(
-            f"no images found under {root}", hint=f"expected <class>/*.{{{kinds}}} folders"
-        )
-    if len(class_dirs) < 2:
-        raise InvalidInputError(
-            f"{root} has a single class folder ({class_dirs[0].name}); classification needs at least 2"
-        )
-    return tuple(d.name for d in class_dirs), files
 
 
 def image_sha256(images: torch.Tensor) -> list[str]:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,13 +22,50 @@ def _umask() -> int:
     return mask
 
 
+_SPECIAL_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def special_kind(path: str | Path) -> str | None:
+    """What ``path`` is when it exists and is not a regular file ("a character device", "a FIFO (named pipe)",
+    ...), following symbolic links; None for a regular file, a link to one, or a path that does not exist."""
+    try:
+        mode = os.stat(path).st_mode  # follows links: a link to /dev/full is a character device
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # nothing there (or a dangling link): a rename creates a regular file
+    except (OSError, ValueError):
+        return None  # unreadable: the write itself reports it
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in _SPECIAL_KINDS if test(mode)), "not a regular file")
+
+
+def refuse_special(path: str | Path, what: str = "output file") -> None:
+    """InvalidInputError (exit 3) naming ``path`` when it exists and is not a regular file: a write there would
+    replace a device node, a FIFO, a socket or a directory with a regular file (atomic writes rename)."""
+    kind = special_kind(path)
+    if kind is not None:
+        raise InvalidInputError(
+            f"{what} {path} is {kind}, not a regular file: refusing to replace it",
+            hint="give the path of a regular file, or of one to create",
+        )
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; on success fsync it and rename it over ``final``.
 
-    On any exception the temporary file is removed and ``final`` is left untouched.
+    On any exception the temporary file is removed and ``final`` is left untouched. ``final`` must be a regular
+    file, a link to one, or absent: anything else (a device node, FIFO, socket, directory) raises
+    InvalidInputError (exit 3) before the temporary file is made, and again just before the rename.
     """
     final = Path(final)
+    refuse_special(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
     os.close(fd)
@@ -37,6 +75,7 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; final files get the usual permissions
+        refuse_special(final)  # again: something may have appeared there while the file was written
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -114,7 +153,8 @@ def check_writable_dir(path: str | Path, what: str = "output directory") -> Path
     if str(path) == "":
         raise InvalidInputError(f"{what}: the path is empty")
     if path.exists() and not path.is_dir():
-        raise InvalidInputError(f"{what} {path} is an existing file, not a directory")
+        kind = special_kind(path) or "an existing file"
+        raise InvalidInputError(f"{what} {path} is {kind}, not a directory")
     base = _existing_ancestor(path.absolute())
     if not base.is_dir():
         raise InvalidInputError(f"{what} {path} cannot be created: {base} is not a directory")
@@ -132,13 +172,15 @@ def check_writable_dir(path: str | Path, what: str = "output directory") -> Path
 
 def check_writable_file(path: str | Path, what: str = "output file") -> Path:
     """Check, before any work, that file ``path`` can be written (its directory exists or can be created and
-    is writable; the path is not a directory). Creates nothing. Raises ``InvalidInputError`` (exit 3)."""
+    is writable; the path is not a directory, device node, FIFO or socket, links followed). Creates nothing.
+    Raises ``InvalidInputError`` (exit 3)."""
 
     path = Path(path)
     if str(path) in ("", "."):
         raise InvalidInputError(f"{what}: the path is empty")
     if path.is_dir():
         raise InvalidInputError(f"{what} {path} is a directory, expected a file name")
+    refuse_special(path, what)
     check_writable_dir(path.parent if str(path.parent) else Path("."), what=f"{what} {path}: directory")
     return path
 

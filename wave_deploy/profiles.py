@@ -8,15 +8,23 @@ name, an alias or a path. Every failure raises ``InvalidInputError`` (exit 3) na
 from __future__ import annotations
 
 import difflib
-import functools
 import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from wave_deploy.errors import InvalidInputError, UsageError
+from wave_deploy.profile_yaml import read_profile_yaml, read_yaml_value
 
 Precision = Literal["fp32", "fp16", "int8"]
 Runtime = Literal["tensorrt", "onnxruntime"]
@@ -28,6 +36,17 @@ MAX_BATCH = 65536  # the largest batch any profile field may name (bench --batch
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # inf and nan: exit 3
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _booleans_are_not_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """``latency_ms: true`` is a mistake, not 1.0 (pydantic's lax mode would convert it)."""
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            kinds = {annotation, *typing.get_args(annotation)}
+            if bool not in kinds and {int, float} & kinds:
+                raise ValueError("expected a number, not a boolean")
+        return value
 
 
 class PowerMode(_Strict):
@@ -92,7 +111,7 @@ class RuntimeSettings(_Strict):
     )
     max_accuracy_drop_points: float = Field(
         default=1.0,
-        ge=-100,
+        ge=0,
         le=100,
         description="fp16/int8 variants pass when their validation top-1 is at most this many percentage "
         "points below the ONNX fp32 model's.",
@@ -221,115 +240,9 @@ def _format_validation_error(path: str | Path, err: ValidationError) -> tuple[st
     return f"invalid profile {path}: field '{field}': {msg}{suffix}", hint
 
 
-@functools.cache
-def _yaml_loader():
-    """A SafeLoader that rejects duplicate keys (PyYAML silently keeps the last one)."""
-    import yaml
-
-    class UniqueKeyLoader(yaml.SafeLoader):
-        def construct_mapping(self, node, deep=False):
-            seen: dict[Any, Any] = {}
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=deep)
-                try:
-                    hash(key)
-                except TypeError:  # unhashable key: SafeLoader reports it with its own message
-                    continue
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key '{key}' (first at line {seen[key]})", key_node.start_mark
-                    )
-                seen[key] = key_node.start_mark.line + 1
-            return super().construct_mapping(node, deep=deep)
-
-    return UniqueKeyLoader
-
-
-# Bounds checked before validation: the schema is 3 levels deep and a shipped profile is ~2 KB.
-MAX_PROFILE_DEPTH = 8
-MAX_PROFILE_BYTES = 1 << 20
-
-
-def _nesting_depth(data: Any) -> int:
-    """How many levels of mappings/lists ``data`` holds (iterative: any depth is measured without recursion)."""
-    seen: dict[int, int] = {}  # id -> depth (YAML aliases share nodes)
-    deepest, stack = 0, [(data, 1)]
-    while stack:
-        node, depth = stack.pop()
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
-        if children is None or seen.get(id(node), 0) >= depth:
-            continue
-        seen[id(node)] = depth
-        deepest = max(deepest, depth)
-        if deepest > MAX_PROFILE_DEPTH:
-            break
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
-MAX_PROFILE_INT = 2**53  # integers beyond this lose precision as floats, and no profile quantity comes near
-
-
-def _huge_integer(data: Any, prefix: str = "") -> str | None:
-    """The dotted path of the first integer in ``data`` whose magnitude exceeds MAX_PROFILE_INT, or None
-    (called after the depth check, so the recursion is shallow)."""
-    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
-    for key, value in items:
-        where = f"{prefix}{key}"
-        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_PROFILE_INT:
-            return where
-        found = _huge_integer(value, f"{where}.")
-        if found is not None:
-            return found
-    return None
-
-
 def load_profile_file(path: str | Path) -> DeviceProfile:
-    import yaml
-
     path = Path(path)
-    if path.is_dir():
-        raise InvalidInputError(f"invalid profile {path}: is a directory, expected a YAML file")
-    if not path.is_file():
-        raise InvalidInputError(f"profile file {path} does not exist")
-    try:
-        size = path.stat().st_size
-        if size > MAX_PROFILE_BYTES:
-            raise InvalidInputError(
-                f"invalid profile {path}: {size:,} bytes; a profile file is at most {MAX_PROFILE_BYTES:,} bytes"
-            )
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"invalid profile {path}: cannot read it: {exc}") from exc
-    try:
-        data = yaml.load(text, Loader=_yaml_loader())  # a SafeLoader subclass: no arbitrary objects
-    except RecursionError:
-        raise InvalidInputError(
-            f"invalid profile {path}: nested too deeply (a profile has at most {MAX_PROFILE_DEPTH} levels)"
-        ) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        kind = "YAML error" if isinstance(exc, yaml.constructor.ConstructorError) else "YAML syntax error"
-        raise InvalidInputError(f"invalid profile {path}: {kind}{where}: {problem}") from exc
-    if data is None:
-        raise InvalidInputError(f"invalid profile {path}: file is empty")
-    if not isinstance(data, dict):
-        raise InvalidInputError(
-            f"invalid profile {path}: expected a mapping at the top level, got {type(data).__name__}"
-        )
-    depth = _nesting_depth(data)
-    if depth > MAX_PROFILE_DEPTH:
-        raise InvalidInputError(
-            f"invalid profile {path}: nested {depth} levels deep (a profile has at most {MAX_PROFILE_DEPTH})"
-        )
-    huge = _huge_integer(data)
-    if huge is not None:
-        raise InvalidInputError(
-            f"invalid profile {path}: field '{huge}': the integer is larger than {MAX_PROFILE_INT:,} "
-            "(no device quantity in a profile comes near it)"
-        )
+    data = read_profile_yaml(path)
     try:
         profile = DeviceProfile.model_validate(data)
     except ValidationError as exc:
@@ -380,18 +293,19 @@ def _wants_text(path: list[str]) -> bool:
     return str in kinds and not {int, float} & set(kinds)
 
 
+def _shown(setting: str, limit: int = 60) -> str:
+    """A ``--set`` setting as an error message quotes it: repr, cut to ``limit`` characters."""
+    return (
+        repr(setting)
+        if len(setting) <= limit
+        else repr(setting[:limit]) + f"... ({len(setting):,} characters)"
+    )
+
+
 def _override_value(setting: str, path: list[str], raw: str) -> Any:
     """The value of one ``--set`` setting: a YAML scalar, the raw text for string fields, absolute paths."""
-    import yaml
-
     text = raw.strip()
-    try:
-        value = yaml.safe_load(text) if text else ""
-    except RecursionError:
-        raise InvalidInputError(f"--set {setting[:40]!r}...: the value is nested too deeply") from None
-    except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or "unreadable"
-        raise InvalidInputError(f"--set {setting!r}: the value is not valid YAML ({problem})") from None
+    value = read_yaml_value(text, f"--set {_shown(setting)}") if text else ""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and _wants_text(path):
         value = text  # version-like text: YAML would read 10.10 as the number 10.1
     if path == ["latency_model", "calibration_file"] and isinstance(value, str) and value:
@@ -415,10 +329,12 @@ def apply_overrides(profile: DeviceProfile, settings: typing.Sequence[str]) -> D
         key, sep, raw = setting.partition("=")
         path = key.strip().split(".")
         if not sep or not all(path):
-            raise UsageError(f"--set {setting!r}: expected SECTION.FIELD=VALUE, e.g. budgets.latency_ms=2.5")
+            raise UsageError(
+                f"--set {_shown(setting)}: expected SECTION.FIELD=VALUE, e.g. budgets.latency_ms=2.5"
+            )
         if path[0] in IDENTITY_FIELDS:
             raise UsageError(
-                f"--set {setting!r}: name and aliases identify the profile (and name its output directory)",
+                f"--set {_shown(setting)}: name and aliases identify the profile (and name its output directory)",
                 hint="copy the profile's YAML file under a new name instead",
             )
         node = data
@@ -427,13 +343,14 @@ def apply_overrides(profile: DeviceProfile, settings: typing.Sequence[str]) -> D
             if child is None:
                 child = node[part] = {}  # e.g. an absent power_mode: validation names what else it needs
             if not isinstance(child, dict):
-                raise InvalidInputError(f"--set {setting!r}: '{part}' is a value, not a section")
+                raise InvalidInputError(f"--set {_shown(setting)}: '{part}' is a value, not a section")
             node = child
         node[path[-1]] = _override_value(setting, path, raw)
     try:
         updated = DeviceProfile.model_validate(data)
     except ValidationError as exc:
-        message, hint = _format_validation_error(f"{profile.name} with --set {' '.join(settings)}", exc)
+        shown = " ".join(s if len(s) <= 60 else f"{s[:60]}..." for s in settings)
+        message, hint = _format_validation_error(f"{profile.name} with --set {shown}", exc)
         raise InvalidInputError(message, hint=hint) from exc
     return updated.model_copy(
         update={"source_file": profile.source_file, "overrides": profile.overrides + tuple(settings)}

@@ -133,6 +133,7 @@ class OrtRunner:
         path = Path(onnx_path)
         if not path.is_file():
             raise InvalidInputError(f"ONNX model {path} does not exist")
+        self.path = path
         requested = [_PROVIDER_ALIASES.get(p.lower(), p) for p in (providers or ["CPUExecutionProvider"])]
         available = probe.ort_providers()
         missing = [p for p in requested if p not in available]
@@ -156,12 +157,21 @@ class OrtRunner:
         self.on_device = self.providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
         self.runtime = f"onnxruntime {ort.__version__} [{', '.join(self.providers)}]"
         self.hardware = gpu_description() if self.on_device else cpu_description()
-        first = self.session.get_inputs()[0]
+        first = _image_input(path, self.session.get_inputs())
         self.input_name = first.name
-        self.input_dtype = _ORT_DTYPES.get(first.type, np.float32)
+        self.input_dtype = _ORT_DTYPES[first.type]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.sample_shape = tuple(int(d) for d in first.shape[1:])
+        self.fixed_batch = first.shape[0] if isinstance(first.shape[0], int) and first.shape[0] > 0 else None
         self._ort = ort
+
+    def check_batch(self, batch: int) -> None:
+        """InvalidInputError when the model's batch axis is fixed to another size than ``batch``."""
+        if self.fixed_batch is not None and batch != self.fixed_batch:
+            raise InvalidInputError(
+                f"ONNX model {self.path} takes a fixed batch of {self.fixed_batch}; batch {batch} cannot run it",
+                hint=f"use --batch {self.fixed_batch}, or export the model with a dynamic batch axis",
+            )
 
     def run(self, inputs: np.ndarray) -> np.ndarray:
         feed = {self.input_name: np.ascontiguousarray(inputs, dtype=self.input_dtype)}
@@ -182,6 +192,36 @@ class OrtRunner:
 
             return call
         return lambda: self.run(inputs)
+
+
+IMAGE_INPUT = "one float image input of shape (batch, C, H, W) with fixed C, H and W"
+
+
+def _describe_inputs(inputs) -> str:
+    shown = ", ".join(
+        f"{i.name!r} {i.type} {list(i.shape) if i.shape is not None else '?'}" for i in inputs[:4]
+    )
+    return shown + (f", ... ({len(inputs)} in all)" if len(inputs) > 4 else "") if inputs else "none"
+
+
+def _image_input(path: Path, inputs):
+    """The model's one input when it is a float image batch (what bench feeds); else InvalidInputError
+    naming what the model takes and what bench needs."""
+    problem = None
+    if len(inputs) != 1:
+        problem = f"{len(inputs)} inputs"
+    elif inputs[0].type not in _ORT_DTYPES:
+        problem = f"a {inputs[0].type} input"
+    elif inputs[0].shape is None or len(inputs[0].shape) != 4:
+        problem = f"a {0 if inputs[0].shape is None else len(inputs[0].shape)}-D input"
+    elif not all(isinstance(d, int) and d > 0 for d in inputs[0].shape[1:]):
+        problem = "an input whose C, H or W is not a fixed size"
+    if problem is not None:
+        raise InvalidInputError(
+            f"ONNX model {path} takes {problem} ({_describe_inputs(inputs)}); bench needs {IMAGE_INPUT} "
+            f"({', '.join(_ORT_DTYPES)})"
+        )
+    return inputs[0]
 
 
 class TensorRTRunner:
@@ -285,6 +325,8 @@ def benchmark_samples(
         raise UsageError(f"timed must be '{TIMED_COMPUTE}' or '{TIMED_HOST_TO_HOST}', got {timed!r}")
     if timed == TIMED_COMPUTE and not runner.on_device:
         timed = TIMED_HOST_TO_HOST  # on a CPU there is nothing to copy: say what was really timed
+    if isinstance(runner, OrtRunner):
+        runner.check_batch(batch)
     call = runner.timed_call(seeded_inputs(runner.sample_shape, batch, seed), timed)
     samples = time_calls(call, warmup=warmup, iterations=iterations, min_duration_s=min_duration_s)
     stats = summarize(

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from wave_deploy.cli.options import BenchBatch, FiniteFloat, Threads, json_option
-from wave_deploy.cli.output import print_json
+from wave_deploy.cli.output import echo, print_json
 
 
 def _summary_lines(model: Path, stats: dict) -> list[str]:
@@ -52,8 +52,9 @@ def bench(
 
     Runs --warmup untimed iterations, then at least --iterations timed ones on seeded inputs, and prints
     min/max/mean/median/p90/p95/p99 latency and throughput (img/s = batch / mean latency), stating what was
-    timed and on which hardware. Exit codes: 2 bad usage, 3 missing/invalid model, 4 missing provider, GPU
-    or TensorRT.
+    timed and on which hardware. MODEL.onnx must take one float image batch (batch, C, H, W). Exit codes: 2 bad
+    usage, 3 missing/invalid model (or one whose input is not a float image batch), 4 missing provider, GPU or
+    TensorRT.
     """
     from wave_deploy.bench.runners import benchmark, open_runner
     from wave_deploy.bench.stats import TIMED_COMPUTE, TIMED_HOST_TO_HOST
@@ -75,4 +76,4 @@ def bench(
         print_json({"model": str(model), **stats})
         return
     for line in _summary_lines(model, stats):
-        click.echo(line)
+        echo(line)

@@ -39,6 +39,11 @@ COMMANDS = {
 }
 
 
+_NO_ARGS_IS_HELP = getattr(
+    click.exceptions, "NoArgsIsHelpError", ()
+)  # click >= 8.2: a group without a command
+
+
 class LazyGroup(click.Group):
     """Loads subcommands lazily, maps errors to exit codes, and keeps the --json promise on every exit:
     a command run with --json prints exactly one JSON object on stdout, an error object when it fails
@@ -64,7 +69,15 @@ class LazyGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            broken = output.stdout_error()
+            if (
+                broken is not None
+            ):  # the command worked but its result is lost: an output that cannot be written
+                message = f"cannot write the result to stdout: {broken.strerror or broken}"
+                click.echo(f"error: {message} (nothing more was written there)", err=True)
+                ctx.exit(EXIT_INVALID_INPUT)
+            return result
         except WaveDeployError as exc:
             debug = bool(ctx.obj and ctx.obj.get("debug"))
             if debug:
@@ -81,14 +94,39 @@ class LazyGroup(click.Group):
             self._json_error(EXIT_INVALID_INPUT, "MemoryError", message, {})
             click.echo(f"error: {message}", err=True)
             ctx.exit(EXIT_INVALID_INPUT)
-        except click.ClickException as exc:  # click's usage errors: click prints them, exit 2
-            self._json_error(exc.exit_code, "UsageError", " ".join(exc.format_message().split()), {})
+        except (
+            click.ClickException
+        ) as exc:  # click's usage errors (a bad option value, a missing option): exit 2
+            self._usage_error(exc)
             raise
         except Exception as exc:  # a bug: the traceback follows (main), exit 1
             self._json_error(EXIT_INTERNAL, type(exc).__name__, " ".join(str(exc).split()), {})
             raise
         finally:
             leave_process_group()
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.ClickException as exc:  # the group's own: an unknown option or command
+            self._usage_error(exc)
+            raise
+
+    def _usage_error(self, exc: click.ClickException) -> None:
+        """Make click report ``exc`` as every other error: one line on stderr (its usage block would be four),
+        after the --json error object. A group called without a command still prints its help."""
+        if isinstance(exc, _NO_ARGS_IS_HELP):
+            return
+        message = " ".join(exc.format_message().split())
+        self._json_error(exc.exit_code, "UsageError", message, {})
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None:
+            message += f" (see '{ctx.command_path} --help')"
+
+        def show(file=None) -> None:
+            click.echo(f"error: {message}", err=True)
+
+        exc.show = show  # type: ignore[method-assign]
 
     def _json_error(self, code: int, cls: str, message: str, details: dict) -> None:
         if self.json_mode and not output.json_printed():

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from wave_deploy.cli.output import console, is_quiet, print_json, profile_set_option, table
+from wave_deploy.cli.output import console, echo, is_quiet, print_json, profile_set_option, table
 
 if TYPE_CHECKING:
     from wave_deploy.profiles import DeviceProfile
@@ -136,18 +136,20 @@ def show_cmd(profile: str, overrides: tuple[str, ...], as_json: bool) -> None:
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-file results as JSON on stdout.")
 def validate_cmd(files: tuple[str, ...], as_json: bool) -> None:
-    """Check profile YAML files against the schema.
+    """Check profile YAML files against the schema, and a calibrated profile's calibration file as plan reads it.
 
     Exits 0 when every file is valid; stops at the first invalid one and exits 3 with one line naming the
-    file and the field.
+    file and the field (or the calibration file and what is wrong with it).
     """
     from wave_deploy.errors import InvalidInputError
+    from wave_deploy.planning.latency import profile_calibration
     from wave_deploy.profiles import load_profile_file
 
     results: list[dict[str, Any]] = []
     for path in files:
         try:
             found = load_profile_file(path)
+            profile_calibration(found)  # kind 'calibrated': the file must exist and fit, exactly as for plan
         except InvalidInputError as exc:
             if as_json:
                 results.append({"path": path, "valid": False, "error": exc.one_line()})
@@ -155,6 +157,6 @@ def validate_cmd(files: tuple[str, ...], as_json: bool) -> None:
             raise
         results.append({"path": path, "valid": True, "name": found.name})
         if not as_json and not is_quiet():
-            click.echo(f"ok  {path}  ({found.name})")
+            echo(f"ok  {path}  ({found.name})")
     if as_json:
         print_json({"valid": True, "files": results})

@@ -278,7 +278,12 @@ def profile_calibration(profile: DeviceProfile) -> Calibration | None:
     path = Path(lm.calibration_file)
     if not path.is_absolute() and profile.source_file:
         path = Path(profile.source_file).parent / path
-    return load_calibration(path)
+    calibration = load_calibration(path)
+    if calibration.profile != profile.name:  # what predict() refuses, found when the profile is read
+        raise InvalidInputError(
+            f"calibration file {path} was made for profile '{calibration.profile}', not '{profile.name}'"
+        )
+    return calibration
 
 
 def predict(

@@ -107,7 +107,8 @@ def _folded_meta(path: Path, meta: dict[str, str]) -> tuple[ViTSpec, dict[str, A
 
 
 def load_folded_file(path: str | Path):
-    """(VisionTransformer, spec, extra_meta) from a checkpoint written by ``save_folded``."""
+    """(VisionTransformer, spec, extra_meta) from a checkpoint written by ``save_folded``; NaN/Inf weights are
+    refused here (InvalidInputError naming the tensor)."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -121,7 +122,21 @@ def load_folded_file(path: str | Path):
     except Exception as exc:  # safetensors raises its own error types for every malformed file
         raise InvalidInputError(f"{path} is not a readable safetensors file: {exc}") from exc
     spec, extra = _folded_meta(path, meta)
+    _check_finite(path, state)
     return load_folded(state, spec), spec, extra
+
+
+def _check_finite(path: Path, state: dict[str, Tensor]) -> None:
+    """InvalidInputError naming the first tensor that holds NaN or Inf: such weights would only fail later, at
+    export's parity gate (exit 7), though the file itself is what is wrong."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise InvalidInputError(
+                    f"{path}: tensor {name} holds {bad} NaN/Inf value(s) of {tensor.numel()}",
+                    hint="the checkpoint is corrupt or its training diverged; rebuild it",
+                )
 
 
 @torch.no_grad()

@@ -10,7 +10,10 @@ tensor bytes. This module parses that header itself, with limits, before anythin
   tile the data area exactly (no gap, overlap, or range past the end of the file);
 - the geometry is bounded (``BankGeometry``) and every tensor's shape must be the one the geometry and the
   auxiliary spec imply, so no number in the metadata can ask for more than the file itself holds;
-- every tensor's bytes match the sha256 the metadata records and hold only finite values (NaN/Inf: refused).
+- the JSON is strict: a duplicated key or a NaN/Infinity token is refused, and ``schema_version`` is exactly
+  the integer 1 (not 1.0, not true);
+- every tensor's bytes match the sha256 the metadata records and hold only finite values no larger in magnitude
+  than ``MAX_ABS_VALUE`` (NaN/Inf, or a value beyond what a distillation can produce: refused).
 
 ``templates info`` and ``plan`` use this module directly (no torch import); ``TemplateBank.load`` turns the
 verified bytes into tensors. Every problem raises InvalidInputError (exit 3) naming the file and the tensor.
@@ -31,6 +34,7 @@ from typing import Any, NoReturn
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import sha256_file
 from wave_deploy.spec import ViTSpec
+from wave_deploy.wave.bank_values import FLOAT_DTYPES, value_problem
 from wave_deploy.wave.geometry import ALL_KINDS, BankGeometry, kind_layouts, template_shape
 from wave_deploy.wave.provenance import escape_control
 
@@ -45,13 +49,6 @@ MAX_FILE_BYTES = (
     2 << 30
 )  # 2 GiB; a bank of ViT-B size holds a few MB. Reading a bank holds it in memory once.
 MAX_NDIM = 8
-# safetensors dtype -> (bytes per element, exponent mask of the raw little-endian integer, its numpy type)
-FLOAT_DTYPES = {
-    "F16": (2, 0x7C00, "<u2"),
-    "BF16": (2, 0x7F80, "<u2"),
-    "F32": (4, 0x7F800000, "<u4"),
-    "F64": (8, 0x7FF0000000000000, "<u8"),
-}
 CORRUPT_HINT = "rebuild it with `wave-deploy templates build`, or use the bank shipped with wave-deploy"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _JSON_TOKENS = re.compile(r'\\.|["\[\]{}]', re.DOTALL)
@@ -100,9 +97,7 @@ class BankFile:
     entries: dict[str, TensorEntry]
 
     def read_tensors(self) -> dict[str, bytes]:
-        """Raw bytes of every tensor, each checked against its sha256 and for NaN/Inf."""
-        import numpy as np
-
+        """Raw bytes of every tensor, each checked against its sha256, for NaN/Inf and against MAX_ABS_VALUE."""
         out = {}
         with open(self.path, "rb") as fh:
             for name, e in sorted(self.entries.items(), key=lambda item: item[1].start):
@@ -112,11 +107,9 @@ class BankFile:
                     self.fail(f"tensor {name} is cut short (the file changed while it was read)")
                 if hashlib.sha256(raw).hexdigest() != self.sha256[name]:
                     self.fail(f"tensor {name} does not match its sha256 (corrupt bank)")
-                _, mask, int_type = FLOAT_DTYPES[e.dtype]
-                bits = np.frombuffer(raw, dtype=int_type)
-                bad = int(np.count_nonzero((bits & np.array(mask, dtype=int_type)) == mask))
-                if bad:
-                    self.fail(f"tensor {name} holds {bad} NaN/Inf value(s) of {e.numel}")
+                problem = value_problem(raw, e.dtype)
+                if problem:
+                    self.fail(f"tensor {name} holds {problem}")
                 out[name] = raw
         return out
 
@@ -154,7 +147,8 @@ def open_bank(path: str | Path) -> BankFile:
         )
     entries = _layout(header, data_start, size, lambda what: _unreadable(shown, what))
     meta = _parse_json(extra[METADATA_KEY], fail)
-    if meta.get("schema_version") != SCHEMA_VERSION:
+    version = meta.get("schema_version")
+    if type(version) is not int or version != SCHEMA_VERSION:  # 1.0 and true compare equal to 1
         fail(
             f"bank schema_version {escape_control(repr(meta.get('schema_version')))[:40]} is not supported "
             f"(this wave-deploy reads {SCHEMA_VERSION})"
@@ -338,8 +332,8 @@ def _parse_json(text: str, fail, what: str = "bank metadata") -> dict[str, Any]:
         elif not in_string and token in "]}":
             depth -= 1
     try:
-        value = json.loads(text, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:  # ValueError: bad JSON, or an integer of > 4300 digits
+        value = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError) as exc:  # ValueError: bad JSON, a duplicate key, > 4300 digits
         fail(f"{what} is not valid JSON: {escape_control(exc)}")
     if not isinstance(value, dict):
         fail(f"{what} must be a JSON object, got {type(value).__name__}")
@@ -348,6 +342,16 @@ def _parse_json(text: str, fail, what: str = "bank metadata") -> dict[str, Any]:
 
 def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different (json.loads alone keeps the last of a duplicated key)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {escape_control(repr(key))[:60]} appears twice in one object")
+        out[key] = value
+    return out
 
 
 def _layout(header: dict[str, Any], data_start: int, size: int, fail) -> dict[str, TensorEntry]:
