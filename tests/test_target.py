@@ -32,7 +32,11 @@ def test_target_answers_the_decision_table(key):
         tensorrt_version=None if major is None else f"{major}.3",
     )  # fmt: skip
     file, weights, activations, engine_file, flags = EXPECTED[key]
-    assert (target.deployed.file, target.weight_dtype, target.activation_dtype) == (file, weights, activations)
+    assert (target.deployed.file, target.weight_dtype, target.activation_dtype) == (
+        file,
+        weights,
+        activations,
+    )
     assert target.deployed.precision == precision
     if runtime == "tensorrt":
         assert (target.engine_source.file, target.tensorrt_flags) == (engine_file, flags)

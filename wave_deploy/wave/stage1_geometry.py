@@ -8,8 +8,8 @@ Every field is resolved in this order, and the source of each value is recorded 
 - channels: ``--in-chans``; else the data's (the models a bank makes are fed the user's images). A 3-channel
   teacher is fed grey images repeated to 3 channels; RGB data with a 1-channel teacher is refused unless
   ``--in-chans 1`` converts the data to grey at load.
-- patch size, head size (embed_dim / num_heads), MLP ratio: the options; else a ViT teacher's; else the
-  defaults below (patch: ``default_patch_size``).
+- patch size, head size (embed_dim / num_heads), MLP ratio: the options; else a ViT teacher's; else patch
+  ``default_patch_size`` (about a 14 x 14 grid, at least 4), head size 32, MLP ratio 4.
 - template size w: ``--template-size``; else the head size (DESIGN 3.1: w = head_dim).
 - auxiliary model: ``--aux-depth/--aux-embed-dim``; else the teacher's own depth and width capped at DeiT-Small
   (depth 12, width 384), the width rounded down to one the bank serves; a teacher without depth and width
@@ -63,10 +63,11 @@ class Stage1Geometry:
 
 def default_patch_size(img_size: int) -> int:
     """A teacher without a patch (a ResNet): the patch that cuts ``img_size`` into about a 14 x 14 grid, as
-    DeiT's 16 px patch does at 224 px, never below 4 (today's default, 7 x 7 at 28 px): the divisor of
-    ``img_size`` nearest to max(4, img_size / 14), the smaller on a tie."""
+    DeiT's 16 px patch does at 224 px, never below 4 (today's default, 7 x 7 at 28 px): among the divisors
+    of ``img_size`` that are at least 4, the one nearest to max(4, img_size / 14), the smaller on a tie
+    (``img_size`` itself below 4)."""
     target = max(MIN_PATCH, img_size / 14)
-    divisors = [p for p in range(1, img_size + 1) if img_size % p == 0]
+    divisors = [p for p in range(MIN_PATCH, img_size + 1) if img_size % p == 0] or [img_size]
     return min(divisors, key=lambda p: (abs(p - target), p))
 
 
@@ -145,10 +146,13 @@ def served_width(width: int, *, w: int, head_dim: int, mlp_ratio: float) -> int:
     """The largest width <= ``width`` a bank of this geometry serves (a multiple of lcm(w, head_dim) whose MLP
     hidden size is a multiple of w), or the smallest one when none is that small."""
     step = math.lcm(w, head_dim)
-    ok = [d for d in range(step, max(width, step) + 1, step) if (d * mlp_ratio) % w == 0]
-    if not ok:
+    served = [
+        d for d in range(step, step * (max(width // step, 1) + 64) + 1, step) if (d * mlp_ratio) % w == 0
+    ]
+    if not served:
         raise UsageError(
-            f"no auxiliary width up to {max(width, step)} suits template size {w}, head size {head_dim} and "
-            f"MLP ratio {mlp_ratio:g}; give --aux-embed-dim"
+            f"no auxiliary width suits template size {w}, head size {head_dim} and MLP ratio {mlp_ratio:g}; "
+            "give --aux-embed-dim, --template-size or --mlp-ratio"
         )
-    return ok[-1]
+    below = [d for d in served if d <= width]
+    return below[-1] if below else served[0]
