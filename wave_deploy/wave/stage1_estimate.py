@@ -33,6 +33,8 @@ from wave_deploy.training.loop import TrainConfig, distill_loss_fn, evaluate, tr
 
 log = logging.getLogger(__name__)
 
+EVAL_TIMED = 64  # validation images timed for the evaluation estimate (at least; a batch's worth when larger)
+
 
 @dataclass
 class Estimate:
@@ -132,7 +134,7 @@ def estimate(
     )  # fmt: skip
     device = torch.device(result.device)
     peak, memory = _read_peak(device)
-    n_val = min(len(data.val_x), max(8, tcfg.batch_size))
+    n_val = min(len(data.val_x), max(EVAL_TIMED, tcfg.batch_size))
     start = time.perf_counter()
     evaluate(student, data.val_x[:n_val], data.val_labels[:n_val], n_val, device)
     eval_per_image = (time.perf_counter() - start) / n_val
