@@ -2,6 +2,7 @@
 --max-hours stops before training naming what would shorten it, resume still works, and --json keeps the human
 lines on stderr."""
 
+import functools
 import json
 from pathlib import Path
 
@@ -119,13 +120,18 @@ def test_max_hours_error_in_json_carries_the_estimate(tiny, tmp_path):
     assert error["exit_code"] == 3 and error["estimate"]["steps"] == 50
 
 
-def test_json_keeps_the_human_lines_on_stderr(tiny, tmp_path):
-    result = CliRunner().invoke(cli, _args(tiny, tmp_path / "b.safetensors", "--steps", "2", "--json"))
+def test_json_keeps_the_human_lines_and_progress_on_stderr(tiny, tmp_path, monkeypatch):
+    from wave_deploy.cli import progress
+
+    every_step = functools.partialmethod(progress.TrainingProgress.__init__, plain_every_s=0.0)
+    monkeypatch.setattr(progress.TrainingProgress, "__init__", every_step)  # a line per callback, not per 5 s
+    result = CliRunner().invoke(cli, _args(tiny, tmp_path / "b.safetensors", "--steps", "6", "--json"))
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)  # stdout is the JSON object alone
     assert summary["estimate"]["memory"]
     err = result.stderr
     assert "bank geometry: 8 px (teacher)" in err and "teacher: " in err and "stage 1 estimate: " in err
+    assert "stage 1: templates: step 6/6" in err  # the non-TTY progress lines (issue 21)
     quiet = CliRunner().invoke(
         cli, ["-q", *_args(tiny, tmp_path / "c.safetensors", "--steps", "2", "--json")]
     )
