@@ -38,6 +38,7 @@ TINY = [
     "8",
     "--seed",
     "3",
+    "--allow-weak-teacher",  # the teachers here are untrained: near chance by design
 ]
 
 
@@ -210,13 +211,27 @@ def test_two_gloo_processes_build_the_same_bank_as_one(tiny_data, teacher_ckpt, 
 
 
 def test_a_timm_teacher_by_name_gets_its_own_input_size_and_channels(tiny_data, tmp_path):
-    """--teacher NAME (no download): a 224 px RGB timm model teaches an 8 px grey bank through resized inputs."""
+    """--teacher NAME (no download) with an explicit 8 px geometry: a 224 px RGB timm model teaches an 8 px
+    grey bank through resized, channel-repeated inputs (options win over the teacher's geometry)."""
     out = tmp_path / "bank.safetensors"
     args = build_args(
-        ["--teacher", "vit_tiny_patch16_224"], tiny_data, "--out", str(out), "--steps", "2", "--json"
+        ["--teacher", "vit_tiny_patch16_224"],
+        tiny_data,
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--img-size",
+        "8",
+        "--patch-size",
+        "4",
+        "--json",
     )
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     bank = TemplateBank.load(out)
-    assert bank.provenance["ancestry"] == {"name": "vit_tiny_patch16_224", "pretrained": False}
-    assert bank.geometry.img_size == 8 and bank.geometry.in_chans == 1
+    ancestry = bank.provenance["ancestry"]
+    assert (ancestry["name"], ancestry["pretrained"]) == ("vit_tiny_patch16_224", False)
+    assert ancestry["input"] == {"normalisation": "the data's", "resized_to": 224, "channels_repeated_to": 3}
+    assert bank.geometry.img_size == 8 and bank.geometry.in_chans == 1 and bank.geometry.patch_size == 4
+    assert bank.provenance["geometry_sources"]["img_size"] == "option"

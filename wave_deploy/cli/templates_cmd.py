@@ -131,7 +131,11 @@ def _scalar(value, escape) -> str:
 @templates.command("build")
 @click.option("--teacher", "teacher_name", help="Ancestry as a timm model name (e.g. deit_base_patch16_224).")
 @click.option(
-    "--pretrained", is_flag=True, help="With --teacher: load timm's pretrained weights (downloads)."
+    "--pretrained",
+    is_flag=True,
+    help="With --teacher: timm's pretrained weights, fetched from the Hugging Face hub once and cached "
+    "(HF_HOME; offline: HF_HUB_OFFLINE=1 with a populated cache). A head that does not predict the "
+    "data's classes is replaced by a linear probe fitted on the training split.",
 )
 @click.option(
     "--teacher-checkpoint",
@@ -146,7 +150,7 @@ def _scalar(value, escape) -> str:
     "--data",
     "data_path",
     type=click.Path(path_type=str),
-    help="ImageFolder tree; default: the built-in MNIST-5k.",
+    help="ImageFolder tree; default: the built-in MNIST-5k. Resized to the bank's image size at load.",
 )
 @click.option(
     "--classes",
@@ -156,13 +160,44 @@ def _scalar(value, escape) -> str:
 @click.option(
     "--out", required=True, type=click.Path(path_type=str), help="Bank file (.safetensors) or directory."
 )
-@click.option("--aux-depth", type=Depth, default=6, show_default=True, help="Depth of the auxiliary model.")
 @click.option(
-    "--aux-embed-dim", type=Width, default=128, show_default=True, help="Width of the auxiliary model."
+    "--img-size",
+    type=Size,
+    help="Bank image size. Default: the teacher's input size (else the data's).",
 )
-@click.option("--template-size", "w", type=Size, default=32, show_default=True, help="Template size w.")
-@click.option("--head-dim", type=Size, default=32, show_default=True)
-@click.option("--patch-size", type=Size, default=4, show_default=True)
+@click.option(
+    "--in-chans",
+    type=click.Choice(["1", "3"]),
+    help="Bank channels; image folders are converted at load. Default: the data's (a 3-channel teacher "
+    "gets grey images repeated to 3 channels).",
+)
+@click.option(
+    "--patch-size",
+    type=Size,
+    help="Patch size. Default: a ViT teacher's; otherwise the divisor of the image size nearest to "
+    "image size / 14, at least 4.",
+)
+@click.option(
+    "--head-dim", type=Size, help="Head size (embed_dim / heads). Default: a ViT teacher's; otherwise 32."
+)
+@click.option(
+    "--mlp-ratio",
+    type=FiniteFloat(min=0, min_open=True, max=64),
+    help="MLP hidden size / width. Default: a ViT teacher's; otherwise 4.",
+)
+@click.option("--template-size", "w", type=Size, help="Template size w. Default: the head size.")
+@click.option(
+    "--aux-depth",
+    type=Depth,
+    help="Depth of the auxiliary model. Default: the teacher's depth, at most 12 (DeiT-Small); 6 for a "
+    "teacher that is not a ViT.",
+)
+@click.option(
+    "--aux-embed-dim",
+    type=Width,
+    help="Width of the auxiliary model. Default: the teacher's width, at most 384 (DeiT-Small), rounded "
+    "down to a width the bank serves; 128 for a teacher that is not a ViT.",
+)
 @click.option(
     "--templates-per-kind",
     "n_matrix",
@@ -212,6 +247,27 @@ def _scalar(value, escape) -> str:
 )
 @seed_option()
 @click.option(
+    "--allow-weak-teacher",
+    is_flag=True,
+    help="Distil a teacher whose validation accuracy is near chance (recorded in the bank's provenance). "
+    "Near chance: not above chance by a one-sided exact binomial test at p < 0.01, or below "
+    "1.5 x chance (capped half-way to 100%); chance is the largest class share of the validation split.",
+)
+@click.option(
+    "--max-hours",
+    type=FiniteFloat(min=0, min_open=True),
+    default=4.0,
+    show_default=True,
+    help="Stop before training (exit 3) when the estimated run is longer.",
+)
+@click.option(
+    "--estimate-steps",
+    type=click.IntRange(0, 100),
+    default=2,
+    show_default=True,
+    help="Real steps timed (after 1 warm-up) for the estimate; 0: no estimate and no --max-hours check.",
+)
+@click.option(
     "--checkpoint-dir",
     type=click.Path(path_type=str),
     help="Write training checkpoints here (default: <out>.ckpt/).",
@@ -221,96 +277,87 @@ def _scalar(value, escape) -> str:
 )
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --checkpoint-dir.")
 @device_option()
-@json_option("Print one JSON summary on stdout.")
-def build(
-    teacher_name,
-    pretrained,
-    teacher_checkpoint,
-    teacher_arch,
-    data_path,
-    classes,
-    out,
-    aux_depth,
-    aux_embed_dim,
-    w,
-    head_dim,
-    patch_size,
-    n_matrix,
-    n_vector,
-    max_depth,
-    elastic,
-    epochs,
-    steps,
-    batch_size,
-    lr,
-    tau,
-    alpha,
-    seed,
-    checkpoint_dir,
-    checkpoint_every,
-    resume,
-    device,
-    as_json,
-) -> None:
+@json_option("Print one JSON summary on stdout (progress lines stay on stderr).")
+def build(**opts) -> None:
     """Build a template bank by distilling an ancestry model into an auxiliary WAVE model (stage 1).
+
+    \b
+    The bank's geometry comes from the teacher unless an option sets it:
+      image size   the teacher's input size (else the data's); the data are resized to it at load
+      channels     the data's (a 3-channel teacher is fed grey images repeated to 3 channels)
+      patch, head size, MLP ratio   a timm ViT teacher's; otherwise patch ~img_size/14 (>= 4), head 32, MLP 4
+      template size w               the head size (64 for ImageNet-class 224 px ViTs)
+      auxiliary model   the teacher's depth and width capped at DeiT-Small (12, 384); else depth 6, width 128
+
+    Before training: the teacher's validation accuracy is measured (a pretrained head that does not predict
+    the data's classes is replaced by a linear probe on the training split); near chance the run stops with
+    exit 3 unless --allow-weak-teacher. Then a few real steps are timed: the estimated wall time and peak
+    memory are printed on stderr (and under "estimate" with --json), and a run over --max-hours stops with
+    exit 3 naming what would shorten it.
 
     Runs under `torchrun --nproc_per_node N wave-deploy templates build ...` for several GPUs or nodes
     (DistributedDataParallel; --batch-size is the global batch; only rank 0 writes).
     """
     from wave_deploy.cli.output import is_quiet
     from wave_deploy.cli.progress import TrainingProgress
-    from wave_deploy.errors import UsageError
     from wave_deploy.training import distributed
-    from wave_deploy.wave.learngene import LearngeneConfig, build_bank_file
+    from wave_deploy.wave.learngene import Stage1Checks, build_bank_file
 
-    if (teacher_name is None) == (teacher_checkpoint is None):
-        raise UsageError("give exactly one of --teacher NAME or --teacher-checkpoint FILE")
-    if teacher_arch and not teacher_checkpoint:
-        raise UsageError("--teacher-arch goes with --teacher-checkpoint")
-    if steps is not None and epochs is not None:
-        raise UsageError("give --steps or --epochs, not both")
-    config = LearngeneConfig(
-        aux_depth=aux_depth,
-        aux_embed_dim=aux_embed_dim,
-        w=w,
-        head_dim=head_dim,
-        patch_size=patch_size,
-        n_matrix=n_matrix,
-        n_vector=n_vector,
-        max_depth=max_depth,
-        elastic=elastic,
-        steps=steps,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        tau=tau,
-        alpha=alpha,
-        seed=seed,
-    )
-    quiet = is_quiet() or as_json or not distributed.is_main_process()
+    config = _learngene_config(opts)
+    quiet = is_quiet() or not distributed.is_main_process()  # --json keeps progress on stderr
+    err = console(stderr=True)
+
+    def note(text: str) -> None:
+        if not quiet:
+            err.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    classes = opts["classes"]
     with TrainingProgress("stage 1: templates", disable=quiet) as bar:
         result = build_bank_file(
-            out,
+            opts["out"],
             config,
-            teacher_name=teacher_name,
-            pretrained=pretrained,
-            teacher_checkpoint=teacher_checkpoint,
-            teacher_arch=teacher_arch,
-            data_path=data_path,
+            teacher_name=opts["teacher_name"],
+            pretrained=opts["pretrained"],
+            teacher_checkpoint=opts["teacher_checkpoint"],
+            teacher_arch=opts["teacher_arch"],
+            data_path=opts["data_path"],
             classes=[int(c) if c.strip().isdigit() else c.strip() for c in classes.split(",")]
             if classes
             else None,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every,
-            resume=resume,
+            checks=Stage1Checks(opts["allow_weak_teacher"], opts["max_hours"], opts["estimate_steps"]),
+            checkpoint_dir=opts["checkpoint_dir"],
+            checkpoint_every=opts["checkpoint_every"],
+            resume=opts["resume"],
             on_step=bar,
-            device=device,
+            on_note=note,
+            device=opts["device"],
         )
     if result is None:  # not the main process of a torchrun launch
         return
-    if as_json:
+    if opts["as_json"]:
         print_json(result)
-    elif not is_quiet():
-        console(stderr=True).print(
-            f"bank written to {result['bank']}; val accuracy {result['accuracies']}", markup=False
-        )
+    else:
+        note(f"bank written to {result['bank']}; val accuracy {result['accuracies']}")
+
+
+def _learngene_config(opts: dict):
+    """The LearngeneConfig of `templates build`'s options (geometry left None where not given)."""
+    from wave_deploy.errors import UsageError
+    from wave_deploy.wave.learngene import LearngeneConfig
+
+    if (opts["teacher_name"] is None) == (opts["teacher_checkpoint"] is None):
+        raise UsageError("give exactly one of --teacher NAME or --teacher-checkpoint FILE")
+    if opts["teacher_arch"] and not opts["teacher_checkpoint"]:
+        raise UsageError("--teacher-arch goes with --teacher-checkpoint")
+    if opts["pretrained"] and not opts["teacher_name"]:
+        raise UsageError("--pretrained goes with --teacher NAME")
+    if opts["steps"] is not None and opts["epochs"] is not None:
+        raise UsageError("give --steps or --epochs, not both")
+    names = [
+        *("aux_depth", "aux_embed_dim", "w", "head_dim", "patch_size", "mlp_ratio", "img_size", "n_matrix"),
+        *("n_vector", "max_depth", "elastic", "steps", "epochs", "batch_size", "lr", "tau", "alpha", "seed"),
+    ]
+    in_chans = opts["in_chans"]
+    return LearngeneConfig(
+        **{k: opts[k] for k in names}, in_chans=None if in_chans is None else int(in_chans)
+    )

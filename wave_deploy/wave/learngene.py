@@ -7,13 +7,19 @@ step also trains one sub-network cut out of the auxiliary model exactly as stage
 (the "sandwich": the full model every step plus one sampled size; cf. the width-wise stochastic scaling of the
 SWEET follow-up). This is what makes a sliced initialization a working model rather than a fragment.
 
+Before anything is trained (wave.stage1_inputs): the bank's geometry comes from the teacher unless an option
+says otherwise (wave.stage1_geometry), the teacher gets a head for the data's classes and is judged against
+chance (wave.teacher_check), and a few real steps are timed to estimate the run (wave.stage1_estimate).
+
 The same code runs under ``torchrun --nproc_per_node N`` (wave_deploy.training.loop handles DDP); only rank 0 writes.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,30 +27,35 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from wave_deploy import data as datasets
+from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import check_writable_dir, check_writable_file, remove_stale_parts
 from wave_deploy.spec import ViTSpec
 from wave_deploy.training import distributed
 from wave_deploy.training.loop import TrainConfig, distill_loss_fn, distillation_loss, evaluate, train
 from wave_deploy.version import __version__
+from wave_deploy.wave import stage1_estimate
 from wave_deploy.wave.bank import TemplateBank
 from wave_deploy.wave.geometry import BankGeometry
 from wave_deploy.wave.model import WaveViT
 from wave_deploy.wave.provenance import portable_command, portable_provenance
 from wave_deploy.wave.slicing import SlicedModel, Subnet
-from wave_deploy.wave.teacher import load_teacher, teacher_input
+from wave_deploy.wave.stage1_inputs import Stage1Inputs, TeacherSource, prepare
+from wave_deploy.wave.teacher import load_teacher  # noqa: F401  (re-exported: stage 1's teacher loader)
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class LearngeneConfig:
-    aux_depth: int = 6
-    aux_embed_dim: int = 128
-    w: int = 32  # template size (= head_dim by default)
-    head_dim: int = 32
-    patch_size: int = 4
-    mlp_ratio: float = 4.0
+    # The geometry: None = decided from the teacher (wave.stage1_geometry), then filled in before training.
+    aux_depth: int | None = None
+    aux_embed_dim: int | None = None
+    w: int | None = None  # template size (= head_dim by default)
+    head_dim: int | None = None
+    patch_size: int | None = None
+    mlp_ratio: float | None = None
+    img_size: int | None = None  # the bank's image size (data are resized to it at load)
+    in_chans: int | None = None  # the bank's channels (image folders are converted to it at load)
     n_matrix: int = 16  # templates per matrix kind
     n_vector: int = 4  # templates per vector kind
     max_depth: int | None = None  # deepest target the bank serves (default: aux_depth)
@@ -102,7 +113,22 @@ class ElasticStudent(nn.Module):
         return loss
 
 
+@dataclass
+class Stage1Checks:
+    """The checks before training: a weak teacher stops the run unless allowed; an estimate over ``max_hours``
+    stops it. ``estimate_steps`` timed steps (after one warm-up); 0 skips the estimate and its limit."""
+
+    allow_weak_teacher: bool = False
+    max_hours: float = 4.0
+    estimate_steps: int = 2
+
+
 def bank_geometry(config: LearngeneConfig, img_size: int, in_chans: int, num_classes: int) -> BankGeometry:
+    unresolved = [
+        k for k in ("aux_depth", "aux_embed_dim", "w", "head_dim", "patch_size") if getattr(config, k) is None
+    ]
+    if unresolved:
+        raise InvalidInputError(f"stage 1 geometry not resolved: {', '.join(unresolved)}")
     return BankGeometry.create(
         n_matrix=config.n_matrix,
         n_vector=config.n_vector,
@@ -112,7 +138,7 @@ def bank_geometry(config: LearngeneConfig, img_size: int, in_chans: int, num_cla
         num_classes=num_classes,
         w=config.w,
         head_dim=config.head_dim,
-        mlp_ratio=config.mlp_ratio,
+        mlp_ratio=4.0 if config.mlp_ratio is None else config.mlp_ratio,
         max_depth=config.max_depth or config.aux_depth,
         max_embed_dim=config.aux_embed_dim,
     )
@@ -129,27 +155,33 @@ def elastic_sizes(geom: BankGeometry, aux_spec: ViTSpec) -> list[ViTSpec]:
 
 
 def build_bank(
-    teacher: nn.Module,
-    teacher_info: dict[str, Any],
-    data,
+    inputs: Stage1Inputs,
     config: LearngeneConfig,
+    checks: Stage1Checks | None = None,
     *,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
     on_step=None,
+    on_note: Callable[[str], None] | None = None,
     device: str = "auto",
 ) -> tuple[TemplateBank, dict[str, Any]]:
-    """Train the auxiliary model and return its bank (with provenance) and a summary of the run."""
+    """Estimate (``checks``), train the auxiliary model, return its bank (with provenance) and a run summary.
+
+    ``inputs``: the teacher, data and judged accuracy (``stage1_inputs.prepare``); ``config``: resolved.
+    """
+    checks = checks or Stage1Checks()
+    data, info = inputs.data, inputs.data.info
     x_tr, y_tr, x_va, y_va = data.train_x, data.train_labels, data.val_x, data.val_labels
-    info = data.info
-    img_size, in_chans = x_tr.shape[-1], x_tr.shape[1]
-    geom = bank_geometry(config, img_size, in_chans, info.num_classes)
-    aux_spec = geom.make_spec(config.aux_depth, config.aux_embed_dim)
-    bank0 = TemplateBank.init_random(geom, seed=config.seed)
-    aux = WaveViT(bank0, aux_spec, train_templates=True, seed=config.seed)
-    teacher = teacher_input(teacher, img_size, in_chans)
-    student = ElasticStudent(aux, teacher, elastic_sizes(geom, aux_spec), config)
+    geom = bank_geometry(config, x_tr.shape[-1], x_tr.shape[1], info.num_classes)
+    assert config.aux_depth is not None  # bank_geometry refuses an unresolved config
+    aux_spec = geom.make_spec(config.aux_depth, geom.max_embed_dim)
+    aux = WaveViT(
+        TemplateBank.init_random(geom, seed=config.seed), aux_spec, train_templates=True, seed=config.seed
+    )
+    sizes = elastic_sizes(geom, aux_spec)
+    teacher = inputs.teacher
+    student = ElasticStudent(aux, teacher, sizes, config)
     tcfg = TrainConfig(
         steps=config.steps,
         epochs=config.epochs if config.steps or config.epochs else 20,
@@ -161,35 +193,76 @@ def build_bank(
         device=device,
         checkpoint_every=checkpoint_every,
     )
+    probes = _probe_sizes(geom, aux_spec)
+    estimate = None
+    if checks.estimate_steps > 0:
+        rep = stage1_estimate.representative_size(sizes) if config.elastic else None
+        estimate = stage1_estimate.estimate(
+            lambda: ElasticStudent(copy.deepcopy(aux), teacher, [rep] if rep else [], config),
+            lambda s: list(s.aux.parameters()),
+            tcfg,
+            data,
+            total_steps=tcfg.total_steps(len(x_tr) // config.batch_size),
+            start_step=stage1_estimate.steps_done(
+                None if checkpoint_dir is None else Path(checkpoint_dir), resume
+            ),
+            final_passes=1 + len(probes),
+            timed=checks.estimate_steps,
+        )
+        _check_hours(estimate, checks, config)  # over the limit: the error carries the estimate
+        if on_note is not None:
+            on_note(estimate.line())
     result = train(
-        student,
-        tcfg,
-        x_tr,
-        y_tr,
-        x_va,
-        y_va,
-        params=list(aux.parameters()),
-        loss_fn=distill_loss_fn,
-        checkpoint_dir=checkpoint_dir,
-        resume=resume,
-        on_step=on_step,
-    )
-    aux.cpu().eval()
+        student, tcfg, x_tr, y_tr, x_va, y_va, params=list(aux.parameters()), loss_fn=distill_loss_fn,
+        checkpoint_dir=checkpoint_dir, resume=resume, on_step=on_step,
+    )  # fmt: skip
+    aux.eval()
+    where = torch.device(result.device)
+    accuracies = {"teacher": inputs.verdict.accuracy, "aux": _accuracy(aux, x_va, y_va, where)}
+    for spec in probes:
+        accuracies[f"L{spec.depth}_D{spec.embed_dim}_sliced"] = _accuracy(
+            SlicedModel(aux, spec), x_va, y_va, where
+        )
+    aux.cpu()
     teacher.cpu()
-    accuracies = {"teacher": _accuracy(teacher, x_va, y_va), "aux": _accuracy(aux, x_va, y_va)}
-    for spec in _probe_sizes(geom, aux_spec):
-        accuracies[f"L{spec.depth}_D{spec.embed_dim}_sliced"] = _accuracy(SlicedModel(aux, spec), x_va, y_va)
+    verdict = inputs.verdict.to_dict()
     provenance = {
-        "ancestry": teacher_info,
+        "ancestry": inputs.info,
         "data": info.to_dict(),
         "schedule": {**asdict(config), "steps_run": result.steps},
+        "geometry_sources": inputs.geometry.sources,
+        "teacher_check": {**verdict, "allowed_weak": bool(verdict["weak"] and checks.allow_weak_teacher)},
+        "estimate": None if estimate is None else estimate.to_dict(),
         "val_accuracy": accuracies,
         "wave_deploy": __version__,
         "torch": torch.__version__,
         "command": portable_command(sys.argv),  # no absolute path of this machine
     }
     bank = aux.export_bank(portable_provenance(provenance))  # data.source etc.: no absolute paths
-    return bank, {"accuracies": accuracies, "train": result.to_dict()}
+    summary = {
+        "accuracies": accuracies,
+        "train": result.to_dict(),
+        "estimate": provenance["estimate"],
+        "teacher_check": provenance["teacher_check"],
+        "geometry": inputs.geometry.to_dict(),
+    }
+    return bank, summary
+
+
+def _check_hours(estimate: stage1_estimate.Estimate, checks: Stage1Checks, config: LearngeneConfig) -> None:
+    """Stop before training (exit 3) when the estimate is over ``checks.max_hours``, naming what shortens it."""
+    if estimate.seconds <= checks.max_hours * 3600:
+        return
+    tokens = (config.img_size // config.patch_size) ** 2 if config.img_size and config.patch_size else None
+    gpu = ", a GPU (--device cuda)" if estimate.device == "cpu" else ""
+    raise InvalidInputError(
+        f"stage 1 would take about {stage1_estimate.clock(estimate.seconds)} ({estimate.steps:,} steps x "
+        f"{estimate.seconds_per_step:.3g} s on {estimate.device}), over --max-hours {checks.max_hours:g}",
+        hint=f"shorten it: a larger --patch-size (now {config.patch_size}: {tokens} tokens per image), a smaller "
+        f"--aux-depth/--aux-embed-dim (now {config.aux_depth}/{config.aux_embed_dim}), fewer --steps/--epochs "
+        f"(now {estimate.steps:,} steps){gpu}; or raise --max-hours",
+        details={"estimate": estimate.to_dict()},
+    )
 
 
 def build_bank_file(
@@ -202,18 +275,23 @@ def build_bank_file(
     teacher_arch: str | None = None,
     data_path: str | Path | None = None,
     classes: list[int | str] | None = None,
+    checks: Stage1Checks | None = None,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int | None = 100,
     resume: bool = False,
     on_step=None,
+    on_note: Callable[[str], None] | None = None,
     device: str = "auto",
 ) -> dict[str, Any] | None:
-    """``wave-deploy templates build``: load the data and the teacher, run stage 1, write the bank to ``out``.
+    """``wave-deploy templates build``: load the teacher and the data, check, estimate, run stage 1, write ``out``.
 
-    The teacher is a timm model by name (``teacher_name``) or a checkpoint (see ``teacher.load_teacher``).
-    ``classes`` keeps only those classes (indices or names). Checkpoints go to ``checkpoint_dir``, default
-    ``<out without .safetensors>.ckpt``. Returns {"bank", "accuracies", "steps", "train_time_s"} on the main
-    process; None on the other ranks of a torchrun launch (only rank 0 writes).
+    The teacher is a timm model by name (``teacher_name``) or a checkpoint (see ``teacher.load_teacher``); the
+    bank's geometry is ``config``'s where given, else the teacher's (``stage1_geometry``). ``classes`` keeps
+    only those classes (indices or names). A teacher near chance stops the run (exit 3) unless
+    ``checks.allow_weak_teacher``; an estimate over ``checks.max_hours`` stops it too. Checkpoints go to
+    ``checkpoint_dir``, default ``<out without .safetensors>.ckpt``. ``on_note(text)`` receives the human lines
+    (geometry, teacher, estimate). Returns {"bank", "accuracies", "steps", "train_time_s", "estimate",
+    "teacher_check", "geometry"} on the main process; None on the other ranks of a torchrun launch.
     """
     ckpt_dir = (
         Path(checkpoint_dir) if checkpoint_dir else Path(str(out).removesuffix(".safetensors") + ".ckpt")
@@ -225,27 +303,31 @@ def build_bank_file(
         check_writable_dir(out, "--out")
     check_writable_dir(ckpt_dir, "--checkpoint-dir")
     remove_stale_parts(ckpt_dir)  # temporary files of a killed earlier run
-    data = datasets.load(data_path, seed=config.seed)
-    if classes:
-        data = data.select_classes(classes)
-    teacher, teacher_info = load_teacher(
-        name=teacher_name,
-        pretrained=pretrained,
-        checkpoint=teacher_checkpoint,
-        arch=teacher_arch,
-        num_classes=data.info.num_classes,
+    checks = checks or Stage1Checks()
+    source = TeacherSource(teacher_name, pretrained, teacher_checkpoint, teacher_arch)
+    inputs, config = prepare(source, config, data_path=data_path, classes=classes, device=device)
+    note = on_note if on_note is not None and distributed.is_main_process() else (lambda text: None)
+    verdict, head = inputs.verdict, inputs.info.get("head", {})
+    probed = (
+        f" (head fitted by a linear probe: {head['train_accuracy']:.1%} on train)"
+        if head.get("probed")
+        else ""
     )
+    if verdict.weak and not checks.allow_weak_teacher:
+        raise InvalidInputError(
+            f"the teacher is near chance: {verdict.describe()}; a teacher to learn from needs p < 0.01 and at "
+            f"least {verdict.threshold:.1%}{probed}",
+            hint="use --pretrained (timm's weights), or a --teacher-checkpoint fine-tuned on these classes "
+            "(--teacher-arch for a timm state dict); --allow-weak-teacher distils it anyway",
+            details={"teacher_check": verdict.to_dict()},
+        )
+    judged = "near chance, distilled anyway (--allow-weak-teacher)" if verdict.weak else "better than chance"
+    note(_geometry_line(inputs, config))  # after the check: a refused run prints its one error line only
+    note(f"teacher: {verdict.describe()}{probed}: {judged}")
     bank, summary = build_bank(
-        teacher,
-        teacher_info,
-        data,
-        config,
-        checkpoint_dir=ckpt_dir,
-        checkpoint_every=checkpoint_every,
-        resume=resume,
-        on_step=on_step,
-        device=device,
-    )
+        inputs, config, checks, checkpoint_dir=ckpt_dir, checkpoint_every=checkpoint_every, resume=resume,
+        on_step=on_step, on_note=note, device=device,
+    )  # fmt: skip
     if not distributed.is_main_process():
         return None
     path = bank.save(out)
@@ -254,7 +336,20 @@ def build_bank_file(
         "accuracies": summary["accuracies"],
         "steps": summary["train"]["steps"],
         "train_time_s": round(summary["train"]["train_time_s"], 1),
+        "estimate": summary["estimate"],
+        "teacher_check": summary["teacher_check"],
+        "geometry": summary["geometry"],
     }
+
+
+def _geometry_line(inputs: Stage1Inputs, config: LearngeneConfig) -> str:
+    src = inputs.geometry.sources
+    return (
+        f"bank geometry: {config.img_size} px ({src['img_size']}), {config.in_chans} channel(s) ({src['in_chans']}), "
+        f"patch {config.patch_size} ({src['patch_size']}), head size {config.head_dim} ({src['head_dim']}), "
+        f"template size {config.w} ({src['w']}), MLP ratio {config.mlp_ratio:g} ({src['mlp_ratio']}); auxiliary "
+        f"model depth {config.aux_depth} ({src['aux_depth']}), width {config.aux_embed_dim} ({src['aux_embed_dim']})"
+    )
 
 
 def _probe_sizes(geom: BankGeometry, aux_spec: ViTSpec) -> list[ViTSpec]:
@@ -265,6 +360,6 @@ def _probe_sizes(geom: BankGeometry, aux_spec: ViTSpec) -> list[ViTSpec]:
 
 
 @torch.no_grad()
-def _accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    _, acc = evaluate(model, x, y, batch_size=512, device=torch.device("cpu"))
+def _accuracy(model: nn.Module, x: Tensor, y: Tensor, device: torch.device) -> float:
+    _, acc = evaluate(model, x, y, batch_size=512, device=device)
     return round(acc, 4)
