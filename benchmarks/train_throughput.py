@@ -8,7 +8,7 @@ Configurations, each timed as the median of ``--steps`` optimizer steps after on
 - scaler phase, before: student WaveViT distilled from the bank's auxiliary WaveViT, which re-expands its
   frozen weights at every forward; AdamW (torch's default implementation).
 - scaler phase, after: the same student, the teacher folded once into a plain timm model
-  (``wave.init.frozen_teacher``); fused AdamW (``training.make_optimizer``).
+  (``wave.init.frozen_teacher``); fused AdamW (``training.run.make_optimizer``).
 - dense phase, before / after: timm VisionTransformer, AdamW default / fused.
 - templates build step, before / after: the auxiliary WaveViT with trainable templates and scalers,
   AdamW default / fused.
@@ -57,7 +57,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from wave_deploy.training.folding import fold, load_folded
-    from wave_deploy.training.loop import make_optimizer
+    from wave_deploy.training.run import make_optimizer
     from wave_deploy.wave.bank import TemplateBank
     from wave_deploy.wave.geometry import BankGeometry
     from wave_deploy.wave.init import Distiller, aux_model, frozen_teacher

@@ -14,19 +14,18 @@ Because the permutation is stateless, a checkpoint needs only the step to restor
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from wave_deploy import probe
-from wave_deploy.errors import InvalidInputError, MissingDependencyError, StageFailedError
+from wave_deploy.errors import InvalidInputError, MissingDependencyError
 from wave_deploy.training import checkpoint as ckpt_io
 from wave_deploy.training import distributed as D
+from wave_deploy.training import run
 from wave_deploy.training.batches import BatchSource
 from wave_deploy.training.config import (
     EvalRecord,
@@ -36,6 +35,7 @@ from wave_deploy.training.config import (
     global_batch_indices,
     lr_factor,
 )
+from wave_deploy.training.run import evaluate
 
 # Re-exported: a run's configuration and results are part of this module's interface.
 __all__ = [
@@ -74,34 +74,6 @@ def distillation_loss(
 def distill_loss_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``loss_fn`` for a module whose ``forward(x, y)`` returns its own loss (a distiller): one forward call."""
     return model(x, y)
-
-
-@torch.no_grad()
-def evaluate(model, x, y, batch_size: int, device, amp_dtype=None) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) on (x, y); under DDP each rank takes x[rank::W], results are summed."""
-    xs, ys = x[D.rank() :: D.world_size()], y[D.rank() :: D.world_size()]
-    was_training = model.training
-    model.eval()
-    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
-    for i in range(0, len(xs), batch_size):
-        xb = xs[i : i + batch_size].to(device, non_blocking=True)
-        yb = ys[i : i + batch_size].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(xb)  # (b, K)
-        sums[0] += F.cross_entropy(logits.float(), yb, reduction="sum").double()
-        sums[1] += (logits.argmax(-1) == yb).sum()
-        sums[2] += len(yb)
-    model.train(was_training)
-    loss_sum, correct, count = D.all_reduce_sum(sums).tolist()
-    return loss_sum / count, correct / count
-
-
-def make_optimizer(params, *, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
-    """AdamW, fused (one kernel for every parameter) where torch has that for ``device`` (CPU and CUDA,
-    floating-point parameters); the same update rule as the default implementation, measured faster at
-    224 px in benchmarks/train_throughput.py."""
-    fused = device.type in ("cpu", "cuda")
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
 def train(
@@ -152,22 +124,26 @@ def train(
     for p in frozen:
         p.requires_grad_(False)
     try:
-        run = _Run.start(model, config, device, amp_dtype, groups, trained, n)
-        run.placement = source.placement
+        schedule = run.Schedule.of(config, n, checkpointing=checkpoint_dir is not None)
+        stepper = run.Stepper(config, groups, trained, schedule.total, device, amp_dtype)
+        torch.manual_seed(config.seed + D.rank())  # dropout / drop-path streams; the data order is separate
+        progress, checkpoints = run.Progress(), run.Checkpoints(config, model)
         if checkpoint_dir is not None:
-            run.ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME
-            run.fingerprint = ckpt_io.fingerprint(config, names, train_x, train_y, val_x, val_y)
-        if resume:
-            run.restore()
-        run.begin()
+            checkpoints.path = Path(checkpoint_dir) / CHECKPOINT_NAME
+            checkpoints.fingerprint = ckpt_io.fingerprint(config, names, train_x, train_y, val_x, val_y)
+        resumed_from = checkpoints.restore(progress, stepper.stateful, device) if resume else None
+        if resumed_from is not None:
+            run.log_main("resuming from step %d of %d (%s)", resumed_from, schedule.total, checkpoints.path)
+        start = progress.begin(device)
         wrapped = D.wrap_ddp(model, device)
         wrapped.train()
         # compiled, it shares the parameters: checkpoints and the caller see the plain names
         net = torch.compile(wrapped) if config.compile else wrapped
-        while run.step < run.total:
-            run.optimizer_step(net, source, loss_fn)
-            if run.at_report_point():
-                run.report(val_x, val_y, on_step)
+        run.run_steps(
+            model=model, net=net, config=config, schedule=schedule, stepper=stepper, progress=progress,
+            checkpoints=checkpoints, source=source, n=n, loss_fn=loss_fn, val_x=val_x, val_y=val_y,
+            on_step=on_step, start=start,
+        )  # fmt: skip
         D.barrier()
     except Exception as e:
         if config.compile:
@@ -176,200 +152,10 @@ def train(
     finally:
         for p in frozen:
             p.requires_grad_(True)
-    return run.result(wall_start)
-
-
-@dataclass
-class _Run:
-    """One ``train`` call: its fixed set-up, the checkpointed ``state`` and the progress since the last report.
-
-    ``state`` (what a checkpoint holds): step (optimizer steps done), history (evaluation records), window
-    (global sum and count of train losses since the last evaluation), train_time_s (over resumed runs).
-    """
-
-    config: TrainConfig
-    model: torch.nn.Module
-    device: torch.device
-    amp_dtype: torch.dtype | None
-    trained: list
-    n: int  # training samples
-    per_epoch: int  # optimizer steps per epoch
-    total: int  # optimizer steps of the whole run
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    state: dict
-    ckpt_path: Path | None = None
-    fingerprint: str = ""
-    resumed_from: int | None = None
-    placement: str = "host"  # the BatchSource's resolved placement
-    # progress of this call (set by begin)
-    step: int = 0
-    start_step: int = 0
-    # on rank 0: the global loss sums since the last evaluation; elsewhere: this rank's since the last sync
-    window: torch.Tensor = field(default_factory=lambda: torch.zeros(2, dtype=torch.float64))
-    val_loss: float | None = None
-    val_acc: float | None = None
-    grad_norm: torch.Tensor | None = None
-    lr_used: float = 0.0
-    log_loss: float | torch.Tensor = 0.0  # since the last report: loss sum and steps
-    log_n: int = 0
-    eval_steps: int = 0  # since the last evaluation: steps and seconds
-    eval_time: float = 0.0
-    call_time: float = 0.0  # seconds of training steps in this call
-    t_mark: float = 0.0
-
-    @classmethod
-    def start(cls, model, config, device, amp_dtype, groups, trained, n: int) -> _Run:
-        """Optimizer, lr schedule and grad scaler for a fresh run; seeds dropout's RNG stream."""
-        per_epoch = n // config.batch_size
-        total = config.total_steps(per_epoch)
-        optimizer = make_optimizer(groups, lr=config.lr, weight_decay=config.weight_decay, device=device)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: lr_factor(s, config.warmup_steps, total, config.min_lr_ratio)
-        )
-        scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
-        torch.manual_seed(config.seed + D.rank())  # dropout / drop-path streams; the data order is separate
-        state = {"step": 0, "history": [], "window": torch.zeros(2, dtype=torch.float64), "train_time_s": 0.0}
-        return cls(
-            config,
-            model,
-            device,
-            amp_dtype,
-            trained,
-            n,
-            per_epoch,
-            total,
-            optimizer,
-            scheduler,
-            scaler,
-            state,
-        )
-
-    @property
-    def _stateful(self) -> tuple:
-        return self.optimizer, self.scheduler, self.scaler
-
-    def restore(self) -> None:
-        """Continue from the checkpoint when there is one (it must match config, data and parameters)."""
-        if self.ckpt_path is None:
-            return
-        if self.ckpt_path.exists():
-            ckpt = ckpt_io.load_checkpoint(
-                self.ckpt_path, self.config, self.fingerprint, self.model, self._stateful
-            )
-            D.restore_rng_states(ckpt["rng"], self.device)
-            self.state = {k: ckpt[k] for k in self.state}
-            self.resumed_from = self.state["step"]
-            _log_main("resuming from step %d of %d (%s)", self.resumed_from, self.total, self.ckpt_path)
-        else:
-            _log_main("no checkpoint at %s: starting from step 0", self.ckpt_path)
-
-    def begin(self) -> None:
-        self.window = self.state["window"].to(self.device) * (D.rank() == 0)  # saved global sums: rank 0 only
-        self.step = self.start_step = self.state["step"]
-        last = self.state["history"][-1] if self.state["history"] else {}
-        self.val_loss, self.val_acc = last.get("val_loss"), last.get("val_acc")
-        self.grad_norm, self.lr_used = None, self.config.lr
-        self.t_mark = time.perf_counter()
-
-    def optimizer_step(self, net, source: BatchSource, loss_fn) -> None:
-        """One step on this rank's shard of global batch ``step``."""
-        config, device = self.config, self.device
-        idx = global_batch_indices(self.step, self.n, config.batch_size, config.seed)
-        x, y = source.batch(idx[D.rank() :: D.world_size()])  # (B/W, C, H, W), (B/W,) this rank's shard
-        amp = self.amp_dtype
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=bool(amp)):
-            if loss_fn is None:
-                loss = F.cross_entropy(net(x).float(), y, label_smoothing=config.label_smoothing)
-            else:
-                loss = loss_fn(net, x, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if config.grad_clip is not None:
-            self.scaler.unscale_(self.optimizer)
-            self.grad_norm = torch.nn.utils.clip_grad_norm_(self.trained, config.grad_clip)
-        self.lr_used = self.optimizer.param_groups[0]["lr"]
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        self.step += 1
-        loss = loss.detach().double()
-        self.log_loss, self.log_n, self.eval_steps = self.log_loss + loss, self.log_n + 1, self.eval_steps + 1
-        self.window += torch.stack([loss, torch.ones_like(loss)])
-
-    def _eval_now(self) -> bool:
-        return self.step % (self.config.eval_every or self.per_epoch) == 0 or self.step == self.total
-
-    def _ckpt_now(self) -> bool:
-        every = self.config.checkpoint_every
-        last_or_every = self.step == self.total or (every is not None and self.step % every == 0)
-        return self.ckpt_path is not None and last_or_every
-
-    def at_report_point(self) -> bool:
-        return self._eval_now() or self._ckpt_now() or self.step % self.config.log_every == 0
-
-    def report(self, val_x, val_y, on_step) -> None:
-        """Timing, divergence check, evaluation, checkpoint and ``on_step``, as due at this step."""
-        B, step, total = self.config.batch_size, self.step, self.total
-        eval_now, ckpt_now = self._eval_now(), self._ckpt_now()
-        mean_loss = float(self.log_loss / self.log_n)  # waits for the GPU, so the timing below is honest
-        elapsed = time.perf_counter() - self.t_mark
-        self.state["train_time_s"] += elapsed
-        self.call_time, self.eval_time = self.call_time + elapsed, self.eval_time + elapsed
-        images_per_s = B * self.log_n / max(elapsed, 1e-9)
-        if not math.isfinite(mean_loss):
-            raise StageFailedError(f"training diverged: loss is {mean_loss} at step {step}")
-        if eval_now:
-            w_sum, w_n = D.all_reduce_sum(self.window).tolist()
-            if val_x is not None:
-                self.val_loss, self.val_acc = evaluate(
-                    self.model, val_x, val_y, self.config.eval_batch_size, self.device, self.amp_dtype
-                )
-            ips = B * self.eval_steps / max(self.eval_time, 1e-9)
-            record = EvalRecord(
-                step, step / self.per_epoch, w_sum / w_n, self.val_loss, self.val_acc, self.lr_used, ips
-            )
-            self.state["history"].append(asdict(record))
-            self.window.zero_()
-            self.eval_steps, self.eval_time = 0, 0.0
-            _log_main("step %d/%d: train loss %.4f, val acc %s", step, total, w_sum / w_n, self.val_acc)
-        if ckpt_now:
-            self.state["step"], self.state["window"] = step, D.all_reduce_sum(self.window).cpu()
-            ckpt_io.save_checkpoint(
-                self.ckpt_path, self.state, self.config, self.fingerprint, self.model, self._stateful
-            )
-        if on_step is not None and D.rank() == 0:
-            norm = None if self.grad_norm is None else float(self.grad_norm)
-            info = (mean_loss, self.lr_used, norm, images_per_s, self.val_loss, self.val_acc, eval_now)
-            on_step(StepInfo(step, total, step / self.per_epoch, *info))
-        self.log_loss, self.log_n = 0.0, 0
-        self.t_mark = time.perf_counter()
-
-    def result(self, wall_start: float) -> TrainResult:
-        history = [EvalRecord(**r) for r in self.state["history"]]
-        final = history[-1] if history else None
-        B, amp = self.config.batch_size, self.amp_dtype
-        return TrainResult(
-            history=history,
-            steps=self.total,
-            final_val_acc=final.val_acc if final else None,
-            final_val_loss=final.val_loss if final else None,
-            wall_time_s=time.perf_counter() - wall_start,
-            train_time_s=self.state["train_time_s"],
-            images_per_s=B * (self.total - self.start_step) / self.call_time if self.call_time > 0 else 0.0,
-            device=str(self.device),
-            amp={None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp],
-            world_size=D.world_size(),
-            resumed_from_step=self.resumed_from,
-            data_placement=self.placement,
-            compiled=self.config.compile,
-        )
-
-
-def _log_main(msg: str, *args) -> None:
-    if D.is_main_process():
-        log.info(msg, *args)
+    return run.result(
+        progress, schedule, config, stepper, start=start, resumed_from=resumed_from,
+        placement=source.placement, wall_start=wall_start,
+    )  # fmt: skip
 
 
 def _raise_if_compile_failed(e: Exception) -> None:
