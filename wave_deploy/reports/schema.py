@@ -11,8 +11,9 @@ verdict is "fail", and the sections the failed stage never produced are null.
 
 from __future__ import annotations
 
+import itertools
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -33,24 +34,88 @@ class _Closed(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class LatencyBlock(_Open):
-    """bench.stats.LatencyStats keys: what was timed, how, on what."""
+# A measured figure: finite (no NaN/Infinity, which strict JSON already refuses, nor 1e999) and in range.
+Milliseconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+MiB = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+Points = Annotated[float, Field(allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=1)]
+# Rounding slack of the order checks (numpy's mean of n equal samples can differ from them in the last bit).
+ORDER_SLACK = 1e-9
+PERCENTILE_ORDER = ("min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")
 
-    batch: int
-    iterations: int
-    warmup: int
-    p50_ms: float
-    p90_ms: float
-    p95_ms: float
-    p99_ms: float
-    mean_ms: float
-    min_ms: float
-    max_ms: float
-    throughput_img_per_s: float
+
+class LatencyBlock(_Open):
+    """bench.stats.LatencyStats keys: what was timed, how, on what. Every latency is finite and positive,
+    min <= p50 <= p90 <= p95 <= p99 <= max, and the mean lies within [min, max]."""
+
+    batch: Count
+    iterations: Count
+    warmup: Annotated[int, Field(ge=0)]
+    p50_ms: Milliseconds
+    p90_ms: Milliseconds
+    p95_ms: Milliseconds
+    p99_ms: Milliseconds
+    mean_ms: Milliseconds
+    min_ms: Milliseconds
+    max_ms: Milliseconds
+    throughput_img_per_s: Annotated[float, Field(gt=0, allow_inf_nan=False)]
     timed: str
     runtime: str
     hardware: str
-    threads: int | None = None
+    threads: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LatencyBlock:
+        slack = ORDER_SLACK * self.max_ms
+        for a, b in itertools.pairwise(PERCENTILE_ORDER):
+            va, vb = getattr(self, a), getattr(self, b)
+            if va > vb + slack:
+                raise ValueError(
+                    f"percentiles out of order: {a} {va:g} > {b} {vb:g} "
+                    "(expected min <= p50 <= p90 <= p95 <= p99 <= max)"
+                )
+        if not self.min_ms - slack <= self.mean_ms <= self.max_ms + slack:
+            raise ValueError(
+                f"mean_ms {self.mean_ms:g} is outside [min_ms {self.min_ms:g}, max_ms {self.max_ms:g}]"
+            )
+        return self
+
+
+class DeviceAccuracy(_Open):
+    """The kit's top-1 on the bundle's labelled subset (export/kit_common.accuracy_record)."""
+
+    top1: Fraction
+    n_images: Count
+    source: str | None = None
+    build_machine_top1: Fraction | None = None
+    onnx_fp32_top1_build_machine: Fraction | None = None
+    drop_points: Points | None = None
+    max_drop_points: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    passed: bool | None = None
+
+
+class DeviceMemory(_Open):
+    """Memory the kit measured, in MiB: ``peak_rss_mib`` and any further ``*_mib`` figure (finite, >= 0)."""
+
+    peak_rss_mib: MiB | None = None
+
+    @model_validator(mode="after")
+    def _mib_in_range(self) -> DeviceMemory:
+        for key, value in (self.model_extra or {}).items():
+            if key.endswith("_mib") and value is not None:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+                if not ok or not (0 <= value < float("inf")):
+                    raise ValueError(f"{key} must be a finite number of MiB >= 0, got {value!r}")
+        return self
+
+
+class DeviceParity(_Open):
+    """The kit's check of the model's outputs against the reference batches the bundle ships."""
+
+    max_abs_err: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    passed: bool | None = None
+    gated: bool | None = None
 
 
 class LatencyCheck(_Closed):
@@ -126,9 +191,9 @@ class DeviceMeasurement(LatencyBlock):
     power_mode: Any = None
     runtime_version: str | None = None
     precision: str | None = None
-    parity_max_abs_err: float | None = None
-    accuracy: dict[str, Any] | None = None
-    memory: dict[str, Any] | None = None
+    parity_max_abs_err: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    accuracy: DeviceAccuracy | None = None
+    memory: DeviceMemory | None = None
     notes: list[str] = Field(default_factory=list)
 
 
@@ -174,7 +239,10 @@ class BuildReport(_Closed):
 
 
 class DeviceReport(_Open):
-    """device_report.json, written on the device by the bundle's run_on_device.py (numpy only there)."""
+    """device_report.json, written on the device by the bundle's run_on_device.py (numpy only there).
+
+    Read strictly (``wave_deploy.strict_json``) and validated field by field: an invalid report is exit 3
+    naming the field, and is never merged."""
 
     schema_version: Literal[1]
     kind: Literal["device_report"]
@@ -183,13 +251,13 @@ class DeviceReport(_Open):
     runtime: str | None = None
     runtime_version: str | None = None
     precision: str | None = None
-    batch: int | None = None
+    batch: Count | None = None
     model_file: str | None = None
     model_sha256: str | None = None
     latency: LatencyBlock | None = None
-    parity: dict[str, Any] | None = None
-    accuracy: dict[str, Any] | None = None
-    memory: dict[str, Any] | None = None
+    parity: DeviceParity | None = None
+    accuracy: DeviceAccuracy | None = None
+    memory: DeviceMemory | None = None
     power_mode: Any = None
     hardware: str | None = None
     error: str | None = None
