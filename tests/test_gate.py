@@ -450,3 +450,24 @@ def test_a_failed_run_leaves_no_pass_and_moves_the_earlier_models_aside(
     assert not (dev / "bundle").exists() and not list(dev.glob("model*.onnx"))
     again = _build(bank_path, out)  # the passing command passes again (training reused)
     assert again.exit_code == 0 and load_report(dev)["verdict"] == "pass"
+
+
+def test_a_multi_profile_build_stopped_by_an_interrupt_leaves_no_pass_for_the_profiles_not_reached(
+    bank_path, built, tmp_path, monkeypatch
+):
+    from wave_deploy.options import BuildOptions
+    from wave_deploy.pipeline import build as pipeline
+
+    out = _copy(built, tmp_path)
+
+    def interrupted(profile, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "_build_one", interrupted)
+    options = BuildOptions(templates=str(bank_path), out=str(out))
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.build(["x86-cpu", "jetson"], options)
+    report = load_report(out / JETSON)
+    assert report["failure"]["stage"] == "not built" and report["artifacts"]["moved_aside"]
+    assert not (out / JETSON / "model.onnx").exists()
+    _no_pass_anywhere(out)

@@ -28,7 +28,7 @@ from wave_deploy.errors import (
 from wave_deploy.exporters.base import data_inputs, export_for_profile, precision_gate
 from wave_deploy.fileio import check_writable_dir, copy_file, remove_stale_parts, sha256_file, write_json
 from wave_deploy.options import BuildOptions
-from wave_deploy.pipeline.failclosed import fail_closed, neutralize
+from wave_deploy.pipeline.failclosed import fail_closed, neutralize, neutralize_profiles
 from wave_deploy.pipeline.manifest import StageOutput, StageRunner, shared_model_problem, stage_key
 from wave_deploy.pipeline.results import DeviceResult
 from wave_deploy.planning.latency import load_calibration
@@ -87,7 +87,14 @@ def build(
     inputs = {"bank": str(bank_path), "bank_sha256": sha256_file(bank_path), "data": data.info.fingerprint}
     if options.force:  # --force retrains: no model trained by an earlier build is reused
         shutil.rmtree(Path(options.out) / ".models", ignore_errors=True)
-    return [_build_one(profile, bank, data, inputs, options, on_event, on_step) for profile in loaded]
+    results: list[DeviceResult] = []
+    for i, profile in enumerate(loaded):
+        try:
+            results.append(_build_one(profile, bank, data, inputs, options, on_event, on_step))
+        except BaseException as exc:  # an interrupt or a bug: the profiles not reached keep no earlier PASS
+            neutralize_profiles(options.out, loaded[i + 1 :], failure_of("not built", exc))
+            raise
+    return results
 
 
 def _build_one(

@@ -8,7 +8,8 @@
   bad option or ``--set``, a bad bank or data): every requested profile whose directory exists gets a failing
   report (where it had one) and its earlier models moved aside. Best effort: a profile whose name cannot be
   resolved has no directory this run could name, and a problem while neutralising is logged, never raised
-  over the error that caused it.
+  over the error that caused it. A multi-profile build stopped by an error that is not a build failure
+  (an interrupt, a bug) neutralises the profiles it did not reach the same way.
 
 Light imports only: ``wave-deploy build``'s usage errors come here before anything heavy is loaded.
 """
@@ -21,9 +22,13 @@ import secrets
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wave_deploy.errors import WaveDeployError
 from wave_deploy.reports.schema import Failure
+
+if TYPE_CHECKING:
+    from wave_deploy.profiles import DeviceProfile
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +83,21 @@ def fail_closed(out_dir: str | Path, profile_section: dict, failure: Failure, co
 def neutralize(out: str | Path, profiles: Iterable[str], failure: Failure) -> None:
     """Fail closed for an error before any per-profile work: see the module docstring."""
     from wave_deploy.profiles import load_profile
-    from wave_deploy.reports.assemble import profile_section
 
+    loaded = []
     for name in dict.fromkeys(profiles):
         try:
-            profile = load_profile(name)
+            loaded.append(load_profile(name))
         except (WaveDeployError, OSError, ValueError):
             continue  # nothing at a final path can be named for it
+    neutralize_profiles(out, loaded, failure)
+
+
+def neutralize_profiles(out: str | Path, profiles: Iterable[DeviceProfile], failure: Failure) -> None:
+    """``neutralize`` for profiles already loaded (those a stopped multi-profile build did not reach)."""
+    from wave_deploy.reports.assemble import profile_section
+
+    for profile in profiles:
         out_dir = Path(out) / profile.name
         if not out_dir.is_dir():
             continue
