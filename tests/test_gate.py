@@ -448,8 +448,9 @@ def test_a_failed_run_leaves_no_pass_and_moves_the_earlier_models_aside(
     for rel, data in shipped.items():
         assert not (dev / rel).exists() and (dev / moved / rel).read_bytes() == data
     assert not (dev / "bundle").exists() and not list(dev.glob("model*.onnx"))
-    again = _build(bank_path, out)  # the passing command passes again (training reused)
-    assert again.exit_code == 0 and load_report(dev)["verdict"] == "pass"
+    if code == EXIT_NO_FEASIBLE_MODEL:  # (once: a failure at the plan stage left the most records behind)
+        again = _build(bank_path, out)  # the passing command passes again (the shared model is reused)
+        assert again.exit_code == 0 and load_report(dev)["verdict"] == "pass"
 
 
 def test_a_multi_profile_build_stopped_by_an_interrupt_leaves_no_pass_for_the_profiles_not_reached(
@@ -471,3 +472,28 @@ def test_a_multi_profile_build_stopped_by_an_interrupt_leaves_no_pass_for_the_pr
     assert report["failure"]["stage"] == "not built" and report["artifacts"]["moved_aside"]
     assert not (out / JETSON / "model.onnx").exists()
     _no_pass_anywhere(out)
+
+
+def test_an_earlier_pass_restored_over_a_failure_report_is_refused(bank_path, built, tmp_path):
+    out = _copy(built, tmp_path)
+    dev = out / JETSON
+    earlier = {name: (dev / name).read_bytes() for name in ("report.json", "report.md")}
+    assert _build(bank_path, out, "--set", "budgets.latency_ms=-1").exit_code == EXIT_INVALID_INPUT
+    moved = dev / load_report(dev)["artifacts"]["moved_aside"]
+    for path in moved.iterdir():  # roll the directory back to the earlier, genuinely passing build
+        path.replace(dev / path.name)
+    for name, data in earlier.items():
+        (dev / name).write_bytes(data)
+    result = CliRunner().invoke(cli, ["report", str(dev), "--fail-on-budget"])
+    assert result.exit_code == EXIT_INVALID_INPUT and f"{dev / 'report.json'}: changed since" in result.stderr
+
+
+def test_the_profiles_and_out_of_refused_arguments_are_read_in_every_spelling():
+    from wave_deploy.cli.build_cmd import requested_in_argv
+    from wave_deploy.profiles import list_profiles
+
+    args = ["--profile", "jetson", "--profile=x86-cpu", "--out=o1", "--dense-epochs", "0", "--out", "o2"]
+    assert requested_in_argv(args) == (["jetson", "x86-cpu"], "o2")
+    assert requested_in_argv(["--bogus", "--profile"]) == ([], "artifacts")  # a flag without its value
+    names = [p.name for p in list_profiles()]
+    assert requested_in_argv(["--all-profiles", "--", "--profile", "x"]) == (names, "artifacts")

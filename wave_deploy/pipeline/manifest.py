@@ -207,12 +207,15 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
     return data
 
 
-def record_outputs(out_dir: str | Path, stage: str, outputs: dict[str, str]) -> None:
+def record_outputs(
+    out_dir: str | Path, stage: str, outputs: dict[str, str], *, key: str | None = None
+) -> None:
     """Make ``outputs`` (relative path -> sha256) the recorded outputs of ``stage`` in out_dir/manifest.json,
-    keeping its key and the other stages (a manifest is created where there is none).
+    keeping the other stages and the stage's key unless ``key`` is given (a manifest is created where there
+    is none).
 
-    A report written outside a build's stage run (a merged device measurement) records what it wrote, so
-    every file a verdict rests on is always the one the manifest names.
+    A report written outside a build's stage run (a merged device measurement, a failure report) records
+    what it wrote, so every file a verdict rests on is always the one the manifest names.
     """
     path = Path(out_dir) / MANIFEST
     manifest = read_manifest(out_dir) or {"schema_version": MANIFEST_SCHEMA_VERSION, "stages": []}
@@ -222,6 +225,8 @@ def record_outputs(out_dir: str | Path, stage: str, outputs: dict[str, str]) -> 
         record = {"name": stage, "key": "", "result": {}, "seconds": 0.0, "reused": False}
         stages.append(record)
     record["outputs"] = dict(sorted(outputs.items()))
+    if key is not None:
+        record["key"] = key
     write_json(path, manifest)
 
 

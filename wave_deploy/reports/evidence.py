@@ -133,7 +133,10 @@ def check_files(out_dir: Path, report: dict[str, Any]) -> None:
         )
     recorded = outputs_of({s["name"]: s for s in manifest["stages"]})
     if REPORT_JSON not in recorded:
-        raise InvalidInputError(f"{out_dir / REPORT_JSON}: not recorded in {MANIFEST}")
+        raise InvalidInputError(
+            f"{out_dir / REPORT_JSON}: not recorded in {MANIFEST}, so nothing proves it is the build's",
+            hint="rebuild this directory with wave-deploy build (a directory of an older version too)",
+        )
     for rel, digest in sorted(recorded.items()):
         _same_as_recorded(out_dir, rel, digest)
     _check_device_evidence(out_dir, report, recorded)

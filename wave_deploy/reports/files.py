@@ -11,6 +11,7 @@ run that fails never leaves an earlier run's PASS at a final path.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,13 @@ from typing import Any
 from wave_deploy import strict_json
 from wave_deploy.errors import InvalidInputError, WaveDeployError
 from wave_deploy.fileio import sha256_file, write_json, write_text
-from wave_deploy.pipeline.manifest import record_outputs
+from wave_deploy.pipeline.manifest import MANIFEST, record_outputs
 from wave_deploy.reports.markdown import render_failure_markdown, render_markdown
 from wave_deploy.reports.plots import PLOTS, write_plots
 from wave_deploy.reports.schema import SCHEMA_VERSION, Failure, dump, parse_build_report
 from wave_deploy.version import __version__
+
+log = logging.getLogger(__name__)
 
 REPORT_JSON, REPORT_MD, PLOTS_DIR = "report.json", "report.md", "plots"
 REPORT_STAGE = "report"  # the manifest stage that records the report files
@@ -129,5 +132,20 @@ def write_failure_report(
     }
     report = validate_report(report, str(out_dir))
     _remove_stale_plots(out_dir, keep=set())
-    write_text(out_dir / REPORT_MD, render_failure_markdown(report))
-    return write_json(out_dir / REPORT_JSON, report)
+    md = write_text(out_dir / REPORT_MD, render_failure_markdown(report))
+    written = write_json(out_dir / REPORT_JSON, report)
+    _record_failure(out_dir, [md, written])
+    return written
+
+
+def _record_failure(out_dir: Path, written: list[Path]) -> None:
+    """Record a failure report as the directory's report (where a manifest exists), with an empty stage key:
+    restoring an earlier PASS report.json no longer matches manifest.json, and the next build redoes its
+    report stage. Best effort: the failure report itself is what must not fail."""
+    if not (out_dir / MANIFEST).is_file():
+        return
+    try:
+        outputs = {p.name: sha256_file(p) for p in written}
+        record_outputs(out_dir, REPORT_STAGE, outputs, key="")
+    except (InvalidInputError, OSError) as exc:  # e.g. the unreadable manifest that failed the build
+        log.warning("%s: could not record the failure report in %s: %s", out_dir, MANIFEST, exc)
