@@ -20,6 +20,8 @@ from dataclasses import dataclass
 TIMED_COMPUTE = "compute only"  # inputs and outputs stay on the device; the device is synchronized
 TIMED_HOST_TO_HOST = "host-to-host"  # numpy in, numpy out: includes every copy a caller would pay
 PERCENTILES = (50, 90, 95, 99)
+ORDER = ("min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")  # never decreasing
+ORDER_SLACK = 1e-9  # relative to max_ms: the rounding of a mean of equal samples
 
 
 class StatsError(ValueError):
@@ -78,37 +80,31 @@ class LatencyStats:
         return getattr(self, key)
 
     def problems(self) -> list[str]:
-        """Why these figures cannot be a measurement (empty when they can): every latency finite and positive,
-        min <= p50 <= p90 <= p95 <= p99 <= max, the mean within [min, max], batch and iterations >= 1."""
+        """Why these figures cannot be a measurement (empty when they can): every latency and the throughput
+        finite and positive, min <= p50 <= p90 <= p95 <= p99 <= max and the mean within [min, max] (up to
+        ORDER_SLACK of max: a mean of equal samples can land one rounding step outside), batch and iterations
+        >= 1, warmup >= 0."""
         out = []
-        names = (
-            "min_ms",
-            "p50_ms",
-            "p90_ms",
-            "p95_ms",
-            "p99_ms",
-            "max_ms",
-            "mean_ms",
-            "throughput_img_per_s",
-        )
-        for name in names:
+        for name in (*ORDER, "mean_ms", "throughput_img_per_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 out.append(f"{name} must be a finite number, got {value!r}")
             elif value <= 0:
                 out.append(f"{name} must be positive, got {value!r}")
+        for name, least in (("batch", 1), ("iterations", 1), ("warmup", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                out.append(f"{name} must be an integer >= {least}, got {value!r}")
         if out:
             return out
-        order = [getattr(self, n) for n in names[:6]]
-        if any(a > b for a, b in itertools.pairwise(order)):
-            out.append("percentiles out of order: need min <= p50 <= p90 <= p95 <= p99 <= max, got "
-                       + ", ".join(f"{n.removesuffix('_ms')} {v:g}" for n, v in zip(names[:6], order)))  # fmt: skip
-        if not self.min_ms <= self.mean_ms <= self.max_ms:
-            out.append(f"mean_ms {self.mean_ms:g} is outside [min_ms, max_ms]")
-        for name in ("batch", "iterations"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                out.append(f"{name} must be an integer >= 1, got {value!r}")
+        slack = ORDER_SLACK * self.max_ms
+        for a, b in itertools.pairwise(ORDER):
+            if getattr(self, a) > getattr(self, b) + slack:
+                out.append(f"percentiles out of order: {a} {getattr(self, a):g} > {b} {getattr(self, b):g} "
+                           "(expected min <= p50 <= p90 <= p95 <= p99 <= max)")  # fmt: skip
+                break
+        if not self.min_ms - slack <= self.mean_ms <= self.max_ms + slack:
+            out.append(f"mean_ms {self.mean_ms:g} is outside [min_ms {self.min_ms:g}, max_ms {self.max_ms:g}]")
         return out
 
 

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from wave_deploy.bench.stats import TIMED_COMPUTE, TIMED_HOST_TO_HOST, summarize
 from wave_deploy.cli.main import cli
-from wave_deploy.fileio import sha256_bytes
+from wave_deploy.fileio import sha256_bytes, sha256_file
+from wave_deploy.pipeline.manifest import record_outputs
 from wave_deploy.pipeline.records import BenchRecord, ExportRecord, PlanRecord, TrainRecord
 from wave_deploy.planning.selection import DEFAULT_SEARCH_SPACE, select
 from wave_deploy.profiles import load_profile
@@ -35,7 +36,7 @@ def _curve(steps: int, loss0: float, acc0: float, acc1: float) -> list[dict]:
 
 def _model_files(out: Path) -> None:
     """The files assemble_report measures: a 1,234,567-byte checkpoint, model.onnx and a bundle whose
-    plan.json records the sha256 of the model its kit runs."""
+    plan.json records the sha256 of the model its kit runs; manifest.json records them as a build does."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "model.safetensors").write_bytes(b"\0" * 1_234_567)
     (out / "model.onnx").write_bytes(b"\0" * 1_300_000)
@@ -43,6 +44,9 @@ def _model_files(out: Path) -> None:
     (out / "bundle" / MODEL_FILE).write_bytes(MODEL_BYTES)
     plan = {"sha256": {MODEL_FILE: MODEL_SHA256}, "models": {"fp16": MODEL_FILE}}
     (out / "bundle" / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
+    record_outputs(out, "train", {"model.safetensors": sha256_file(out / "model.safetensors")})
+    exported = ["model.onnx", f"bundle/{MODEL_FILE}", "bundle/plan.json"]
+    record_outputs(out, "export", {rel: sha256_file(out / rel) for rel in exported})
 
 
 def make_report(

@@ -134,7 +134,8 @@ def test_merge_device_latency_above_budget_turns_the_verdict_to_fail(tmp_path):
 
 def test_merge_device_latency_below_budget_passes_a_build_predicted_to_fail(tmp_path):
     out, report = write_build(tmp_path, "jetson")
-    report["budgets"]["latency"].update(value_ms=9.0, ok=False)  # as if the prediction had broken it
+    report["prediction"]["latency_ms"] = 9.0  # as if the prediction had broken it (the evidence...)
+    report["budgets"]["latency"].update(value_ms=9.0, ok=False)  # (...and the budget judged on it)
     rejudge(report)
     write_report_files(out, report)
     budget = report["budgets"]["latency"]["budget_ms"]

@@ -45,15 +45,20 @@ _LATENCY = TypeAdapter(LatencyStats)
 
 
 def _latency(value: object) -> object:
-    """A latency block (a JSON object) as a LatencyStats, validated strictly as JSON is: every field present,
-    no unknown keys, booleans are not numbers, strings are not numbers."""
-    if isinstance(value, dict):
-        try:
-            return _LATENCY.validate_json(json.dumps(value))
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            raise ValueError(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
-    return value
+    """A latency block (a JSON object) as a LatencyStats, validated strictly as JSON is (every field present,
+    no unknown keys, booleans and strings are not numbers) and as a measurement (``LatencyStats.problems``:
+    finite, positive, percentiles in order)."""
+    if not isinstance(value, dict):
+        return value
+    try:
+        stats = _LATENCY.validate_json(json.dumps(value))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ValueError(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+    problems = stats.problems()
+    if problems:
+        raise ValueError(problems[0])  # e.g. "p99_ms must be positive, got -1.0"
+    return stats
 
 
 # The field type of every latency block in a pydantic model (report.json, device_report.json, bench.json).

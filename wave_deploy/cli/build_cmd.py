@@ -3,6 +3,10 @@
 The options are ``wave_deploy.options.BuildOptions`` (the same model as ``wave_deploy.build``'s keyword
 arguments); this module adds what only a command line has: the profiles to build, the exit policy for broken
 budgets, ``--dry-run`` and the printed summary.
+
+No PASS after any failure: an error before the pipeline starts (click's own usage errors included, which
+happen before the command body runs) marks failed the reports of the profiles the command asked for and moves
+their earlier models aside (``pipeline.failclosed.neutralize``); errors inside the pipeline are handled there.
 """
 
 from __future__ import annotations
@@ -14,7 +18,66 @@ from wave_deploy.cli.output import console, is_quiet, print_json, table
 from wave_deploy.options import BuildOptions, parse
 
 
-@click.command("build")
+def requested_in_argv(args: list[str]) -> tuple[list[str], str]:
+    """The profiles (``--profile``, ``--all-profiles``) and output root (``--out``) a build's raw arguments
+    ask for, read best-effort (for arguments click refused, so nothing here may fail)."""
+    profiles: list[str] = []
+    out, all_profiles = str(BuildOptions.model_fields["out"].default), False
+    i = 0
+    while i < len(args) and args[i] != "--":
+        arg = args[i]
+        flag, eq, value = arg.partition("=")
+        if flag in ("--profile", "--out") and not eq and i + 1 < len(args):
+            value, i = args[i + 1], i + 1
+        if flag == "--profile" and (eq or value):
+            profiles.append(value)
+        elif flag == "--out" and (eq or value):
+            out = value
+        all_profiles = all_profiles or arg == "--all-profiles"
+        i += 1
+    return (profiles + _all_names()) if all_profiles else profiles, out
+
+
+def _all_names() -> list[str]:
+    from wave_deploy.profiles import list_profiles
+
+    try:
+        return [p.name for p in list_profiles()]
+    except Exception:  # noqa: BLE001  (best effort: an unreadable shipped profile names nothing)
+        return []
+
+
+def _neutralize(profiles: list[str], out: str | None, exc: BaseException) -> None:
+    """Fail closed before the pipeline started: the requested profiles' earlier reports say FAIL."""
+    from wave_deploy.pipeline.failclosed import neutralize
+    from wave_deploy.reports.files import failure_of
+    from wave_deploy.reports.schema import Failure
+
+    if isinstance(exc, click.ClickException):
+        message = " ".join(exc.format_message().split())
+        failure = Failure(stage="inputs", exit_code=exc.exit_code, error="UsageError", message=message)
+    elif isinstance(exc, click.exceptions.Exit) and exc.exit_code == 0:
+        return
+    else:
+        failure = failure_of("inputs", exc)
+    neutralize(out or str(BuildOptions.model_fields["out"].default), profiles, failure)
+
+
+class BuildCommand(click.Command):
+    """``build`` whose usage errors fail closed: click refuses a bad value, an unknown option or a ``--set``
+    without ``=`` while making the context, before the command body runs; the profiles and ``--out`` are then
+    read from the raw arguments, their earlier reports marked failed, and the error raised again."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        raw = list(args)
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.ClickException as exc:
+            _neutralize(*requested_in_argv(raw), exc)
+            raise
+
+
+@click.command("build", cls=BuildCommand)
 @click.option(
     "--profile",
     "profiles",
@@ -47,15 +110,18 @@ def build(profiles, all_profiles, fail_on_budget, dry_run, as_json, **fields) ->
     left standing. With --json, one object on stdout on every exit, with one entry per profile.
     """
     from wave_deploy.errors import UsageError
-    from wave_deploy.profiles import list_profiles
 
-    if all_profiles and profiles:
-        raise UsageError("give --profile or --all-profiles, not both")
-    if all_profiles:
-        profiles = tuple(p.name for p in list_profiles())
-    if not profiles:
-        raise UsageError("give at least one --profile (e.g. --profile jetson) or --all-profiles")
-    options = parse(BuildOptions, fields, "build")
+    requested = list(profiles) + (_all_names() if all_profiles else [])
+    try:
+        if all_profiles and profiles:
+            raise UsageError("give --profile or --all-profiles, not both")
+        profiles = tuple(requested)
+        if not profiles:
+            raise UsageError("give at least one --profile (e.g. --profile jetson) or --all-profiles")
+        options = parse(BuildOptions, fields, "build")
+    except BaseException as exc:
+        _neutralize(requested, fields.get("out"), exc)
+        raise
     if dry_run:
         from wave_deploy.pipeline.resolve import resolve_build
 
@@ -137,6 +203,8 @@ def _table_row(s: dict) -> list[str]:
 
 def _summary_row(result) -> dict:
     """One profile's entry of the build summary (--json "devices"); a failed build has "error"."""
+    from wave_deploy.reports.evidence import manifest_sha256
+
     r = result.report
     row = {
         "profile": result.profile,
@@ -147,6 +215,8 @@ def _summary_row(result) -> dict:
         "failed_budgets": r["failed_budgets"],
         "stages": result.stages,
         "error": None,
+        # pin it outside a cached artifacts directory: `wave-deploy report DIR --expect-manifest SHA`
+        "manifest_sha256": manifest_sha256(result.out_dir),
     }
     failure = r.get("failure")
     if failure is not None:

@@ -51,28 +51,42 @@ def _row(r: dict) -> list[str]:
     is_flag=True,
     help="Exit 8 when any device's verdict is fail (default: report only, exit 0).",
 )
+@click.option(
+    "--expect-manifest",
+    "pins",
+    multiple=True,
+    metavar="SHA256",
+    help="Exit 3 unless each DIR's manifest.json has one of these sha256 (repeatable; `build --json` prints "
+    "each device's as manifest_sha256): binds a cached directory to the build that made it. Checked before "
+    "--device-report merges, which records a new manifest (printed with --json).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the index data as one JSON object on stdout.")
-def report(dirs, html_out, device_report, gate, as_json):
+def report(dirs, html_out, device_report, gate, pins, as_json):
     """Summarize the device output directories DIR... (each holding a build's report.json; a folder whose
     subfolders hold them, such as artifacts/, stands for all of them).
 
     Prints a table (or --json), optionally writes the HTML index (--html) and merges a device_report.json
     (--device-report). Exits 0 even when a verdict fails: it reports, `wave-deploy build` gates; pass
-    --fail-on-budget to exit 8 instead. A DIR without a valid report.json exits 3, naming it.
+    --fail-on-budget to exit 8 instead. Every verdict is judged again from the evidence report.json records
+    and every file it rests on is hashed again against manifest.json: a DIR without a valid report.json, or
+    whose report or files do not match (an edited file), exits 3, naming the file.
     """
     from wave_deploy.cli.output import console, is_quiet, print_json, table
     from wave_deploy.fileio import check_writable_file, write_text
-    from wave_deploy.reports import index_data, render_index
+    from wave_deploy.reports import index_data, render_index, report_dirs
+    from wave_deploy.reports.evidence import expect_manifest, manifest_sha256
     from wave_deploy.reports.merge import merge_device_report
 
     if html_out:
         check_writable_file(html_out, "--html")  # before any work: exit 3 naming the path
+    for pinned in report_dirs(list(dirs)) if pins else []:
+        expect_manifest(pinned, {p.lower() for p in pins})
     merged = None
     if device_report:
         if len(dirs) != 1:
             raise UsageError("--device-report merges into one device directory: give exactly one DIR")
         merged = merge_device_report(dirs[0], device_report)
-    rows = index_data(list(dirs))
+    rows = [{**row, "manifest_sha256": manifest_sha256(row["dir"])} for row in index_data(list(dirs))]
     if html_out:
         write_text(html_out, render_index(list(dirs), out_path=html_out))
     failed = [r["profile"] for r in rows if r["verdict"] == "fail"]

@@ -28,6 +28,7 @@ from wave_deploy.errors import (
 from wave_deploy.exporters.base import data_inputs, export_for_profile, precision_gate
 from wave_deploy.fileio import check_writable_dir, copy_file, remove_stale_parts, sha256_file, write_json
 from wave_deploy.options import BuildOptions
+from wave_deploy.pipeline.failclosed import fail_closed, neutralize, neutralize_profiles
 from wave_deploy.pipeline.manifest import StageOutput, StageRunner, shared_model_problem, stage_key
 from wave_deploy.pipeline.records import (
     BenchRecord,
@@ -41,9 +42,10 @@ from wave_deploy.pipeline.results import DeviceResult
 from wave_deploy.planning.latency import load_calibration
 from wave_deploy.planning.selection import SearchSpace, select
 from wave_deploy.profiles import DeviceProfile, apply_overrides, load_profile
-from wave_deploy.reports import failure_of, load_report, write_failure_report, write_report_files
+from wave_deploy.reports import failure_of, load_report, write_report_files
 from wave_deploy.reports.assemble import assemble_report, profile_section
-from wave_deploy.reports.merge import kept_device_report, merge_kept
+from wave_deploy.reports.evidence import KEPT_REL, kept_device_report, load_verified_report
+from wave_deploy.reports.merge import merge_kept
 from wave_deploy.spec import ViTSpec
 from wave_deploy.target import Target
 from wave_deploy.training.checkpoint import UnusableCheckpointError
@@ -64,15 +66,16 @@ def build(
 ) -> list[DeviceResult]:
     """Build every profile; return one result per profile, failed ones included.
 
-    Fail closed: a profile whose build fails gets a failing report.json/report.md (never an earlier PASS)
-    and the next profile is built all the same. Errors before any per-profile work (a bad profile, bank or
-    data) raise, after marking failed the reports that the named profiles' directories already held.
+    Fail closed: a profile whose build fails gets a failing report.json/report.md (never an earlier PASS),
+    the earlier run's models are moved to ``stale/`` (pipeline.failclosed), and the next profile is built all
+    the same. Errors before any per-profile work (a bad profile, --set, bank or data) raise, after marking
+    failed the reports that the named profiles' directories already held.
     """
 
     check_writable_dir(options.out, "--out")  # before any work: exit 3 naming the path
-    # validate every profile (and every --set) before any work
-    loaded = [apply_overrides(load_profile(p), options.profile_overrides) for p in profiles]
     try:
+        # validate every profile (and every --set) before any work
+        loaded = [apply_overrides(load_profile(p), options.profile_overrides) for p in profiles]
         bank_path = Path(options.templates) if options.templates else default_bank_path()
         bank = TemplateBank.load(bank_path)
         if options.calibration:
@@ -87,15 +90,19 @@ def build(
             resize=bool(options.img_size),
         )
     except BaseException as exc:
-        for profile in loaded:  # neutralise earlier reports; create nothing new
-            out_dir = Path(options.out) / profile.name
-            failure = failure_of("inputs", exc)
-            write_failure_report(out_dir, profile_section(profile), failure, only_if_present=True)
+        neutralize(options.out, profiles, failure_of("inputs", exc))  # earlier reports fail; nothing new
         raise
     inputs = {"bank": str(bank_path), "bank_sha256": sha256_file(bank_path), "data": data.info.fingerprint}
     if options.force:  # --force retrains: no model trained by an earlier build is reused
         shutil.rmtree(Path(options.out) / ".models", ignore_errors=True)
-    return [_build_one(profile, bank, data, inputs, options, on_event, on_step) for profile in loaded]
+    results: list[DeviceResult] = []
+    for i, profile in enumerate(loaded):
+        try:
+            results.append(_build_one(profile, bank, data, inputs, options, on_event, on_step))
+        except BaseException as exc:  # an interrupt or a bug: the profiles not reached keep no earlier PASS
+            neutralize_profiles(options.out, loaded[i + 1 :], failure_of("not built", exc))
+            raise
+    return results
 
 
 def _build_one(
@@ -111,7 +118,8 @@ def _build_one(
         # before the first stage (e.g. an unreadable manifest) this is an input error: nothing new is created
         before_work = current[0] == "setup"
         failure = failure_of(current[0], exc)
-        write_failure_report(out_dir, profile_section(profile), failure, only_if_present=before_work)
+        completed = [stage["name"] for stage in done]  # their outputs are this run's: the rest is stale
+        fail_closed(out_dir, profile_section(profile), failure, completed, only_if_present=before_work)
         if not isinstance(exc, WaveDeployError):
             raise  # a bug (or an interrupt): the report says fail, the traceback says why
         log.warning("%s: build failed at stage %s: %s", profile.name, current[0], exc.one_line())
@@ -205,10 +213,11 @@ def _run_stages(
     stage(
         "report",
         report_key,
-        lambda d: _report(d, profile, plan, trained, exported, bench, data, failure),
+        lambda d: _report(d, profile, plan, trained, exported, bench, data, failure, runner.recorded),
         Record,
     )
-    return DeviceResult(profile.name, str(out_dir), load_report(out_dir), list(done), error=gate)
+    # judged again from its evidence, every recorded file re-hashed: a reused report must prove itself too
+    return DeviceResult(profile.name, str(out_dir), load_verified_report(out_dir), list(done), error=gate)
 
 
 def _plan(
@@ -326,15 +335,19 @@ def _report(
     bench: BenchRecord | None,
     data,
     failure,
+    recorded: dict[str, str],
 ) -> StageOutput:
+    """report.json/md and plots; a kept device measurement is merged again if it is the one ``recorded``
+    (manifest.json before this build) names, and stays recorded as an output of this stage."""
     if bench is not None:  # with its samples, which bench.json holds and the stage cache does not
         bench = BenchRecord.load(_read_json(out_dir / "bench.json"), str(out_dir / "bench.json"))
     report = assemble_report(out_dir, profile, plan, trained, exported, bench, data, failure)
-    report = merge_kept(out_dir, report)
+    report = merge_kept(out_dir, report, recorded)
     paths = write_report_files(out_dir, report)
-    return StageOutput(
-        {"verdict": report["verdict"]}, sorted(str(Path(p).relative_to(out_dir)) for p in paths)
-    )
+    files = {str(Path(p).relative_to(out_dir)) for p in paths}
+    if kept_device_report(out_dir).is_file():
+        files.add(KEPT_REL)
+    return StageOutput({"verdict": report["verdict"]}, sorted(files))
 
 
 def _file_hash(path: str | None) -> str | None:

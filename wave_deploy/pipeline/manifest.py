@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wave_deploy import strict_json
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import remove_stale_parts, sha256_bytes, sha256_file, write_json
 from wave_deploy.version import __version__
@@ -27,6 +28,7 @@ from wave_deploy.version import __version__
 log = logging.getLogger(__name__)
 
 MANIFEST_SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
 
 
 def stage_key(**parts: Any) -> str:
@@ -96,26 +98,22 @@ class StageRunner:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for part in remove_stale_parts(self.out_dir):  # left by a run killed mid-write
             log.info("removed %s, left behind by an interrupted run", part)
-        self.manifest_path = self.out_dir / "manifest.json"
+        self.manifest_path = self.out_dir / MANIFEST
         self.force = force
         self.config = config
-        self.previous = {} if force else self._read_previous()
+        # What the directory recorded before this run, --force or not: the evidence a report must match
+        # (a kept device measurement) is checked against it even when no stage is reused.
+        self.recorded: dict[str, str] = {}
+        if force:
+            self.previous: dict[str, dict] = {}
+            try:
+                self.recorded = outputs_of(_read_stages(self.manifest_path))
+            except InvalidInputError:  # --force rewrites an unreadable manifest
+                pass
+        else:
+            self.previous = _read_stages(self.manifest_path)
+            self.recorded = outputs_of(self.previous)
         self.records: dict[str, StageRecord] = {}
-
-    def _read_previous(self) -> dict[str, dict]:
-        if not self.manifest_path.exists():
-            return {}
-        hint = f"delete {self.manifest_path} or rerun with --force"
-        try:
-            data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise InvalidInputError(f"cannot read {self.manifest_path}: {exc}", hint=hint) from exc
-        if isinstance(data, dict) and data.get("schema_version") != MANIFEST_SCHEMA_VERSION:
-            return {}
-        problem = _manifest_problem(data)
-        if problem:
-            raise InvalidInputError(f"invalid manifest {self.manifest_path}: {problem}", hint=hint)
-        return {s["name"]: s for s in data["stages"]}
 
     def _still_valid(self, prev: dict, key: str) -> bool:
         if prev.get("key") != key:
@@ -168,6 +166,68 @@ class StageRunner:
             **(extra or {}),
         }
         write_json(self.manifest_path, manifest)
+
+
+def _read_stages(path: Path) -> dict[str, dict]:
+    """The stage records of the manifest at ``path`` by name ({} when there is none, or it is of another
+    schema version); InvalidInputError naming it when it is not strict JSON or not a manifest."""
+    if not path.exists():
+        return {}
+    hint = f"delete {path} or rerun with --force"
+    try:
+        data = strict_json.read(path, "manifest")
+    except InvalidInputError as exc:
+        raise InvalidInputError(exc.message, hint=hint) from None
+    if isinstance(data, dict) and data.get("schema_version") != MANIFEST_SCHEMA_VERSION:
+        return {}
+    problem = _manifest_problem(data)
+    if problem:
+        raise InvalidInputError(f"invalid manifest {path}: {problem}", hint=hint)
+    return {s["name"]: s for s in data["stages"]}
+
+
+def outputs_of(stages: dict[str, dict]) -> dict[str, str]:
+    """Every output the stage records list (relative path -> sha256); a path recorded twice keeps the record
+    of the later stage."""
+    out: dict[str, str] = {}
+    for stage in stages.values():
+        out.update(stage.get("outputs", {}))
+    return out
+
+
+def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
+    """``out_dir``/manifest.json, strictly read and shape-checked; None when there is none."""
+    path = Path(out_dir) / MANIFEST
+    if not path.exists():
+        return None
+    data = strict_json.read(path, "manifest")
+    problem = _manifest_problem(data)
+    if problem or data.get("schema_version") != MANIFEST_SCHEMA_VERSION:
+        raise InvalidInputError(f"invalid manifest {path}: {problem or 'not of schema_version 1'}")
+    return data
+
+
+def record_outputs(
+    out_dir: str | Path, stage: str, outputs: dict[str, str], *, key: str | None = None
+) -> None:
+    """Make ``outputs`` (relative path -> sha256) the recorded outputs of ``stage`` in out_dir/manifest.json,
+    keeping the other stages and the stage's key unless ``key`` is given (a manifest is created where there
+    is none).
+
+    A report written outside a build's stage run (a merged device measurement, a failure report) records
+    what it wrote, so every file a verdict rests on is always the one the manifest names.
+    """
+    path = Path(out_dir) / MANIFEST
+    manifest = read_manifest(out_dir) or {"schema_version": MANIFEST_SCHEMA_VERSION, "stages": []}
+    stages = manifest["stages"]
+    record = next((s for s in stages if s["name"] == stage), None)
+    if record is None:
+        record = {"name": stage, "key": "", "result": {}, "seconds": 0.0, "reused": False}
+        stages.append(record)
+    record["outputs"] = dict(sorted(outputs.items()))
+    if key is not None:
+        record["key"] = key
+    write_json(path, manifest)
 
 
 def shared_model_problem(shared: Path, key: str, spec_dict: dict) -> str | None:

@@ -4,6 +4,7 @@
     judge.py     judge_budgets: the one function that judges values against a profile's budgets
     assemble.py  report.json from the results of a build's stages
     merge.py     a device's own measurement (device_report.json) merged into a build's report
+    evidence.py  every read: the verdict judged again from its evidence, its files re-hashed (manifest.json)
     files.py     reading/writing report.json, report.md, plots; the fail-closed failure report
     markdown.py  report.md          html.py  the offline multi-device index
     plots.py     PNG plots          fmt.py   number formatting shared by report.md, the index and the CLI
@@ -13,6 +14,7 @@ Nothing here imports torch; matplotlib is imported only when a plot is drawn.
 
 from __future__ import annotations
 
+from wave_deploy.reports.evidence import load_verified_report
 from wave_deploy.reports.files import (
     PLOTS_DIR,
     REPORT_JSON,
@@ -46,6 +48,7 @@ __all__ = [
     "index_row",
     "judge_budgets",
     "load_report",
+    "load_verified_report",
     "read_json",
     "render_index",
     "render_markdown",

@@ -1,5 +1,9 @@
-"""Reading and writing a device output directory's report files: report.json (validated through
+"""Reading and writing a device output directory's report files: report.json (strict JSON, validated through
 reports.schema on every read and write), report.md and plots/*.png.
+
+``write_report_files`` records what it wrote (and the device report a merged report rests on) with their
+sha256 in manifest.json, so every report a wave-deploy command writes is one the directory can prove
+(reports.evidence checks it on every read).
 
 Fail closed: ``write_failure_report`` replaces whatever report a directory held with a failing one, so a
 run that fails never leaves an earlier run's PASS at a final path.
@@ -7,19 +11,24 @@ run that fails never leaves an earlier run's PASS at a final path.
 
 from __future__ import annotations
 
-import json
+import logging
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from wave_deploy import strict_json
 from wave_deploy.errors import InvalidInputError, WaveDeployError
-from wave_deploy.fileio import write_json, write_text
+from wave_deploy.fileio import sha256_file, write_json, write_text
+from wave_deploy.pipeline.manifest import MANIFEST, record_outputs
 from wave_deploy.reports.markdown import render_failure_markdown, render_markdown
 from wave_deploy.reports.plots import PLOTS, write_plots
 from wave_deploy.reports.schema import SCHEMA_VERSION, Failure, dump, parse_build_report
 from wave_deploy.version import __version__
 
+log = logging.getLogger(__name__)
+
 REPORT_JSON, REPORT_MD, PLOTS_DIR = "report.json", "report.md", "plots"
+REPORT_STAGE = "report"  # the manifest stage that records the report files
 
 
 def validate_report(report: object, where: str) -> dict[str, Any]:
@@ -28,13 +37,9 @@ def validate_report(report: object, where: str) -> dict[str, Any]:
 
 
 def read_json(path: Path, what: str) -> object:
-    """A user-supplied JSON file (``what`` names it in errors); InvalidInputError if missing or unreadable."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InvalidInputError(f"{path}: no {what} there") from None
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise InvalidInputError(f"{path}: unreadable {what}: {exc}") from None
+    """A JSON file the gate reads (``what`` names it in errors), strictly (``wave_deploy.strict_json``: no
+    duplicate keys, no NaN/Infinity); InvalidInputError if missing, unreadable or not strict JSON."""
+    return strict_json.read(path, what)
 
 
 def load_report(out_dir: str | Path) -> dict[str, Any]:
@@ -60,7 +65,9 @@ def report_dirs(dirs: list[str | Path]) -> list[Path]:
 
 def write_report_files(out_dir: str | Path, report: dict[str, Any]) -> list[Path]:
     """Write plots/<name>.png (those the report has data for), report.md and report.json into out_dir, each
-    atomically, report.json last; set report["artifacts"]["plots"] to match. Return the written paths."""
+    atomically, report.json last; set report["artifacts"]["plots"] to match; record the written files (and the
+    kept device report a merged report rests on) in manifest.json's "report" stage. Return the written paths.
+    """
     out_dir = Path(out_dir)
     report = validate_report(report, str(out_dir))
     plots = write_plots(out_dir / PLOTS_DIR, report)
@@ -69,7 +76,13 @@ def write_report_files(out_dir: str | Path, report: dict[str, Any]) -> list[Path
     arts["plots"] = {name: (f"{PLOTS_DIR}/{name}.png" if path else None) for name, path in plots.items()}
     arts["report_md"] = REPORT_MD
     md = write_text(out_dir / REPORT_MD, render_markdown(report))
-    return [p for p in plots.values() if p] + [md, write_json(out_dir / REPORT_JSON, report)]
+    written = [p for p in plots.values() if p] + [md, write_json(out_dir / REPORT_JSON, report)]
+    outputs = {str(Path(p).relative_to(out_dir)): sha256_file(p) for p in written}
+    device = (report.get("measured") or {}).get("device")
+    if device is not None:
+        outputs[device["source"]] = device["device_report_sha256"]
+    record_outputs(out_dir, REPORT_STAGE, outputs)
+    return written
 
 
 def _remove_stale_plots(out_dir: Path, keep: set[str]) -> None:
@@ -87,16 +100,25 @@ def failure_of(stage: str, error: BaseException) -> Failure:
 
 
 def write_failure_report(
-    out_dir: str | Path, profile: dict[str, Any], failure: Failure, *, only_if_present: bool = False
+    out_dir: str | Path,
+    profile: dict[str, Any],
+    failure: Failure,
+    *,
+    only_if_present: bool = False,
+    moved_aside: str | None = None,
 ) -> Path | None:
     """Replace out_dir's report with a failing one (verdict fail, the failure, no stale sections or plots).
 
     ``profile`` is report.json's profile section. With ``only_if_present`` nothing is created where no
-    report stood (an input error before any work): only an earlier report is neutralised.
+    report stood (an input error before any work): only an earlier report is neutralised. ``moved_aside``
+    is where the earlier run's models went (``stale/<run>/``, relative to out_dir); the report says so.
     """
     out_dir = Path(out_dir)
     if only_if_present and not (out_dir / REPORT_JSON).exists():
         return None
+    artifacts: dict[str, Any] = {"report_md": REPORT_MD, "plots": dict.fromkeys(PLOTS)}
+    if moved_aside is not None:
+        artifacts["moved_aside"] = moved_aside  # where the earlier run's models went
     report = {
         "schema_version": SCHEMA_VERSION,
         "kind": "build_report",
@@ -106,9 +128,24 @@ def write_failure_report(
         "verdict": "fail",
         "failed_budgets": [],
         "failure": failure.model_dump(),
-        "artifacts": {"report_md": REPORT_MD, "plots": dict.fromkeys(PLOTS)},
+        "artifacts": artifacts,
     }
     report = validate_report(report, str(out_dir))
     _remove_stale_plots(out_dir, keep=set())
-    write_text(out_dir / REPORT_MD, render_failure_markdown(report))
-    return write_json(out_dir / REPORT_JSON, report)
+    md = write_text(out_dir / REPORT_MD, render_failure_markdown(report))
+    written = write_json(out_dir / REPORT_JSON, report)
+    _record_failure(out_dir, [md, written])
+    return written
+
+
+def _record_failure(out_dir: Path, written: list[Path]) -> None:
+    """Record a failure report as the directory's report (where a manifest exists), with an empty stage key:
+    restoring an earlier PASS report.json no longer matches manifest.json, and the next build redoes its
+    report stage. Best effort: the failure report itself is what must not fail."""
+    if not (out_dir / MANIFEST).is_file():
+        return
+    try:
+        outputs = {p.name: sha256_file(p) for p in written}
+        record_outputs(out_dir, REPORT_STAGE, outputs, key="")
+    except (InvalidInputError, OSError) as exc:  # e.g. the unreadable manifest that failed the build
+        log.warning("%s: could not record the failure report in %s: %s", out_dir, MANIFEST, exc)

@@ -8,7 +8,8 @@ import html
 import os
 from pathlib import Path
 
-from wave_deploy.reports.files import REPORT_MD, load_report, report_dirs
+from wave_deploy.reports.evidence import load_verified_report
+from wave_deploy.reports.files import REPORT_MD, report_dirs
 from wave_deploy.reports.fmt import check_rows, fmt_num, fmt_pct, power_mode_text
 from wave_deploy.reports.plots import PLOTS
 
@@ -52,8 +53,9 @@ def index_row(out_dir: str | Path, report: dict) -> dict:
 
 
 def index_data(dirs: list[str | Path]) -> list[dict]:
-    """index_row of every device output directory (a parent folder expands to its device folders)."""
-    return [index_row(d, load_report(d)) for d in report_dirs(dirs)]
+    """index_row of every device output directory (a parent folder expands to its device folders), each report
+    judged again from its evidence and its files re-hashed (reports.evidence)."""
+    return [index_row(d, load_verified_report(d)) for d in report_dirs(dirs)]
 
 
 def _index_device(out_dir: Path, report: dict, out_path: str | Path | None) -> dict:
@@ -90,7 +92,7 @@ def _index_device(out_dir: Path, report: dict, out_path: str | Path | None) -> d
 def render_index(dirs: list[str | Path], out_path: str | Path | None = None) -> str:
     """One self-contained HTML page over many device output directories (inline CSS, plots as data URIs,
     no scripts). With ``out_path``, each device links to its report.md relative to where the page goes."""
-    return index_html([_index_device(d, load_report(d), out_path) for d in report_dirs(dirs)])
+    return index_html([_index_device(d, load_verified_report(d), out_path) for d in report_dirs(dirs)])
 
 
 # --- the page ---------------------------------------------------------------------------

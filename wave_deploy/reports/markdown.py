@@ -253,4 +253,10 @@ def render_failure_markdown(report: dict) -> str:
         out += [f"Built {r['created']}. {r['profile'].get('description', '')}", ""]
     out += _md_failure(r)
     out += ["No model of this run passed its gates: earlier results in this directory are stale.", ""]
+    moved = (r.get("artifacts") or {}).get("moved_aside")
+    if moved:
+        out += [
+            f"The earlier run's models, bundle and engine were moved to `{moved}` (not this build's).",
+            "",
+        ]
     return "\n".join(out + _md_device(r))

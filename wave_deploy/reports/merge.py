@@ -2,10 +2,13 @@
 
 The device's measured latency replaces the prediction as what the latency budget is judged on (source
 "measured on device"), through the same ``judge_budgets`` as the build; verdict, report.md and plots are
-rewritten. The merged file is kept in the build directory (``device/device_report.json``) and the build's
-report stage merges it again, so a rebuild never drops a device measurement, and a fail stays a fail for as
-long as the measured model is the built one. A device report of another model (its sha256 differs from the
-one the bundle shipped) is refused.
+rewritten. The merged file is kept in the build directory (``device/device_report.json``), recorded with its
+sha256 in report.json and manifest.json, and the build's report stage merges it again, so a rebuild never
+drops a device measurement, and a fail stays a fail for as long as the measured model is the built one.
+
+Nothing is merged into a directory that does not prove itself (``evidence.load_verified_report``), and a
+device report of another model is refused: its ``model_sha256`` must be the sha256 of the model file in the
+directory, as manifest.json recorded it (editing bundle/plan.json is caught as an edited file).
 """
 
 from __future__ import annotations
@@ -16,37 +19,44 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from wave_deploy import strict_json
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import copy_file, sha256_file
-from wave_deploy.reports.files import REPORT_JSON, load_report, read_json, write_report_files
+from wave_deploy.pipeline.manifest import MANIFEST, outputs_of, read_manifest
+from wave_deploy.reports.evidence import (
+    KEPT_DIR,
+    KEPT_NAME,
+    KEPT_REL,
+    MEASURED_ON_DEVICE,
+    kept_device_report,
+    load_verified_report,
+    shipped_model_rel,
+)
+from wave_deploy.reports.files import REPORT_JSON, write_report_files
 from wave_deploy.reports.judge import Limits, judge_budgets, observed_in
 from wave_deploy.reports.schema import DeviceReport, parse_device_report
 
 log = logging.getLogger(__name__)
 
-MEASURED_ON_DEVICE = "measured on device"  # budgets["latency"]["source"] once a device report is merged
-KEPT_DIR, KEPT_NAME = "device", "device_report.json"  # where a merged device report is kept in a build dir
-
-
-def kept_device_report(out_dir: str | Path) -> Path:
-    return Path(out_dir) / KEPT_DIR / KEPT_NAME
+__all__ = ["KEPT_DIR", "KEPT_NAME", "MEASURED_ON_DEVICE", "apply_device_report",
+           "kept_device_report", "load_device_report", "merge_device_report", "merge_kept"]  # fmt: skip
 
 
 def _shipped_sha256(out_dir: Path, model_file: str) -> str | None:
-    """The sha256 the build recorded for the model file the kit ran: the bundle's plan.json, else the file."""
-    plan_path = out_dir / "bundle" / "plan.json"
-    if plan_path.is_file():
-        plan = read_json(plan_path, "bundle plan.json")
-        shas = plan.get("sha256") if isinstance(plan, dict) else None
-        return shas.get(model_file) if isinstance(shas, dict) else None
-    local = out_dir / model_file
-    return sha256_file(local) if Path(model_file).name == model_file and local.is_file() else None
+    """The sha256 of the model file the kit ran, as this build recorded it in manifest.json and as the file in
+    the directory hashes now (None when either is missing or they differ)."""
+    rel = shipped_model_rel(out_dir, model_file)
+    manifest = read_manifest(out_dir)
+    if rel is None or manifest is None or not (out_dir / rel).is_file():
+        return None
+    recorded = outputs_of({s["name"]: s for s in manifest["stages"]}).get(rel)
+    return recorded if recorded is not None and sha256_file(out_dir / rel) == recorded else None
 
 
 def load_device_report(path: str | Path, report: dict[str, Any], out_dir: str | Path) -> DeviceReport:
     """The on-device kit's device_report.json, checked against the build report it is merged into."""
     path, out_dir = Path(path), Path(out_dir)
-    dev = parse_device_report(read_json(path, "device_report.json"), str(path))
+    dev = parse_device_report(strict_json.read(path, "device report"), str(path))
     name, prof = report["profile"]["name"], report["profile"]
     if report.get("failure") is not None:
         raise InvalidInputError(f"{out_dir}: the build failed, so there is no built model to measure")
@@ -108,9 +118,9 @@ def apply_device_report(
         "power_mode": dev.power_mode,
         "runtime_version": dev.runtime_version,
         "precision": dev.precision,
-        "parity_max_abs_err": (dev.parity or {}).get("max_abs_err"),
-        "accuracy": dev.accuracy,
-        "memory": dev.memory,
+        "parity_max_abs_err": None if dev.parity is None else dev.parity.max_abs_err,
+        "accuracy": None if dev.accuracy is None else dev.accuracy.model_dump(),
+        "memory": None if dev.memory is None else dev.memory.model_dump(),
         "notes": notes,
     }
     checks = report["budgets"]
@@ -131,7 +141,7 @@ def merge_device_report(out_dir: str | Path, device_report_path: str | Path) -> 
     """Record the device's measurement in out_dir/report.json, judge the budgets again, rewrite report.json/md
     and plots, and keep the device report in out_dir/device/ so that rebuilds merge it again."""
     out_dir, path = Path(out_dir), Path(device_report_path)
-    report = load_report(out_dir)
+    report = load_verified_report(out_dir)  # nothing is merged into a directory that does not prove itself
     dev = load_device_report(path, report, out_dir)
     kept = kept_device_report(out_dir)
     if path.resolve() != kept.resolve():
@@ -139,19 +149,39 @@ def merge_device_report(out_dir: str | Path, device_report_path: str | Path) -> 
     merged = apply_device_report(report, dev, sha256_file(kept))
     for note in merged["measured"]["device"]["notes"]:
         log.warning("%s: %s", path, note)
-    write_report_files(out_dir, merged)
+    write_report_files(out_dir, merged)  # records report.json and the kept device report in manifest.json
     log.info("merged %s into %s: verdict %s", path, out_dir / REPORT_JSON, merged["verdict"])
-    return load_report(out_dir)
+    return load_verified_report(out_dir)
 
 
-def merge_kept(out_dir: str | Path, report: dict[str, Any]) -> dict[str, Any]:
+def merge_kept(out_dir: str | Path, report: dict[str, Any], recorded: dict[str, str]) -> dict[str, Any]:
     """The report with the kept device report of out_dir merged again (the build's report stage calls this).
 
+    ``recorded`` is what manifest.json recorded before this build (path -> sha256). The kept report must be
+    the one recorded when it was merged: edited, missing or never recorded is InvalidInputError naming it.
+    A build that failed a gate is not judged on it (its verdict is fail anyway): the file stays where it is.
     A kept report that no longer matches the build (a rebuilt model) is moved to device/stale/ and noted;
     it speaks for a model that no longer exists.
     """
     out_dir, kept = Path(out_dir), kept_device_report(out_dir)
+    want = recorded.get(KEPT_REL)
     if not kept.is_file():
+        if want is not None:
+            raise InvalidInputError(
+                f"{kept}: the device measurement merged into this build is missing",
+                hint=f"restore it, or delete {out_dir / MANIFEST} to rebuild without it",
+            )
+        return report
+    actual = sha256_file(kept)
+    if want != actual:
+        raise InvalidInputError(
+            f"{kept}: " + ("not the device report that was merged (edited since: sha256 "
+                           f"{actual[:12]}…, {MANIFEST} recorded {want[:12]}…)" if want else
+                           f"not recorded in {MANIFEST}, so nothing shows it was merged by wave-deploy"),
+            hint="merge the device's own report again with wave-deploy report DIR --device-report FILE after "
+            "the build, or delete it to rebuild without it",
+        )  # fmt: skip
+    if report.get("failure") is not None:
         return report
     try:
         dev = load_device_report(kept, report, out_dir)
@@ -166,4 +196,4 @@ def merge_kept(out_dir: str | Path, report: dict[str, Any]) -> dict[str, Any]:
         )
         report.setdefault("selection", {}).setdefault("notes", []).append(note)
         return report
-    return apply_device_report(report, dev, sha256_file(kept))
+    return apply_device_report(report, dev, actual)

@@ -12,7 +12,7 @@ verdict is "fail", and the sections the failed stage never produced are null.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -38,6 +38,50 @@ class _Open(BaseModel):
 
 class _Closed(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# A measured figure: finite (no NaN/Infinity, which strict JSON already refuses, nor 1e999) and in range.
+Milliseconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+MiB = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+Points = Annotated[float, Field(allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=1)]
+
+
+class DeviceAccuracy(_Open):
+    """The kit's top-1 on the bundle's labelled subset (export/kit_common.accuracy_record)."""
+
+    top1: Fraction
+    n_images: Count
+    source: str | None = None
+    build_machine_top1: Fraction | None = None
+    onnx_fp32_top1_build_machine: Fraction | None = None
+    drop_points: Points | None = None
+    max_drop_points: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    passed: bool | None = None
+
+
+class DeviceMemory(_Open):
+    """Memory the kit measured, in MiB: ``peak_rss_mib`` and any further ``*_mib`` figure (finite, >= 0)."""
+
+    peak_rss_mib: MiB | None = None
+
+    @model_validator(mode="after")
+    def _mib_in_range(self) -> DeviceMemory:
+        for key, value in (self.model_extra or {}).items():
+            if key.endswith("_mib") and value is not None:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+                if not ok or not (0 <= value < float("inf")):
+                    raise ValueError(f"{key} must be a finite number of MiB >= 0, got {value!r}")
+        return self
+
+
+class DeviceParity(_Open):
+    """The kit's check of the model's outputs against the reference batches the bundle ships."""
+
+    max_abs_err: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    passed: bool | None = None
+    gated: bool | None = None
 
 
 class LatencyCheck(_Closed):
@@ -124,9 +168,9 @@ class DeviceMeasurement(_Open):
     power_mode: Any = None
     runtime_version: str | None = None
     precision: str | None = None
-    parity_max_abs_err: float | None = None
-    accuracy: dict[str, Any] | None = None
-    memory: dict[str, Any] | None = None
+    parity_max_abs_err: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    accuracy: DeviceAccuracy | None = None
+    memory: DeviceMemory | None = None
     notes: list[str] = Field(default_factory=list)
 
 
@@ -172,7 +216,10 @@ class BuildReport(_Closed):
 
 
 class DeviceReport(_Open):
-    """device_report.json, written on the device by the bundle's run_on_device.py (numpy only there)."""
+    """device_report.json, written on the device by the bundle's run_on_device.py (numpy only there).
+
+    Read strictly (``wave_deploy.strict_json``) and validated field by field: an invalid report is exit 3
+    naming the field, and is never merged."""
 
     schema_version: Literal[1]
     kind: Literal["device_report"]
@@ -181,13 +228,13 @@ class DeviceReport(_Open):
     runtime: str | None = None
     runtime_version: str | None = None
     precision: str | None = None
-    batch: int | None = None
+    batch: Count | None = None
     model_file: str | None = None
     model_sha256: str | None = None
     latency: Latency | None = None
-    parity: dict[str, Any] | None = None
-    accuracy: dict[str, Any] | None = None
-    memory: dict[str, Any] | None = None
+    parity: DeviceParity | None = None
+    accuracy: DeviceAccuracy | None = None
+    memory: DeviceMemory | None = None
     power_mode: Any = None
     hardware: str | None = None
     error: str | None = None
@@ -196,7 +243,7 @@ class DeviceReport(_Open):
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    return f"{where}: {err['msg']}"
+    return f"{where}: {err['msg'].removeprefix('Value error, ')}"
 
 
 def parse_build_report(data: object, where: str) -> BuildReport:
