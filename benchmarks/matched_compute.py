@@ -21,8 +21,8 @@ from wave_deploy.training.baselines import random_init, weight_selection
 from wave_deploy.training.loop import TrainConfig, distill_loss_fn, evaluate, train
 from wave_deploy.wave.bank import TemplateBank
 from wave_deploy.wave.init import Distiller, aux_model, init_wave_model, is_bank_task
-from wave_deploy.wave.learngene import elastic_sizes
 from wave_deploy.wave.model import WaveViT
+from wave_deploy.wave.stage1.learngene import elastic_sizes
 
 # WAVE stage-2 recipes compared (the ablation); "dense" is the default recipe (see docs/benchmarks.md)
 WAVE_RECIPES = {  # name: (scaler phase: None | "distil" | "labels", its share of the FLOPs, dense lr or None)

@@ -259,7 +259,7 @@ def test_stage_1_records_the_teacher_checkpoint_portably_with_its_sha256(tmp_pat
     from wave_deploy.spec import ViTSpec
     from wave_deploy.training.baselines import random_init
     from wave_deploy.training.folding import save_folded
-    from wave_deploy.wave.learngene import load_teacher
+    from wave_deploy.wave.stage1.learngene import load_teacher
 
     spec = ViTSpec(depth=1, embed_dim=16, num_heads=2, patch_size=4, img_size=8, in_chans=1, num_classes=3)
     path = tmp_path / "runs" / "teacher.safetensors"

@@ -18,8 +18,8 @@ from wave_deploy.spec import ViTSpec
 from wave_deploy.training.baselines import random_init
 from wave_deploy.training.folding import save_folded
 from wave_deploy.wave.bank import TemplateBank
-from wave_deploy.wave.learngene import ElasticStudent, LearngeneConfig, bank_geometry, elastic_sizes
 from wave_deploy.wave.model import WaveViT
+from wave_deploy.wave.stage1.learngene import ElasticStudent, LearngeneConfig, bank_geometry, elastic_sizes
 
 TINY = [
     "--aux-depth",

@@ -17,7 +17,7 @@ from wave_deploy.spec import ViTSpec, flops
 from wave_deploy.training.baselines import random_init
 from wave_deploy.training.folding import save_folded
 from wave_deploy.wave.bank import TemplateBank
-from wave_deploy.wave.stage1_estimate import evaluations, representative_size
+from wave_deploy.wave.stage1.estimate import evaluations, representative_size
 
 TINY = ["--aux-depth", "2", "--aux-embed-dim", "16", "--template-size", "8", "--head-dim", "8"]
 TINY += ["--templates-per-kind", "2", "--vector-templates", "2", "--batch-size", "8", "--seed", "3"]

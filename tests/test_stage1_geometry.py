@@ -13,7 +13,7 @@ from wave_deploy.spec import ViTSpec
 from wave_deploy.training.baselines import random_init
 from wave_deploy.training.folding import save_folded
 from wave_deploy.wave.bank_file import default_bank_path, inspect_bank
-from wave_deploy.wave.stage1_geometry import (
+from wave_deploy.wave.stage1.geometry import (
     Stage1Options,
     check_channels,
     default_patch_size,
@@ -21,7 +21,7 @@ from wave_deploy.wave.stage1_geometry import (
     served_width,
     teacher_image_size,
 )
-from wave_deploy.wave.teacher import TeacherGeometry, load_teacher, teacher_geometry
+from wave_deploy.wave.stage1.teacher import TeacherGeometry, load_teacher, teacher_geometry
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from wave_deploy.wave.teacher_check import ALPHA, binomial_sf, chance_level, fit_head, judge
+from wave_deploy.wave.stage1.teacher_check import ALPHA, binomial_sf, chance_level, fit_head, judge
 
 
 def _exact_sf(k: int, n: int, p: Fraction) -> float:

@@ -101,6 +101,32 @@ def memory_gib() -> float | None:
 # --- CUDA, ONNX Runtime, TensorRT ---------------------------------------------------------------------------
 
 
+def reset_peak_rss() -> None:
+    """Reset this process's peak resident set to its current size (Linux: VmHWM through /proc/self/clear_refs);
+    a no-op elsewhere, where ``peak_rss_mib`` then reports the peak since the process started."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mib() -> tuple[float | None, str]:
+    """(MiB, what it measures): the process's peak resident set since ``reset_peak_rss`` (VmHWM), else since
+    it started (ru_maxrss), else None."""
+    for line in (_read_text("/proc/self/status") or "").splitlines():
+        if line.startswith("VmHWM:"):
+            try:
+                return int(line.split()[1]) / 1024, "process peak RSS (VmHWM)"
+            except (ValueError, IndexError):
+                break
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None, "not measurable here"
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return (rss / 2**20 if sys.platform == "darwin" else rss / 1024), "process peak RSS since start (ru_maxrss)"
+
+
 def cuda_available() -> bool:
     """True when torch sees a CUDA GPU (imports torch)."""
     import torch

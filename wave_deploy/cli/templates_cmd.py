@@ -301,7 +301,7 @@ def build(**opts) -> None:
     from wave_deploy.cli.output import is_quiet
     from wave_deploy.cli.progress import TrainingProgress
     from wave_deploy.training import distributed
-    from wave_deploy.wave.learngene import Stage1Checks, build_bank_file
+    from wave_deploy.wave.stage1.learngene import Stage1Checks, build_bank_file
 
     config = _learngene_config(opts)
     quiet = is_quiet() or not distributed.is_main_process()  # --json keeps progress on stderr
@@ -343,7 +343,7 @@ def build(**opts) -> None:
 def _learngene_config(opts: dict):
     """The LearngeneConfig of `templates build`'s options (geometry left None where not given)."""
     from wave_deploy.errors import UsageError
-    from wave_deploy.wave.learngene import LearngeneConfig
+    from wave_deploy.wave.stage1.learngene import LearngeneConfig
 
     if (opts["teacher_name"] is None) == (opts["teacher_checkpoint"] is None):
         raise UsageError("give exactly one of --teacher NAME or --teacher-checkpoint FILE")

@@ -3,8 +3,8 @@ teacher's measured accuracy. Everything here happens before the auxiliary model 
 
 Order: load the teacher (its own head) -> read its geometry -> load the data at the teacher's image size (an
 ImageFolder decoded straight to it, the built-in set resized as tensors) -> check channels -> resolve the rest
-of the geometry (wave.stage1_geometry) -> fit the head to the data's classes when it does not predict them ->
-measure and judge the teacher on the validation split (wave.teacher_check).
+of the geometry (wave.stage1.geometry) -> fit the head to the data's classes when it does not predict them ->
+measure and judge the teacher on the validation split (wave.stage1.teacher_check).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from wave_deploy import data as datasets
 from wave_deploy import probe
 from wave_deploy.errors import InvalidInputError, MissingDependencyError
 from wave_deploy.training import distributed as D
-from wave_deploy.wave import stage1_geometry as sg
-from wave_deploy.wave.teacher import TeacherGeometry, load_teacher, teacher_geometry, teacher_input
-from wave_deploy.wave.teacher_check import TeacherVerdict, fit_head, measure
+from wave_deploy.wave.stage1 import geometry as sg
+from wave_deploy.wave.stage1.teacher import TeacherGeometry, load_teacher, teacher_geometry, teacher_input
+from wave_deploy.wave.stage1.teacher_check import TeacherVerdict, fit_head, measure
 
 log = logging.getLogger(__name__)
 

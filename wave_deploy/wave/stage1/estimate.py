@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-import resource
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +24,7 @@ from typing import Any
 
 import torch
 
+from wave_deploy import probe
 from wave_deploy.spec import ViTSpec, flops
 from wave_deploy.training import distributed as D
 from wave_deploy.training.loop import TrainConfig, distill_loss_fn, evaluate, train
@@ -126,7 +124,7 @@ def estimate(
     def on_step(info) -> None:
         seen.append(tcfg.batch_size / max(info.images_per_s, 1e-12))
 
-    cuda = torch.cuda.is_available()
+    cuda = probe.cuda_available()
     _reset_peaks(cuda)
     result = train(
         student, cfg, data.train_x, data.train_labels, params=params_of(student), loss_fn=distill_loss_fn,
@@ -173,24 +171,13 @@ def estimate(
 def _reset_peaks(cuda: bool) -> None:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # Linux: reset VmHWM to the current RSS
-    except OSError:
-        pass
+    probe.reset_peak_rss()
 
 
 def _read_peak(device: torch.device) -> tuple[float | None, str]:
     """(MiB, what it measures) of the peak since ``_reset_peaks``."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(
-            device
-        ) / 2**20, "cuda max_memory_allocated over the timed steps"
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024, "process peak RSS over the timed steps (VmHWM)"
-    except (OSError, ValueError, IndexError):
-        pass
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    mib = rss / 2**20 if sys.platform == "darwin" else rss / 1024
-    return (mib if math.isfinite(mib) else None), "process peak RSS since start (ru_maxrss)"
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+        return peak, "cuda max_memory_allocated over the timed steps"
+    mib, how = probe.peak_rss_mib()
+    return mib, f"{how} over the timed steps"

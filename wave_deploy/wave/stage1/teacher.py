@@ -2,7 +2,7 @@
 
 Weights are read only from safetensors or with ``torch.load(weights_only=True)``: nothing from a file runs.
 ``load_teacher`` returns the model with its own classifier (the head is fitted to the data's classes later,
-``wave.teacher_check``); ``teacher_geometry`` reads what a bank built from it should look like (image size, patch,
+``wave.stage1.teacher_check``); ``teacher_geometry`` reads what a bank built from it should look like (image size, patch,
 channels, head size, MLP ratio, depth, width); ``teacher_input`` feeds it the data at its own input geometry
 and normalisation.
 """

@@ -7,9 +7,9 @@ step also trains one sub-network cut out of the auxiliary model exactly as stage
 (the "sandwich": the full model every step plus one sampled size; cf. the width-wise stochastic scaling of the
 SWEET follow-up). This is what makes a sliced initialization a working model rather than a fragment.
 
-Before anything is trained (wave.stage1_inputs): the bank's geometry comes from the teacher unless an option
-says otherwise (wave.stage1_geometry), the teacher gets a head for the data's classes and is judged against
-chance (wave.teacher_check), and a few real steps are timed to estimate the run (wave.stage1_estimate).
+Before anything is trained (wave.stage1.inputs): the bank's geometry comes from the teacher unless an option
+says otherwise (wave.stage1.geometry), the teacher gets a head for the data's classes and is judged against
+chance (wave.stage1.teacher_check), and a few real steps are timed to estimate the run (wave.stage1.estimate).
 
 The same code runs under ``torchrun --nproc_per_node N`` (wave_deploy.training.loop handles DDP); only rank 0 writes.
 """
@@ -33,21 +33,21 @@ from wave_deploy.spec import ViTSpec
 from wave_deploy.training import distributed
 from wave_deploy.training.loop import TrainConfig, distill_loss_fn, distillation_loss, evaluate, train
 from wave_deploy.version import __version__
-from wave_deploy.wave import stage1_estimate
 from wave_deploy.wave.bank import TemplateBank
 from wave_deploy.wave.geometry import BankGeometry
 from wave_deploy.wave.model import WaveViT
 from wave_deploy.wave.provenance import portable_command, portable_provenance
 from wave_deploy.wave.slicing import SlicedModel, Subnet
-from wave_deploy.wave.stage1_inputs import Stage1Inputs, TeacherSource, prepare
-from wave_deploy.wave.teacher import load_teacher  # noqa: F401  (re-exported: stage 1's teacher loader)
+from wave_deploy.wave.stage1 import estimate as stage1_estimate
+from wave_deploy.wave.stage1.inputs import Stage1Inputs, TeacherSource, prepare
+from wave_deploy.wave.stage1.teacher import load_teacher  # noqa: F401  (re-exported: stage 1's teacher loader)
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class LearngeneConfig:
-    # The geometry: None = decided from the teacher (wave.stage1_geometry), then filled in before training.
+    # The geometry: None = decided from the teacher (wave.stage1.geometry), then filled in before training.
     aux_depth: int | None = None
     aux_embed_dim: int | None = None
     w: int | None = None  # template size (= head_dim by default)

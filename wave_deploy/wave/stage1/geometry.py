@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wave_deploy.errors import InvalidInputError, UsageError
-from wave_deploy.wave.teacher import TeacherGeometry
+from wave_deploy.wave.stage1.teacher import TeacherGeometry
 
 AUX_CAP = (12, 384)  # DeiT-Small: the largest auxiliary model stage 1 picks by itself (depth, width)
 FALLBACK = {"head_dim": 32, "mlp_ratio": 4.0, "aux_depth": 6, "aux_embed_dim": 128}  # no teacher geometry
