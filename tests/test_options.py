@@ -134,16 +134,17 @@ def checkpoint(tmp_path_factory):
     return path
 
 
-def test_the_export_api_takes_data_and_applies_the_commands_precision_gate(tmp_path, checkpoint, digits):
+def test_the_export_api_takes_data_and_applies_the_commands_precision_gate(
+    tmp_path, checkpoint, digits, impossible_accuracy_gate
+):
     summary = wave_deploy.export(checkpoint, "x86-cpu", tmp_path / "a", data=str(digits), exporter="legacy")
     assert summary["onnx"]["validation_source"] == "given validation data"
     assert summary["onnx"]["calibration_source"].endswith("given training images")
     text = (Path(__file__).resolve().parents[1] / "profiles" / "x86-cpu.yaml").read_text()
-    text = text.replace("precision: fp32", "precision: int8").replace(
-        "max_accuracy_drop_points: 1.0", "max_accuracy_drop_points: -50"
-    )
+    text = text.replace("precision: fp32", "precision: int8")
     strict = tmp_path / "strict.yaml"
     strict.write_text(text.replace("name: x86-cpu", "name: strict-cpu"))
+    impossible_accuracy_gate()  # a profile cannot ask for a gain (max_accuracy_drop_points >= 0)
     with pytest.raises(ParityError, match="failed its accuracy gate") as gate:
         wave_deploy.export(checkpoint, strict, tmp_path / "b", data=str(digits), exporter="legacy")
     assert gate.value.exit_code == 7
