@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from wave_deploy.errors import BudgetBrokenError, UsageError
+from wave_deploy.errors import BudgetBrokenError, InsufficientEvidenceError, UsageError
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -16,7 +16,7 @@ def _row(r: dict) -> list[str]:
     if r.get("failure"):
         f = r["failure"]
         why = f"fail: build failed at {f['stage']} (exit {f['exit_code']}): {f['message']}"
-        return [f"{r['profile']}\n{r['spec_name']}", "", "", "", "", "", "", why]
+        return [f"{r['profile']}\n{r['spec_name']}", "", "", "", "", "", "", "", why]
     return [
         f"{r['profile']}\n{r['spec_name']}",
         _fmt((r["params"] or 0) / 1e6, 2),
@@ -24,6 +24,7 @@ def _row(r: dict) -> list[str]:
         f"{_fmt(r['local_p50_ms'])} / {_fmt(r['local_p99_ms'])}",
         f"{_fmt(r['device_p50_ms'])} / {_fmt(r['device_p99_ms'])}" if r["device_p50_ms"] else "",
         _fmt(r["predicted_over_measured"], 2),
+        ", ".join(f"{k} {v}" for k, v in (r.get("evidence") or {}).items() if k in ("latency", "memory")),
         "" if r["val_acc"] is None else f"{100 * r['val_acc']:.1f} %",
         r["verdict"] + (f" ({', '.join(r['failed_budgets'])})" if r["failed_budgets"] else ""),
     ]
@@ -49,7 +50,8 @@ def _row(r: dict) -> list[str]:
     "--fail-on-budget",
     "gate",
     is_flag=True,
-    help="Exit 8 when any device's verdict is fail (default: report only, exit 0).",
+    help="Exit 8 when any device's verdict is fail, 9 when every failure is a budget judged on weaker "
+    "evidence than its report's recorded requirement (default: report only, exit 0).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the index data as one JSON object on stdout.")
 def report(dirs, html_out, device_report, gate, as_json):
@@ -89,10 +91,28 @@ def report(dirs, html_out, device_report, gate, as_json):
                 f"{_fmt(lat.get('value_ms'))} ms (budget {lat.get('budget_ms')} ms), verdict {merged['verdict']}"
             )
         columns = ["profile / spec", "params M", "pred. / budget ms", "local p50 / p99", "device p50 / p99",
-                   "pred./dev.", "val acc", "verdict"]  # fmt: skip
+                   "pred./dev.", "judged on", "val acc", "verdict"]  # fmt: skip
         body = [_row(r) for r in rows]
         out.print(table("devices (local = build machine, not the target; ms)", columns, body))
         if html_out:
             out.print(f"index written to {html_out}")
     if gate and failed:
-        raise BudgetBrokenError(f"budget verdict fail for {', '.join(failed)}")
+        _fail_on_budget(rows, failed)
+
+
+def _fail_on_budget(rows: list[dict], failed: list[str]) -> None:
+    """--fail-on-budget: exit 8 for a broken budget, 9 when every failed check of every failing device only
+    lacks the evidence its recorded requirement asks (judged again on what each report recorded)."""
+    from wave_deploy.pipeline.results import unproven_budgets
+    from wave_deploy.reports import load_report
+
+    only_evidence = all(
+        not r.get("failure") and set(unproven_budgets(load_report(r["dir"]))) == set(r["failed_budgets"])
+        for r in rows
+        if r["verdict"] == "fail"
+    )
+    if only_evidence:
+        raise InsufficientEvidenceError(
+            f"budgets judged on weaker evidence than required for {', '.join(failed)}"
+        )
+    raise BudgetBrokenError(f"budget verdict fail for {', '.join(failed)}")

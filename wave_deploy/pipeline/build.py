@@ -174,6 +174,7 @@ def _run_stages(
         opset=options.opset,
         exporter=options.exporter,
         seed=options.seed,
+        device_val_images=options.device_val_images,
     )
     exported = stage("export", export_key, lambda d: _export(d, profile, data, options), ExportRecord)
     gate = precision_gate(exported.dump())
@@ -186,6 +187,7 @@ def _run_stages(
             iterations=options.bench_iterations,
             warmup=options.bench_warmup,
             threads=profile.runtime.intra_op_threads,
+            host_memory=profile.hardware.build_host_is_device,
         )
         bench = stage("bench", bench_key, lambda d: _bench(d, profile, options), BenchRecord)
 
@@ -200,12 +202,15 @@ def _run_stages(
         overrides=list(profile.overrides),
         gate=None if gate is None else gate.one_line(),
         device=sha256_file(kept) if kept.is_file() else None,
+        require_evidence=options.require_evidence,
     )
     failure = None if gate is None else failure_of("export", gate)
     stage(
         "report",
         report_key,
-        lambda d: _report(d, profile, plan, trained, exported, bench, data, failure),
+        lambda d: _report(
+            d, profile, plan, trained, exported, bench, data, failure, options.require_evidence
+        ),
         Record,
     )
     return DeviceResult(profile.name, str(out_dir), load_report(out_dir), list(done), error=gate)
@@ -284,6 +289,7 @@ def _export(out_dir: Path, profile: DeviceProfile, data, options: BuildOptions) 
         opset=options.opset,
         exporter=options.exporter,
         seed=options.seed,
+        device_val_images=options.device_val_images,
         **data_inputs(data, seed=options.seed),
     )
     files = ["export.json", "model.onnx"] + [p.name for p in out_dir.glob("model.*.onnx")]
@@ -311,7 +317,16 @@ def _bench(out_dir: Path, profile: DeviceProfile, options: BuildOptions) -> Stag
         seed=options.seed,
     )
     what = f"{onnx.name} with ONNX Runtime on this build machine (not the target device)"
-    record = BenchRecord(model=onnx.name, stats=stats, what=what, samples_ms=[round(s, 4) for s in samples])
+    memory = None
+    if profile.hardware.build_host_is_device:  # the host's measurements count: its session's memory too
+        from wave_deploy._kit.kit_memory import session_memory
+
+        what = f"{onnx.name} with ONNX Runtime on this build machine (the profile says it is the device)"
+        threads = profile.runtime.intra_op_threads or 1
+        memory = session_memory(onnx, profile.budgets.latency_batch, threads, ["CPUExecutionProvider"])
+    record = BenchRecord(
+        model=onnx.name, stats=stats, what=what, samples_ms=[round(s, 4) for s in samples], memory=memory
+    )
     write_json(out_dir / "bench.json", record.dump())
     # the stage cache keeps the statistics; the samples stay in bench.json
     return StageOutput(record.model_copy(update={"samples_ms": []}).dump(), ["bench.json"])
@@ -326,10 +341,13 @@ def _report(
     bench: BenchRecord | None,
     data,
     failure,
+    require_evidence: str = "any",
 ) -> StageOutput:
     if bench is not None:  # with its samples, which bench.json holds and the stage cache does not
         bench = BenchRecord.load(_read_json(out_dir / "bench.json"), str(out_dir / "bench.json"))
-    report = assemble_report(out_dir, profile, plan, trained, exported, bench, data, failure)
+    report = assemble_report(
+        out_dir, profile, plan, trained, exported, bench, data, failure, require_evidence=require_evidence
+    )
     report = merge_kept(out_dir, report)
     paths = write_report_files(out_dir, report)
     return StageOutput(

@@ -1,8 +1,10 @@
 """Merging the on-device kit's device_report.json (export/run_on_device.py) into a build's report.json.
 
-The device's measured latency replaces the prediction as what the latency budget is judged on (source
-"measured on device"), through the same ``judge_budgets`` as the build; verdict, report.md and plots are
-rewritten. The merged file is kept in the build directory (``device/device_report.json``) and the build's
+The device's measurements replace the predictions as what the budgets are judged on (source "measured on
+device", evidence "device"): latency, runtime memory (the session's peak RSS or TensorRT's engine memory),
+the engine build peak where trtexec reported it, and accuracy (the device's top-1 on the bundle's subset,
+judged against the accuracy floors) (reports.evidence.device_observed), through the same ``judge_budgets``
+as the build; verdict, report.md and plots are rewritten. The merged file is kept in the build directory (``device/device_report.json``) and the build's
 report stage merges it again, so a rebuild never drops a device measurement, and a fail stays a fail for as
 long as the measured model is the built one. A device report of another model (its sha256 differs from the
 one the bundle shipped) is refused.
@@ -10,7 +12,6 @@ one the bundle shipped) is refused.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -18,13 +19,13 @@ from typing import Any
 
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import copy_file, sha256_file
+from wave_deploy.reports.evidence import annotate, device_observed
 from wave_deploy.reports.files import REPORT_JSON, load_report, read_json, write_report_files
 from wave_deploy.reports.judge import Limits, judge_budgets, observed_in
 from wave_deploy.reports.schema import DeviceReport, parse_device_report
 
 log = logging.getLogger(__name__)
 
-MEASURED_ON_DEVICE = "measured on device"  # budgets["latency"]["source"] once a device report is merged
 KEPT_DIR, KEPT_NAME = "device", "device_report.json"  # where a merged device report is kept in a build dir
 
 
@@ -114,15 +115,10 @@ def apply_device_report(
         "notes": notes,
     }
     checks = report["budgets"]
-    predicted = checks["latency"].get("predicted_ms", report["prediction"].get("latency_ms"))
     limits = Limits.of_report(checks, batch=report["prediction"].get("batch") or 1)
-    measured = latency[f"{limits.latency_percentile}_ms"]
-    observed = dataclasses.replace(
-        observed_in(checks), latency_ms=measured, latency_source=MEASURED_ON_DEVICE
-    )
+    observed, extra = device_observed(observed_in(checks), limits, dev, report)
     judged = judge_budgets(limits, observed)
-    report["budgets"] = {**judged.checks}
-    report["budgets"]["latency"]["predicted_ms"] = predicted
+    report["budgets"] = annotate({**judged.checks}, extra)
     report["verdict"], report["failed_budgets"] = judged.verdict, judged.failed
     return report
 
