@@ -16,7 +16,7 @@ def _row(r: dict) -> list[str]:
     if r.get("failure"):
         f = r["failure"]
         why = f"fail: build failed at {f['stage']} (exit {f['exit_code']}): {f['message']}"
-        return [f"{r['profile']}\n{r['spec_name']}", "", "", "", "", "", "", "", why]
+        return [f"{r['profile']}\n{r['spec_name']}", "", "", "", "", "", "", why]
     return [
         f"{r['profile']}\n{r['spec_name']}",
         _fmt((r["params"] or 0) / 1e6, 2),
@@ -24,7 +24,6 @@ def _row(r: dict) -> list[str]:
         f"{_fmt(r['local_p50_ms'])} / {_fmt(r['local_p99_ms'])}",
         f"{_fmt(r['device_p50_ms'])} / {_fmt(r['device_p99_ms'])}" if r["device_p50_ms"] else "",
         _fmt(r["predicted_over_measured"], 2),
-        ", ".join(f"{k} {v}" for k, v in (r.get("evidence") or {}).items() if k in ("latency", "memory")),
         "" if r["val_acc"] is None else f"{100 * r['val_acc']:.1f} %",
         r["verdict"] + (f" ({', '.join(r['failed_budgets'])})" if r["failed_budgets"] else ""),
     ]
@@ -91,7 +90,7 @@ def report(dirs, html_out, device_report, gate, as_json):
                 f"{_fmt(lat.get('value_ms'))} ms (budget {lat.get('budget_ms')} ms), verdict {merged['verdict']}"
             )
         columns = ["profile / spec", "params M", "pred. / budget ms", "local p50 / p99", "device p50 / p99",
-                   "pred./dev.", "judged on", "val acc", "verdict"]  # fmt: skip
+                   "pred./dev.", "val acc", "verdict"]  # fmt: skip
         body = [_row(r) for r in rows]
         out.print(table("devices (local = build machine, not the target; ms)", columns, body))
         if html_out:
