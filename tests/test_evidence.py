@@ -50,6 +50,11 @@ def test_every_level_meets_exactly_the_requirements_of_its_rank():
         assert (lat["evidence"], lat["required_evidence"]) == (level, required)
         assert lat["evidence_ok"] is expect[required] and lat["ok"] is expect[required], (level, required)
         assert judged.unproven == ([] if expect[required] else ["latency"]) == judged.failed
+    # the memory models have no calibration: "calibrated" asks them nothing, "device" asks a measurement
+    for required, ok in (("calibrated", True), ("device", False)):
+        judged = judge_budgets(dataclasses.replace(LIMITS, require_evidence=required),
+                               Observed(latency_ms=1.0, memory_mib=100.0, latency_evidence="device"))  # fmt: skip
+        assert judged.checks["memory"]["evidence_ok"] is ok and judged.checks["latency"]["evidence_ok"]
 
 
 def test_a_broken_budget_is_not_unproven_and_the_judgement_survives_a_round_trip():

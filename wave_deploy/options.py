@@ -137,7 +137,7 @@ RequireEvidence = Annotated[
     Field(
         description="Fail a budget judged on weaker evidence than this (exit 9): device (a merged device "
         "report, or the build host where the profile says it is the device), calibrated (a calibrated latency "
-        "model inside its measured range, or better), any. The stricter of this and the profile's "
+        "model inside its measured range, or better; memory is not calibrated, so asked nothing more), any. The stricter of this and the profile's "
         "budgets.require_evidence applies.",
     ),
 ]
