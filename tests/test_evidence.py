@@ -279,3 +279,20 @@ def test_the_build_host_counts_only_where_the_profile_says_it_is_the_device(buil
         out, shipped, *records, BenchRecord.load(bench, "b"), data, require_evidence="device"
     )
     assert plain["budgets"]["latency"]["evidence"] == "analytic" and plain["verdict"] == "fail"
+
+
+def test_an_extrapolated_latency_and_the_calibrations_fit_error_as_its_stated_error(tmp_path):
+    from test_latency import _calibration_dict, _write
+
+    # covers depth 1, width 32, batch 1 only; its worst fit error is 2%
+    calibration = _write(tmp_path, _calibration_dict())
+    out = tmp_path / "build"
+    report = make_report("x86-cpu", latency_budget_ms=15.0, out=out, calibration=calibration)
+    write_report_files(out, report)
+    assert report["budgets"]["latency"]["evidence"] == "extrapolated"
+    predicted = report["budgets"]["latency"]["value_ms"]
+    dev = make_device_report(report, 1.1 * predicted)  # 10% off: beyond the calibration's 2%
+    merged = merge_device_report(out, write_device(tmp_path / "d.json", dev))
+    lat = merged["budgets"]["latency"]
+    assert (lat["evidence"], lat["predicted_ms"]) == ("device", predicted)
+    assert "2.0% (the calibration's worst fit error)" in lat["note"] and "1.10x" in lat["note"]
