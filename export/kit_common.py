@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from kit_accuracy import MIN_IMAGES, judge_drop, normalize_uint8, paired_counts
 from kit_stats import summarize
 
 EXIT_OK, EXIT_INVALID, EXIT_MISSING, EXIT_STAGE, EXIT_PARITY = 0, 3, 4, 6, 7
@@ -86,40 +87,66 @@ def verify_models(bundle: Path, plan: dict) -> dict:
 
 
 def load_validation(bundle: Path, plan: dict) -> tuple[dict, np.ndarray, np.ndarray] | None:
-    """The labelled subset plan.json names: (its plan.json record, images, labels), or None."""
+    """The labelled subset plan.json names: (its plan.json record, images as stored, labels), or None. uint8
+    images become model inputs batch by batch (``model_inputs``), never all at once."""
     meta = plan.get("validation")
     if not meta:
         return None
     path = bundle / meta["file"]
+    dtype = np.uint8 if meta.get("dtype") == "uint8" else np.float32
     try:
         with np.load(path, allow_pickle=False) as data:
-            images, labels = data["images"].astype(np.float32), data["labels"].astype(np.int64)
+            images, labels = data["images"].astype(dtype, copy=False), data["labels"].astype(np.int64)
     except (OSError, KeyError, ValueError) as exc:
         raise KitError(f"cannot read {path}: {exc}", EXIT_INVALID) from exc
     if len(images) != len(labels) or len(images) != meta["n_images"]:
         raise KitError(f"{path}: {len(images)} images, {len(labels)} labels, plan.json says "
                        f"{meta['n_images']}", EXIT_INVALID)  # fmt: skip
+    if dtype == np.uint8 and not (meta.get("normalization") or {}).get("mean"):
+        raise KitError(f"{path}: uint8 images but plan.json records no normalization", EXIT_INVALID)
     return meta, images, labels
 
 
+def model_inputs(meta: dict, images: np.ndarray) -> np.ndarray:
+    """float32 model inputs from stored images: uint8 pixels normalised as plan.json records (the build
+    machine normalised them with the same function), float32 images as they are."""
+    norm = meta.get("normalization")
+    if meta.get("dtype") == "uint8" and norm:
+        return normalize_uint8(images, norm["mean"], norm["std"])
+    return np.ascontiguousarray(images, dtype=np.float32)
+
+
 def accuracy_record(logits: np.ndarray, labels: np.ndarray, meta: dict, model_file: str) -> dict:
-    """Top-1 on the bundle's labelled subset, judged against the top-1 the build machine measured with the
-    same file on the same images (the export already judged the file against fp32 on the whole split)."""
-    top1 = float(np.mean(np.argmax(logits, axis=1) == labels))
+    """Top-1 on the bundle's labelled subset, judged against what the build machine measured with the same
+    file on the same images (the export already judged the file against fp32 on the whole split): image by
+    image where plan.json records the build machine's predictions (kit_accuracy.judge_drop: fails only when
+    the drop exceeds the allowance with 95% confidence, "not enough data" below its minimum), else on the
+    difference of the two top-1 figures (bundles written before the predictions were recorded)."""
+    pred = np.argmax(logits, axis=1)
+    top1 = float(np.mean(pred == labels))
     expected = (meta.get("top1") or {}).get(model_file)
     if expected is None:  # a bundle without the per-file record: judge against ONNX fp32
         expected = float(meta["onnx_fp32_top1"])
-    drop = round((float(expected) - top1) * 100.0, 6)
-    return {
+    allowed = float(meta["max_drop_points"])
+    reference = (meta.get("predictions") or {}).get(model_file)
+    record = {
         "top1": top1,
         "n_images": len(labels),
         "source": meta["file"],
+        "per_class": meta.get("per_class"),
         "build_machine_top1": float(expected),
         "onnx_fp32_top1_build_machine": float(meta["onnx_fp32_top1"]),
-        "drop_points": drop,  # vs build_machine_top1
-        "max_drop_points": float(meta["max_drop_points"]),
-        "passed": drop <= float(meta["max_drop_points"]),
+        "max_drop_points": allowed,
     }
+    if reference is not None and len(reference) == len(labels):
+        losses, gains = paired_counts(reference, pred.tolist(), labels.tolist())
+        gate = judge_drop(losses, gains, len(labels), allowed, min_images=int(meta.get("min_images", MIN_IMAGES)),
+                          what="device top-1")  # fmt: skip
+        record.update(drop_points=gate.drop_points, gate=gate.to_dict(), passed=gate.passed)
+    else:
+        drop = round((float(expected) - top1) * 100.0, 6)
+        record.update(drop_points=drop, gate=None, passed=drop <= allowed)
+    return record
 
 
 def peak_rss_mib() -> float | None:

@@ -45,10 +45,12 @@ from kit_common import (
     load_bundle,
     load_validation,
     log,
+    model_inputs,
     peak_rss_mib,
     sha256,
     verify_models,
 )
+from kit_memory import session_memory
 
 HERE = Path(__file__).resolve().parent
 
@@ -83,7 +85,10 @@ def run_onnxruntime(bundle: Path, plan: dict, refs: dict, args) -> dict:
     if subset is not None:
         meta, images, labels = subset
         logits = np.concatenate(
-            [session.run(None, {name: images[i : i + 32]})[0] for i in range(0, len(images), 32)]
+            [
+                session.run(None, {name: model_inputs(meta, images[i : i + 32])})[0]
+                for i in range(0, len(images), 32)
+            ]
         )
         accuracy = accuracy_record(logits, labels, meta, model_path.name)
     result = {
@@ -113,7 +118,11 @@ def run_onnxruntime(bundle: Path, plan: dict, refs: dict, args) -> dict:
         runtime=f"onnxruntime {ort.__version__} [{', '.join(actual)}]",
         hardware=hardware if not on_gpu else f"{hardware} (GPU via {actual[0]})", threads=threads,
     )  # fmt: skip
-    result["memory"] = {"peak_rss_mib": peak_rss_mib()}
+    # the kit's own peak (it holds the bundle's data too) and the session's alone, in a fresh process
+    result["memory"] = {
+        "peak_rss_mib": peak_rss_mib(),
+        **session_memory(model_path, args.batch, threads, actual),
+    }
     return result
 
 
@@ -200,12 +209,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"at batch {worst['batch']}", EXIT_PARITY,
             )  # fmt: skip
         if accuracy is not None and not accuracy["passed"]:
-            raise KitError(
-                f"accuracy gate failed: top-1 {accuracy['top1']:.2%} on {accuracy['n_images']} images is "
+            why = (accuracy.get("gate") or {}).get("reason") or (
                 f"{accuracy['drop_points']:.2f} points below the {accuracy['build_machine_top1']:.2%} the build "
-                f"machine measured with the same file (allowed: {accuracy['max_drop_points']:g})",
+                f"machine measured with the same file (allowed: {accuracy['max_drop_points']:g})")  # fmt: skip
+            raise KitError(
+                f"accuracy gate failed: top-1 {accuracy['top1']:.2%} on {accuracy['n_images']} images: {why}",
                 EXIT_PARITY,
-            )  # fmt: skip
+            )
     except KitError as exc:
         report["passed"] = False
         report["error"] = str(exc)

@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,52 @@ def _parse_device(log_text: str) -> dict:
         if match:
             found[key] = match.group(1).strip()
     return found
+
+
+_MIB = r"([0-9]+(?:\.[0-9]+)?)"
+# trtexec's own memory lines (TensorRT 8.6 - 10): what the engine holds on the GPU once its execution context
+# exists ("now: CPU a, GPU b (MiB)" after the TensorRT-managed allocations), and the builder's peaks.
+_MANAGED = re.compile(
+    r"TensorRT-managed allocation in [^:]*:.*?now: CPU " + _MIB + r", GPU " + _MIB + r" \(MiB\)"
+)
+_BUILD_ALLOC = re.compile(r"Peak memory usage of TRT CPU/GPU memory allocators: CPU " + _MIB + r" MiB, GPU "
+                          + _MIB + r" MiB")  # fmt: skip
+_BUILD_CPU = re.compile(r"Peak memory usage during Engine building and serialization: CPU: " + _MIB + r" MiB")
+
+
+def parse_memory(log_text: str) -> dict:
+    """The memory figures trtexec printed, in MiB (a key only where its line was found; pure):
+
+    - ``tensorrt_device_mib``: TensorRT-managed GPU memory once the engine is deserialized and its execution
+      context created (the largest "now: ... GPU b (MiB)" of the TensorRT-managed allocation lines): the
+      engine's weights, activations and scratch, what the profile's memory budget is for;
+    - ``build_peak_cpu_mib``: host memory peak during engine building and serialization;
+    - ``build_peak_gpu_mib``: peak of TensorRT's GPU allocator while building;
+    - ``build_peak_mib``: their sum where both are given (on unified-memory Jetsons both draw on one DRAM).
+    """
+    found: dict = {}
+    managed = [float(gpu) for _cpu, gpu in _MANAGED.findall(log_text)]
+    if managed:
+        found["tensorrt_device_mib"] = max(managed)
+    alloc = _BUILD_ALLOC.findall(log_text)
+    if alloc:
+        found["build_peak_gpu_mib"] = max(float(gpu) for _cpu, gpu in alloc)
+    cpu = _BUILD_CPU.findall(log_text)
+    if cpu:
+        found["build_peak_cpu_mib"] = max(float(c) for c in cpu)
+    if "build_peak_gpu_mib" in found and "build_peak_cpu_mib" in found:
+        found["build_peak_mib"] = found["build_peak_cpu_mib"] + found["build_peak_gpu_mib"]
+    return found
+
+
+def children_peak_rss_mib() -> float | None:
+    """Peak resident memory of the largest child process so far (trtexec), in MiB; None where unknown."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024.0
 
 
 def build_with_python_api(plan: dict, onnx_path: Path, engine_path: Path) -> dict:
@@ -121,11 +168,12 @@ def run_tensorrt(bundle: Path, plan: dict, refs: dict, args) -> dict:
     engine_path = bundle / "model.engine"
     shape = lambda batch: "x".join(str(d) for d in [batch, *plan["sample_shape"]])
     engine = {"gpu_device_node": gpu_node, "onnx_file": onnx_file}
+    memory: dict = {}
     if trtexec:
         build_cmd = [trtexec, *plan["trtexec_build"][1:]]
-        engine.update(
-            _parse_device(_run(build_cmd, bundle, "build")), built_with="trtexec", command=build_cmd
-        )
+        build_log = _run(build_cmd, bundle, "build")
+        engine.update(_parse_device(build_log), built_with="trtexec", command=build_cmd)
+        memory.update(parse_memory(build_log))
     else:
         engine.update(build_with_python_api(plan, bundle / onnx_file, engine_path))
     # Beside the engine, as wave-deploy's build_engine does: which TensorRT and GPU it only runs on.
@@ -162,7 +210,9 @@ def run_tensorrt(bundle: Path, plan: dict, refs: dict, args) -> dict:
            f"--avgRuns={bench['avg_runs']}", f"--percentile={','.join(str(p) for p in bench['percentiles'])}",
            "--exportTimes=trt_times.json"]  # fmt: skip
     cmd += ["--useSpinWait"] * bool(bench["use_spin_wait"]) + ["--noDataTransfers"] * compute_only
-    _run(cmd, bundle, "bench")
+    memory.update(parse_memory(_run(cmd, bundle, "bench")))
+    memory["trtexec_peak_rss_mib"] = children_peak_rss_mib()
+    result["memory"] = memory
     samples = compute_times_ms(bundle / "trt_times.json", compute_only=compute_only)
     if not samples:
         raise KitError("trtexec wrote no per-iteration times", EXIT_STAGE)

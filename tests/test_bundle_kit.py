@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 from _tiny_mnist import SPEC, builtin_data, trained_state
 from click.testing import CliRunner
+from wave_deploy._kit.kit_accuracy import normalize_uint8
 
 from wave_deploy.bench.stats import LATENCY_KEYS
 from wave_deploy.cli.main import cli
+from wave_deploy.exporters.quantize import ort_logits
 from wave_deploy.fileio import sha256_file
 from wave_deploy.training.folding import save_folded
 
@@ -87,6 +89,8 @@ def test_kit_sources_import_only_the_standard_library_numpy_and_runtimes():
         "tensorrt",
         "kit_common",
         "kit_stats",
+        "kit_accuracy",
+        "kit_memory",
         "trt_device",
     }
     for path in KIT_DIR.glob("*.py"):
@@ -230,12 +234,18 @@ def test_x86_export_writes_an_onnxruntime_bundle_with_a_labelled_subset(x86_expo
     plan = json.loads((out / "bundle" / "plan.json").read_text())
     assert plan["build_plan"] is None and plan["models"] == {"fp32": "model.onnx"}
     assert plan["sha256"]["model.onnx"] == sha256_file(out / "model.onnx")
-    with np.load(out / "bundle" / "validation.npz") as subset:
-        assert subset["images"].shape == (256, 1, 28, 28) and subset["labels"].shape == (256,)
+    meta = plan["validation"]
+    with np.load(out / "bundle" / "validation.npz") as subset:  # all 500 of the built-in validation images
+        assert subset["images"].shape == (500, 1, 28, 28) and subset["images"].dtype == np.uint8
         data = builtin_data()
-        assert np.array_equal(subset["images"], data.val_x[:256].numpy())
-        assert np.array_equal(subset["labels"], data.val_labels[:256].numpy())
-    assert plan["validation"]["n_images"] == 256 and plan["validation"]["max_drop_points"] == 1.0
+        assert np.array_equal(subset["images"], data.val_images.numpy())
+        assert np.array_equal(subset["labels"], data.val_labels.numpy())
+        # the recorded normalisation gives exactly the inputs the build judged the model on
+        norm = meta["normalization"]
+        inputs = normalize_uint8(subset["images"], norm["mean"], norm["std"])
+        assert np.array_equal(inputs, data.val_x.numpy())
+    assert meta["n_images"] == 500 and meta["max_drop_points"] == 1.0 and meta["dtype"] == "uint8"
+    assert sum(meta["per_class"].values()) == 500 and len(meta["predictions"]["model.onnx"]) == 500
     for name in ("run_on_device.py", "kit_common.py", "README.md"):
         assert (out / "bundle" / name).is_file()
 
@@ -250,9 +260,16 @@ def test_onnxruntime_kit_reports_accuracy_memory_and_the_model_hash(x86_export, 
     assert report["passed"] and report["model_file"] == "model.onnx"
     assert report["model_sha256"] == plan["sha256"]["model.onnx"]
     acc = report["accuracy"]
-    assert (acc["n_images"], acc["source"]) == (256, "validation.npz") and acc["passed"]
+    assert (acc["n_images"], acc["source"]) == (500, "validation.npz") and acc["passed"]
     assert acc["top1"] == plan["validation"]["top1"]["model.onnx"]  # same file, same images, same runtime
-    assert report["memory"]["peak_rss_mib"] > 10 and report["latency"]["iterations"] == 5
+    # image by image against the build machine: the same predictions, so nothing lost or gained
+    assert (acc["gate"]["losses"], acc["gate"]["gains"], acc["gate"]["decision"]) == (0, 0, "pass")
+    memory = report["memory"]
+    assert memory["peak_rss_mib"] > 10 and report["latency"]["iterations"] == 5
+    # the session alone, in a fresh process: less than the kit itself, which also holds the bundle's data
+    assert (
+        10 < memory["session_peak_rss_mib"] <= memory["peak_rss_mib"] and "fresh process" in memory["method"]
+    )
 
 
 def test_kit_refuses_a_model_file_whose_hash_does_not_match_the_bundle(x86_export, tmp_path):
@@ -283,13 +300,21 @@ def test_kit_gates_int8_on_device_accuracy(tmp_path, checkpoint):
     shutil.copy(out / "model.int8.onnx", out / "bundle" / "model.int8.onnx")
     plan["precision"], plan["models"]["int8"] = "int8", "model.int8.onnx"
     plan["sha256"]["model.int8.onnx"] = sha256_file(out / "model.int8.onnx")
-    plan["validation"]["max_drop_points"] = -50.0
+    meta = plan["validation"]
+    with np.load(out / "bundle" / "validation.npz") as subset:  # what the build machine measures with it
+        inputs = normalize_uint8(
+            subset["images"], meta["normalization"]["mean"], meta["normalization"]["std"]
+        )
+    pred = np.argmax(ort_logits(out / "model.int8.onnx", inputs), axis=1)
+    meta["predictions"]["model.int8.onnx"] = pred.tolist()
+    meta["max_drop_points"] = -50.0
     plan_path.write_text(json.dumps(plan))
     proc = run_kit(out / "bundle", "--runtime", "onnxruntime", "--iterations", "2", "--threads", "1")
     assert proc.returncode == 7, proc.stderr
     report = json.loads((out / "bundle" / "device_report.json").read_text())
     assert not report["passed"] and "accuracy gate failed" in report["error"]
-    assert report["parity"]["gated"] is False and report["accuracy"]["n_images"] == 256
+    assert report["parity"]["gated"] is False and report["accuracy"]["n_images"] == 500
+    assert report["accuracy"]["gate"]["decision"] == "fail"
 
 
 def test_export_data_option_judges_variants_on_that_image_folder(tmp_path, checkpoint):

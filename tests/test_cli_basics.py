@@ -19,6 +19,7 @@ from wave_deploy.cli.main import COMMANDS, cli, main
 from wave_deploy.errors import (
     ALL_ERRORS,
     BudgetBrokenError,
+    InsufficientEvidenceError,
     InvalidInputError,
     MissingDependencyError,
     NoFeasibleModelError,
@@ -39,6 +40,7 @@ DOCUMENTED_EXIT_CODES = {
     StageFailedError: 6,
     ParityError: 7,
     BudgetBrokenError: 8,
+    InsufficientEvidenceError: 9,
 }
 
 
@@ -99,7 +101,7 @@ def test_help_lists_commands_and_documents_every_exit_code():
     assert result.exit_code == 0
     for name in COMMANDS:
         assert name in result.stdout
-    for code in range(9):
+    for code in range(10):
         assert f" {code} " in result.stdout.split("Exit codes:")[1]
 
 

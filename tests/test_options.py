@@ -142,9 +142,9 @@ def test_the_export_api_takes_data_and_applies_the_commands_precision_gate(
     assert summary["onnx"]["calibration_source"].endswith("given training images")
     text = (Path(__file__).resolve().parents[1] / "profiles" / "x86-cpu.yaml").read_text()
     text = text.replace("precision: fp32", "precision: int8")
-    impossible_accuracy_gate()
     strict = tmp_path / "strict.yaml"
     strict.write_text(text.replace("name: x86-cpu", "name: strict-cpu"))
+    impossible_accuracy_gate()  # a profile cannot ask for a gain (max_accuracy_drop_points >= 0)
     with pytest.raises(ParityError, match="failed its accuracy gate") as gate:
         wave_deploy.export(checkpoint, strict, tmp_path / "b", data=str(digits), exporter="legacy")
     assert gate.value.exit_code == 7

@@ -160,7 +160,7 @@ def test_a_variant_that_fails_its_gate_is_rejected_and_recorded_without_raising(
     for v in onnx_section["variants"]:
         name = {"fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}[v["precision"]]
         assert not v["passed"] and v["file"] is None and v["rejected_to"] == f"rejected/{name}"
-        assert v["max_drop_points"] == -50.0 and "points below ONNX fp32" in v["failure"]
+        assert v["max_drop_points"] == -50.0 and "exceeds the allowed -50" in v["failure"]
         assert not (tmp_path / name).exists() and (tmp_path / "rejected" / name).is_file()
         assert v["failure"] in (tmp_path / "rejected" / f"{name}.why.txt").read_text()
     assert summary["onnxruntime"]["bundle"] is None and not (tmp_path / "bundle").exists()

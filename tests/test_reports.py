@@ -60,8 +60,8 @@ def test_markdown_verdict_table_marks_a_broken_budget_fail():
     rejudge(report)
     md = render_markdown(report)
     assert md.splitlines()[0].endswith("— FAIL")
-    assert "| memory | <= 512 MiB | 9999.0 MiB | predicted | FAIL |" in md
-    assert "(broken budgets: memory)" in md
+    assert "| memory | <= 512 MiB | 9999.0 MiB | — | predicted | analytic | FAIL |" in md
+    assert "(failed checks: memory)" in md
 
 
 def test_render_markdown_refuses_a_report_of_another_kind():
@@ -176,8 +176,8 @@ def test_merge_refuses_a_device_latency_at_another_batch(tmp_path):
 def test_markdown_lists_every_variants_top1_and_the_devices_own_after_a_merge(tmp_path):
     out, report = write_build(tmp_path, "jetson")
     md = (out / "report.md").read_text(encoding="utf-8")
-    assert "| PyTorch fp32 | 93.12 % | 500 | — | — | ok |" in md
-    assert "| ONNX fp16 (float16-cast-io) | 93.02 % | 500 | +0.10 | <= 1 | ok |" in md
+    assert "| PyTorch fp32 | 93.12 % | 500 | — | — | — | ok |" in md
+    assert "| ONNX fp16 (float16-cast-io) | 93.02 % | 500 | +0.10 | — | <= 1 | ok |" in md
     device = make_device_report(report, 1.0, accuracy={"top1": 0.9141, "n_images": 256, "source": "v.npz"})
     merged = merge_device_report(out, write_device(tmp_path / "d.json", device))
     assert merged["measured"]["device"]["accuracy"]["top1"] == 0.9141

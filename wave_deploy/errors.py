@@ -15,6 +15,7 @@ EXIT_NO_FEASIBLE_MODEL = 5
 EXIT_STAGE_FAILED = 6
 EXIT_PARITY_FAILED = 7
 EXIT_BUDGET_BROKEN = 8
+EXIT_INSUFFICIENT_EVIDENCE = 9
 
 
 class WaveDeployError(Exception):
@@ -77,6 +78,14 @@ class BudgetBrokenError(WaveDeployError):
     exit_code = EXIT_BUDGET_BROKEN
 
 
+class InsufficientEvidenceError(WaveDeployError):
+    """A budget verdict rests on weaker evidence than required (--require-evidence, the profile's
+    budgets.require_evidence): e.g. a latency predicted where a device measurement is asked for. The value
+    itself is within its budget (a broken budget is exit 8); the report is still written."""
+
+    exit_code = EXIT_INSUFFICIENT_EVIDENCE
+
+
 ALL_ERRORS: tuple[type[WaveDeployError], ...] = (
     UsageError,
     InvalidInputError,
@@ -85,4 +94,5 @@ ALL_ERRORS: tuple[type[WaveDeployError], ...] = (
     StageFailedError,
     ParityError,
     BudgetBrokenError,
+    InsufficientEvidenceError,
 )

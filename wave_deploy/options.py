@@ -123,6 +123,25 @@ Exporter = Annotated[
     Literal["dynamo", "legacy"],
     Field(description="torch.onnx exporter: dynamo (torch.export) or legacy (TorchScript tracing)."),
 ]
+DeviceValImages = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=100_000,
+        description="Labelled validation images the on-device bundle carries (uint8, stratified by class) to "
+        "measure the device's top-1; 0: none. The accuracy gates need at least 100 to judge.",
+    ),
+]
+RequireEvidence = Annotated[
+    Literal["device", "calibrated", "any"],
+    Field(
+        description="Fail a budget judged on weaker evidence than this (exit 9): device (a merged device "
+        "report, or the build host where the profile says it is the device), calibrated (a calibrated latency "
+        "model inside its measured range, or better; memory is not calibrated, so asked nothing more), any. The stricter of this and the profile's "
+        "budgets.require_evidence applies.",
+    ),
+]
+DEFAULT_DEVICE_VAL_IMAGES = 500  # 224 px RGB uint8: 73.5 MiB in the bundle
 
 
 class _Options(BaseModel):
@@ -225,6 +244,7 @@ class ExportOptions(_Options):
             json_schema_extra=_cli(flag="--engine/--no-engine"),
         ),
     ] = True
+    device_val_images: DeviceValImages = DEFAULT_DEVICE_VAL_IMAGES
 
 
 class BuildOptions(_TrainFields):
@@ -273,6 +293,8 @@ class BuildOptions(_TrainFields):
     bench_warmup: Annotated[
         int, Field(ge=0, le=1_000_000, description="Untimed iterations before the local benchmark.")
     ] = 20
+    device_val_images: DeviceValImages = DEFAULT_DEVICE_VAL_IMAGES
+    require_evidence: RequireEvidence = "any"
     force: Annotated[
         bool,
         Field(

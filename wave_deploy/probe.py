@@ -124,7 +124,9 @@ def peak_rss_mib() -> tuple[float | None, str]:
     except ImportError:  # not on Windows
         return None, "not measurable here"
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return (rss / 2**20 if sys.platform == "darwin" else rss / 1024), "process peak RSS since start (ru_maxrss)"
+    return (
+        rss / 2**20 if sys.platform == "darwin" else rss / 1024
+    ), "process peak RSS since start (ru_maxrss)"
 
 
 def cuda_available() -> bool:

@@ -71,6 +71,12 @@ class Hardware(_Strict):
     memory_bandwidth_gb_per_s: float = Field(gt=0)
     unified_memory: bool
     power_mode: PowerMode | None = None
+    build_host_is_device: bool = Field(
+        default=False,
+        description="True only when builds run on this device itself (or an identical machine under the same "
+        "load): the local benchmark then counts as measured evidence ('host') for the budgets. No shipped "
+        "profile sets it.",
+    )
 
     @model_validator(mode="after")
     def _gpu_facts(self) -> Hardware:
@@ -135,6 +141,11 @@ class Budgets(_Strict):
     min_accuracy: float | None = Field(default=None, ge=0, le=1)
     # the built model's validation accuracy must exceed this many times chance (1 / classes); null: off
     min_accuracy_over_chance: float | None = Field(default=1.5, ge=0)
+    require_evidence: Literal["device", "calibrated", "any"] = Field(
+        default="any",
+        description="The weakest evidence a budget may be judged on (device > calibrated > any); build "
+        "--require-evidence can only make it stricter. A check judged on less fails (exit 9).",
+    )
 
 
 class LatencyModelSettings(_Strict):

@@ -90,7 +90,8 @@ class BuildCommand(click.Command):
     "--fail-on-budget/--no-fail-on-budget",
     default=True,
     show_default=True,
-    help="Exit 8 when a built model breaks a budget (reports are written either way).",
+    help="Exit 8 when a built model breaks a budget (reports are written either way). "
+    "--no-fail-on-budget never forgives --require-evidence: that still exits 9.",
 )
 @click.option(
     "--dry-run",
@@ -103,10 +104,11 @@ def build(profiles, all_profiles, fail_on_budget, dry_run, as_json, **fields) ->
     """Pick, initialize, train, fold, export and benchmark the ViT that fits each device; write reports.
 
     Re-running the same command reuses every finished stage; a killed build resumes where it stopped.
-    Exit 8 (after writing the reports) when a built model breaks a budget, 5 when no size fits.
+    Exit 8 (after writing the reports) when a built model breaks a budget, 9 when a budget within its
+    limit was judged on weaker evidence than --require-evidence (or the profile) asks, 5 when no size fits.
 
     Every profile is built even when another fails; the exit code is then the most severe of theirs
-    (1, 6, 7, 4, 3, 5, 8). A failed profile's report.json/report.md say FAIL and why: no earlier PASS is
+    (1, 6, 7, 4, 3, 5, 8, 9). A failed profile's report.json/report.md say FAIL and why: no earlier PASS is
     left standing. With --json, one object on stdout on every exit, with one entry per profile.
     """
     from wave_deploy.errors import UsageError
@@ -168,7 +170,17 @@ def _run(profiles: list[str], options: BuildOptions, fail_on_budget: bool, as_js
         )
     elif not quiet and not (len(results) == 1 and results[0].error is not None):
         # (one profile that failed: its one-line error below says everything the table would)
-        columns = ["device", "spec", "params", "predicted", "budget", "local p50", "val acc", "verdict"]
+        columns = [
+            "device",
+            "spec",
+            "params",
+            "predicted",
+            "budget",
+            "judged on",
+            "local p50",
+            "val acc",
+            "verdict",
+        ]
         err.print(table(None, columns, [_table_row(s) for s in summary]))
         reports = ", ".join(s["report"] for s in summary)
         err.print(f"reports: {reports}  ({time.perf_counter() - t0:.0f} s)", markup=False)
@@ -187,6 +199,7 @@ def _table_row(s: dict) -> list[str]:
             "",
             "",
             "",
+            "",
             f"FAIL: exit {s['exit_code']} at {e['stage']}: {e['message']}",
         ]
     return [
@@ -195,6 +208,7 @@ def _table_row(s: dict) -> list[str]:
         f"{s['params'] / 1e6:.2f}M",
         f"{s['predicted_latency_ms']:.2f} ms ({s['latency_source']})",
         f"{s['latency_budget_ms']:g} ms {s['percentile']}",
+        ", ".join(f"{k} {v}" for k, v in s["evidence"].items() if k in ("latency", "memory")),
         "—" if s["local_p50_ms"] is None else f"{s['local_p50_ms']:.2f} ms",
         f"{s['val_acc']:.1%}",
         s["verdict"],
@@ -203,7 +217,7 @@ def _table_row(s: dict) -> list[str]:
 
 def _summary_row(result) -> dict:
     """One profile's entry of the build summary (--json "devices"); a failed build has "error"."""
-    from wave_deploy.reports.evidence import manifest_sha256
+    from wave_deploy.reports.verify import manifest_sha256
 
     r = result.report
     row = {
@@ -235,4 +249,7 @@ def _summary_row(result) -> dict:
         "predicted_memory_mib": r["prediction"]["memory_mib"],
         "local_p50_ms": local.get("p50_ms"),
         "val_acc": r["accuracy"]["val_acc"],
+        # what each budget was judged on (device > calibrated > extrapolated > analytic; host; validation)
+        "evidence": {name: check.get("evidence") for name, check in r["budgets"].items() if check},
+        "required_evidence": r["budgets"]["latency"].get("required_evidence"),
     }

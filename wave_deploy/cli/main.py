@@ -22,7 +22,9 @@ Exit codes:
   2 usage error               3 invalid config/profile/bank/data file
   4 missing dependency/hw     5 no model fits the budget
   6 a stage failed            7 a parity or accuracy gate failed
-  8 the built model breaks a budget (report still written)"""
+  8 the built model breaks a budget (report still written)
+  9 a budget judged on weaker evidence than required
+    (--require-evidence, budgets.require_evidence)"""
 
 # command name -> "module:attribute"; modules are imported only when the command runs or asks for --help.
 COMMANDS = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from wave_deploy.errors import BudgetBrokenError, UsageError
+from wave_deploy.errors import BudgetBrokenError, InsufficientEvidenceError, UsageError
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -49,7 +49,8 @@ def _row(r: dict) -> list[str]:
     "--fail-on-budget",
     "gate",
     is_flag=True,
-    help="Exit 8 when any device's verdict is fail (default: report only, exit 0).",
+    help="Exit 8 when any device's verdict is fail, 9 when every failure is a budget judged on weaker "
+    "evidence than its report's recorded requirement (default: report only, exit 0).",
 )
 @click.option(
     "--expect-manifest",
@@ -74,8 +75,8 @@ def report(dirs, html_out, device_report, gate, pins, as_json):
     from wave_deploy.cli.output import console, is_quiet, print_json, table
     from wave_deploy.fileio import check_writable_file, write_text
     from wave_deploy.reports import index_data, render_index, report_dirs
-    from wave_deploy.reports.evidence import expect_manifest, manifest_sha256
     from wave_deploy.reports.merge import merge_device_report
+    from wave_deploy.reports.verify import expect_manifest, manifest_sha256
 
     if html_out:
         check_writable_file(html_out, "--html")  # before any work: exit 3 naming the path
@@ -109,4 +110,22 @@ def report(dirs, html_out, device_report, gate, pins, as_json):
         if html_out:
             out.print(f"index written to {html_out}")
     if gate and failed:
-        raise BudgetBrokenError(f"budget verdict fail for {', '.join(failed)}")
+        _fail_on_budget(rows, failed)
+
+
+def _fail_on_budget(rows: list[dict], failed: list[str]) -> None:
+    """--fail-on-budget: exit 8 for a broken budget, 9 when every failed check of every failing device only
+    lacks the evidence its recorded requirement asks (judged again on what each report recorded)."""
+    from wave_deploy.pipeline.results import unproven_budgets
+    from wave_deploy.reports import load_report
+
+    only_evidence = all(
+        not r.get("failure") and set(unproven_budgets(load_report(r["dir"]))) == set(r["failed_budgets"])
+        for r in rows
+        if r["verdict"] == "fail"
+    )
+    if only_evidence:
+        raise InsufficientEvidenceError(
+            f"budgets judged on weaker evidence than required for {', '.join(failed)}"
+        )
+    raise BudgetBrokenError(f"budget verdict fail for {', '.join(failed)}")

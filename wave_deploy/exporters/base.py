@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 EXPORT_SCHEMA_VERSION = 1
 N_VALIDATION = 64  # seeded images used for variant checks when no validation data is given
-MAX_VALIDATION = 1000  # validation images the variants are judged on (the first ones of the split)
+MAX_VALIDATION = 1000  # validation images the variants are judged on (stratified by class: kit_accuracy)
 N_CALIBRATION = 256  # training images, drawn with the seed, that calibrate static int8
 
 # Each exporter's stage logic lives beside the code it drives; the registry names them lazily, so this module
@@ -64,6 +64,11 @@ class ExportContext:
     validation_used: tuple | None = (
         None  # (images, labels or None, ONNX fp32 logits) the variants were judged on
     )
+    # The same validation images as uint8 pixels and the (mean, std) that normalise them: the bundle stores
+    # its labelled subset as uint8 (validation_pixels[i] is validation[i] before normalisation).
+    validation_pixels: np.ndarray | None = None
+    normalization: tuple | None = None  # (mean, std) per channel, 0..1 scale
+    device_val_images: int | None = None  # the bundle's labelled subset size (None: bundle.DEVICE_VAL_IMAGES)
 
     @property
     def fp32_onnx(self) -> Path:
@@ -109,16 +114,22 @@ def inputs_from_data(data_path: str | None, spec: ViTSpec, seed: int = 0) -> dic
 
 
 def data_inputs(data, seed: int = 0) -> dict:
-    """export_for_profile's validation / validation_labels / calibration arguments from a data.Dataset."""
+    """export_for_profile's validation (at most MAX_VALIDATION images, stratified by class), its labels, uint8
+    pixels and normalisation, and the calibration images, from a data.Dataset."""
     import torch
 
-    val_x, val_y = data.val_x[:MAX_VALIDATION], data.val_labels[:MAX_VALIDATION]
+    from wave_deploy._kit.kit_accuracy import stratified_indices
+
+    idx = torch.as_tensor(stratified_indices(data.val_labels.tolist(), MAX_VALIDATION), dtype=torch.long)
+    val_x, val_y = data.val_x[idx], data.val_labels[idx]
     generator = torch.Generator().manual_seed(seed)
     n = min(N_CALIBRATION, len(data.train_x))
     picked = torch.randperm(len(data.train_x), generator=generator)[:n].sort().values
     return {
         "validation": val_x.numpy(),
         "validation_labels": val_y.numpy(),
+        "validation_pixels": data.val_images[idx].numpy(),
+        "normalization": (tuple(data.info.mean), tuple(data.info.std)),
         "calibration": data.train_x[picked].numpy(),
     }
 
@@ -137,14 +148,21 @@ def export_for_profile(
     validation: np.ndarray | None = None,
     validation_labels: np.ndarray | None = None,
     calibration: np.ndarray | None = None,
+    validation_pixels: np.ndarray | None = None,
+    normalization: tuple | None = None,
+    device_val_images: int | None = None,
 ) -> dict:
-    """Run the exporters for ``profile`` into ``out_dir``; write and return the export.json summary."""
+    """Run the exporters for ``profile`` into ``out_dir``; write and return the export.json summary.
+
+    ``validation_pixels`` and ``normalization`` (uint8 pixels of ``validation`` and their (mean, std)) let
+    the bundle store its labelled subset of ``device_val_images`` images as uint8."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = ExportContext(
         model=model.eval(), spec=spec, profile=profile, out_dir=out_dir, opset=opset, exporter=exporter,
         slim=slim, seed=seed, build_engine=build_engine, validation=validation,
-        validation_labels=validation_labels, calibration=calibration,
+        validation_labels=validation_labels, calibration=calibration, validation_pixels=validation_pixels,
+        normalization=normalization, device_val_images=device_val_images,
     )  # fmt: skip
     summary = {
         "schema_version": EXPORT_SCHEMA_VERSION,
@@ -182,7 +200,8 @@ def export_checkpoint(
     model, spec, _extra = load_folded_file(checkpoint)
     return export_for_profile(
         model, spec, loaded, out, opset=options.opset, exporter=options.exporter, slim=options.slim,
-        seed=options.seed, build_engine=options.build_engine, **inputs_from_data(options.data, spec, options.seed),
+        seed=options.seed, build_engine=options.build_engine, device_val_images=options.device_val_images,
+        **inputs_from_data(options.data, spec, options.seed),
     )  # fmt: skip
 
 

@@ -6,10 +6,10 @@ bundle/
   plan.json             models and their sha256, tolerances, reference batches, the labelled subset's
                         expected top-1, the build plan and trtexec lines (TensorRT), null otherwise
   reference.npz         seeded inputs and fp32 PyTorch outputs per batch (inputs_b{B}, outputs_b{B})
-  validation.npz        labelled validation images (images, labels), at most VALIDATION_IMAGES of them and
-                        VALIDATION_MAX_BYTES in all, when the build had labelled validation data
+  validation.npz        labelled validation images (images, labels), stratified by class, uint8 with the
+                        normalisation in plan.json (bundle_validation.py), when the build had labelled data
   run_on_device.py      the kit (copied from the installed package wave_deploy._kit)
-  kit_common.py, trt_device.py
+  kit_common.py, kit_stats.py, kit_accuracy.py, kit_memory.py, trt_device.py
   README.md             the one command to run (and the exact trtexec line for TensorRT)
 """
 
@@ -26,8 +26,8 @@ import numpy as np
 
 from wave_deploy.errors import InvalidInputError, UsageError
 from wave_deploy.exporters.base import ExportContext
+from wave_deploy.exporters.bundle_validation import validation_input, write_validation
 from wave_deploy.exporters.onnx import TOLERANCES, onnx_io
-from wave_deploy.exporters.quantize import ort_logits, top1
 from wave_deploy.exporters.tensorrt import BuildPlan, trtexec_command
 from wave_deploy.fileio import sha256_file, write_bytes, write_json, write_text
 from wave_deploy.profiles import DeviceProfile
@@ -36,10 +36,8 @@ from wave_deploy.target import VARIANT_FILES, Target
 log = logging.getLogger(__name__)
 
 BUNDLE_SCHEMA_VERSION = 1
-KIT_FILES = ("run_on_device.py", "kit_common.py", "kit_stats.py", "trt_device.py")
-VALIDATION_FILE = "validation.npz"
-VALIDATION_IMAGES = 256  # labelled images the kit measures the device's top-1 on
-VALIDATION_MAX_BYTES = 32 << 20  # fewer images when 256 would be larger (224 px RGB: 55 images)
+KIT_FILES = ("run_on_device.py", "kit_common.py", "kit_stats.py", "trt_device.py", "kit_accuracy.py",
+             "kit_memory.py")  # fmt: skip
 
 
 def kit_source(name: str) -> bytes:
@@ -105,8 +103,9 @@ def write_bundle(
 ) -> Path:
     """Write the bundle directory; ``reference_*`` map batch size -> array. Returns ``out_dir``.
 
-    ``plan`` is None for ONNX Runtime profiles. ``validation`` is (images, labels or None, ...): with labels,
-    the first images go to validation.npz and plan.json records the top-1 this machine measured on them.
+    ``plan`` is None for ONNX Runtime profiles. ``validation`` is (images, labels or None, logits[, uint8
+    pixels, (mean, std), subset size]) (``bundle_validation.validation_input``): with labels, a stratified
+    subset goes to validation.npz and plan.json records the top-1 this machine measured on it.
     """
 
     out_dir = Path(out_dir)
@@ -139,7 +138,7 @@ def write_bundle(
     np.savez(buffer, **arrays)
     write_bytes(out_dir / "reference.npz", buffer.getvalue())
 
-    subset = _write_validation(out_dir, validation, models, profile)
+    subset = write_validation(out_dir, validation, models, profile.runtime.max_accuracy_drop_points)
 
     build_line = bench_line = None
     if plan is not None:
@@ -174,32 +173,6 @@ def write_bundle(
     return out_dir
 
 
-def _write_validation(
-    out_dir: Path, validation: tuple | None, models: dict, profile: DeviceProfile
-) -> dict | None:
-    """validation.npz and what this machine measured on it: {"file", "n_images", "top1": {file: top-1}, ...}."""
-
-    (out_dir / VALIDATION_FILE).unlink(missing_ok=True)
-    if validation is None or validation[1] is None:
-        return None
-    images, labels = np.asarray(validation[0], dtype=np.float32), np.asarray(validation[1], dtype=np.int64)
-    n = min(VALIDATION_IMAGES, len(images), max(1, VALIDATION_MAX_BYTES // images[0].nbytes))
-    images, labels = np.ascontiguousarray(images[:n]), labels[:n]
-    buffer = io.BytesIO()
-    np.savez(buffer, images=images, labels=labels)
-    write_bytes(out_dir / VALIDATION_FILE, buffer.getvalue())
-    measured = {
-        name: top1(ort_logits(out_dir / name, images), labels) for name in sorted(set(models.values()))
-    }
-    return {
-        "file": VALIDATION_FILE,
-        "n_images": int(n),
-        "top1": measured,  # ONNX Runtime (CPU) on the build machine, per model file
-        "onnx_fp32_top1": measured[VARIANT_FILES["fp32"]],
-        "max_drop_points": float(profile.runtime.max_accuracy_drop_points),
-    }
-
-
 class OnnxRuntimeKitExporter:
     """ONNX Runtime profiles: bundle/ with the profile's model file, references, a labelled subset and the kit."""
 
@@ -221,7 +194,7 @@ class OnnxRuntimeKitExporter:
         variants = {} if deployed.key == "fp32" else {deployed.key: ctx.variant_paths[deployed.key]}
         bundle = write_bundle(
             ctx.out_dir / "bundle", ctx.fp32_onnx, None, ctx.reference_inputs, ctx.reference_outputs, profile,
-            variants=variants, validation=ctx.validation_used,
+            variants=variants, validation=validation_input(ctx),
         )  # fmt: skip
         log.info("wrote on-device bundle %s (ONNX Runtime)", bundle)
         return {"target": True, "bundle": str(bundle), "bundle_reason": "ONNX Runtime on-device kit"}

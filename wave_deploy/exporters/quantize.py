@@ -12,10 +12,12 @@ Variants keep fp32 inputs and outputs, so the same images drive every file.
 - int8 "dynamic": ``quantize_dynamic`` (int8 weights, activations quantized at run time); ONNX Runtime only.
 
 A variant is judged by top-1 accuracy against the ONNX fp32 model on the same labelled images
-(``judge_variant``): it passes when it loses at most ``max_drop_points`` percentage points. Without labels
-the gate falls back to the share of images whose top-1 class changed, which bounds the accuracy drop from
-above. Max-abs logit error is recorded, never gated here (quantization error in logits says little about
-the class a model picks).
+(``judge_variant``), with a stated confidence: it fails when its drop exceeds ``max_drop_points`` percentage
+points with 95% confidence (an exact test on the images whose correctness changed), and reports "not enough
+data to judge" below 100 images; the rule is the kit's (``export/kit_accuracy.py``, docs/export.md). Without
+labels the gate falls back to the share of images whose top-1 class changed, which bounds the accuracy drop
+from above. Max-abs logit error is recorded, never gated here (quantization error in logits says little
+about the class a model picks).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wave_deploy._kit.kit_accuracy import NOT_ENOUGH_DATA, judge_changes, judge_drop, paired_counts
 from wave_deploy.errors import UsageError
 from wave_deploy.fileio import atomic_path
 from wave_deploy.target import Variant
@@ -227,26 +230,22 @@ def judge_variant(
     max_drop_points: float,
 ) -> dict:
     """The accuracy gate for one variant: its record (export.json ``onnx.variants[]`` fields, less files)."""
-    agreement = float(np.mean(np.argmax(logits, axis=1) == np.argmax(fp32_logits, axis=1)))
+    pred, ref_pred = np.argmax(logits, axis=1), np.argmax(fp32_logits, axis=1)
+    agreement = float(np.mean(pred == ref_pred))
     max_abs = float(np.max(np.abs(logits.astype(np.float64) - fp32_logits)))
     if labels is not None:
-        acc, ref = top1(logits, labels), top1(fp32_logits, labels)
-        drop = round((ref - acc) * 100.0, 6)
-        passed = drop <= max_drop_points
-        failure = None if passed else (
-            f"{precision} ({method}) top-1 {acc:.2%} is {drop:.2f} points below ONNX fp32's {ref:.2%} "
-            f"on {len(labels)} validation images (allowed: {max_drop_points:g})"
-        )  # fmt: skip
+        acc = top1(logits, labels)
+        losses, gains = paired_counts(ref_pred.tolist(), pred.tolist(), np.asarray(labels).tolist())
+        gate = judge_drop(losses, gains, len(labels), max_drop_points)
+        drop = gate.drop_points
     else:  # no labels: the share of changed predictions bounds the accuracy drop from above
         acc, drop = None, None
-        changed = round((1.0 - agreement) * 100.0, 6)
-        passed = changed <= max_drop_points
-        failure = None if passed else (
-            f"{precision} ({method}) changes the top-1 class of {changed:.2f}% of {len(logits)} unlabelled "
-            f"images (allowed: {max_drop_points:g} points)"
-        )  # fmt: skip
-    log.info("%s (%s): top-1 %s, agreement %.4f, %s", precision, method, acc, agreement,
-             "pass" if passed else "FAIL")  # fmt: skip
+        gate = judge_changes(int(np.sum(pred != ref_pred)), len(logits), max_drop_points)
+    passed = gate.passed
+    failure = None if passed else f"{precision} ({method}): {gate.reason}"
+    if gate.decision == NOT_ENOUGH_DATA:
+        log.warning("%s (%s): %s; the file is kept", precision, method, gate.reason)
+    log.info("%s (%s): top-1 %s, agreement %.4f, %s", precision, method, acc, agreement, gate.decision)
     return {
         "precision": precision,
         "method": method,
@@ -258,4 +257,5 @@ def judge_variant(
         "n_images": len(logits),
         "passed": bool(passed),
         "failure": failure,
+        "gate": gate.to_dict(),  # decision, interval, losses/gains, confidence, minimum images
     }

@@ -15,6 +15,7 @@ from wave_deploy.errors import ParityError
 from wave_deploy.exporters import tensorrt as trt_x
 from wave_deploy.exporters.base import ExportContext
 from wave_deploy.exporters.bundle import write_bundle
+from wave_deploy.exporters.bundle_validation import validation_input
 from wave_deploy.exporters.onnx import TOLERANCES, onnx_io
 from wave_deploy.fileio import write_json
 from wave_deploy.target import Target
@@ -62,7 +63,7 @@ class TensorRTExporter:
         variants = {k: v for k, v in ctx.variant_paths.items() if k == plan.onnx_variant}
         bundle = write_bundle(
             ctx.out_dir / "bundle", ctx.fp32_onnx, plan, ctx.reference_inputs, ctx.reference_outputs, profile,
-            variants=variants, validation=ctx.validation_used,
+            variants=variants, validation=validation_input(ctx),
         )  # fmt: skip
         section.update(bundle=str(bundle), bundle_reason=why)
         log.info("wrote on-device bundle %s (%s)", bundle, why)

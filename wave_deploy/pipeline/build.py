@@ -44,8 +44,8 @@ from wave_deploy.planning.selection import SearchSpace, select
 from wave_deploy.profiles import DeviceProfile, apply_overrides, load_profile
 from wave_deploy.reports import failure_of, load_report, write_report_files
 from wave_deploy.reports.assemble import assemble_report, profile_section
-from wave_deploy.reports.evidence import KEPT_REL, kept_device_report, load_verified_report
 from wave_deploy.reports.merge import merge_kept
+from wave_deploy.reports.verify import KEPT_REL, kept_device_report, load_verified_report
 from wave_deploy.spec import ViTSpec
 from wave_deploy.target import Target
 from wave_deploy.training.checkpoint import UnusableCheckpointError
@@ -182,6 +182,7 @@ def _run_stages(
         opset=options.opset,
         exporter=options.exporter,
         seed=options.seed,
+        device_val_images=options.device_val_images,
     )
     exported = stage("export", export_key, lambda d: _export(d, profile, data, options), ExportRecord)
     gate = precision_gate(exported.dump())
@@ -194,6 +195,7 @@ def _run_stages(
             iterations=options.bench_iterations,
             warmup=options.bench_warmup,
             threads=profile.runtime.intra_op_threads,
+            host_memory=profile.hardware.build_host_is_device,
         )
         bench = stage("bench", bench_key, lambda d: _bench(d, profile, options), BenchRecord)
 
@@ -208,12 +210,24 @@ def _run_stages(
         overrides=list(profile.overrides),
         gate=None if gate is None else gate.one_line(),
         device=sha256_file(kept) if kept.is_file() else None,
+        require_evidence=options.require_evidence,
     )
     failure = None if gate is None else failure_of("export", gate)
     stage(
         "report",
         report_key,
-        lambda d: _report(d, profile, plan, trained, exported, bench, data, failure, runner.recorded),
+        lambda d: _report(
+            d,
+            profile,
+            plan,
+            trained,
+            exported,
+            bench,
+            data,
+            failure,
+            runner.recorded,
+            options.require_evidence,
+        ),
         Record,
     )
     # judged again from its evidence, every recorded file re-hashed: a reused report must prove itself too
@@ -293,6 +307,7 @@ def _export(out_dir: Path, profile: DeviceProfile, data, options: BuildOptions) 
         opset=options.opset,
         exporter=options.exporter,
         seed=options.seed,
+        device_val_images=options.device_val_images,
         **data_inputs(data, seed=options.seed),
     )
     files = ["export.json", "model.onnx"] + [p.name for p in out_dir.glob("model.*.onnx")]
@@ -320,7 +335,16 @@ def _bench(out_dir: Path, profile: DeviceProfile, options: BuildOptions) -> Stag
         seed=options.seed,
     )
     what = f"{onnx.name} with ONNX Runtime on this build machine (not the target device)"
-    record = BenchRecord(model=onnx.name, stats=stats, what=what, samples_ms=[round(s, 4) for s in samples])
+    memory = None
+    if profile.hardware.build_host_is_device:  # the host's measurements count: its session's memory too
+        from wave_deploy._kit.kit_memory import session_memory
+
+        what = f"{onnx.name} with ONNX Runtime on this build machine (the profile says it is the device)"
+        threads = profile.runtime.intra_op_threads or 1
+        memory = session_memory(onnx, profile.budgets.latency_batch, threads, ["CPUExecutionProvider"])
+    record = BenchRecord(
+        model=onnx.name, stats=stats, what=what, samples_ms=[round(s, 4) for s in samples], memory=memory
+    )
     write_json(out_dir / "bench.json", record.dump())
     # the stage cache keeps the statistics; the samples stay in bench.json
     return StageOutput(record.model_copy(update={"samples_ms": []}).dump(), ["bench.json"])
@@ -336,12 +360,15 @@ def _report(
     data,
     failure,
     recorded: dict[str, str],
+    require_evidence: str = "any",
 ) -> StageOutput:
     """report.json/md and plots; a kept device measurement is merged again if it is the one ``recorded``
     (manifest.json before this build) names, and stays recorded as an output of this stage."""
     if bench is not None:  # with its samples, which bench.json holds and the stage cache does not
         bench = BenchRecord.load(_read_json(out_dir / "bench.json"), str(out_dir / "bench.json"))
-    report = assemble_report(out_dir, profile, plan, trained, exported, bench, data, failure)
+    report = assemble_report(
+        out_dir, profile, plan, trained, exported, bench, data, failure, require_evidence=require_evidence
+    )
     report = merge_kept(out_dir, report, recorded)
     paths = write_report_files(out_dir, report)
     files = {str(Path(p).relative_to(out_dir)) for p in paths}

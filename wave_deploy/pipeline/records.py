@@ -125,6 +125,7 @@ class VariantRecord(Record):
     chosen: bool = False
     file: str | None = None
     rejected_to: str | None = None
+    gate: dict[str, Any] | None = None  # kit_accuracy.DropJudgement: decision, interval, losses, gains, n
 
 
 class OnnxAccuracy(Record):
@@ -174,3 +175,4 @@ class BenchRecord(Record):
     stats: Latency
     what: str
     samples_ms: list[float] = Field(default_factory=list)  # in bench.json; not in the stage cache
+    memory: dict[str, Any] | None = None  # kit_memory.session_memory, where the build host is the device

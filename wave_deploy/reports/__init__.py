@@ -14,7 +14,6 @@ Nothing here imports torch; matplotlib is imported only when a plot is drawn.
 
 from __future__ import annotations
 
-from wave_deploy.reports.evidence import load_verified_report
 from wave_deploy.reports.files import (
     PLOTS_DIR,
     REPORT_JSON,
@@ -31,6 +30,7 @@ from wave_deploy.reports.html import index_data, index_row, render_index
 from wave_deploy.reports.judge import BUDGET_ORDER, Judgement, Limits, Observed, judge_budgets
 from wave_deploy.reports.markdown import render_markdown
 from wave_deploy.reports.schema import SCHEMA_VERSION, BuildReport, DeviceReport
+from wave_deploy.reports.verify import load_verified_report
 
 __all__ = [
     "BUDGET_ORDER",

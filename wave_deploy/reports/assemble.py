@@ -8,16 +8,19 @@ validated against ``reports.schema.BuildReport`` before it is returned.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from wave_deploy.pipeline.records import BenchRecord, ExportRecord, PlanRecord, SizeRecord, TrainRecord
 from wave_deploy.profiles import DeviceProfile
+from wave_deploy.reports.evidence import annotate, build_observed, stricter
 from wave_deploy.reports.files import validate_report
-from wave_deploy.reports.judge import Limits, Observed, judge_budgets
+from wave_deploy.reports.judge import Limits, judge_budgets
 from wave_deploy.reports.schema import SCHEMA_VERSION, Failure
 from wave_deploy.spec import costs
+from wave_deploy.target import Target
 from wave_deploy.version import __version__
 
 
@@ -34,6 +37,8 @@ def profile_section(profile: DeviceProfile) -> dict[str, Any]:
         "input_size_px": profile.runtime.input_size_px,
         "power_mode": profile.hardware.power_mode.model_dump() if profile.hardware.power_mode else None,
         "overrides": list(profile.overrides),
+        "deployed": Target.of(profile).describe(),
+        "build_host_is_device": profile.hardware.build_host_is_device,
     }
 
 
@@ -46,24 +51,22 @@ def assemble_report(
     bench: BenchRecord | None,
     data: Any,
     failure: Failure | None = None,
+    require_evidence: str = "any",
 ) -> dict[str, Any]:
     """report.json's content (schema: docs/report-schema.md) from the stage records, validated.
 
     ``bench`` is None when the model the profile runs was not benchmarked (its precision failed a gate);
     ``failure`` records such a gate failure (the verdict is then "fail" whatever the budgets say).
-    ``data`` is the build's dataset (its ``info``: name and classes).
+    ``data`` is the build's dataset (its ``info``: name and classes). Every budget records its evidence
+    (reports.evidence); ``require_evidence`` (build --require-evidence), or the profile's
+    budgets.require_evidence where stricter, fails the checks judged on less.
     """
     chosen, spec = plan.chosen, plan.chosen.spec
-    judged = judge_budgets(
-        Limits.of_profile(profile.budgets),
-        Observed(
-            latency_ms=chosen.latency_at_budget_ms,
-            memory_mib=chosen.memory_mib,
-            build_memory_mib=chosen.build_memory_mib,
-            accuracy=train.val_acc,
-            num_classes=data.info.num_classes,
-        ),
-    )
+    required = stricter(require_evidence, profile.budgets.require_evidence)
+    limits = dataclasses.replace(Limits.of_profile(profile.budgets), require_evidence=required)
+    observed, extra = build_observed(profile, chosen, train, data, bench)
+    judged = judge_budgets(limits, observed)
+    annotate(judged.checks, extra)
     c = costs(spec, batch=1, precision=profile.runtime.precision)
     report = {
         "schema_version": SCHEMA_VERSION,
@@ -137,7 +140,8 @@ def local_section(bench: BenchRecord | None) -> dict[str, Any] | None:
     """The local benchmark: its latency statistics, what was timed and which file."""
     if bench is None:
         return None
-    return {"latency": bench.stats.to_dict(), "what": bench.what, "model": bench.model}
+    memory = getattr(bench, "memory", None)  # the session's peak, where the build host is the device
+    return {"latency": bench.stats.to_dict(), "what": bench.what, "model": bench.model, "memory": memory}
 
 
 def accuracy_section(train: TrainRecord, export: ExportRecord, data: Any) -> dict[str, Any]:
@@ -207,6 +211,7 @@ def variant_accuracy(train: TrainRecord, export: ExportRecord) -> list[dict[str,
             "passed": v.passed,
             "failure": v.failure,
             "file": v.file if v.passed else v.rejected_to,
+            "gate": v.gate,  # decision, n, losses/gains, the drop's interval (kit_accuracy)
         })  # fmt: skip
     return rows
 

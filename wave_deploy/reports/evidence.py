@@ -1,211 +1,205 @@
-"""A build directory's report proves itself on every read: its verdict is judged again from the evidence it
-records, and every file that verdict rests on is hashed again against what the build recorded.
+"""What each budget is judged on: the evidence level of every value, measurements in place of predictions,
+and notes where a measurement disagrees with its prediction by more than the model's stated error.
 
-Threat model (docs/ci.md, "Artifacts that prove themselves"): a cached or shared artifacts directory in which
-any file may have been edited. ``load_verified_report`` is what every reader that decides or shows a verdict
-uses (``wave-deploy report`` with or without ``--fail-on-budget``, the HTML index, a merge, the build itself):
+Levels (reports.judge.EVIDENCE_RANK; docs/reports.md, "Evidence"):
 
-- the verdict: each budget is judged again by ``judge_budgets`` from the limits report.json records and the
-  values its evidence sections hold (the prediction, the device measurement, the validation accuracy); a
-  budget entry, ``failed_budgets`` or ``verdict`` that differs from the recomputed one is exit 3;
-- the files: every output manifest.json records (report.json itself, the bundle's models and plan.json,
-  model.onnx, the checkpoint, the kept device report, ...) must be there with the recorded sha256; the
-  device measurement in report.json must be the kept ``device/device_report.json`` (its sha256 and its
-  figures), and the model it measured must be the one the build recorded. A mismatch is exit 3 naming the
-  file.
+    device        a merged device report (the on-device kit's device_report.json)
+    host          the local benchmark on the build machine, only where the profile says the build host is the
+                  device (hardware.build_host_is_device; false in every shipped profile); ranks as device
+    validation    accuracy measured on held-out validation images (the build machine, the deployed file)
+    calibrated    a calibrated latency model, inside the sizes and geometry its calibration measured
+    extrapolated  a calibrated latency model outside that range (planning.latency.Calibration._range_notes)
+    analytic      a roofline latency or a memory estimate from the profile's facts
 
-A report of a build that failed before it had budgets (``failure`` set, ``budgets`` null) says FAIL and rests
-on nothing: it is not checked further. What this does not protect against: someone who rewrites
-manifest.json together with the files it records. ``expect_manifest`` (``report --expect-manifest``) closes
-that by comparing manifest.json's own sha256 with one kept outside the directory.
+Stated errors, beyond which a measurement "disagrees" with its prediction (a note on the check):
+ANALYTIC_ERROR_FACTOR for the analytic latency model (docs/latency.md: off by 3-5x on this project's machine,
+a roofline with assumed efficiencies); the calibration file's own worst fit error (``fit.max_abs_pct``) for a
+calibrated one; MEMORY_ERROR_PCT for the memory model (its ONNX Runtime factors reproduce peak RSS within 5%
+where they were measured; TensorRT's are estimates).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import dataclasses
+import logging
 from typing import Any
 
-from wave_deploy import strict_json
-from wave_deploy.bench.stats import LATENCY_KEYS
-from wave_deploy.errors import InvalidInputError
-from wave_deploy.fileio import sha256_file
-from wave_deploy.pipeline.manifest import MANIFEST, outputs_of, read_manifest
-from wave_deploy.reports.files import REPORT_JSON, load_report
-from wave_deploy.reports.judge import BUDGET_ORDER, PREDICTED, Limits, Observed, judge_budgets
-from wave_deploy.reports.schema import parse_device_report
+from wave_deploy.reports.judge import MEASURED_ON_DEVICE, Limits, Observed
 
-MEASURED_ON_DEVICE = "measured on device"  # budgets["latency"]["source"] once a device report is merged
-KEPT_DIR, KEPT_NAME = "device", "device_report.json"  # where a merged device report is kept in a build dir
-KEPT_REL = f"{KEPT_DIR}/{KEPT_NAME}"
+log = logging.getLogger(__name__)
+
+ANALYTIC_ERROR_FACTOR = 2.0  # an analytic latency within [1/2, 2] x the measurement agrees with it
+MEMORY_ERROR_PCT = 25.0  # a memory estimate within 25% of the measurement agrees with it
+MEASURED_ON_HOST = "measured on the build host (hardware.build_host_is_device)"
+REQUIREMENTS = ("device", "calibrated", "any")
 
 
-def kept_device_report(out_dir: str | Path) -> Path:
-    return Path(out_dir) / KEPT_DIR / KEPT_NAME
+def stricter(a: str, b: str) -> str:
+    """The stricter of two evidence requirements (device > calibrated > any)."""
+    return min(a, b, key=REQUIREMENTS.index)
 
 
-def load_verified_report(out_dir: str | Path) -> dict[str, Any]:
-    """report.json of ``out_dir``, validated, its verdict recomputed and its evidence re-hashed."""
-    report = load_report(out_dir)
-    verify_report(out_dir, report)
-    return report
+def latency_level(source: str, notes: list[str] | tuple[str, ...]) -> str:
+    """The evidence level of a predicted latency: its model, and whether the calibration covers it."""
+    if source.startswith("calibrated"):
+        return "extrapolated" if notes else "calibrated"
+    return "analytic"
 
 
-def verify_report(out_dir: str | Path, report: dict[str, Any]) -> None:
-    """InvalidInputError (exit 3) naming the file when the report's verdict or a file it rests on does not
-    hold (see the module docstring)."""
-    if report["budgets"] is None:  # a build that failed before it was judged: verdict fail (schema)
-        return
-    out_dir = Path(out_dir)
-    check_verdict(report, str(out_dir / REPORT_JSON))
-    check_files(out_dir, report)
+Error = tuple[str, float, str]  # ("factor" | "pct", size, how the report names it)
+MEMORY_ERROR: Error = ("pct", MEMORY_ERROR_PCT, f"{MEMORY_ERROR_PCT:g}% (memory model)")
 
 
-def observed_from_evidence(report: dict[str, Any], where: str) -> Observed:
-    """The values a report's budgets must have been judged on, read from its evidence sections (not from the
-    budget entries themselves): the device measurement when one is merged, else the prediction."""
-    pred, device = report.get("prediction"), (report.get("measured") or {}).get("device")
-    if pred is None:
-        raise InvalidInputError(f"{where}: budgets without the prediction they were judged on")
-    if device is not None:
-        key = f"{report['budgets']['latency']['percentile']}_ms"
-        if key not in device["latency"]:
-            raise InvalidInputError(f"{where}: the device measurement has no {key}")
-        latency, source = device["latency"][key], MEASURED_ON_DEVICE
-    else:
-        latency, source = pred["latency_ms"], PREDICTED
-    return Observed(
-        latency_ms=latency,
-        memory_mib=pred["memory_mib"],
-        build_memory_mib=pred.get("build_memory_mib"),
-        accuracy=(report.get("accuracy") or {}).get("val_acc"),
-        num_classes=(report.get("spec") or {}).get("num_classes"),
-        latency_source=source,
+def stated_latency_error(source: str) -> Error | None:
+    """The stated error of the latency model behind ``source``: a factor for the analytic model, the worst
+    fit error of a calibration file; None when that file can no longer be read."""
+    if not source.startswith("calibrated:"):
+        return ("factor", ANALYTIC_ERROR_FACTOR, f"a factor of {ANALYTIC_ERROR_FACTOR:g} (analytic model)")
+    from wave_deploy.errors import InvalidInputError
+    from wave_deploy.planning.calibration_file import read_calibration_file
+
+    try:
+        worst = read_calibration_file(source.split(":", 1)[1]).fit.max_abs_pct
+    except InvalidInputError:  # moved since the plan: no stated error to compare with
+        return None
+    return ("pct", worst, f"{worst:.1f}% (the calibration's worst fit error)")
+
+
+def disagreement(what: str, measured: float, predicted: float, error: Error | None) -> str | None:
+    """A note when ``measured`` and ``predicted`` differ by more than the model's stated ``error``."""
+    if error is None or not measured > 0 or not predicted > 0:
+        return None
+    kind, size, stated = error
+    ratio = measured / predicted
+    if kind == "factor" and 1 / size <= ratio <= size:
+        return None
+    if kind == "pct" and abs(predicted - measured) / measured * 100 <= size:
+        return None
+    return (
+        f"{what} measured {measured:.4g} is {ratio:.2f}x the prediction {predicted:.4g}, beyond the model's "
+        f"stated error of {stated}: the prediction does not hold for this device"
     )
 
 
-def check_verdict(report: dict[str, Any], where: str) -> None:
-    """Judge the budgets again from the recorded limits and evidence; InvalidInputError naming ``where``
-    when a budget entry, failed_budgets or the verdict differs from what they give."""
-    checks = report["budgets"]
-    batch = (report.get("prediction") or {}).get("batch") or 1
-    judged = judge_budgets(Limits.of_report(checks, batch=batch), observed_from_evidence(report, where))
-    for name in BUDGET_ORDER:
-        stored, fresh = checks.get(name), judged.checks[name]
-        if stored is not None:
-            stored = {k: v for k, v in stored.items() if k != "predicted_ms"}  # shown, not judged
-        if stored != fresh:
-            raise InvalidInputError(f"{where}: {_first_difference(f'budgets.{name}', stored, fresh)}")
-    verdict = "fail" if report.get("failure") else judged.verdict
-    if report["verdict"] != verdict or report["failed_budgets"] != judged.failed:
-        stored_failed = ", ".join(report["failed_budgets"]) or "none"
-        raise InvalidInputError(
-            f"{where}: the stored verdict {report['verdict']!r} (failed budgets: {stored_failed}) is not what "
-            f"its own budget entries give: {verdict!r} (failed budgets: {', '.join(judged.failed) or 'none'})"
+# --- at assembly: predictions, or the build host where it is the device ------------------------------------
+
+
+def build_observed(profile: Any, chosen: Any, train: Any, data: Any, bench: Any) -> tuple[Observed, dict]:
+    """What a build's report judges, with evidence levels; and what to add to its checks afterwards
+    ({budget: {field: value}}: the prediction a measurement replaced, notes)."""
+    observed = Observed(
+        latency_ms=chosen.latency_at_budget_ms,
+        memory_mib=chosen.memory_mib,
+        build_memory_mib=chosen.build_memory_mib,
+        accuracy=train.val_acc,
+        num_classes=data.info.num_classes,
+        latency_evidence=latency_level(chosen.latency_source, chosen.latency_notes),
+        memory_evidence="analytic",
+        build_memory_evidence="analytic",
+        accuracy_evidence="validation",
+    )
+    extra: dict[str, dict[str, Any]] = {}
+    if not profile.hardware.build_host_is_device or bench is None:
+        return observed, extra
+    from wave_deploy.target import Target
+
+    deployed = Target.of(profile).deployed.file
+    if bench.model != deployed:
+        note = (
+            f"the build host stands in for the device, but its benchmark timed {bench.model}, not {deployed}"
         )
+        extra["latency"] = {"note": note}
+        return observed, extra
+    pct = profile.budgets.latency_percentile
+    measured = float(getattr(bench.stats, f"{pct}_ms"))
+    predicted = chosen.latency_at_budget_ms
+    observed = dataclasses.replace(observed, latency_ms=measured, latency_source=MEASURED_ON_HOST,
+                                   latency_evidence="host")  # fmt: skip
+    extra["latency"] = {"predicted_ms": predicted, "note": disagreement(
+        "latency (ms)", measured, predicted, stated_latency_error(chosen.latency_source))}  # fmt: skip
+    peak = (getattr(bench, "memory", None) or {}).get("session_peak_rss_mib")
+    if peak:
+        observed = dataclasses.replace(observed, memory_mib=float(peak), memory_source=MEASURED_ON_HOST,
+                                       memory_evidence="host")  # fmt: skip
+        extra["memory"] = {"predicted_mib": chosen.memory_mib, "note": disagreement(
+            "memory (MiB)", float(peak), chosen.memory_mib, MEMORY_ERROR)}  # fmt: skip
+    return observed, extra
 
 
-def _first_difference(where: str, stored: Any, fresh: Any) -> str:
-    if isinstance(stored, dict) and isinstance(fresh, dict):
-        for key in [*fresh, *(k for k in stored if k not in fresh)]:
-            if stored.get(key) != fresh.get(key):
-                return (
-                    f"{where}.{key} is {stored.get(key)!r}, but its evidence gives {fresh.get(key)!r} "
-                    "(judged again from the recorded limits and values)"
-                )
-    return f"{where} is {stored!r}, but its evidence gives {fresh!r}"
+def annotate(checks: dict[str, Any], extra: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``checks`` with the fields of ``extra`` added to the checks that exist (None values left out)."""
+    for name, fields in extra.items():
+        if checks.get(name) is not None:
+            checks[name].update({k: v for k, v in fields.items() if v is not None})
+    return checks
 
 
-def check_files(out_dir: Path, report: dict[str, Any]) -> None:
-    """Every output manifest.json records is there with its recorded sha256, report.json among them; the
-    merged device measurement is the kept device report, of the model the build recorded."""
-    manifest = read_manifest(out_dir)
-    if manifest is None:
-        raise InvalidInputError(
-            f"{out_dir / MANIFEST}: missing, so nothing proves what report.json's verdict rests on",
-            hint="rebuild this directory with wave-deploy build",
+# --- at a merge: the device's own measurements --------------------------------------------------------------
+
+
+def device_memory(memory: dict | None) -> tuple[float, str] | None:
+    """The device's runtime memory and what it is: TensorRT's engine memory, else the session's peak RSS in
+    a fresh process, else the kit's own peak RSS (an over-estimate: it holds the bundle's data too)."""
+    for key in ("tensorrt_device_mib", "session_peak_rss_mib", "peak_rss_mib"):
+        value = (memory or {}).get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value), key
+    return None
+
+
+def device_observed(observed: Observed, limits: Limits, dev: Any, report: dict) -> tuple[Observed, dict]:
+    """``observed`` with every value the device measured put in its place (device evidence), and what to add
+    to the checks afterwards: the predictions they replaced and disagreement notes."""
+    checks, pred = report["budgets"], report.get("prediction") or {}
+    extra: dict[str, dict[str, Any]] = {}
+    latency = dev.latency.to_dict()
+    memory_block = dev.memory.model_dump() if dev.memory is not None else None  # the kit's figures, as JSON
+    accuracy_block = dev.accuracy.model_dump() if dev.accuracy is not None else {}
+    measured = latency[f"{limits.latency_percentile}_ms"]
+    predicted = _first(checks["latency"].get("predicted_ms"), pred.get("latency_ms"))
+    observed = dataclasses.replace(observed, latency_ms=measured, latency_source=MEASURED_ON_DEVICE,
+                                   latency_evidence="device")  # fmt: skip
+    error = stated_latency_error(str(pred.get("source", "analytic")))
+    extra["latency"] = {
+        "predicted_ms": predicted,
+        "note": disagreement("latency (ms)", measured, predicted, error),
+    }
+    memory = device_memory(memory_block)
+    if memory is not None:
+        value, key = memory
+        predicted_mib = _first(checks["memory"].get("predicted_mib"), pred.get("memory_mib"))
+        observed = dataclasses.replace(observed, memory_mib=value, memory_source=f"{MEASURED_ON_DEVICE} ({key})",
+                                       memory_evidence="device")  # fmt: skip
+        extra["memory"] = {"predicted_mib": predicted_mib, "note": disagreement(
+            "memory (MiB)", value, predicted_mib or 0.0, MEMORY_ERROR)}  # fmt: skip
+    build_peak = (memory_block or {}).get("build_peak_mib")
+    if build_peak and observed.build_memory_mib is not None:
+        build_pred = _first(
+            (checks.get("build_memory") or {}).get("predicted_mib"), pred.get("build_memory_mib")
         )
-    built_for = (manifest.get("config") or {}).get("profile")
-    if built_for is not None and built_for != report["profile"]["name"]:
-        raise InvalidInputError(
-            f"{out_dir / MANIFEST}: records a build of {built_for!r}, report.json is for "
-            f"{report['profile']['name']!r}"
-        )
-    recorded = outputs_of({s["name"]: s for s in manifest["stages"]})
-    if REPORT_JSON not in recorded:
-        raise InvalidInputError(
-            f"{out_dir / REPORT_JSON}: not recorded in {MANIFEST}, so nothing proves it is the build's",
-            hint="rebuild this directory with wave-deploy build (a directory of an older version too)",
-        )
-    for rel, digest in sorted(recorded.items()):
-        _same_as_recorded(out_dir, rel, digest)
-    _check_device_evidence(out_dir, report, recorded)
+        observed = dataclasses.replace(observed, build_memory_mib=float(build_peak),
+                                       build_memory_source=f"{MEASURED_ON_DEVICE} (trtexec build peak)",
+                                       build_memory_evidence="device")  # fmt: skip
+        extra["build_memory"] = {"predicted_mib": build_pred}
+    top1 = accuracy_block.get("top1")
+    if isinstance(top1, (int, float)) and observed.accuracy is not None:
+        source = f"device top-1 on {accuracy_block.get('n_images', '?')} images of the bundle's subset"
+        before = _validation_value(checks)
+        observed = dataclasses.replace(observed, accuracy=float(top1), accuracy_source=source,
+                                       accuracy_evidence="device")  # fmt: skip
+        extra["accuracy"] = extra["accuracy_floor"] = {"validation_value": before}
+    return observed, extra
 
 
-def _same_as_recorded(out_dir: Path, rel: str, digest: str) -> None:
-    path = out_dir / rel
-    if Path(rel).is_absolute() or ".." in Path(rel).parts:
-        raise InvalidInputError(f"{out_dir / MANIFEST}: records a path outside the directory: {rel!r}")
-    if not path.is_file():
-        raise InvalidInputError(f"{path}: recorded in {MANIFEST} but missing")
-    actual = sha256_file(path)
-    if actual != digest:
-        raise InvalidInputError(
-            f"{path}: changed since the build recorded it (sha256 {actual[:12]}…, {MANIFEST} recorded "
-            f"{digest[:12]}…)"
-        )
+def _validation_value(checks: dict) -> float | None:
+    """The build machine's validation-split accuracy a report's checks were judged on before any merge."""
+    for name in ("accuracy", "accuracy_floor"):
+        check = checks.get(name) or {}
+        if check:
+            return _first(check.get("validation_value"), check.get("value"))
+    return None
 
 
-def _check_device_evidence(out_dir: Path, report: dict[str, Any], recorded: dict[str, str]) -> None:
-    device, kept = report["measured"]["device"], kept_device_report(out_dir)
-    if device is None:
-        if kept.exists() and report["verdict"] == "pass":  # a PASS that ignores a device measurement
-            raise InvalidInputError(
-                f"{kept}: a kept device measurement that report.json does not record",
-                hint="merge it with wave-deploy report DIR --device-report, or delete it and rebuild",
-            )
-        return
-    where = out_dir / REPORT_JSON
-    if device.get("source") != KEPT_REL or recorded.get(KEPT_REL) != device["device_report_sha256"]:
-        raise InvalidInputError(
-            f"{kept}: not the device report report.json was judged on (report.json records "
-            f"{device['device_report_sha256'][:12]}…, {MANIFEST} "
-            f"{(recorded.get(KEPT_REL) or 'nothing')[:12]}…)"
-        )
-    dev = parse_device_report(strict_json.read(kept, "device report"), str(kept))
-    latency = dev.latency.to_dict() if dev.latency is not None else {}
-    for key in LATENCY_KEYS:
-        if latency.get(key) != device["latency"].get(key):
-            raise InvalidInputError(
-                f"{where}: measured.device.latency.{key} is {device['latency'].get(key)!r}, the kept device "
-                f"report {KEPT_REL} says {latency.get(key)!r}"
-            )
-    model_rel = shipped_model_rel(out_dir, device.get("model_file"))
-    if model_rel is None or recorded.get(model_rel) != device.get("model_sha256"):
-        raise InvalidInputError(
-            f"{where}: the device measured {device.get('model_file')!r} with sha256 "
-            f"{str(device.get('model_sha256'))[:12]}…, which is not a model this build recorded"
-        )
-
-
-def shipped_model_rel(out_dir: Path, model_file: str | None) -> str | None:
-    """Where the model file a device kit ran lies in the build directory: in bundle/ when the build wrote a
-    bundle, else beside report.json; None for a name that is not a plain file name."""
-    if not model_file or Path(model_file).name != model_file or model_file in (".", ".."):
-        return None
-    return f"bundle/{model_file}" if (out_dir / "bundle" / "plan.json").is_file() else model_file
-
-
-def manifest_sha256(out_dir: str | Path) -> str | None:
-    """sha256 of ``out_dir``/manifest.json (what a CI pins with ``report --expect-manifest``), or None."""
-    path = Path(out_dir) / MANIFEST
-    return sha256_file(path) if path.is_file() else None
-
-
-def expect_manifest(out_dir: str | Path, allowed: set[str]) -> None:
-    """InvalidInputError naming out_dir/manifest.json unless its sha256 is one of ``allowed``."""
-    actual = manifest_sha256(out_dir)
-    if actual not in allowed:
-        raise InvalidInputError(
-            f"{Path(out_dir) / MANIFEST}: sha256 {actual or 'missing'} is not the one expected "
-            f"(--expect-manifest): the directory is not the build that was pinned"
-        )
+def _first(*values: Any) -> Any:
+    """The first value that is not None (a report keeps absent optional fields as explicit nulls)."""
+    return next((v for v in values if v is not None), None)

@@ -3,7 +3,7 @@ reports.schema on every read and write), report.md and plots/*.png.
 
 ``write_report_files`` records what it wrote (and the device report a merged report rests on) with their
 sha256 in manifest.json, so every report a wave-deploy command writes is one the directory can prove
-(reports.evidence checks it on every read).
+(reports.verify checks it on every read).
 
 Fail closed: ``write_failure_report`` replaces whatever report a directory held with a failing one, so a
 run that fails never leaves an earlier run's PASS at a final path.

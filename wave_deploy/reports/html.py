@@ -8,10 +8,10 @@ import html
 import os
 from pathlib import Path
 
-from wave_deploy.reports.evidence import load_verified_report
 from wave_deploy.reports.files import REPORT_MD, report_dirs
 from wave_deploy.reports.fmt import check_rows, fmt_num, fmt_pct, power_mode_text
 from wave_deploy.reports.plots import PLOTS
+from wave_deploy.reports.verify import load_verified_report
 
 
 def index_row(out_dir: str | Path, report: dict) -> dict:
@@ -49,12 +49,17 @@ def index_row(out_dir: str | Path, report: dict) -> dict:
         "verdict": report["verdict"],
         "failed_budgets": report["failed_budgets"],
         "failure": failure,  # {"stage", "exit_code", "error", "message"} when the build failed
+        "evidence": {name: check.get("evidence") for name, check in budgets.items() if check},
+        "required_evidence": lat.get("required_evidence"),
+        "predicted_memory_mib": pred.get("memory_mib"),
+        "memory_mib": (budgets.get("memory") or {}).get("value_mib"),
+        "memory_judged_on": (budgets.get("memory") or {}).get("evidence"),
     }
 
 
 def index_data(dirs: list[str | Path]) -> list[dict]:
     """index_row of every device output directory (a parent folder expands to its device folders), each report
-    judged again from its evidence and its files re-hashed (reports.evidence)."""
+    judged again from its evidence and its files re-hashed (reports.verify)."""
     return [index_row(d, load_verified_report(d)) for d in report_dirs(dirs)]
 
 
@@ -114,10 +119,13 @@ INDEX_COLUMNS = (
     *("profile", "verdict", "device", "spec", "params M", "predicted / budget ms", "local p50 ms"),
     *("local p99 ms", "device p50 ms", "device p99 ms", "pred./device", "val acc"),
 )
+CHECK_COLUMNS = ("budget", "limit", "value", "predicted", "source", "evidence", "result")
 INDEX_NOTE = (
     "Predicted latency is at the percentile and batch of each latency budget. Local figures were measured "
     "on the build machine, not on the target; device figures come from a merged device_report.json; "
-    "pred./device = predicted / measured on the device, at the budget percentile."
+    "pred./device = predicted / measured on the device, at the budget percentile. Evidence: what each budget "
+    "was judged on (device > calibrated > extrapolated > analytic; host: the build machine where the profile "
+    "says it is the device; validation: accuracy measured on held-out images)."
 )
 
 
@@ -162,12 +170,18 @@ def _device_section(d: dict) -> list[str]:
         f'<br><a href="{html.escape(d["report_md"], quote=True)}">report.md</a>' if d.get("report_md") else ""
     )
     out.append('<p class="muted">' + "<br>".join(html.escape(f) for f in d["facts"]) + link + "</p>")
-    head = _th("budget", "l") + _th("limit") + _th("value") + _th("source", "l") + _th("result")
+    head = "".join(_th(c, "l" if c in ("budget", "source", "evidence") else "") for c in CHECK_COLUMNS)
     out.append(f'<div class="scroll"><table><tr>{head}</tr>')
-    for label, limit, value, source, ok in check_rows(d["budgets"] or {}):
-        cells = _td(label, "l") + _td(limit) + _td(value) + _td(source, "l")
-        out.append(f"<tr>{cells}{_td(ok, 'pass' if ok == 'ok' else 'fail')}</tr>")
-    out.append('</table></div><div class="plots">')
+    rows = check_rows(d["budgets"] or {})
+    for row in rows:
+        cells = _td(row.budget, "l") + _td(row.limit) + _td(row.value) + _td(row.predicted)
+        cells += _td(row.source, "l") + _td(row.evidence, "l")
+        out.append(f"<tr>{cells}{_td(row.result, 'pass' if row.result == 'ok' else 'fail')}</tr>")
+    out.append("</table></div>")
+    notes = [f"{row.budget}: {row.note}" for row in rows if row.note]
+    if notes:
+        out.append('<p class="muted">' + "<br>".join(html.escape(n) for n in notes) + "</p>")
+    out.append('<div class="plots">')
     for name, png in d["plots"].items():
         if png:
             uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")

@@ -1,18 +1,39 @@
 """The one place where a value is judged against a device's budgets.
 
 Selection judges every candidate on predicted values, report assembly judges the chosen model, and a merged
-device measurement re-judges the latency budget on the device's figure: all three call ``judge_budgets``,
-so a rejection reason, a report's budget table and its verdict can never disagree.
+device measurement re-judges the budgets on the device's figures: all three call ``judge_budgets``, so a
+rejection reason, a report's budget table and its verdict can never disagree.
+
+Every value carries its evidence level (``Observed.*_evidence``, EVIDENCE_RANK; docs/reports.md, "Evidence"):
+device (a merged device report) and host (the build machine, where the profile says it is the device) and
+validation (accuracy measured on held-out images) are measurements; calibrated (a calibrated latency model
+inside its measured range) > extrapolated (outside it) > analytic (a roofline or estimate from profile facts)
+are predictions. ``Limits.require_evidence`` (device | calibrated | any) makes a check whose value is within
+its limit but judged on weaker evidence fail too; ``Judgement.unproven`` names those checks (exit 9).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 BUDGET_ORDER = ("latency", "memory", "build_memory", "accuracy", "accuracy_floor")
 PREDICTED = "predicted"
+MEASURED_ON_DEVICE = "measured on device"  # a check's source once a device report is merged
+
+# Evidence levels, strongest first, and the rank a requirement needs (docs/reports.md, "Evidence").
+EVIDENCE_RANK = {"device": 3, "host": 3, "validation": 3, "calibrated": 2, "extrapolated": 1, "analytic": 0}
+REQUIRED_RANK = {"device": 3, "calibrated": 2, "any": 0}
+
+
+def evidence_ok(level: str, required: str, budget: str = "latency") -> bool:
+    """Whether a value judged on ``level`` evidence meets the requirement ``required``. "calibrated" asks a
+    calibrated latency model of the latency budget; the memory models have no calibration, so for the other
+    budgets it asks nothing more than their model (only "device" asks them to be measured)."""
+    if required == "calibrated" and budget != "latency":
+        return True
+    return EVIDENCE_RANK[level] >= REQUIRED_RANK[required]
 
 
 @dataclass(frozen=True)
@@ -26,6 +47,7 @@ class Limits:
     build_memory_mib: float | None = None
     min_accuracy: float | None = None
     min_accuracy_over_chance: float | None = None  # accuracy must exceed this many times chance (1/classes)
+    require_evidence: str = "any"  # "device" | "calibrated" | "any" (REQUIRED_RANK)
 
     @classmethod
     def of_profile(cls, section: Any) -> Limits:
@@ -54,6 +76,7 @@ class Limits:
             build_memory_mib=build.get("budget_mib"),
             min_accuracy=acc.get("min"),
             min_accuracy_over_chance=floor.get("over_chance"),
+            require_evidence=lat.get("required_evidence") or "any",
         )
 
 
@@ -70,14 +93,19 @@ class Observed:
     memory_source: str = PREDICTED
     build_memory_source: str = PREDICTED
     accuracy_source: str = "validation split"
+    latency_evidence: str = "analytic"  # EVIDENCE_RANK's levels
+    memory_evidence: str = "analytic"
+    build_memory_evidence: str = "analytic"
+    accuracy_evidence: str = "validation"
 
 
 @dataclass(frozen=True)
 class Judgement:
     checks: dict[str, dict[str, Any] | None]  # report.json's "budgets" section, in BUDGET_ORDER
     verdict: str  # "pass" | "fail"
-    failed: list[str]  # names of broken budgets, in BUDGET_ORDER
-    reasons: tuple[str, ...]  # one line per broken budget (selection's rejection reasons)
+    failed: list[str]  # names of failed checks (a broken budget or too weak evidence), in BUDGET_ORDER
+    reasons: tuple[str, ...]  # one line per failed check (selection's rejection reasons)
+    unproven: list[str] = field(default_factory=list)  # failed only for their evidence (within the limit)
 
     @property
     def ok(self) -> bool:
@@ -140,8 +168,39 @@ def judge_budgets(limits: Limits, observed: Observed) -> Judgement:
                 f"accuracy {observed.accuracy:.3f} is not above {over:g} x chance ({floor:.3f} for "
                 f"{classes} classes): the model is at or near chance"
             )
+    unproven = _judge_evidence(checks, limits.require_evidence, observed, reasons)
     failed = [name for name in BUDGET_ORDER if (check := checks[name]) is not None and not check["ok"]]
-    return Judgement(checks, "fail" if failed else "pass", failed, tuple(reasons))
+    return Judgement(checks, "fail" if failed else "pass", failed, tuple(reasons), unproven)
+
+
+def _judge_evidence(
+    checks: dict[str, dict[str, Any] | None], required: str, observed: Observed, reasons: list[str]
+) -> list[str]:
+    """Record each check's evidence and whether it meets ``required``; a check within its limit but judged
+    on weaker evidence fails too (its name is returned, its reason added)."""
+    levels = {
+        "latency": observed.latency_evidence,
+        "memory": observed.memory_evidence,
+        "build_memory": observed.build_memory_evidence,
+        "accuracy": observed.accuracy_evidence,
+        "accuracy_floor": observed.accuracy_evidence,
+    }
+    unproven = []
+    for name in BUDGET_ORDER:
+        check = checks[name]
+        if check is None:
+            continue
+        level = levels[name]
+        enough = evidence_ok(level, required, name)
+        check.update(evidence=level, required_evidence=required, evidence_ok=enough)
+        if not enough:
+            if check["ok"]:
+                unproven.append(name)
+            check["ok"] = False
+            reasons.append(
+                f"{name.replace('_', ' ')} judged on {level} evidence; {required} evidence required"
+            )
+    return unproven
 
 
 def _mib_cap(what: str, budget: float, value: float, source: str, reasons: list[str]) -> dict[str, Any]:
@@ -153,10 +212,14 @@ def _mib_cap(what: str, budget: float, value: float, source: str, reasons: list[
 
 
 def observed_in(checks: Mapping[str, Any]) -> Observed:
-    """The values a report's ``budgets`` section was judged on, to judge again with one of them replaced."""
+    """The values a report's ``budgets`` section was judged on, to judge again with one of them replaced.
+
+    A report written before evidence levels were recorded: a device-measured latency is device evidence,
+    everything else predicted is taken as analytic (the weakest), accuracy as measured on the validation split."""
     lat, mem = checks["latency"], checks["memory"]
     build, acc = checks.get("build_memory") or {}, checks.get("accuracy") or {}
     floor = checks.get("accuracy_floor") or {}
+    on_device = "device" if lat.get("source") == MEASURED_ON_DEVICE else "analytic"
     return Observed(
         latency_ms=lat["value_ms"],
         memory_mib=mem["value_mib"],
@@ -166,5 +229,9 @@ def observed_in(checks: Mapping[str, Any]) -> Observed:
         latency_source=lat.get("source", PREDICTED),
         memory_source=mem.get("source", PREDICTED),
         build_memory_source=build.get("source", PREDICTED),
-        accuracy_source=acc.get("source", "validation split"),
+        accuracy_source=acc.get("source", floor.get("source", "validation split")),
+        latency_evidence=lat.get("evidence") or on_device,
+        memory_evidence=mem.get("evidence") or "analytic",
+        build_memory_evidence=build.get("evidence") or "analytic",
+        accuracy_evidence=acc.get("evidence") or floor.get("evidence") or "validation",
     )

@@ -43,8 +43,17 @@ def _md_device(r: dict) -> list[str]:
 
 def _md_verdict(r: dict) -> list[str]:
     failed = ", ".join(r["failed_budgets"]) or "none"
-    head = ["## Budget verdict", "", f"**{r['verdict'].upper()}** (broken budgets: {failed})", ""]
-    return head + _table(["budget", "limit", "value", "source", "result"], check_rows(r["budgets"]))
+    head = ["## Budget verdict", "", f"**{r['verdict'].upper()}** (failed checks: {failed})", ""]
+    rows = check_rows(r["budgets"])
+    table = _table(["budget", "limit", "value", "predicted", "source", "evidence", "result"],
+                   [row[:7] for row in rows])  # fmt: skip
+    lat = r["budgets"].get("latency") or {}
+    required = lat.get("required_evidence") or "any"
+    legend = (f"Evidence: what each value was judged on (device > calibrated > extrapolated > analytic; host: "
+              f"the build machine where the profile says it is the device; validation: measured on held-out "
+              f"images). Required: **{required}**.")  # fmt: skip
+    notes = [f"- note ({row.budget}): {row.note}" for row in rows if row.note]
+    return head + table + [legend, ""] + notes + ([""] if notes else [])
 
 
 def _md_model(r: dict) -> list[str]:
@@ -134,18 +143,8 @@ def _md_latency(r: dict) -> list[str]:
 
 
 def _md_memory_accuracy(r: dict) -> list[str]:
-    pred, acc, training = r["prediction"], r.get("accuracy") or {}, r.get("training") or {}
-    out = [
-        "## Memory",
-        "",
-        (
-            f"Predicted runtime memory {fmt_num(pred.get('memory_mib'), 1, 'MiB')}; engine build peak "
-            f"{fmt_num(pred.get('build_memory_mib'), 0, 'MiB')} (where the engine is built on the device)."
-        ),
-        "",
-        "## Accuracy",
-        "",
-    ]
+    acc, training = r.get("accuracy") or {}, r.get("training") or {}
+    out = _md_memory(r) + ["## Accuracy", ""]
     rows = [
         ["validation accuracy", f"{fmt_pct(acc.get('val_acc'))} on {acc.get('dataset', '?')}"],
         ["at initialization (before training)", fmt_pct(acc.get("val_acc_at_init"))],
@@ -166,6 +165,26 @@ def _md_memory_accuracy(r: dict) -> list[str]:
     )
 
 
+def _md_memory(r: dict) -> list[str]:
+    """Predicted memory beside what was measured (a merged device report, or the build host standing in)."""
+    pred, checks = r["prediction"], r.get("budgets") or {}
+    memory = ((r.get("measured") or {}).get("device") or {}).get("memory") or {}
+    rows = []
+    for name, what, predicted in (("memory", "runtime memory", pred.get("memory_mib")),
+                                  ("build_memory", "engine build peak", pred.get("build_memory_mib"))):  # fmt: skip
+        check = checks.get(name) or {}
+        if predicted is None and not check:
+            continue
+        measured = check.get("value_mib") if check.get("evidence") in ("device", "host") else None
+        rows.append([what, fmt_num(predicted, 1, "MiB"), fmt_num(measured, 1, "MiB"),
+                     check.get("source", "—") if measured is not None else "not measured"])  # fmt: skip
+    out = ["## Memory", "", *_table(["", "predicted", "measured", "measured by"], rows)]
+    extra = {k: v for k, v in memory.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if extra:
+        out += ["Device memory figures: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(extra.items())), ""]
+    return out
+
+
 def _md_variant_accuracy(r: dict) -> list[str]:
     """Top-1 of every exported variant on the validation split, its drop from ONNX fp32 and its gate; then the
     device's own top-1 where a device report was merged."""
@@ -176,19 +195,40 @@ def _md_variant_accuracy(r: dict) -> list[str]:
     rows = []
     for v in variants:
         gate = "—" if v.get("max_drop_points") is None else f"<= {v['max_drop_points']:g}"
-        result = {True: "ok", False: "FAIL"}.get(v.get("passed"), "—")
-        if v.get("passed") is False and v.get("file"):
-            result += f" (moved to {v['file']})"
         drop = "—" if v.get("drop_points") is None else f"{v['drop_points']:+.2f}"
-        rows.append([v["variant"], fmt_pct(v.get("top1")), v.get("n_images") or "—", drop, gate, result])
+        rows.append([v["variant"], fmt_pct(v.get("top1")), v.get("n_images") or "—", drop,
+                     _interval(v.get("gate")), gate, _gate_result(v)])  # fmt: skip
     out = [("Top-1 of every variant on the validation split (drop in points from the row above it for ONNX "
-           "fp32, from ONNX fp32 for fp16/int8):"), ""]  # fmt: skip
-    out += _table(["variant", "top-1", "images", "drop (points)", "gate", "result"], rows)
+           "fp32, from ONNX fp32 for fp16/int8; the interval is the drop's exact 90% interval, from the images "
+           "whose correctness changed: a gate fails only when the drop exceeds its allowance with 95% "
+           "confidence, and does not judge below its minimum of images, docs/export.md):"), ""]  # fmt: skip
+    out += _table(["variant", "top-1", "images", "drop (points)", "interval", "gate", "result"], rows)
     dev_acc = device.get("accuracy") or {}
     if dev_acc.get("top1") is not None:
+        device_gate = dev_acc.get("gate") or {}
+        vs = ""
+        if dev_acc.get("build_machine_top1") is not None:
+            why = device_gate.get("reason", "not compared image by image")
+            vs = f"; against the build machine's {fmt_pct(dev_acc['build_machine_top1'])} on the same images: {why}"
         out += [(f"On the device ({device.get('precision', '?')}): top-1 {fmt_pct(dev_acc['top1'])} on "
-                f"{dev_acc.get('n_images', '?')} images of the bundle's labelled subset."), ""]  # fmt: skip
+                f"{dev_acc.get('n_images', '?')} images of the bundle's labelled subset{vs}."), ""]  # fmt: skip
     return out
+
+
+def _interval(gate: dict | None) -> str:
+    lo_hi = (gate or {}).get("interval_points")
+    return "—" if not lo_hi else f"{lo_hi[0]:+.2f}..{lo_hi[1]:+.2f}"
+
+
+def _gate_result(v: dict) -> str:
+    """ok, FAIL (and where the file went), or "not enough data" (kept, not judged)."""
+    decision = (v.get("gate") or {}).get("decision")
+    if decision == "not enough data":
+        return f"not judged: {v.get('n_images')} images < {(v.get('gate') or {}).get('min_images')} (kept)"
+    result = "—" if v.get("passed") is None else ("ok" if v["passed"] else "FAIL")
+    if v.get("passed") is False and v.get("file"):
+        result += f" (moved to {v['file']})"
+    return result
 
 
 def _md_files(r: dict) -> list[str]:
@@ -236,13 +276,23 @@ def render_markdown(report: dict) -> str:
     r = dump(parse_build_report(report, "report"))
     if r["spec"] is None:
         return render_failure_markdown(r)
-    out = [f"# {r['profile']['name']}: {r['spec_name']} — {r['verdict'].upper()}", ""]
+    out = [f"# {r['profile']['name']}: {r['spec_name']}{_deployed(r)} — {r['verdict'].upper()}", ""]
     if r.get("created"):
-        out += [f"Built {r['created']}. {r['profile'].get('description', '')}", ""]
+        deploys = f"Deploys {r['profile']['deployed']}. " if r["profile"].get("deployed") else ""
+        out += [f"Built {r['created']}. {deploys}Profile: {r['profile'].get('description', '')}", ""]
     out += _md_failure(r)
     for section in (_md_device, _md_verdict, _md_model, _md_latency, _md_memory_accuracy, _md_files):
         out += section(r)
     return "\n".join(out)
+
+
+def _deployed(r: dict) -> str:
+    """The headline's runtime and precision as deployed (Target.describe(), recorded in report.json)."""
+    deployed = r["profile"].get("deployed")
+    if not deployed:  # a report from before it was recorded: runtime and precision as the profile names them
+        runtime, precision = r["profile"].get("runtime"), r["profile"].get("precision")
+        deployed = f"{runtime} {precision}" if runtime and precision else None
+    return f" on {deployed}" if deployed else ""
 
 
 def render_failure_markdown(report: dict) -> str:

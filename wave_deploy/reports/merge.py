@@ -1,19 +1,21 @@
 """Merging the on-device kit's device_report.json (export/run_on_device.py) into a build's report.json.
 
-The device's measured latency replaces the prediction as what the latency budget is judged on (source
-"measured on device"), through the same ``judge_budgets`` as the build; verdict, report.md and plots are
-rewritten. The merged file is kept in the build directory (``device/device_report.json``), recorded with its
-sha256 in report.json and manifest.json, and the build's report stage merges it again, so a rebuild never
-drops a device measurement, and a fail stays a fail for as long as the measured model is the built one.
+The device's measurements replace the predictions as what the budgets are judged on (source "measured on
+device", evidence "device"): latency, runtime memory (the session's peak RSS or TensorRT's engine memory),
+the engine build peak where trtexec reported it, and accuracy (the device's top-1 on the bundle's subset,
+judged against the accuracy floors) (reports.evidence.device_observed), through the same ``judge_budgets``
+as the build; verdict, report.md and plots are rewritten. The merged file is kept in the build directory
+(``device/device_report.json``), recorded with its sha256 in report.json and manifest.json, and the build's
+report stage merges it again, so a rebuild never drops a device measurement, and a fail stays a fail for as
+long as the measured model is the built one.
 
-Nothing is merged into a directory that does not prove itself (``evidence.load_verified_report``), and a
+Nothing is merged into a directory that does not prove itself (``verify.load_verified_report``), and a
 device report of another model is refused: its ``model_sha256`` must be the sha256 of the model file in the
 directory, as manifest.json recorded it (editing bundle/plan.json is caught as an edited file).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -23,18 +25,18 @@ from wave_deploy import strict_json
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import copy_file, sha256_file
 from wave_deploy.pipeline.manifest import MANIFEST, outputs_of, read_manifest
-from wave_deploy.reports.evidence import (
+from wave_deploy.reports.evidence import annotate, device_observed
+from wave_deploy.reports.files import REPORT_JSON, write_report_files
+from wave_deploy.reports.judge import MEASURED_ON_DEVICE, Limits, judge_budgets, observed_in
+from wave_deploy.reports.schema import DeviceReport, parse_device_report
+from wave_deploy.reports.verify import (
     KEPT_DIR,
     KEPT_NAME,
     KEPT_REL,
-    MEASURED_ON_DEVICE,
     kept_device_report,
     load_verified_report,
     shipped_model_rel,
 )
-from wave_deploy.reports.files import REPORT_JSON, write_report_files
-from wave_deploy.reports.judge import Limits, judge_budgets, observed_in
-from wave_deploy.reports.schema import DeviceReport, parse_device_report
 
 log = logging.getLogger(__name__)
 
@@ -124,15 +126,10 @@ def apply_device_report(
         "notes": notes,
     }
     checks = report["budgets"]
-    predicted = checks["latency"].get("predicted_ms", report["prediction"].get("latency_ms"))
     limits = Limits.of_report(checks, batch=report["prediction"].get("batch") or 1)
-    measured = latency[f"{limits.latency_percentile}_ms"]
-    observed = dataclasses.replace(
-        observed_in(checks), latency_ms=measured, latency_source=MEASURED_ON_DEVICE
-    )
+    observed, extra = device_observed(observed_in(checks), limits, dev, report)
     judged = judge_budgets(limits, observed)
-    report["budgets"] = {**judged.checks}
-    report["budgets"]["latency"]["predicted_ms"] = predicted
+    report["budgets"] = annotate({**judged.checks}, extra)
     report["verdict"], report["failed_budgets"] = judged.verdict, judged.failed
     return report
 

@@ -84,31 +84,46 @@ class DeviceParity(_Open):
     gated: bool | None = None
 
 
-class LatencyCheck(_Closed):
+Evidence = Literal["device", "host", "validation", "calibrated", "extrapolated", "analytic"]
+Requirement = Literal["device", "calibrated", "any"]
+
+
+class _Check(_Closed):
+    """What every budget check records about its evidence (reports.judge; docs/reports.md, "Evidence")."""
+
+    evidence: Evidence | None = None  # what the value was judged on (None: a report from before levels)
+    required_evidence: Requirement | None = None  # the requirement it was judged under
+    evidence_ok: bool | None = None  # evidence meets the requirement (ok is false when it does not)
+    note: str | None = None  # e.g. a measurement beyond the prediction's stated error
+
+
+class LatencyCheck(_Check):
     budget_ms: float
     percentile: str
     batch: int | None = None
     value_ms: float
     source: str
     ok: bool
-    predicted_ms: float | None = None  # set by a merge: the prediction the device measurement replaced
+    predicted_ms: float | None = None  # the prediction a measurement replaced (device or host)
 
 
-class MemoryCheck(_Closed):
+class MemoryCheck(_Check):
     budget_mib: float
     value_mib: float
     source: str = "predicted"
     ok: bool
+    predicted_mib: float | None = None  # the prediction a measurement replaced
 
 
-class AccuracyCheck(_Closed):
+class AccuracyCheck(_Check):
     min: float
     value: float
     source: str = "validation split"
     ok: bool
+    validation_value: float | None = None  # the validation-split figure a device value replaced
 
 
-class AccuracyFloorCheck(_Closed):
+class AccuracyFloorCheck(_Check):
     """Validation accuracy must exceed over_chance x chance (min = over_chance / num_classes)."""
 
     min: float
@@ -117,6 +132,7 @@ class AccuracyFloorCheck(_Closed):
     value: float
     source: str = "validation split"
     ok: bool
+    validation_value: float | None = None
 
 
 class BudgetChecks(_Closed):
@@ -147,6 +163,8 @@ class ProfileSection(_Open):
     input_size_px: int | None = None
     power_mode: dict[str, Any] | None = None
     overrides: list[str] = Field(default_factory=list)
+    deployed: str | None = None  # wave_deploy.target.Target.describe(), e.g. "ONNX Runtime int8 (static-qdq)"
+    build_host_is_device: bool | None = None  # the local benchmark counts as measured evidence (host)
 
 
 class LocalMeasurement(_Closed):
@@ -155,6 +173,7 @@ class LocalMeasurement(_Closed):
     latency: Latency
     what: str
     model: str
+    memory: dict[str, Any] | None = None  # the session's peak memory, where the build host is the device
 
 
 class DeviceMeasurement(_Open):
