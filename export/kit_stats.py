@@ -104,7 +104,9 @@ class LatencyStats:
                            "(expected min <= p50 <= p90 <= p95 <= p99 <= max)")  # fmt: skip
                 break
         if not self.min_ms - slack <= self.mean_ms <= self.max_ms + slack:
-            out.append(f"mean_ms {self.mean_ms:g} is outside [min_ms {self.min_ms:g}, max_ms {self.max_ms:g}]")
+            out.append(
+                f"mean_ms {self.mean_ms:g} is outside [min_ms {self.min_ms:g}, max_ms {self.max_ms:g}]"
+            )
         return out
 
 
