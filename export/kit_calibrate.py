@@ -176,6 +176,7 @@ def run_onnxruntime(design: kit_design.Design, points, args) -> tuple[dict, list
     clock = time.thread_time_ns if args.clock == "thread" else time.perf_counter_ns
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1  # as wave-deploy's OrtRunner
     options.log_severity_level = 3
     best: dict = {}
     pace, rng, done, detail = Pace(sum(seconds.values())), random.Random(0), 0, ""

@@ -237,7 +237,7 @@ class ProgressLines:
 
         clock = kit_design().clock_text
         line = f"calibrate: {p.phase} {p.done}/{p.total} ({p.detail}), elapsed {clock(now - self.start)}"
-        if p.phase == "measure" and 0 < p.work_done_s < p.work_total_s:
+        if p.phase == "measure" and p.done < p.total and p.work_done_s > 0:
             pace = (now - (self.measure_start or now)) / p.work_done_s
             line += f", about {clock(pace * (p.work_total_s - p.work_done_s))} left"
         self.con.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -8,7 +8,8 @@ and exit 3, not an exhausted machine.
 
 ``estimate`` is the up-front time: a GEMM probe (one ONNX Runtime MatMul, about 0.2 s) gives this machine's
 speed, each point's latency is guessed from its FLOPs (``kit_design.estimate_latency_ms``, shared with the
-on-device kit) and priced with the design's timing settings; exporting costs about EXPORT_S per width.
+on-device kit) and priced with the design's timing settings; exporting costs EXPORT_S (a fixed part and a
+part per width: all widths are exported in one call).
 It is an estimate: the progress lines correct it as the measurements come in.
 """
 
@@ -23,7 +24,8 @@ from wave_deploy.planning.memory import MIB, RUNTIME_FACTORS
 from wave_deploy.spec import ViTSpec, activation_bytes, flops, model_ops, weight_bytes
 
 OVERHEAD_MIB = 64.0  # Python, numpy and ONNX Runtime or torch, measured for ONNX Runtime (docs/latency.md)
-EXPORT_S = {"dynamo": 2.0, "legacy": 0.3}  # seconds per exported depth-1 model on this project's machine
+# (seconds per export call, seconds per width) of design_export on this project's 2-core machine, quiet
+EXPORT_S = {"dynamo": (4.0, 2.0), "legacy": (0.5, 0.3)}
 VARIANT_S = 1.0  # seconds to make an fp16 or int8 variant of one depth-1 model
 WRITE_MB_S = 300.0  # MB/s of random weights written (kit_design.write_data) and loaded into a session
 PROBE_SHAPE = (256, 512, 512)  # the probe's MatMul: (m, k) x (k, n)
@@ -158,5 +160,6 @@ def estimate(
         point_s[(spec, batch)] = kd.point_seconds(latency, timing, passes)
     specs = {spec for spec, _ in points}
     writes = passes * sum(weight_bytes(s, weight_prec) for s in specs) / 1e6 / WRITE_MB_S
-    prepare = 0.0 if exporter is None else widths * (EXPORT_S.get(exporter, 2.0) + VARIANT_S * variant_made)
+    fixed, per_width = EXPORT_S.get(exporter or "dynamo", EXPORT_S["dynamo"])
+    prepare = 0.0 if exporter is None else fixed + widths * (per_width + VARIANT_S * variant_made)
     return Estimate(prepare, sum(point_s.values()) + writes, gflops, memory_mib, point_s)

@@ -206,7 +206,7 @@ def design_graphs(
     on_width=None,
 ) -> dict[ViTSpec, DesignGraph]:
     """Every spec's graph: its width's depth-1 model (``design_export.block_models``: one export for all
-    widths) with the block replicated to its depth; ``on_width(done, total)`` after each width."""
+    widths) with the block replicated to its depth; ``on_width(done, total)`` once all are made."""
     import onnx
 
     by_width: dict[ViTSpec, list[ViTSpec]] = {}
@@ -214,15 +214,15 @@ def design_graphs(
         by_width.setdefault(spec.replace(depth=1), []).append(spec)
     blocks = block_models(specs, variant, workdir, exporter=exporter, opset=opset, batch_max=batch_max)
     out: dict[ViTSpec, DesignGraph] = {}
-    for done, (one, group) in enumerate(by_width.items(), start=1):
+    for one, group in by_width.items():
         base = onnx.load_from_string(blocks[one])
         external = externalize(base)
         for spec in sorted(set(group), key=lambda s: s.depth):
             model, names = replicate(base, spec.depth, external)
             graph, tensors, size = finalize(model, names, f"{spec.name}.data")
             out[spec] = DesignGraph(spec, graph, tensors, size)
-        if on_width is not None:
-            on_width(done, len(by_width))
+    if on_width is not None:
+        on_width(len(by_width), len(by_width))
     return out
 
 
