@@ -91,8 +91,11 @@ class Design:
             raise DesignError(f"cannot read the calibration design {self.path}: {exc}") from exc
         if not isinstance(self.index, dict) or self.index.get("schema_version") != DESIGN_SCHEMA_VERSION:
             raise DesignError(f"{self.path}: not a version-{DESIGN_SCHEMA_VERSION} calibration design")
-        for model in self.index.get("models", []):
-            check_tensors(model["tensors"], model["data_bytes"])
+        try:
+            for model in self.index["models"]:
+                check_tensors(model["tensors"], model["data_bytes"])
+        except (KeyError, TypeError) as exc:
+            raise DesignError(f"{self.path}: index.json lacks {exc}") from exc
 
     @property
     def models(self) -> list[dict]:

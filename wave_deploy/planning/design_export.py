@@ -9,9 +9,7 @@ deployed variant (``quantize.make_variant``: per width, since int8 keeps each mo
 in float). tests/test_calibration_design.py checks that the result has the structure of a fresh single
 export.
 
-Results are kept for the life of the process (``_BLOCKS``, keyed by everything that decides them: width
-and geometry, variant, exporter, opset, batch range): a second bundle or calibration of the same geometry
-in one process, as in the test suite, exports nothing.
+``design_graphs`` keeps the results, without their weights, for the life of the process.
 """
 
 from __future__ import annotations
@@ -26,8 +24,6 @@ from wave_deploy.target import Variant
 log = logging.getLogger(__name__)
 
 WEIGHT_STD = 0.02  # timm's initializer scale: no denormals, nothing saturates
-_BLOCKS: dict[tuple, bytes] = {}  # (depth-1 spec, variant, exporter, opset, batch_max) -> ONNX model bytes
-_MAX_CACHED = 256
 
 
 def _modules(specs: list[ViTSpec]):
@@ -135,30 +131,25 @@ def split(model, output: str):
 
 def block_models(
     specs: list[ViTSpec], variant: Variant, workdir: Path, *, exporter: str, opset: int, batch_max: int
-) -> dict[ViTSpec, bytes]:
-    """The depth-1 model of each spec's width (ONNX bytes), exported together and made into ``variant``."""
+) -> dict:
+    """The depth-1 model of each spec's width (an onnx ModelProto), exported together and made into
+    ``variant``."""
     import onnx
 
     from wave_deploy.exporters.quantize import make_variant
 
     ones = list(dict.fromkeys(s.replace(depth=1) for s in specs))
-    keys = {s: (s, variant, exporter, opset, max(2, batch_max)) for s in ones}
-    missing = [s for s in ones if keys[s] not in _BLOCKS]
-    if missing:
-        path = workdir / "widths.onnx"
-        outputs = _export_all(missing, path, exporter=exporter, opset=opset, batch_max=batch_max)
-        combined = onnx.load(str(path))
-        for spec, output in zip(missing, outputs):
-            model = split(combined, output)
-            if variant.precision != "fp32":
-                fp32, out = workdir / f"{spec.name}.onnx", workdir / f"{spec.name}.{variant.key}.onnx"
-                onnx.save(model, str(fp32))
-                make_variant(variant, fp32, out)
-                model = onnx.load(str(out))
-            if len(_BLOCKS) >= _MAX_CACHED:
-                _BLOCKS.pop(next(iter(_BLOCKS)))
-            _BLOCKS[keys[spec]] = model.SerializeToString()
-        log.info(
-            "exported %d width(s) for the calibration design (%s, %s)", len(missing), exporter, variant.key
-        )
-    return {s: _BLOCKS[keys[s]] for s in ones}
+    path = workdir / "widths.onnx"
+    outputs = _export_all(ones, path, exporter=exporter, opset=opset, batch_max=batch_max)
+    combined = onnx.load(str(path))
+    models = {}
+    for spec, output in zip(ones, outputs):
+        model = split(combined, output)
+        if variant.precision != "fp32":
+            fp32, out = workdir / f"{spec.name}.onnx", workdir / f"{spec.name}.{variant.key}.onnx"
+            onnx.save(model, str(fp32))
+            make_variant(variant, fp32, out)
+            model = onnx.load(str(out))
+        models[spec] = model
+    log.info("exported %d width(s) for the calibration design (%s, %s)", len(ones), exporter, variant.key)
+    return models

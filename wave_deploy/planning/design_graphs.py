@@ -38,6 +38,8 @@ CONST_SCALE = 0.01  # per-channel quantization scales (timing does not depend on
 _EXTERNAL_TYPES = {1: "float32", 10: "float16", 3: "int8", 2: "uint8", 6: "int32"}
 _INT_RANGES = {"int8": (-127, 127), "uint8": (0, 255), "int32": (-1024, 1024)}
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
+MAX_CACHED = 512  # depth-1 graphs kept per process: tens of KB each, their weights are not kept
+_BLOCKS: dict[tuple, tuple[bytes, dict]] = {}  # (depth-1 spec, variant, exporter, opset, batch) -> graph
 _INTEGER_OPS = ("MatMulInteger", "ConvInteger")  # inputs 2, 3: zero points
 
 
@@ -206,17 +208,28 @@ def design_graphs(
     on_width=None,
 ) -> dict[ViTSpec, DesignGraph]:
     """Every spec's graph: its width's depth-1 model (``design_export.block_models``: one export for all
-    widths) with the block replicated to its depth; ``on_width(done, total)`` once all are made."""
+    widths) with the block replicated to its depth; ``on_width(done, total)`` once all are made. The depth-1
+    models, without their weights, are kept for the life of the process (``_BLOCKS``, keyed by everything
+    that decides them): a second design of the same geometry in one process, as in a test session, exports
+    nothing."""
     import onnx
 
     by_width: dict[ViTSpec, list[ViTSpec]] = {}
     for spec in specs:
         by_width.setdefault(spec.replace(depth=1), []).append(spec)
-    blocks = block_models(specs, variant, workdir, exporter=exporter, opset=opset, batch_max=batch_max)
+    keys = {one: (one, variant, exporter, opset, max(2, batch_max)) for one in by_width}
+    missing = [one for one in by_width if keys[one] not in _BLOCKS]
+    if missing:
+        made = block_models(missing, variant, workdir, exporter=exporter, opset=opset, batch_max=batch_max)
+        for one, model in made.items():
+            external = externalize(model)
+            if len(_BLOCKS) >= MAX_CACHED:
+                _BLOCKS.pop(next(iter(_BLOCKS)))
+            _BLOCKS[keys[one]] = (model.SerializeToString(), external)
     out: dict[ViTSpec, DesignGraph] = {}
     for one, group in by_width.items():
-        base = onnx.load_from_string(blocks[one])
-        external = externalize(base)
+        data, external = _BLOCKS[keys[one]]
+        base = onnx.load_from_string(data)
         for spec in sorted(set(group), key=lambda s: s.depth):
             model, names = replicate(base, spec.depth, external)
             graph, tensors, size = finalize(model, names, f"{spec.name}.data")
