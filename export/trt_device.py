@@ -212,6 +212,15 @@ def design_time_command(trtexec: str, engine: str, input_name: str, sample_shape
     )
 
 
+BUILD_S = 30.0  # an assumed engine build of a design model on a Jetson Orin (seconds); the pace corrects it
+RUN_S = 2.0  # an assumed trtexec start, engine load and exit (seconds), plus its warm-up
+
+
+def calibration_seconds(bench: dict) -> tuple[float, float]:
+    """Assumed seconds per engine build and per timing run (the up-front estimate of a TensorRT calibration)."""
+    return BUILD_S, RUN_S + bench["warmup_ms"] / 1000
+
+
 def calibrate(bundle: Path, plan: dict, design, points: list, args) -> tuple[dict, list]:
     """Build each design model's engine with trtexec, time every (model, batch) in shuffled passes, keep each
     point's best pass: (runtime and settings records, samples)."""
@@ -220,6 +229,7 @@ def calibrate(bundle: Path, plan: dict, design, points: list, args) -> tuple[dic
     import tempfile
 
     import kit_calibrate
+    import kit_design
     from kit_common import log
 
     find_gpu()
@@ -235,10 +245,13 @@ def calibrate(bundle: Path, plan: dict, design, points: list, args) -> tuple[dic
     models: dict = {}
     for model, batch in points:
         models.setdefault(model["name"], [model]).append(batch)
+    build_s, run_s = calibration_seconds(bench)
+    total_s = len(models) * build_s + passes * len(points) * run_s
     log(f"calibrate: {len(points)} measurements of {len(models)} models with TensorRT: {len(models)} engine "
-        f"builds (tens of seconds each on a Jetson) and {passes * len(points)} trtexec timings; a progress "
-        f"line every {kit_calibrate.PROGRESS_EVERY_S:g} s")  # fmt: skip
-    pace = kit_calibrate.Pace(float(len(models) + passes * len(points)))
+        f"builds and {passes * len(points)} trtexec timing runs; estimated {kit_design.clock_text(total_s)} "
+        f"(assuming {build_s:g} s per build and {run_s:g} s per run: corrected as it goes); a progress line every "
+        f"{kit_calibrate.PROGRESS_EVERY_S:g} s")  # fmt: skip
+    pace = kit_calibrate.Pace(total_s)
     workdir = Path(tempfile.mkdtemp(prefix="wave-deploy-calibrate-", dir=args.workdir))
     found, best, done = {}, {}, 0
     try:
@@ -248,7 +261,7 @@ def calibrate(bundle: Path, plan: dict, design, points: list, args) -> tuple[dic
                                        bp["input_name"], plan["sample_shape"], batches, bp["opt_shape"][0])  # fmt: skip
             found = {**_parse_device(_run(cmd, workdir, "calibration_build", bundle)), **found}
             (workdir / model["data"]).unlink()
-            pace.step(1.0, i, len(models), "engines built")
+            pace.step(build_s, i, len(models), "engines built")
         rng = random.Random(0)
         for n_pass in range(passes):
             order = list(points)
@@ -263,7 +276,7 @@ def calibrate(bundle: Path, plan: dict, design, points: list, args) -> tuple[dic
                 st = latency_stats(ms, batch=batch, warmup=0, timed="", runtime="", hardware="", threads=None)
                 kit_calibrate.keep_best(best, (model["name"], batch), st)
                 done += 1
-                pace.step(1.0, done, passes * len(points), f"pass {n_pass + 1}/{passes}")
+                pace.step(run_s, done, passes * len(points), f"pass {n_pass + 1}/{passes}")
     finally:
         _shutil.rmtree(workdir, ignore_errors=True)
     version = found.get("tensorrt_version", "?")

@@ -471,7 +471,7 @@ if "--loadEngine" in args:  # vit_d<width>_l<depth>_...: 0.01 ms per block and 3
 
 
 def test_tensorrt_kit_calibration_builds_one_engine_per_model_and_times_every_point(
-    jetson_export, tmp_path, monkeypatch
+    jetson_export, tmp_path, monkeypatch, capsys
 ):
     import argparse
 
@@ -486,6 +486,8 @@ def test_tensorrt_kit_calibration_builds_one_engine_per_model_and_times_every_po
     args = argparse.Namespace(runtime="auto", quick=True, trtexec=str(fake), workdir=tmp_path, threads=None,
                               provider=None, clock="wall")  # fmt: skip
     content = kit_calibrate.samples_file(bundle, plan, args)
+    err = capsys.readouterr().err
+    assert "engine builds and" in err and "estimated" in err and "(pass 1/1)" in err
     runtime = content["runtime"]
     assert (runtime["name"], runtime["version"], runtime["threads"], runtime["clock"]) == (
         "tensorrt",
