@@ -237,3 +237,16 @@ def test_the_default_output_is_in_the_working_directory_not_the_package(tmp_path
     monkeypatch.chdir(tmp_path)
     path = cal.default_calibration_path(load_profile("x86"))
     assert path == tmp_path / "x86-cpu.calibration.json"
+
+
+@pytest.mark.parametrize(
+    "mlp_ratio, heads, head_dim", [(4.0, 3, 64), (2.5, 4, 2), (1.5, 2, 16), (4 / 3, 6, 32), (3.0, 1, 7)]
+)
+def test_a_bundles_design_covers_its_model_with_whole_mlp_widths(mlp_ratio, heads, head_dim):
+    spec = ViTSpec(depth=14, embed_dim=heads * head_dim, num_heads=heads, mlp_ratio=mlp_ratio)
+    space = dg.bundle_space(spec)
+    widths = space.widths()
+    assert spec.embed_dim in widths and space.max_depth == 14 and space.head_dim == head_dim
+    assert all(w * mlp_ratio == int(w * mlp_ratio) and w % head_dim == 0 for w in widths)
+    points = cal.design_samples(space, 8, batches=cal.default_batches(space, 8))
+    assert len(points) >= cal.MIN_POINTS  # every design point is a valid timm model

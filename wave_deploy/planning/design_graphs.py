@@ -296,14 +296,19 @@ def write_design(
 
 def bundle_space(spec: ViTSpec):
     """The sizes a bundle's design covers at its model's geometry (image size, patch, channels, classes, head
-    size, MLP ratio): depths up to 12, widths up to 384 in steps of the head size (the shipped bank's range),
-    stretched to include the model itself."""
+    size, MLP ratio): depths up to 12, widths up to 384 (the shipped bank's range) stretched to include the
+    model itself, in steps of the head size (of the smallest multiple of it with a whole MLP width, which
+    the model's own width always is)."""
+    from fractions import Fraction
+
     from wave_deploy.planning.selection import SearchSpace
 
+    ratio = Fraction(spec.mlp_ratio).limit_denominator(1 << 16)
+    step = spec.head_dim * (ratio.denominator // math.gcd(ratio.denominator, spec.head_dim))
     return SearchSpace(
         img_size=spec.img_size, patch_size=spec.patch_size, in_chans=spec.in_chans,
-        num_classes=spec.num_classes, mlp_ratio=spec.mlp_ratio, w=spec.head_dim, head_dim=spec.head_dim,
-        max_depth=max(12, spec.depth), max_embed_dim=max(384 // spec.head_dim * spec.head_dim, spec.embed_dim),
+        num_classes=spec.num_classes, mlp_ratio=spec.mlp_ratio, w=step, head_dim=spec.head_dim,
+        max_depth=max(12, spec.depth), max_embed_dim=max(384 // step * step, spec.embed_dim),
     )  # fmt: skip
 
 
