@@ -4,6 +4,7 @@ bound checked before anything is allocated, and the time estimate's arithmetic."
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 
@@ -213,22 +214,13 @@ def test_calibrate_measures_the_head_size_and_mlp_ratio_asked_for(tmp_path):
     assert "calibrate: measure 4/4 (pass 1/1)" in result.stderr and json.loads(result.stdout)["path"] == str(
         out
     )
-    bad = CliRunner().invoke(
-        cli,
-        [
-            "calibrate",
-            "--profile",
-            "x86",
-            "--mlp-ratio",
-            "1.3",
-            "--head-dim",
-            "16",
-            "--quick",
-            "--out",
-            str(tmp_path / "b.json"),
-        ],
-    )
-    assert bad.exit_code == 3 and "fractional MLP width" in bad.output
+    # an MLP ratio that would give fractional MLP widths at the head size: the width step grows to a whole one
+    space = cal.calibration_space(DEFAULT_SEARCH_SPACE, head_dim=16, mlp_ratio=1.3)
+    assert space.width_step == 80 and all(w * 1.3 == int(w * 1.3) for w in space.widths())
+    assert cal.calibration_space(DEFAULT_SEARCH_SPACE, head_dim=64).width_step == 64
+    odd = dataclasses.replace(DEFAULT_SEARCH_SPACE, mlp_ratio=1.3)  # a space whose own step gives 41.6
+    with pytest.raises(InvalidInputError, match="fractional MLP width at width 32"):
+        cal.calibration_space(odd, img_size=28)
 
 
 def test_the_default_output_is_in_the_working_directory_not_the_package(tmp_path, monkeypatch):

@@ -6,6 +6,8 @@ each is timed (``TIMING``). ``calibrate`` measures it here; a bundle ships it fo
 from __future__ import annotations
 
 import dataclasses
+import math
+from fractions import Fraction
 from typing import Any
 
 from wave_deploy.errors import InvalidInputError
@@ -94,6 +96,13 @@ def design_samples(
     return [(space.spec(d, w), b) for w in widths for d in depths for b in batches]
 
 
+def whole_mlp_step(head_dim: int, mlp_ratio: float) -> int:
+    """The smallest multiple of ``head_dim`` whose MLP width (x ``mlp_ratio``) is a whole number: every
+    multiple of it is then a valid timm width, and so is any model's own width."""
+    ratio = Fraction(mlp_ratio).limit_denominator(1 << 16)
+    return head_dim * (ratio.denominator // math.gcd(ratio.denominator, head_dim))
+
+
 def calibration_space(
     space,
     *,
@@ -107,7 +116,8 @@ def calibration_space(
 ):
     """``space`` (a bank's SearchSpace) at another geometry, head size, MLP ratio or size range: what
     ``calibrate`` measures when given --img-size/--patch-size/--in-chans/--head-dim/--mlp-ratio/--max-depth/
-    --max-embed-dim. A head size given here is also the width step. Bad values raise InvalidInputError."""
+    --max-embed-dim. With a head size or MLP ratio given, the width step is ``whole_mlp_step`` (the head
+    size, or its smallest multiple with a whole MLP width). Bad values raise InvalidInputError."""
     changes = {
         k: v
         for k, v in (
@@ -117,11 +127,14 @@ def calibration_space(
             ("max_depth", max_depth),
             ("max_embed_dim", max_width),
             ("head_dim", head_dim),
-            ("w", head_dim),
             ("mlp_ratio", None if mlp_ratio is None else float(mlp_ratio)),
         )
         if v is not None
     }
+    if head_dim is not None or mlp_ratio is not None:
+        changes["w"] = whole_mlp_step(
+            changes.get("head_dim", space.head_dim), changes.get("mlp_ratio", space.mlp_ratio)
+        )
     if "img_size" in changes or "patch_size" in changes:
         changes["img_sizes"] = ()
     new = dataclasses.replace(space, **changes)

@@ -299,12 +299,10 @@ def bundle_space(spec: ViTSpec):
     size, MLP ratio): depths up to 12, widths up to 384 (the shipped bank's range) stretched to include the
     model itself, in steps of the head size (of the smallest multiple of it with a whole MLP width, which
     the model's own width always is)."""
-    from fractions import Fraction
-
+    from wave_deploy.planning.calibration_design import whole_mlp_step
     from wave_deploy.planning.selection import SearchSpace
 
-    ratio = Fraction(spec.mlp_ratio).limit_denominator(1 << 16)
-    step = spec.head_dim * (ratio.denominator // math.gcd(ratio.denominator, spec.head_dim))
+    step = whole_mlp_step(spec.head_dim, spec.mlp_ratio)
     return SearchSpace(
         img_size=spec.img_size, patch_size=spec.patch_size, in_chans=spec.in_chans,
         num_classes=spec.num_classes, mlp_ratio=spec.mlp_ratio, w=step, head_dim=spec.head_dim,
