@@ -7,11 +7,13 @@ use too (no wave-deploy import on the device).
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -163,6 +165,57 @@ def latency_stats(samples_ms, *, batch, warmup, timed, runtime, hardware, thread
     """The latency block of device_report.json: kit_stats.summarize, the one definition wave-deploy uses."""
     return summarize(samples_ms, batch=int(batch), warmup=int(warmup), timed=timed, runtime=runtime,
                      hardware=hardware, threads=threads).to_dict()  # fmt: skip
+
+
+def time_calls(
+    fn, *, warmup: int, iterations: int, min_duration_s: float, clock=time.perf_counter_ns
+) -> list:
+    """wave_deploy.bench.stats.time_calls: ``warmup`` untimed calls, then timed calls (ms) until both
+    ``iterations`` calls and ``min_duration_s`` of timed time are reached."""
+    for _ in range(warmup):
+        fn()
+    samples, total_ns, min_ns = [], 0, int(min_duration_s * 1e9)
+    while len(samples) < iterations or total_ns < min_ns:
+        start = clock()
+        fn()
+        elapsed = clock() - start
+        total_ns += elapsed
+        samples.append(elapsed / 1e6)
+    return samples
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write ``data`` beside ``path`` and rename it into place: never a half-written file."""
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def machine() -> dict:
+    """The machine a calibration ran on (the keys of a wave-deploy calibration file's ``machine``)."""
+    return {
+        "cpu": device_model() or cpu_description(),
+        "logical_cores": usable_cores(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def available_mib() -> float | None:
+    """MemAvailable (Linux), or None where the platform cannot tell."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def compare(name: str, got: np.ndarray, ref: np.ndarray, tol: dict) -> dict:

@@ -5,6 +5,7 @@ One command, run inside the bundle directory on the target device:
 
     python3 run_on_device.py                          # runtime from plan.json (TensorRT for Jetsons)
     python3 run_on_device.py --runtime onnxruntime    # ONNX Runtime instead (also works on any machine)
+    python3 run_on_device.py --calibrate --out samples.json   # measure the latency calibration design
 
 It needs only numpy plus TensorRT (trtexec, or the tensorrt Python package to build) or onnxruntime; it
 does not import wave-deploy, torch or timm. Steps: check each model file's sha256 against plan.json;
@@ -15,6 +16,12 @@ benchmark
 (warmup + N timed iterations); record peak memory; write device_report.json with the same latency keys as
 wave-deploy's report.json. Exit codes follow wave-deploy: 0 ok, 3 invalid bundle or a model file whose
 sha256 does not match, 4 missing runtime or GPU, 6 a build step failed, 7 parity or accuracy failed.
+
+``--calibrate --out SAMPLES`` instead measures the bundle's calibration design (calibration.zip: the models
+`wave-deploy calibrate` would measure, at this bundle's geometry and deployed precision) with the bundle's
+runtime and writes SAMPLES for `wave-deploy calibrate --profile P --from-device SAMPLES` (kit_calibrate.py).
+It prints an estimate of its time first and a progress line every 10 s on stderr. Exit codes as above, and
+2 for options that do not go together.
 """
 
 from __future__ import annotations
@@ -174,7 +181,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--report", type=Path, default=None, help="output file (default: BUNDLE/device_report.json)"
     )
+    calibration = parser.add_argument_group("calibration (--calibrate)")
+    calibration.add_argument("--calibrate", action="store_true",
+                             help="measure the latency calibration design instead; needs --out")  # fmt: skip
+    calibration.add_argument("--out", type=Path, default=None, help="samples file to write")
+    calibration.add_argument("--quick", action="store_true", help="the design's quick subset, short timing")
+    calibration.add_argument("--clock", choices=["wall", "thread"], default="wall",
+                             help="ONNX Runtime: 'thread' times one thread's CPU time (needs --threads 1)")  # fmt: skip
+    calibration.add_argument("--workdir", type=Path, default=None,
+                             help="where each model's weights are written while it is timed (default: the "
+                             "system's temporary directory)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.calibrate:
+        return calibrate_main(args)
+    if args.out or args.quick:
+        parser.error("--out and --quick go with --calibrate")
     bundle = args.bundle.resolve()
     report_path = args.report or bundle / "device_report.json"
     report: dict = {"schema_version": REPORT_SCHEMA_VERSION, "kind": "device_report", "passed": False}
@@ -231,6 +252,31 @@ def main(argv: list[str] | None = None) -> int:
         log(f"top-1 {acc['top1']:.2%} on {acc['n_images']} labelled images ({acc['source']})")
     log(f"{'PASS' if report['passed'] else 'FAIL'}: report written to {report_path}")
     return code
+
+
+def calibrate_main(args) -> int:
+    """--calibrate: write the samples file, or exit with the kit's code and one line (no file written)."""
+    import kit_calibrate
+
+    if args.out is None:
+        log("error: --calibrate needs --out SAMPLES")
+        return kit_calibrate.EXIT_USAGE
+    if args.out.exists() and not args.out.is_file():
+        log(f"error: --out {args.out} exists and is not a regular file")
+        return EXIT_INVALID
+    try:
+        plan, _ = load_bundle(args.bundle.resolve())
+        samples = kit_calibrate.samples_file(args.bundle.resolve(), plan, args)
+        write_report(args.out, samples)
+    except KitError as exc:
+        log(f"error: {exc}")
+        return exc.code
+    except OSError as exc:
+        log(f"error: cannot write {args.out}: {exc}")
+        return EXIT_INVALID
+    log(f"wrote {len(samples['samples'])} calibration samples to {args.out}; on the build machine: "
+        f"wave-deploy calibrate --profile {plan['profile']} --from-device {args.out.name}")  # fmt: skip
+    return EXIT_OK
 
 
 if __name__ == "__main__":

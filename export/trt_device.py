@@ -37,9 +37,9 @@ def find_trtexec(explicit: str | None) -> str | None:
     return None
 
 
-def _run(cmd: list[str], cwd: Path, what: str) -> str:
+def _run(cmd: list[str], cwd: Path, what: str, log_dir: Path | None = None) -> str:
     proc = subprocess.run(cmd, check=False, cwd=cwd, capture_output=True, text=True)
-    (cwd / f"trtexec_{what}.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
+    (log_dir or cwd).joinpath(f"trtexec_{what}.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
         raise KitError(
@@ -225,3 +225,114 @@ def run_tensorrt(bundle: Path, plan: dict, refs: dict, args) -> dict:
     )  # fmt: skip
     result["bench"] = {"command": cmd, "warmup_ms": bench["warmup_ms"]}
     return result
+
+
+# --- calibration: the bundle's design, one engine per model, trtexec timing per batch -----------------
+
+_SHAPE_FLAGS = ("--onnx=", "--saveEngine=", "--minShapes=", "--optShapes=", "--maxShapes=", "--shapes=")
+
+
+def _shape(input_name: str, batch: int, sample_shape: list) -> str:
+    return f"{input_name}:{'x'.join(str(d) for d in [batch, *sample_shape])}"
+
+
+def design_build_command(trtexec: str, build_line: list, graph: str, engine: str, input_name: str,
+                         sample_shape: list, batches: list, opt_batch: int) -> list:  # fmt: skip
+    """The plan's build line (precision flags, TF32, workspace, timing cache, no inference) for one design
+    graph: its ONNX file and engine, shapes from the smallest to the largest design batch, optimized for the
+    deployed engine's batch (clamped into that range)."""
+    low, high = min(batches), max(batches)
+    keep = [a for a in build_line[1:] if not a.startswith(_SHAPE_FLAGS)]
+    return [trtexec, f"--onnx={graph}", f"--saveEngine={engine}",
+            f"--minShapes={_shape(input_name, low, sample_shape)}",
+            f"--optShapes={_shape(input_name, min(max(opt_batch, low), high), sample_shape)}",
+            f"--maxShapes={_shape(input_name, high, sample_shape)}", *keep]  # fmt: skip
+
+
+def design_time_command(trtexec: str, engine: str, input_name: str, sample_shape: list, batch: int,
+                        bench: dict, iterations: int, times_file: str) -> list:  # fmt: skip
+    """trtexec timing one design engine at ``batch`` with the plan's bench settings."""
+    cmd = [trtexec, f"--loadEngine={engine}", f"--shapes={_shape(input_name, batch, sample_shape)}",
+           f"--iterations={iterations}", f"--warmUp={bench['warmup_ms']}", "--duration=0",
+           f"--avgRuns={bench['avg_runs']}", f"--exportTimes={times_file}"]  # fmt: skip
+    return (
+        cmd
+        + ["--useSpinWait"] * bool(bench["use_spin_wait"])
+        + ["--noDataTransfers"] * bool(bench["no_data_transfers"])
+    )
+
+
+BUILD_S = 30.0  # an assumed engine build of a design model on a Jetson Orin (seconds); the pace corrects it
+RUN_S = 2.0  # an assumed trtexec start, engine load and exit (seconds), plus its warm-up
+
+
+def calibration_seconds(bench: dict) -> tuple[float, float]:
+    """Assumed seconds per engine build and per timing run (the up-front estimate of a TensorRT calibration)."""
+    return BUILD_S, RUN_S + bench["warmup_ms"] / 1000
+
+
+def calibrate(bundle: Path, plan: dict, design, points: list, args) -> tuple[dict, list]:
+    """Build each design model's engine with trtexec, time every (model, batch) in shuffled passes, keep each
+    point's best pass: (runtime and settings records, samples)."""
+    import random
+    import shutil as _shutil
+    import tempfile
+
+    import kit_calibrate
+    import kit_design
+    from kit_common import log
+
+    find_gpu()
+    trtexec = find_trtexec(args.trtexec)
+    if not trtexec:
+        raise KitError(
+            "calibrating with TensorRT needs trtexec (JetPack: " + JETPACK_TRTEXEC + ")", EXIT_MISSING
+        )
+    bp, index = plan["build_plan"], design.index
+    timing = index["timing"]["quick" if args.quick else "full"]
+    passes, bench = timing["passes"], bp["bench"]
+    compute_only = bool(bench["no_data_transfers"])
+    models: dict = {}
+    for model, batch in points:
+        models.setdefault(model["name"], [model]).append(batch)
+    build_s, run_s = calibration_seconds(bench)
+    total_s = len(models) * build_s + passes * len(points) * run_s
+    log(f"calibrate: {len(points)} measurements of {len(models)} models with TensorRT: {len(models)} engine "
+        f"builds and {passes * len(points)} trtexec timing runs; estimated {kit_design.clock_text(total_s)} "
+        f"(assuming {build_s:g} s per build and {run_s:g} s per run: corrected as it goes); a progress line every "
+        f"{kit_calibrate.PROGRESS_EVERY_S:g} s")  # fmt: skip
+    pace = kit_calibrate.Pace(total_s)
+    workdir = Path(tempfile.mkdtemp(prefix="wave-deploy-calibrate-", dir=args.workdir))
+    found, best, done = {}, {}, 0
+    try:
+        for i, (name, (model, *batches)) in enumerate(models.items(), start=1):
+            graph = design.materialize(model, workdir)
+            cmd = design_build_command(trtexec, plan["trtexec_build"], graph.name, f"{name}.engine",
+                                       bp["input_name"], plan["sample_shape"], batches, bp["opt_shape"][0])  # fmt: skip
+            found = {**_parse_device(_run(cmd, workdir, "calibration_build", bundle)), **found}
+            (workdir / model["data"]).unlink()
+            pace.step(build_s, i, len(models), "engines built")
+        rng = random.Random(0)
+        for n_pass in range(passes):
+            order = list(points)
+            rng.shuffle(order)
+            for model, batch in order:
+                cmd = design_time_command(trtexec, f"{model['name']}.engine", bp["input_name"],
+                                          plan["sample_shape"], batch, bench, timing["iterations"], "times.json")  # fmt: skip
+                _run(cmd, workdir, "calibration_time", bundle)
+                ms = compute_times_ms(workdir / "times.json", compute_only=compute_only)
+                if not ms:
+                    raise KitError("trtexec wrote no per-iteration times", EXIT_STAGE)
+                st = latency_stats(ms, batch=batch, warmup=0, timed="", runtime="", hardware="", threads=None)
+                kit_calibrate.keep_best(best, (model["name"], batch), st)
+                done += 1
+                pace.step(run_s, done, passes * len(points), f"pass {n_pass + 1}/{passes}")
+    finally:
+        _shutil.rmtree(workdir, ignore_errors=True)
+    version = found.get("tensorrt_version", "?")
+    runtime = {"name": "tensorrt", "version": version, "detail": f"tensorrt {version} [{bp['precision']}]",
+               "precision": bp["precision"], "threads": None, "clock": "gpu" if compute_only else "wall"}  # fmt: skip
+    settings = {"passes": passes, "quick": bool(args.quick), "warmup": 0, "iterations": timing["iterations"],
+                "min_duration_s": 0.0}  # fmt: skip
+    samples = [kit_calibrate.sample_record(m, b, best[(m["name"], b)]) for m, b in points]
+    return {"runtime": runtime, "settings": settings}, samples

@@ -20,6 +20,7 @@ from wave_deploy._kit.kit_accuracy import normalize_uint8
 
 from wave_deploy.bench.stats import LATENCY_KEYS
 from wave_deploy.cli.main import cli
+from wave_deploy.exporters.bundle import KIT_FILES
 from wave_deploy.exporters.quantize import ort_logits
 from wave_deploy.fileio import sha256_file
 from wave_deploy.training.folding import save_folded
@@ -83,16 +84,16 @@ def run_kit(bundle: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_kit_sources_import_only_the_standard_library_numpy_and_runtimes():
-    allowed = set(sys.stdlib_module_names) | {
-        "numpy",
-        "onnxruntime",
-        "tensorrt",
+    siblings = {
         "kit_common",
         "kit_stats",
         "kit_accuracy",
         "kit_memory",
         "trt_device",
+        "kit_calibrate",
+        "kit_design",
     }
+    allowed = set(sys.stdlib_module_names) | {"numpy", "onnxruntime", "tensorrt"} | siblings
     for path in KIT_DIR.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
@@ -135,8 +136,10 @@ def test_bundle_holds_model_plan_references_kit_and_the_exact_trtexec_line(jetso
     assert plan["reference_batches"] == [1, 8]
     with np.load(bundle / "reference.npz") as refs:
         assert refs["inputs_b8"].shape == (8, 1, 28, 28) and refs["outputs_b8"].shape == (8, 10)
-    for name in ("run_on_device.py", "kit_common.py", "kit_stats.py", "trt_device.py"):
+    for name in KIT_FILES:
         assert (bundle / name).read_bytes() == (KIT_DIR / name).read_bytes()
+    design = plan["calibration"]
+    assert design["sha256"] == sha256_file(bundle / "calibration.zip") and design["variant"] == "fp32"
     readme = (bundle / "README.md").read_text()
     assert "python3 run_on_device.py" in readme and shlex.join(plan["trtexec_bench"]) in readme
     assert plan["trtexec_build"][:2] == ["trtexec", "--onnx=model.onnx"]
@@ -408,3 +411,155 @@ def _checkpoint_path(tmp_path: Path) -> Path:
     path = tmp_path / "folded.safetensors"
     save_folded(path, trained_state(), SPEC)
     return path
+
+
+# --- calibration on the device (run_on_device.py --calibrate) --------------------------------------------
+
+
+def test_onnxruntime_kit_calibrates_and_its_samples_fit_the_calibration_plan_uses(x86_export, tmp_path):
+    from wave_deploy._kit.kit_design import Design
+
+    from wave_deploy.planning.device_samples import read_samples
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(x86_export[0] / "bundle", bundle)
+    samples = tmp_path / "samples.json"
+    args = ["--calibrate", "--quick", "--threads", "1", "--clock", "thread", "--out", str(samples)]
+    proc = run_kit(bundle, *args)
+    assert proc.returncode == 0, proc.stderr
+    design = Design(bundle / "calibration.zip")
+    quick = design.index["quick"]
+    lines = proc.stderr.splitlines()
+    assert (
+        lines[0].startswith(f"[run_on_device] calibrate: {len(quick)} measurements of")
+        and "estimated" in lines[0]
+    )
+    assert f"calibrate: {len(quick)}/{len(quick)} (pass 1/1)" in proc.stderr
+    parsed, _ = read_samples(samples)
+    assert [[s.depth, s.embed_dim, s.batch] for s in parsed.samples] == quick
+    assert parsed.geometry.head_dim == SPEC.head_dim and parsed.geometry.img_size == SPEC.img_size
+    assert (parsed.runtime.threads, parsed.runtime.clock, parsed.settings.quick) == (1, "thread", True)
+    assert not list(bundle.glob("*.data"))  # the weights written for timing are gone
+    cal = tmp_path / "cal.json"
+    fitted = CliRunner().invoke(
+        cli, ["calibrate", "--profile", "x86-cpu", "--from-device", str(samples), "--out", str(cal), "--json"]
+    )
+    assert fitted.exit_code == 0, fitted.output
+    summary = json.loads(fitted.stdout)
+    assert summary["source"]["kind"] == "device" and summary["machine"] == parsed.machine.model_dump()
+    spec = f"depth=1,embed_dim={SPEC.embed_dim},num_heads={SPEC.num_heads}"
+    plan = CliRunner().invoke(cli, ["plan", "--profile", "x86-cpu", "--calibration", str(cal), "--spec", spec,
+                                    "--json"])  # fmt: skip
+    assert plan.exit_code == 0, plan.output
+    assert json.loads(plan.stdout)["latency"]["source"] == f"calibrated:{cal}"
+
+
+def test_kit_calibration_refuses_bad_usage_and_a_changed_design_without_writing(
+    x86_export, jetson_export, tmp_path
+):
+    x86, jetson = tmp_path / "x86", tmp_path / "jetson"
+    shutil.copytree(x86_export[0] / "bundle", x86)
+    shutil.copytree(jetson_export[0] / "bundle", jetson)
+    out = tmp_path / "samples.json"
+    assert run_kit(x86, "--calibrate").returncode == 2  # no --out
+    assert run_kit(x86, "--out", str(out)).returncode == 2  # --out without --calibrate
+    wrong = run_kit(jetson, "--calibrate", "--runtime", "onnxruntime", "--out", str(out))
+    assert wrong.returncode == 2 and "timed with tensorrt" in wrong.stderr
+    thread = run_kit(x86, "--calibrate", "--clock", "thread", "--threads", "2", "--out", str(out))
+    assert thread.returncode == 2 and "--threads 1" in thread.stderr
+    assert run_kit(x86, "--calibrate", "--out", str(tmp_path)).returncode == 3  # a directory
+    with open(x86 / "calibration.zip", "ab") as fh:
+        fh.write(b"\0")
+    changed = run_kit(x86, "--calibrate", "--quick", "--out", str(out))
+    assert changed.returncode == 3 and "calibration.zip: sha256 does not match" in changed.stderr
+    assert not out.exists() and "Traceback" not in changed.stderr
+
+
+def _kit(name: str):
+    """A kit module imported from export/ as the bundle runs it (its siblings by their plain names)."""
+    if str(KIT_DIR) not in sys.path:
+        sys.path.insert(0, str(KIT_DIR))
+    return importlib.import_module(name)
+
+
+FAKE_TRTEXEC = """#!{python}
+import json, pathlib, sys
+args = dict(a.split("=", 1) if "=" in a else (a, "") for a in sys.argv[1:])
+with open({log!r}, "a") as fh:
+    fh.write(json.dumps(sys.argv[1:]) + "\\n")
+print("[I] TensorRT version: 10.3.0")
+print("[I] Selected Device: Fake Orin")
+if "--saveEngine" in args:
+    graph = pathlib.Path(args["--onnx"])
+    assert graph.is_file() and graph.with_suffix(".data").is_file(), "graph and weights must be written first"
+    pathlib.Path(args["--saveEngine"]).write_text(graph.stem)
+if "--loadEngine" in args:  # vit_d<width>_l<depth>_...: 0.01 ms per block and 32 channels, per image
+    name = pathlib.Path(args["--loadEngine"]).read_text()
+    width, depth = int(name.split("_d")[1].split("_")[0]), int(name.split("_l")[1].split("_")[0])
+    batch = int(args["--shapes"].split(":")[1].split("x")[0])
+    ms = 0.01 * depth * width / 32 * batch
+    times = [{{"computeMs": ms * (1 + 0.01 * (i % 3)), "latencyMs": 2 * ms}} for i in range(int(args["--iterations"]))]
+    pathlib.Path(args["--exportTimes"]).write_text(json.dumps(times))
+"""
+
+
+def test_tensorrt_kit_calibration_builds_one_engine_per_model_and_times_every_point(
+    jetson_export, tmp_path, monkeypatch, capsys
+):
+    import argparse
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(jetson_export[0] / "bundle", bundle)
+    fake, calls = tmp_path / "trtexec", tmp_path / "calls.jsonl"
+    fake.write_text(FAKE_TRTEXEC.format(python=sys.executable, log=str(calls)))
+    fake.chmod(0o755)
+    trt_device, kit_calibrate = _kit("trt_device"), _kit("kit_calibrate")
+    monkeypatch.setattr(trt_device, "find_gpu", lambda: "/dev/fake-gpu")
+    plan = json.loads((bundle / "plan.json").read_text())
+    args = argparse.Namespace(runtime="auto", quick=True, trtexec=str(fake), workdir=tmp_path, threads=None,
+                              provider=None, clock="wall")  # fmt: skip
+    content = kit_calibrate.samples_file(bundle, plan, args)
+    err = capsys.readouterr().err
+    assert "engine builds and" in err and "estimated" in err and "(pass 1/1)" in err
+    runtime = content["runtime"]
+    assert (runtime["name"], runtime["version"], runtime["threads"], runtime["clock"]) == (
+        "tensorrt",
+        "10.3.0",
+        None,
+        "gpu",
+    )
+    for s in content["samples"]:  # each point: the median of what trtexec reported for its engine and batch
+        assert s["p50_ms"] == pytest.approx(0.01 * s["depth"] * s["embed_dim"] / 32 * s["batch"] * 1.01)
+    argv = [json.loads(line) for line in calls.read_text().splitlines()]
+    builds, timings = (
+        [a for a in argv if any(x.startswith("--saveEngine=") for x in a)],
+        [a for a in argv if any(x.startswith("--loadEngine=") for x in a)],
+    )
+    assert len(builds) == len({(s["depth"], s["embed_dim"]) for s in content["samples"]})
+    assert len(timings) == len(content["samples"])  # quick: one pass
+    assert all("--fp16" in a and "--skipInference" in a and "--noDataTransfers" not in a for a in builds)
+    assert all("--noDataTransfers" in a and "--useSpinWait" in a for a in timings)
+    (tmp_path / "samples.json").write_text(json.dumps(content))
+    fitted = CliRunner().invoke(cli, ["calibrate", "--profile", "jetson", "--from-device", str(tmp_path / "samples.json"),
+                                      "--out", str(tmp_path / "cal.json")])  # fmt: skip
+    assert fitted.exit_code == 0, fitted.output
+
+
+def test_trtexec_command_lines_for_a_design_model_keep_the_plans_build_flags():
+    trt_device = _kit("trt_device")
+    build_line = ["trtexec", "--onnx=model.onnx", "--saveEngine=model.engine", "--minShapes=input:1x3x8x8",
+                  "--optShapes=input:1x3x8x8", "--maxShapes=input:8x3x8x8", "--fp16", "--memPoolSize=workspace:512M",
+                  "--timingCacheFile=timing.cache", "--skipInference"]  # fmt: skip
+    cmd = trt_device.design_build_command(
+        "/t/trtexec", build_line, "g.onnx", "g.engine", "input", [3, 8, 8], [1, 2], 1
+    )
+    assert cmd == ["/t/trtexec", "--onnx=g.onnx", "--saveEngine=g.engine", "--minShapes=input:1x3x8x8",
+                   "--optShapes=input:1x3x8x8", "--maxShapes=input:2x3x8x8", "--fp16", "--memPoolSize=workspace:512M",
+                   "--timingCacheFile=timing.cache", "--skipInference"]  # fmt: skip
+    assert "--optShapes=input:2x3x8x8" in trt_device.design_build_command(
+        "t", build_line, "g", "e", "input", [3, 8, 8], [1, 2], 8
+    )
+    bench = {"warmup_ms": 500, "avg_runs": 10, "use_spin_wait": False, "no_data_transfers": True}
+    assert trt_device.design_time_command("t", "g.engine", "input", [3, 8, 8], 2, bench, 30, "times.json") == [
+        "t", "--loadEngine=g.engine", "--shapes=input:2x3x8x8", "--iterations=30", "--warmUp=500", "--duration=0",
+        "--avgRuns=10", "--exportTimes=times.json", "--noDataTransfers"]  # fmt: skip

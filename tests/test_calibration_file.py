@@ -46,3 +46,23 @@ def test_invalid_content_is_invalid_input_naming_the_field_and_writes_nothing(tm
     path.write_text(json.dumps(data))
     with pytest.raises(InvalidInputError, match=f"invalid calibration file {path}: field '{field}"):
         read_calibration_file(path)
+
+
+def test_a_version_2_file_still_reads_and_flags_no_head_size_it_never_recorded(tmp_path):
+    from wave_deploy.profiles import load_profile
+    from wave_deploy.spec import ViTSpec
+
+    data = _calibration_dict()
+    data.update(schema_version=2)
+    data.pop("source")
+    data["geometry"].pop("head_dim")
+    path = tmp_path / "v2.json"
+    path.write_text(json.dumps(data))
+    cal = load_calibration(path)
+    assert cal.file.source is None and cal.file.geometry.head_dim is None
+    spec = ViTSpec(depth=1, embed_dim=32, num_heads=2, patch_size=4)  # 16-wide heads
+    assert cal.predict(spec, 1, profile=load_profile("x86-cpu")).notes == ()
+    v3 = _calibration_dict()
+    path.write_text(json.dumps(v3))
+    notes = load_calibration(path).predict(spec, 1, profile=load_profile("x86-cpu")).notes
+    assert notes == ("extrapolated: head_dim 16 (calibrated 32)",)

@@ -43,7 +43,8 @@ def test_calibrate_cli_measures_the_given_geometry_and_records_it_and_its_range(
     ]
     result = CliRunner().invoke(cli, [*args, "--json"])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
+    assert "estimated" in result.stderr and "calibrate: measure 8/8" not in result.stdout
     cal = read_calibration_file(out)
     assert (cal.geometry.img_size, cal.geometry.patch_size, cal.geometry.in_chans) == (8, 4, 1)
     assert cal.geometry.mlp_ratio == _bank_space().mlp_ratio
@@ -127,20 +128,3 @@ def test_design_at_many_tokens_times_small_batches_and_covers_the_range():
     assert {s.img_size for s, _ in grid} == {224} and {s.in_chans for s, _ in grid} == {3}
     assert min(s.embed_dim for s, _ in grid) == 32 and max(s.embed_dim for s, _ in grid) == 384
     assert {s.depth for s, _ in grid} == {1, 2, 4, 8, 12}
-
-
-@pytest.mark.parametrize("method, op", [("static", "QuantizeLinear"), ("dynamic", "MatMulInteger")])
-def test_calibration_times_int8_the_way_the_profile_deploys_it(tmp_path, method, op):
-    import onnx
-
-    from wave_deploy.planning.calibrate import _prepare
-    from wave_deploy.profiles import apply_overrides, load_profile
-    from wave_deploy.spec import ViTSpec
-    from wave_deploy.target import Target
-
-    profile = apply_overrides(
-        load_profile("x86-cpu"), ["runtime.precision=int8", f"runtime.int8_method={method}"]
-    )
-    spec = ViTSpec(depth=1, embed_dim=32, num_heads=1, img_size=28, patch_size=7, in_chans=1, num_classes=10)
-    path = _prepare(spec, "onnxruntime", Target.of(profile).deployed, 2, tmp_path)
-    assert op in {n.op_type for n in onnx.load(str(path)).graph.node}

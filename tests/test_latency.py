@@ -181,8 +181,9 @@ def _calibration_dict(profile_name="x86-cpu") -> dict:
         "iterations": 100,
     }
     return {
-        "schema_version": 2,
+        "schema_version": 3,
         "profile": profile_name,
+        "source": {"kind": "local", "samples_file": None, "samples_sha256": None},
         "runtime": {
             "name": "onnxruntime",
             "version": "1.0",
@@ -198,7 +199,14 @@ def _calibration_dict(profile_name="x86-cpu") -> dict:
             "python": "3.11",
             "date": "2025-01-01",
         },
-        "geometry": {"img_size": 28, "patch_size": 4, "in_chans": 1, "num_classes": 10, "mlp_ratio": 4.0},
+        "geometry": {
+            "img_size": 28,
+            "patch_size": 4,
+            "in_chans": 1,
+            "num_classes": 10,
+            "mlp_ratio": 4.0,
+            "head_dim": 32,
+        },
         "covered": {
             "depth": {"lo": 1, "hi": 1},
             "embed_dim": {"lo": 32, "hi": 32},
@@ -259,6 +267,10 @@ def _broken(mutate):
         "{not json",
         "[]",
         _broken(lambda d: d.update(schema_version=1)),
+        _broken(lambda d: d.pop("source")),  # required from version 3
+        _broken(lambda d: d["geometry"].pop("head_dim")),
+        _broken(lambda d: d["runtime"].update(threads=None)),  # null only for TensorRT
+        _broken(lambda d: d["runtime"].update(name="tensorrt")),  # ... and then it must be null
         _broken(lambda d: d.pop("covered")),
         _broken(lambda d: d["covered"]["depth"].update(hi=4)),
         _broken(lambda d: d["covered"]["batch"].update(lo=2, hi=1)),

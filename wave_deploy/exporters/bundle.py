@@ -8,14 +8,19 @@ bundle/
   reference.npz         seeded inputs and fp32 PyTorch outputs per batch (inputs_b{B}, outputs_b{B})
   validation.npz        labelled validation images (images, labels), stratified by class, uint8 with the
                         normalisation in plan.json (bundle_validation.py), when the build had labelled data
+  calibration.zip       the latency calibration design at the model's geometry and deployed precision: one
+                        ONNX graph per design model without its weights (the kit writes them from seeded
+                        random values) and index.json (wave_deploy.planning.design_graphs); plan.json's
+                        ``calibration`` records its sha256
   run_on_device.py      the kit (copied from the installed package wave_deploy._kit)
-  kit_common.py, kit_stats.py, kit_accuracy.py, kit_memory.py, trt_device.py
+  kit_common.py, kit_stats.py, kit_accuracy.py, kit_memory.py, trt_device.py, kit_calibrate.py, kit_design.py
   README.md             the one command to run (and the exact trtexec line for TensorRT)
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import shlex
 from importlib import resources
@@ -30,14 +35,17 @@ from wave_deploy.exporters.bundle_validation import validation_input, write_vali
 from wave_deploy.exporters.onnx import TOLERANCES, onnx_io
 from wave_deploy.exporters.tensorrt import BuildPlan, trtexec_command
 from wave_deploy.fileio import sha256_file, write_bytes, write_json, write_text
+from wave_deploy.planning.design_graphs import bundle_design
 from wave_deploy.profiles import DeviceProfile
+from wave_deploy.spec import ViTSpec
 from wave_deploy.target import VARIANT_FILES, Target
 
 log = logging.getLogger(__name__)
 
 BUNDLE_SCHEMA_VERSION = 1
 KIT_FILES = ("run_on_device.py", "kit_common.py", "kit_stats.py", "trt_device.py", "kit_accuracy.py",
-             "kit_memory.py")  # fmt: skip
+             "kit_memory.py", "kit_calibrate.py", "kit_design.py")  # fmt: skip
+DESIGN_FILE = "calibration.zip"
 
 
 def kit_source(name: str) -> bytes:
@@ -65,6 +73,17 @@ def _readme(
         "device_report.json. Exit codes: 0 ok, 3 invalid bundle (or a model file that does not match its",
         "sha256), 4 missing runtime or GPU, 6 build failed, 7 parity or accuracy gate failed.",
         "`python3 run_on_device.py --runtime onnxruntime` checks the bundle with ONNX Runtime on any machine.",
+        "",
+        "To calibrate the latency model on this device (it prints its time estimate first):",
+        "",
+        "```sh",
+        "python3 run_on_device.py --calibrate --out samples.json",
+        "```",
+        "",
+        (
+            f"then, on the build machine: `wave-deploy calibrate --profile {profile.name} --from-device "
+            "samples.json --out CAL.json` and `wave-deploy plan --calibration CAL.json`."
+        ),
         "",
     ]
     if plan is not None:
@@ -139,6 +158,7 @@ def write_bundle(
     write_bytes(out_dir / "reference.npz", buffer.getvalue())
 
     subset = write_validation(out_dir, validation, models, profile.runtime.max_accuracy_drop_points)
+    design = _write_design(out_dir, onnx_path, profile)
 
     build_line = bench_line = None
     if plan is not None:
@@ -163,6 +183,7 @@ def write_bundle(
         "trtexec_build": build_line,
         "trtexec_bench": bench_line,
         "validation": subset,
+        "calibration": design,
     }
     write_json(out_dir / "plan.json", manifest)
     for name in KIT_FILES:
@@ -171,6 +192,20 @@ def write_bundle(
     line = shlex.join(bench_line) if bench_line else None
     write_text(out_dir / "README.md", _readme(profile, plan, line, tolerances))
     return out_dir
+
+
+def _write_design(out_dir: Path, onnx_path: Path, profile: DeviceProfile) -> dict:
+    """calibration.zip for the model's geometry (its spec, exporter and opset, read from the ONNX file)."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    meta = {p.key: p.value for p in model.metadata_props}
+    if "wave_deploy.spec" not in meta:
+        raise InvalidInputError(f"{onnx_path} was not exported by wave-deploy (no wave_deploy.spec metadata)")
+    spec = ViTSpec.from_dict(json.loads(meta["wave_deploy.spec"]))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 18)
+    exporter = meta.get("wave_deploy.exporter", "dynamo")
+    return bundle_design(out_dir / DESIGN_FILE, spec, profile, exporter=exporter, opset=opset)
 
 
 class OnnxRuntimeKitExporter:

@@ -1,16 +1,19 @@
 """Making a calibration: measure a designed sample of ViT shapes with the local runtime, fit, write the file.
 
-`wave-deploy calibrate` runs ``calibrate``. The design (``design_samples``) is whole models over a grid of
-depth x width x batch; each model is a randomly initialized timm VisionTransformer, exported to ONNX exactly as
-deployment exports it (or run in PyTorch eager). ``measure`` times every point in several shuffled passes and
-keeps the best pass's statistics; ``wave_deploy.planning.latency.fit_latency`` fits the calibrated model to the
-medians; the file (a ``calibration_file.CalibrationFile``) records the runtime, the machine and every sample
-(docs/latency.md).
+`wave-deploy calibrate` runs ``prepare`` (design, memory check, up-front time estimate) and then ``run``. The
+design (``design_samples``) is whole models over a grid of depth x width x batch at one geometry (image size,
+patch, channels, head size, MLP ratio). ONNX Runtime times each model as deployment exports it: the
+project's exporter and the profile's deployed variant, built by ``design_graphs`` (one export per width,
+its block replicated per depth, weights written from seeded random values by the kit's ``kit_design``, the
+same code the on-device kit runs); ``--runtime torch`` runs timm models eagerly. ``measure`` times every
+point in several shuffled passes and keeps the best pass's statistics; ``latency.fit_latency`` fits the
+calibrated model to the medians; the file (``calibration_file.CalibrationFile``) records the runtime, the
+machine and every sample (docs/latency.md). Samples measured on a device by the kit are fitted by
+``device_samples``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import logging
 import platform
@@ -18,11 +21,23 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from wave_deploy.bench.runners import OrtRunner, TorchRunner, available_threads, seeded_inputs
 from wave_deploy.bench.stats import TIMED_HOST_TO_HOST, LatencyStats, cpu_description, summarize, time_calls
-from wave_deploy.errors import InvalidInputError, UsageError
+from wave_deploy.errors import UsageError
+from wave_deploy.planning import calibration_cost as cost
+from wave_deploy.planning.calibration_design import (  # noqa: F401  (the design's names, importable from here)
+    LARGE_TOKENS,
+    MIN_POINTS,
+    TIMING,
+    calibration_space,
+    default_batches,
+    design_axes,
+    design_samples,
+)
 from wave_deploy.planning.calibration_file import (
     CALIBRATION_SCHEMA_VERSION,
     FEATURES,
@@ -37,102 +52,29 @@ from wave_deploy.target import FP32, Target, Variant
 log = logging.getLogger(__name__)
 
 
-def _spread(values: list[int], k: int) -> list[int]:
-    """k values spread evenly over ``values`` by index, ends included."""
-    if len(values) <= k:
-        return list(values)
-    return sorted({values[round(i * (len(values) - 1) / (k - 1))] for i in range(k)})
+@dataclass(frozen=True)
+class Progress:
+    """One step of a calibration, for progress lines: ``done`` of ``total`` steps, and the estimated seconds of
+    the work done and in all (so a caller can correct the up-front estimate as it goes)."""
+
+    phase: str  # "export" or "measure"
+    done: int
+    total: int
+    work_done_s: float
+    work_total_s: float
+    detail: str
 
 
-# Above this many tokens per image (class token included) the default design times batches 1 and 2 only: at
-# 224 px / patch 16 (197 tokens) a DeiT-Small-sized model at batch 8 takes over a second per run on one core.
-LARGE_TOKENS = 65
+def _materialize(graph, seed: int, directory: Path) -> Path:
+    path = directory / f"{graph.spec.name}.onnx"
+    path.write_bytes(graph.graph)
+    cost.kit_design().write_data(directory / f"{graph.spec.name}.data", graph.tensors, graph.data_bytes, seed)
+    return path
 
 
-def default_batches(space, batch_max: int, *, quick: bool = False, latency_batch: int = 1) -> list[int]:
-    """Batches the design times: 1, 2, 4, 8 (quick: 1, 4), or 1, 2 (quick: 1) at more than LARGE_TOKENS
-    tokens per image; plus the profile's budget batch; all capped at ``batch_max``."""
-    tokens = (space.img_size // space.patch_size) ** 2 + 1
-    base: tuple[int, ...]
-    if tokens > LARGE_TOKENS:
-        base = (1,) if quick else (1, 2)
-    else:
-        base = (1, 4) if quick else (1, 2, 4, 8)
-    return sorted({b for b in (*base, latency_batch) if b <= batch_max} or {1})
-
-
-def design_samples(
-    space, batch_max: int, *, quick: bool = False, batches: list[int] | None = None
-) -> list[tuple[ViTSpec, int]]:
-    """The (spec, batch) grid calibration measures at ``space``'s geometry: widths spread over the space
-    (ends included; 6, quick 3), depths 1, 2, 4, 8, 12 and the space's maximum (quick: 1 and 4), batches
-    ``batches`` (default: 1, 2, 4, 8 up to ``batch_max``; quick: 1, 4)."""
-    widths = _spread(space.widths(), 3 if quick else 6)
-    depths = (
-        [1, min(4, space.max_depth)]
-        if quick
-        else sorted({1, 2, 4, 8, 12, space.max_depth} & set(range(1, space.max_depth + 1)))
-    )
-    if batches is None:
-        batches = [b for b in ((1, 4) if quick else (1, 2, 4, 8)) if b <= batch_max] or [1]
-    return [
-        (space.spec(depth, width), batch)
-        for width in widths
-        for depth in sorted(set(depths))
-        for batch in batches
-    ]
-
-
-def calibration_space(
-    space, *, img_size=None, patch_size=None, in_chans=None, max_depth=None, max_width=None
-):
-    """``space`` (a bank's SearchSpace) at another geometry or size range: what ``calibrate`` measures when
-    given --img-size/--patch-size/--in-chans/--max-depth/--max-embed-dim. Bad values raise InvalidInputError."""
-    changes = {
-        k: v
-        for k, v in (
-            ("img_size", img_size),
-            ("patch_size", patch_size),
-            ("in_chans", in_chans),
-            ("max_depth", max_depth),
-            ("max_embed_dim", max_width),
-        )
-        if v is not None
-    }
-    if "img_size" in changes or "patch_size" in changes:
-        changes["img_sizes"] = ()
-    new = dataclasses.replace(space, **changes)
-    if new.img_size % new.patch_size:
-        raise InvalidInputError(
-            f"image size {new.img_size} is not a multiple of the patch size {new.patch_size}"
-        )
-    return new
-
-
-def _prepare(spec: ViTSpec, runtime: str, variant: Variant, batch_max: int, workdir: Path) -> Path | None:
-    """Export a randomly initialized timm model once (ONNX Runtime); torch models are rebuilt per pass.
-    The model is timed as the target deploys it: ``variant`` is its ``Target.deployed``."""
-    if runtime != "onnxruntime":
-        return None
-    import torch
-    from timm.models.vision_transformer import VisionTransformer
-
-    from wave_deploy.exporters.onnx import export_onnx
-    from wave_deploy.exporters.quantize import make_variant
-
-    torch.manual_seed(0)
-    path = workdir / f"{spec.name}.onnx"
-    export_onnx(VisionTransformer(**spec.timm_kwargs()).eval(), spec, path, batch_max=max(2, batch_max))
-    if variant.precision == "fp32":
-        return path
-    out = workdir / f"{spec.name}.{variant.precision}.onnx"
-    make_variant(variant, path, out)
-    return out
-
-
-def _open_runner(spec: ViTSpec, onnx_path: Path | None, threads: int):
-    if onnx_path is not None:
-        return OrtRunner(onnx_path, threads=threads)
+def _open_runner(spec: ViTSpec, graph, seed: int, threads: int, directory: Path):
+    if graph is not None:
+        return OrtRunner(_materialize(graph, seed, directory), threads=threads)
     import torch
     from timm.models.vision_transformer import VisionTransformer
 
@@ -151,75 +93,91 @@ def measure(
     passes: int = 3,
     quick: bool = False,
     seed: int = 0,
-    onnx_files: dict[ViTSpec, Path] | None = None,
+    exporter: str = "dynamo",
+    graphs: dict | None = None,
+    point_s: dict | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
 ) -> tuple[list[dict], str]:
-    """Time (spec, batch) points with the local runtime: ``passes`` passes over all points in a shuffled order
+    """Time (spec, batch) points with the local runtime: ``passes`` passes over all models in a shuffled order
     (a fresh session per model and pass); each point keeps the pass with the lowest median, so a burst of load
     from other processes during one pass does not bias it. Returns sample dicts and the runtime description.
-    ``onnx_files``: ONNX files already made for some specs (ONNX Runtime only); the rest are exported here.
-    """
+    ONNX Runtime times ``design_graphs`` (made here unless ``graphs`` has them); ``point_s`` (estimated
+    seconds per point) weighs the progress reports."""
+    from wave_deploy.planning.design_graphs import design_graphs
+
     by_model: dict[ViTSpec, list[int]] = {}
     for spec, batch in points:
         by_model.setdefault(spec, []).append(batch)
     clock_fn = time.thread_time_ns if clock == "thread" else time.perf_counter_ns
+    timing = TIMING["quick" if quick else "full"]
+    weight = point_s or {p: 1.0 for p in points}
+    work_total, work_done = sum(weight[p] for p in points), 0.0  # each point's weight covers all passes
     best: dict[tuple[ViTSpec, int], LatencyStats] = {}
     detail, rng = "", random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="wave-deploy-measure-") as tmp:
-        given = onnx_files or {}
-        files = {
-            s: given.get(s) or _prepare(s, runtime, variant, max(b), Path(tmp)) for s, b in by_model.items()
-        }
-        for _ in range(passes):
+        if runtime == "onnxruntime" and graphs is None:
+            batch_max = max(b for _, b in points)
+
+            def exported(done: int, total: int) -> None:
+                if on_progress:
+                    on_progress(Progress("export", done, total, 0.0, work_total, "widths exported"))
+
+            graphs = design_graphs(list(by_model), variant, workdir=Path(tmp), exporter=exporter,
+                                   batch_max=batch_max, on_width=exported)  # fmt: skip
+        seeds = {s: i for i, s in enumerate(graphs or by_model)}
+        for n_pass in range(passes):
             order = list(by_model)
             rng.shuffle(order)
-            for spec in order:
-                runner = _open_runner(spec, files[spec], threads)
+            for i, spec in enumerate(order):
+                graph = graphs[spec] if graphs is not None else None
+                runner = _open_runner(spec, graph, seeds[spec], threads, Path(tmp))
                 detail = runner.runtime
                 for batch in by_model[spec]:
                     call = runner.timed_call(seeded_inputs(runner.sample_shape, batch), TIMED_HOST_TO_HOST)
-                    samples = time_calls(
-                        call,
-                        warmup=3 if quick else 10,
-                        iterations=10 if quick else 30,
-                        min_duration_s=0.05 if quick else 0.3,
-                        clock=clock_fn,
-                    )
-                    st = summarize(
-                        samples,
-                        batch=batch,
-                        warmup=0,
-                        timed=TIMED_HOST_TO_HOST,
-                        runtime=runner.runtime,
-                        hardware=runner.hardware,
-                        threads=runner.threads,
-                    )
+                    samples = time_calls(call, warmup=timing["warmup"], iterations=timing["iterations"],
+                                         min_duration_s=timing["min_duration_s"], clock=clock_fn)  # fmt: skip
+                    st = summarize(samples, batch=batch, warmup=0, timed=TIMED_HOST_TO_HOST,
+                                   runtime=runner.runtime, hardware=runner.hardware, threads=runner.threads)  # fmt: skip
                     if (spec, batch) not in best or st.p50_ms < best[(spec, batch)].p50_ms:
                         best[(spec, batch)] = st
-                    log.debug("measured %s batch %d: p50 %.3f ms", spec.name, batch, st.p50_ms)
+                    work_done += weight[(spec, batch)] / passes
                 del runner
-    out = []
-    for spec, batch in points:
-        st = best[(spec, batch)]
-        out.append(
-            {
-                "depth": spec.depth,
-                "embed_dim": spec.embed_dim,
-                "num_heads": spec.num_heads,
-                "batch": batch,
-                "p50_ms": st.p50_ms,
-                "p90_ms": st.p90_ms,
-                "p95_ms": st.p95_ms,
-                "p99_ms": st.p99_ms,
-                "mean_ms": st.mean_ms,
-                "iterations": st.iterations,
-            }
-        )
-    return out, detail
+                for leftover in Path(tmp).glob(f"{spec.name}.*"):
+                    leftover.unlink()
+                if on_progress:
+                    on_progress(Progress("measure", n_pass * len(order) + i + 1, passes * len(order),
+                                         work_done, work_total, f"pass {n_pass + 1}/{passes}"))  # fmt: skip
+    return [_sample(spec, batch, best[(spec, batch)]) for spec, batch in points], detail
+
+
+def _sample(spec: ViTSpec, batch: int, st: LatencyStats) -> dict:
+    return {
+        "depth": spec.depth,
+        "embed_dim": spec.embed_dim,
+        "num_heads": spec.num_heads,
+        "batch": batch,
+        "p50_ms": st.p50_ms,
+        "p90_ms": st.p90_ms,
+        "p95_ms": st.p95_ms,
+        "p99_ms": st.p99_ms,
+        "mean_ms": st.mean_ms,
+        "iterations": st.iterations,
+    }
 
 
 def default_calibration_path(profile: DeviceProfile) -> Path:
-    base = Path(profile.source_file).parent if profile.source_file else Path.cwd()
-    return base / f"{profile.name}.calibration.json"
+    """``./<profile>.calibration.json`` in the working directory: never inside the installed package."""
+    return Path.cwd() / f"{profile.name}.calibration.json"
+
+
+def this_machine() -> dict:
+    return {
+        "cpu": cpu_description(),
+        "logical_cores": available_threads(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def calibration_data(
@@ -228,15 +186,16 @@ def calibration_data(
     *,
     runtime: str,
     detail: str,
-    threads: int,
+    threads: int | None,
     clock: str,
     space,
+    machine: dict | None = None,
+    source: dict | None = None,
 ) -> CalibrationFile:
-    """Fit the calibrated model to measured ``samples`` (of ``space``'s geometry): the file's content."""
+    """Fit the calibrated model to measured ``samples`` (of ``space``'s geometry): the file's content.
+    ``machine`` and ``source`` default to this machine and a local measurement."""
     target = Target.of(profile)  # torch calibrations time the fp32 model
-    w_prec, a_prec = (
-        (target.weight_dtype, target.activation_dtype) if runtime == "onnxruntime" else ("fp32",) * 2
-    )
+    w_prec, a_prec = (target.weight_dtype, target.activation_dtype) if runtime != "torch" else ("fp32",) * 2
     rows = [
         (space.spec(s["depth"], s["embed_dim"], s["num_heads"]), s["batch"], s["p50_ms"]) for s in samples
     ]
@@ -245,27 +204,23 @@ def calibration_data(
         p: max(1.0, statistics.median(s[f"{p}_ms"] / s["p50_ms"] for s in samples))
         for p in ("p90", "p95", "p99")
     }
+    geometry = {
+        k: getattr(space, k) for k in ("img_size", "patch_size", "in_chans", "num_classes", "mlp_ratio")
+    }
     content = {
         "schema_version": CALIBRATION_SCHEMA_VERSION,
         "profile": profile.name,
+        "source": source or {"kind": "local", "samples_file": None, "samples_sha256": None},
         "runtime": {
             "name": runtime,
-            "version": detail.split()[1] if detail else "",
+            "version": detail.split()[1] if len(detail.split()) > 1 else "",
             "detail": detail,
             "precision": w_prec,
             "threads": threads,
             "clock": clock,
         },
-        "machine": {
-            "cpu": cpu_description(),
-            "logical_cores": available_threads(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        },
-        "geometry": {
-            k: getattr(space, k) for k in ("img_size", "patch_size", "in_chans", "num_classes", "mlp_ratio")
-        },
+        "machine": machine or this_machine(),
+        "geometry": {**geometry, "head_dim": space.head_dim},
         "covered": {
             key: {"lo": min(s[key] for s in samples), "hi": max(s[key] for s in samples)}
             for key in ("depth", "embed_dim", "batch")
@@ -302,23 +257,42 @@ def write_calibration(content: CalibrationFile, path: str | Path) -> Calibration
     return load_calibration(path)
 
 
-def calibrate(
+@dataclass(frozen=True)
+class Job:
+    """A calibration ready to run: what will be measured, how, and what it is estimated to cost."""
+
+    profile: DeviceProfile
+    space: object
+    runtime: str
+    variant: Variant
+    threads: int
+    clock: str
+    passes: int
+    quick: bool
+    exporter: str
+    points: list
+    estimate: cost.Estimate
+
+    @property
+    def models(self) -> int:
+        return len({s for s, _ in self.points})
+
+
+def prepare(
     profile: DeviceProfile,
     *,
     runtime: str = "onnxruntime",
-    out: str | Path | None = None,
     space=None,
     quick: bool = False,
     threads: int | None = None,
     clock: str = "wall",
-    passes: int = 3,
-) -> Calibration:
-    """Measure ``design_samples`` with the local runtime, fit the calibrated model, write the file.
-
-    ``threads``: intra-op threads (default: the profile's, capped at this machine's cores). ``clock``:
-    'wall' (default) or 'thread' (per-thread CPU time: equals wall time for a single-threaded runtime on an
-    idle core, and is immune to other processes preempting it on a shared machine).
-    """
+    passes: int | None = None,
+    exporter: str = "dynamo",
+    gflops: float | None = None,
+) -> Job:
+    """Check the settings, make the design, bound its memory (InvalidInputError before anything is allocated)
+    and estimate its time. ``threads``: intra-op threads (default: the profile's, capped at this machine's
+    cores). ``clock``: 'wall' or 'thread' (one thread's CPU time: immune to other processes preempting it)."""
     if runtime not in ("onnxruntime", "torch"):
         raise UsageError(f"calibration runtime must be 'onnxruntime' or 'torch', got {runtime!r}")
     if clock not in ("wall", "thread"):
@@ -331,27 +305,37 @@ def calibrate(
     target = Target.of(profile)
     variant = target.deployed if runtime == "onnxruntime" else FP32
     if variant.precision != target.precision:
-        log.warning("torch calibration measures fp32; the profile deploys %s", target.precision)
-    batches = default_batches(
-        space, profile.runtime.batch_max, quick=quick, latency_batch=profile.budgets.latency_batch
-    )
-    grid = design_samples(space, profile.runtime.batch_max, quick=quick, batches=batches)
+        log.warning(
+            "this calibration measures %s; the profile deploys %s", variant.precision, target.precision
+        )
+    batches = default_batches(space, profile.runtime.batch_max, latency_batch=profile.budgets.latency_batch)
+    points = design_samples(space, profile.runtime.batch_max, quick=quick, batches=batches)
+    w_prec, a_prec = (target.weight_dtype, target.activation_dtype) if runtime != "torch" else ("fp32",) * 2
+    memory = cost.check_memory(points, weight_prec=w_prec, act_prec=a_prec, runtime=runtime, exports=True)
+    passes = passes or TIMING["quick" if quick else "full"]["passes"]
+    timing = TIMING["quick" if quick else "full"]
+    estimate = cost.estimate(
+        points, timing, passes, gflops=gflops or cost.probe_gflops(threads),
+        widths=len({s.embed_dim for s, _ in points}), exporter=exporter if runtime == "onnxruntime" else None,
+        variant_made=variant.precision != "fp32", memory_mib=memory, weight_prec=w_prec,
+    )  # fmt: skip
+    return Job(profile, space, runtime, variant, threads, clock, passes, quick, exporter, points, estimate)
+
+
+def run(job: Job, out: str | Path | None = None, on_progress=None) -> Calibration:
+    """Measure the job's design, fit, write the file (default ``default_calibration_path``)."""
     samples, detail = measure(
-        grid,
-        runtime=runtime,
-        variant=variant,
-        threads=threads,
-        clock=clock,
-        passes=1 if quick else passes,
-        quick=quick,
-    )
-    data = calibration_data(
-        profile,
-        samples,
-        runtime=runtime,
-        detail=detail,
-        threads=threads,
-        clock=clock,
-        space=space,
-    )
-    return write_calibration(data, Path(out) if out else default_calibration_path(profile))
+        job.points, runtime=job.runtime, variant=job.variant, threads=job.threads, clock=job.clock,
+        passes=job.passes, quick=job.quick, exporter=job.exporter, point_s=job.estimate.point_s,
+        on_progress=on_progress,
+    )  # fmt: skip
+    data = calibration_data(job.profile, samples, runtime=job.runtime, detail=detail, threads=job.threads,
+                            clock=job.clock, space=job.space)  # fmt: skip
+    return write_calibration(data, Path(out) if out else default_calibration_path(job.profile))
+
+
+def calibrate(
+    profile: DeviceProfile, *, out: str | Path | None = None, on_progress=None, **settings
+) -> Calibration:
+    """``prepare`` then ``run``: measure the design with the local runtime, fit, write the file."""
+    return run(prepare(profile, **settings), out, on_progress)

@@ -18,7 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import write_json
 
-CALIBRATION_SCHEMA_VERSION = 2  # 2: adds ``covered`` (the measured depth, width and batch ranges)
+# 2: adds ``covered`` (the measured depth, width and batch ranges). 3: adds ``source`` (measured here or on a
+# device by the kit) and ``geometry.head_dim``; TensorRT runtimes (threads null, clock "gpu"). 2 is still read.
+CALIBRATION_SCHEMA_VERSION = 3
 
 # The calibrated latency model's features, in the order of its coefficients (wave_deploy.planning.latency.features).
 FEATURES = (
@@ -61,6 +63,7 @@ class Geometry(_Strict):
     in_chans: int = Field(ge=1)
     num_classes: int = Field(ge=1)
     mlp_ratio: float = Field(gt=0)
+    head_dim: int | None = Field(default=None, ge=1)  # channels per attention head (None: a version-2 file)
 
 
 class Span(_Strict):
@@ -83,12 +86,27 @@ class Covered(_Strict):
 
 
 class RuntimeInfo(_Strict):
-    name: Literal["onnxruntime", "torch"]
+    name: Literal["onnxruntime", "torch", "tensorrt"]
     version: str
     detail: str  # what executed, e.g. "onnxruntime 1.32.0 [CPUExecutionProvider]"
     precision: Precision
-    threads: int = Field(ge=1)
-    clock: Literal["wall", "thread"]
+    threads: int | None = Field(ge=1)  # intra-op threads; null for TensorRT
+    clock: Literal["wall", "thread", "gpu"]  # gpu: TensorRT's per-iteration GPU compute time (trtexec)
+
+    @model_validator(mode="after")
+    def _threads(self) -> RuntimeInfo:
+        if (self.threads is None) != (self.name == "tensorrt"):
+            raise ValueError("threads is null exactly for TensorRT")
+        return self
+
+
+class Source(_Strict):
+    """Where the samples were measured: here by `calibrate` ("local"), or on a device by the bundle's kit
+    (`run_on_device.py --calibrate`, fitted by `calibrate --from-device`; with the samples file's sha256)."""
+
+    kind: Literal["local", "device"]
+    samples_file: str | None
+    samples_sha256: str | None
 
 
 class Machine(_Strict):
@@ -133,8 +151,9 @@ class Fit(_Strict):
 class CalibrationFile(_Strict):
     """A calibration file: the runtime and machine measured, the fitted latency model and every sample."""
 
-    schema_version: Literal[2]
+    schema_version: Literal[2, 3]
     profile: str
+    source: Source | None = None  # required from version 3
     runtime: RuntimeInfo
     machine: Machine
     geometry: Geometry
@@ -145,6 +164,8 @@ class CalibrationFile(_Strict):
 
     @model_validator(mode="after")
     def _samples_inside_covered(self) -> CalibrationFile:
+        if self.schema_version >= 3 and (self.source is None or self.geometry.head_dim is None):
+            raise ValueError("a version-3 file records its source and geometry.head_dim")
         for key in ("depth", "embed_dim", "batch"):
             span: Span = getattr(self.covered, key)
             values = [getattr(s, key) for s in self.samples]

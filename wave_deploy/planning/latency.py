@@ -247,7 +247,8 @@ class Calibration:
 
     def _range_notes(self, spec: ViTSpec, batch: int) -> tuple[str, ...]:
         """Why a prediction is outside what was measured: another geometry (image size, patch, channels, MLP
-        ratio; the head's class count is not flagged), or depth, width or batch beyond the covered range."""
+        ratio, head size; the head's class count is not flagged), or depth, width or batch beyond the covered
+        range."""
         notes = []
         geometry = self.file.geometry
         differs = [
@@ -255,6 +256,8 @@ class Calibration:
             for k in RANGE_GEOMETRY
             if getattr(spec, k) != getattr(geometry, k)
         ]
+        if geometry.head_dim is not None and spec.head_dim != geometry.head_dim:  # version-2 files: unknown
+            differs.append(f"head_dim {spec.head_dim} (calibrated {geometry.head_dim})")
         if differs:
             notes.append("extrapolated: " + ", ".join(differs))
         covered = self.file.covered

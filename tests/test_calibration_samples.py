@@ -1,0 +1,184 @@
+"""`calibrate --from-device SAMPLES`: a device's samples file is read strictly and fitted into the profile's
+calibration; anything malformed, or measured for another profile, precision or geometry, is exit 3 with
+one line and no file written."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from wave_deploy.cli.main import cli
+from wave_deploy.fileio import sha256_file
+from wave_deploy.planning.calibration_file import read_calibration_file
+
+
+def samples_dict(profile="x86-cpu", runtime="onnxruntime", precision="fp32") -> dict:
+    """12 samples at 28 px, patch 7 (the shipped bank's), heads of 32: latencies linear in work, with a spread above the median."""
+    rows = []
+    for depth in (1, 2, 4):
+        for width in (32, 64):
+            for batch in (1, 4):
+                p50 = 0.05 + 0.002 * depth * batch * (width / 32) ** 2
+                rows.append({"depth": depth, "embed_dim": width, "num_heads": width // 32, "batch": batch,
+                             "p50_ms": p50, "p90_ms": 1.1 * p50, "p95_ms": 1.2 * p50, "p99_ms": 1.3 * p50,
+                             "mean_ms": 1.05 * p50, "iterations": 30})  # fmt: skip
+    return {
+        "schema_version": 1,
+        "kind": "calibration_samples",
+        "profile": profile,
+        "variant": precision,
+        "design_sha256": "0" * 64,
+        "runtime": {
+            "name": runtime,
+            "version": "1.0",
+            "detail": f"{runtime} 1.0 [device]",
+            "precision": precision,
+            "threads": None if runtime == "tensorrt" else 4,
+            "clock": "gpu" if runtime == "tensorrt" else "wall",
+        },
+        "machine": {
+            "cpu": "Cortex-A76 (4 logical cores)",
+            "logical_cores": 4,
+            "platform": "Linux-aarch64",
+            "python": "3.11.2",
+            "date": "2026-01-01T00:00:00+00:00",
+        },
+        "geometry": {
+            "img_size": 28,
+            "patch_size": 7,
+            "in_chans": 1,
+            "num_classes": 10,
+            "mlp_ratio": 4.0,
+            "head_dim": 32,
+        },
+        "settings": {"passes": 3, "quick": False, "warmup": 10, "iterations": 30, "min_duration_s": 0.3},
+        "samples": rows,
+    }
+
+
+def _fit(tmp_path, text: str, *extra: str, profile: str = "x86-cpu"):
+    samples = tmp_path / "samples.json"
+    samples.write_text(text)
+    out = tmp_path / "cal.json"
+    args = ["calibrate", "--profile", profile, "--from-device", str(samples), "--out", str(out), *extra]
+    return CliRunner().invoke(cli, args), out
+
+
+def test_device_samples_fit_into_a_calibration_that_records_the_device_and_plan_uses(tmp_path):
+    result, out = _fit(tmp_path, json.dumps(samples_dict()))
+    assert result.exit_code == 0, result.output
+    cal = read_calibration_file(out)
+    assert cal.source.kind == "device" and cal.source.samples_sha256 == sha256_file(tmp_path / "samples.json")
+    assert cal.machine.cpu == "Cortex-A76 (4 logical cores)" and cal.runtime.threads == 4
+    assert cal.runtime.detail == "onnxruntime 1.0 [device]" and cal.fit.n_samples == 12
+    assert cal.geometry.head_dim == 32 and cal.model.percentile_factors["p99"] == pytest.approx(1.3)
+    assert "measurements on the device" in result.output
+    plan = [
+        "plan",
+        "--profile",
+        "x86-cpu",
+        "--calibration",
+        str(out),
+        "--spec",
+        "depth=2,embed_dim=64",
+        "--json",
+    ]
+    shown = CliRunner().invoke(cli, plan)
+    assert shown.exit_code == 0, shown.output
+    data = json.loads(shown.stdout)
+    assert data["latency"]["source"] == f"calibrated:{out}" and data["latency_extrapolated"] is False
+    # the fit reproduces the samples it was given (linear in the features)
+    assert data["latency"]["latency_ms"] == pytest.approx(0.05 + 0.002 * 2 * 4, rel=0.05)
+
+
+def test_tensorrt_samples_fit_a_tensorrt_profile(tmp_path):
+    result, out = _fit(tmp_path, json.dumps(samples_dict("jetson-orin-nano-8gb", "tensorrt", "fp16")),
+                       profile="jetson")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    cal = read_calibration_file(out)
+    assert (cal.runtime.name, cal.runtime.threads, cal.runtime.clock) == ("tensorrt", None, "gpu")
+    assert cal.model.weight_precision == "fp16"
+
+
+def _mutated(edit) -> str:
+    data = samples_dict()
+    edit(data)
+    return json.dumps(data)
+
+
+BAD = {
+    "not-json": ("{", "invalid samples file"),
+    "nan-token": (
+        re.sub(r'"p50_ms": [0-9.e-]+', '"p50_ms": NaN', json.dumps(samples_dict()), count=1),
+        "NaN",
+    ),
+    "infinity-token": (
+        re.sub(r'"mean_ms": [0-9.e-]+', '"mean_ms": -Infinity', json.dumps(samples_dict()), count=1),
+        "Infinity",
+    ),
+    "duplicate-key": (json.dumps(samples_dict())[:-1] + ', "profile": "x86-cpu"}', "duplicate key 'profile'"),
+    "bool-latency": (_mutated(lambda d: d["samples"][0].update(p99_ms=True)), "samples.0.p99_ms"),
+    "bool-batch": (_mutated(lambda d: d["samples"][0].update(batch=True)), "samples.0.batch"),
+    "negative": (_mutated(lambda d: d["samples"][1].update(p50_ms=-1.0)), "samples.1.p50_ms"),
+    "zero": (_mutated(lambda d: d["samples"][1].update(mean_ms=0)), "samples.1.mean_ms"),
+    "out-of-order": (_mutated(lambda d: d["samples"][2].update(p50_ms=5.0)), "percentiles out of order"),
+    "heads": (_mutated(lambda d: d["samples"][2].update(num_heads=3)), "is not its width"),
+    "twice": (_mutated(lambda d: d["samples"].append(copy.deepcopy(d["samples"][0]))), "appears twice"),
+    "unknown-field": (_mutated(lambda d: d.update(extra=1)), "extra"),
+    "missing-field": (_mutated(lambda d: d.pop("machine")), "machine"),
+    "wrong-kind": (_mutated(lambda d: d.update(kind="device_report")), "kind"),
+    "no-samples": (_mutated(lambda d: d.update(samples=[])), "samples"),
+    "too-few": (_mutated(lambda d: d.update(samples=d["samples"][:4])), "at least 8 measurements"),
+    "top-level-list": ("[]", "(top level)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_a_malformed_samples_file_is_exit_3_with_one_line_and_no_calibration(tmp_path, case):
+    text, words = BAD[case]
+    result, out = _fit(tmp_path, text)
+    assert result.exit_code == 3, result.output
+    assert words in result.output and "Traceback" not in result.output and not out.exists()
+    assert len(result.output.strip().splitlines()) <= 2  # the error and, at most, its hint
+
+
+@pytest.mark.parametrize(
+    "data, extra, profile, words",
+    [
+        (samples_dict("raspberry-pi-5"), [], "x86-cpu", "measured for profile 'raspberry-pi-5'"),
+        (samples_dict(precision="int8"), [], "x86-cpu", "they time int8 models; 'x86-cpu' deploys fp32"),
+        (samples_dict(runtime="tensorrt"), [], "x86-cpu", "measured with tensorrt"),
+        (
+            samples_dict(),
+            ["--img-size", "224", "--patch-size", "16"],
+            "x86-cpu",
+            "img_size is 28, not the 224",
+        ),
+        (samples_dict(), ["--head-dim", "64"], "x86-cpu", "head_dim is 32, not the 64"),
+        (samples_dict(), ["--mlp-ratio", "2"], "x86-cpu", "mlp_ratio is 4, not the 2"),
+    ],
+)
+def test_samples_of_another_profile_precision_or_geometry_are_refused(tmp_path, data, extra, profile, words):
+    result, out = _fit(tmp_path, json.dumps(data), *extra, profile=profile)
+    assert result.exit_code == 3 and words in result.output and not out.exists(), result.output
+
+
+def test_the_bank_given_with_samples_must_match_their_geometry(tmp_path):
+    from wave_deploy.wave.bank_file import default_bank_path
+
+    data = samples_dict()
+    data["geometry"]["patch_size"] = 4
+    result, out = _fit(tmp_path, json.dumps(data), "--templates", str(default_bank_path()))
+    assert result.exit_code == 3 and "patch_size is 4, not the 7" in result.output and not out.exists()
+
+
+@pytest.mark.parametrize(
+    "option", [["--quick"], ["--threads", "1"], ["--runtime", "torch"], ["--max-depth", "2"]]
+)
+def test_measuring_options_do_not_go_with_from_device(tmp_path, option):
+    result, out = _fit(tmp_path, json.dumps(samples_dict()), *option)
+    assert result.exit_code == 2 and "do not apply" in result.output and not out.exists()

@@ -1,0 +1,165 @@
+"""What a calibration will cost before it starts: memory (checked, exit 3 when the machine lacks it) and time.
+
+``check_memory`` bounds the design by a memory estimate before anything is allocated: the largest design
+model's runtime memory (the memory model's ONNX Runtime factors, ``planning.memory.RUNTIME_FACTORS``) and the
+export of its depth-1 model, against the memory this machine has available. A geometry inside the CLI's
+ranges that needs more (e.g. 4096 px at patch 1: 16.8 M tokens, attention scores of petabytes) is one line
+and exit 3, not an exhausted machine.
+
+``estimate`` is the up-front time: a GEMM probe (one ONNX Runtime MatMul, about 0.2 s) gives this machine's
+speed, each point's latency is guessed from its FLOPs (``kit_design.estimate_latency_ms``, shared with the
+on-device kit) and priced with the design's timing settings; exporting costs EXPORT_S (a fixed part and a
+part per width: all widths are exported in one call).
+It is an estimate: the progress lines correct it as the measurements come in.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from wave_deploy.errors import InvalidInputError
+from wave_deploy.planning.memory import MIB, RUNTIME_FACTORS
+from wave_deploy.spec import ViTSpec, activation_bytes, flops, model_ops, weight_bytes
+
+OVERHEAD_MIB = 64.0  # Python, numpy and ONNX Runtime or torch, measured for ONNX Runtime (docs/latency.md)
+# (seconds per export call, seconds per width) of design_export on this project's 2-core machine, quiet
+EXPORT_S = {"dynamo": (4.0, 2.0), "legacy": (0.5, 0.3)}
+VARIANT_S = 1.0  # seconds to make an fp16 or int8 variant of one depth-1 model
+WRITE_MB_S = 300.0  # MB/s of random weights written (kit_design.write_data) and loaded into a session
+PROBE_SHAPE = (256, 512, 512)  # the probe's MatMul: (m, k) x (k, n)
+
+
+def kit_design():
+    """The kit's design module (numpy only), shared with the device: ``wave_deploy._kit.kit_design``."""
+    import importlib
+
+    return importlib.import_module("wave_deploy._kit.kit_design")
+
+
+def point_memory_mib(spec: ViTSpec, batch: int, weight_prec: str, act_prec: str, runtime: str) -> float:
+    """Resident memory while timing ``spec`` at ``batch``: the memory model's ONNX Runtime factors (torch eager
+    holds about as much), plus the fixed overhead."""
+    weight_factor, act_factor = RUNTIME_FACTORS["onnxruntime" if runtime != "tensorrt" else "tensorrt"]
+    weights = weight_bytes(spec, weight_prec) / MIB
+    return OVERHEAD_MIB + weight_factor * weights + act_factor * activation_bytes(spec, batch, act_prec) / MIB
+
+
+def export_memory_mib(spec: ViTSpec) -> float:
+    """Exporting and quantizing one depth-1 model: fp32 weights a few times over, and a forward pass at batch 8
+    (int8 calibration) keeping every intermediate tensor."""
+    one = spec.replace(depth=1)
+    return OVERHEAD_MIB + (4 * weight_bytes(one, "fp32") + 16 * activation_bytes(one, 8, "fp32")) / MIB
+
+
+def available_mib() -> float | None:
+    """Memory this machine can give a new allocation: MemAvailable on Linux, else physical memory."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / MIB
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(
+    points: list[tuple[ViTSpec, int]],
+    *,
+    weight_prec: str,
+    act_prec: str,
+    runtime: str,
+    exports: bool,
+    available: float | None = None,
+) -> float:
+    """The design's peak memory estimate (MiB); InvalidInputError (exit 3) when it exceeds ``available``
+    (default: this machine's). Nothing is allocated here."""
+    spec, batch = max(points, key=lambda p: point_memory_mib(p[0], p[1], weight_prec, act_prec, runtime))
+    need = point_memory_mib(spec, batch, weight_prec, act_prec, runtime)
+    if exports:
+        need = max(need, max(export_memory_mib(s) for s, _ in points))
+    available = available_mib() if available is None else available
+    if available is not None and need > available:
+        raise InvalidInputError(
+            f"the calibration design needs about {_size(need)} of memory (its largest model: depth "
+            f"{spec.depth}, width {spec.embed_dim}, batch {batch}, {spec.seq_len} tokens per image) but this "
+            f"machine has {_size(available)} available",
+            hint="lower --img-size, raise --patch-size, or lower --max-embed-dim / --max-depth",
+        )
+    return need
+
+
+def _size(mib: float) -> str:
+    return f"{mib / 1024:.3g} GiB" if mib >= 1024 else f"{mib:.0f} MiB"
+
+
+def probe_gflops(threads: int) -> float:
+    """This machine's GEMM speed in ONNX Runtime at ``threads`` intra-op threads (GFLOP/s, about 0.2 s)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from wave_deploy.planning.design_graphs import probe_graph
+
+    m, k, n = PROBE_SHAPE
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    session = ort.InferenceSession(probe_graph(m, k, n), options, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feed = {
+        "a": rng.standard_normal((m, k), dtype=np.float32),
+        "b": rng.standard_normal((k, n), dtype=np.float32),
+    }
+    session.run(None, feed)
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 0.2 or runs < 3:
+        session.run(None, feed)
+        runs += 1
+    return 2 * m * k * n * runs / (time.perf_counter() - start) / 1e9
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The up-front estimate: seconds to prepare (export) and to measure, and what it was based on."""
+
+    prepare_s: float
+    measure_s: float
+    gflops: float  # the probe's GEMM speed
+    memory_mib: float  # peak memory estimate
+    point_s: dict  # (spec, batch) -> estimated seconds over all passes
+
+    @property
+    def total_s(self) -> float:
+        return self.prepare_s + self.measure_s
+
+
+def estimate(
+    points: list[tuple[ViTSpec, int]],
+    timing: dict,
+    passes: int,
+    *,
+    gflops: float,
+    widths: int,
+    exporter: str | None,
+    variant_made: bool,
+    memory_mib: float,
+    weight_prec: str = "fp32",
+) -> Estimate:
+    """Seconds the design will take: ``widths`` exports (none when ``exporter`` is None), writing each
+    model's weights once per pass (WRITE_MB_S), and every point."""
+    kd = kit_design()
+    point_s = {}
+    for spec, batch in points:
+        kernels = sum(op.count for op in model_ops(spec, batch))
+        latency = kd.estimate_latency_ms(flops(spec, batch) / 1e9, kernels, gflops)
+        point_s[(spec, batch)] = kd.point_seconds(latency, timing, passes)
+    specs = {spec for spec, _ in points}
+    writes = passes * sum(weight_bytes(s, weight_prec) for s in specs) / 1e6 / WRITE_MB_S
+    fixed, per_width = EXPORT_S.get(exporter or "dynamo", EXPORT_S["dynamo"])
+    prepare = 0.0 if exporter is None else fixed + widths * (per_width + VARIANT_S * variant_made)
+    return Estimate(prepare, sum(point_s.values()) + writes, gflops, memory_mib, point_s)

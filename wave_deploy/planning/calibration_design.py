@@ -1,0 +1,150 @@
+"""The calibration design: which (spec, batch) points a calibration measures, at which geometry, and how
+each is timed (``TIMING``). ``calibrate`` measures it here; a bundle ships it for the on-device kit
+(``design_graphs.bundle_design``), so both measure the same points the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from fractions import Fraction
+from typing import Any
+
+from wave_deploy.errors import InvalidInputError
+from wave_deploy.planning.calibration_file import FEATURES
+from wave_deploy.spec import ViTSpec
+
+# Per point and pass: warm-up runs, then timed runs until both counts are reached. Shipped to the kit too.
+TIMING: dict[str, dict[str, Any]] = {
+    "full": {"warmup": 10, "iterations": 30, "min_duration_s": 0.3, "passes": 3},
+    "quick": {"warmup": 3, "iterations": 10, "min_duration_s": 0.05, "passes": 1},
+}
+MIN_POINTS = len(FEATURES)  # the fit needs at least one measurement per coefficient
+# Above this many tokens per image (class token included) the design times batches 1 and 2 only: at
+# 224 px / patch 16 (197 tokens) a DeiT-Small-sized model at batch 8 takes over a second per run on one core.
+LARGE_TOKENS = 65
+
+
+def _spread(values: list[int], k: int) -> list[int]:
+    """k values spread evenly over ``values`` by index, ends included."""
+    if len(values) <= k:
+        return list(values)
+    return sorted({values[round(i * (len(values) - 1) / (k - 1))] for i in range(k)})
+
+
+def default_batches(space, batch_max: int, *, quick: bool = False, latency_batch: int = 1) -> list[int]:
+    """Batches the design times: 1, 2, 4, 8 (quick: 1, 4), or 1, 2 (quick: 1) at more than LARGE_TOKENS
+    tokens per image; plus the profile's budget batch; all capped at ``batch_max``."""
+    tokens = (space.img_size // space.patch_size) ** 2 + 1
+    base: tuple[int, ...]
+    if tokens > LARGE_TOKENS:
+        base = (1,) if quick else (1, 2)
+    else:
+        base = (1, 4) if quick else (1, 2, 4, 8)
+    return sorted({b for b in (*base, latency_batch) if b <= batch_max} or {1})
+
+
+def _widen(axes: list[list[int]], pools: list[list[int]]) -> list[list[int]]:
+    """Add values from ``pools`` (depths, widths, batches; the farthest from those taken first) until the grid
+    has MIN_POINTS points or the pools are used up."""
+    axes = [sorted(a) for a in axes]
+    for i in range(3):
+        while len(axes[0]) * len(axes[1]) * len(axes[2]) < MIN_POINTS:
+            left = [v for v in pools[i] if v not in axes[i]]
+            if not left:
+                break
+            axes[i] = sorted([*axes[i], max(left, key=lambda v: min(abs(v - a) for a in axes[i]))])
+    return axes
+
+
+def design_axes(space, batch_max: int, *, quick: bool = False, batches: list[int] | None = None):
+    """(depths, widths, batches) of the design. Full: widths spread over the space (6, ends included), depths
+    1, 2, 4, 8, 12 and the maximum, ``batches`` (default 1, 2, 4, 8 up to ``batch_max``). Quick: a subset (3
+    widths, depths 1 and 4, batches 1 and 4 where the full design has them). Both are widened (more depths,
+    then widths, then batches) to at least MIN_POINTS points; InvalidInputError says what to pass when even
+    every size of the space is fewer."""
+    all_depths, all_widths = list(range(1, space.max_depth + 1)), space.widths()
+    batches = sorted(batches or [b for b in (1, 2, 4, 8) if b <= batch_max] or [1])
+    pools = [all_depths, all_widths, sorted({*batches, *(b for b in (1, 2, 4, 8, 16) if b <= batch_max)})]
+    depths = sorted({1, 2, 4, 8, 12, space.max_depth} & set(all_depths))
+    full = _widen([depths, _spread(all_widths, 6), batches], pools)
+    count = len(full[0]) * len(full[1]) * len(full[2])
+    if count < MIN_POINTS:
+        per_depth, per_width = len(all_widths) * len(pools[2]), len(all_depths) * len(pools[2])
+        raise InvalidInputError(
+            f"the fit needs at least {MIN_POINTS} measurements, but this geometry allows only {count} (depths "
+            f"1..{space.max_depth}, widths {all_widths[0]}..{all_widths[-1]}, batches {pools[2]})",
+            hint=f"pass --max-depth {-(-MIN_POINTS // per_depth)} or --max-embed-dim "
+            f"{space.width_step * -(-MIN_POINTS // per_width)} (or raise the profile's runtime.batch_max)",
+        )
+    if not quick:
+        return full
+    start = [
+        [d for d in full[0] if d in (1, 4)] or full[0][:1],
+        _spread(full[1], 3),
+        [b for b in full[2] if b in (1, 4)] or full[2][:1],
+    ]
+    return _widen(start, full)
+
+
+def design_samples(
+    space, batch_max: int, *, quick: bool = False, batches: list[int] | None = None
+) -> list[tuple[ViTSpec, int]]:
+    """The (spec, batch) grid calibration measures at ``space``'s geometry (``design_axes``); the quick design
+    is a subset of the full one, so a bundle that ships the full design serves both."""
+    depths, widths, batches = design_axes(space, batch_max, quick=quick, batches=batches)
+    return [(space.spec(d, w), b) for w in widths for d in depths for b in batches]
+
+
+def whole_mlp_step(head_dim: int, mlp_ratio: float) -> int:
+    """The smallest multiple of ``head_dim`` whose MLP width (x ``mlp_ratio``) is a whole number: every
+    multiple of it is then a valid timm width, and so is any model's own width."""
+    ratio = Fraction(mlp_ratio).limit_denominator(1 << 16)
+    return head_dim * (ratio.denominator // math.gcd(ratio.denominator, head_dim))
+
+
+def calibration_space(
+    space,
+    *,
+    img_size=None,
+    patch_size=None,
+    in_chans=None,
+    max_depth=None,
+    max_width=None,
+    head_dim=None,
+    mlp_ratio=None,
+):
+    """``space`` (a bank's SearchSpace) at another geometry, head size, MLP ratio or size range: what
+    ``calibrate`` measures when given --img-size/--patch-size/--in-chans/--head-dim/--mlp-ratio/--max-depth/
+    --max-embed-dim. With a head size or MLP ratio given, the width step is ``whole_mlp_step`` (the head
+    size, or its smallest multiple with a whole MLP width). Bad values raise InvalidInputError."""
+    changes = {
+        k: v
+        for k, v in (
+            ("img_size", img_size),
+            ("patch_size", patch_size),
+            ("in_chans", in_chans),
+            ("max_depth", max_depth),
+            ("max_embed_dim", max_width),
+            ("head_dim", head_dim),
+            ("mlp_ratio", None if mlp_ratio is None else float(mlp_ratio)),
+        )
+        if v is not None
+    }
+    if head_dim is not None or mlp_ratio is not None:
+        changes["w"] = whole_mlp_step(
+            changes.get("head_dim", space.head_dim), changes.get("mlp_ratio", space.mlp_ratio)
+        )
+    if "img_size" in changes or "patch_size" in changes:
+        changes["img_sizes"] = ()
+    new = dataclasses.replace(space, **changes)
+    if new.img_size % new.patch_size:
+        raise InvalidInputError(
+            f"image size {new.img_size} is not a multiple of the patch size {new.patch_size}"
+        )
+    for width in new.widths():  # timm needs an integer MLP width
+        if width * new.mlp_ratio != int(width * new.mlp_ratio):
+            raise InvalidInputError(
+                f"MLP ratio {new.mlp_ratio:g} gives a fractional MLP width at width {width}"
+            )
+    return new
