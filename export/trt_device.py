@@ -323,7 +323,15 @@ def calibrate(bundle: Path, plan: dict, design, points: list, args) -> tuple[dic
                 ms = compute_times_ms(workdir / "times.json", compute_only=compute_only)
                 if not ms:
                     raise KitError("trtexec wrote no per-iteration times", EXIT_STAGE)
-                st = latency_stats(ms, batch=batch, warmup=0, timed="", runtime="", hardware="", threads=None)
+                st = latency_stats(
+                    ms,
+                    batch=batch,
+                    warmup=0,
+                    timed="compute only" if compute_only else "host-to-host",
+                    runtime=f"tensorrt {found.get('tensorrt_version', '?')}",
+                    hardware="trtexec",
+                    threads=None,
+                )
                 kit_calibrate.keep_best(best, (model["name"], batch), st)
                 done += 1
                 pace.step(run_s, done, passes * len(points), f"pass {n_pass + 1}/{passes}")

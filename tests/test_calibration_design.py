@@ -4,7 +4,6 @@ bound checked before anything is allocated, and the time estimate's arithmetic."
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 
@@ -214,13 +213,12 @@ def test_calibrate_measures_the_head_size_and_mlp_ratio_asked_for(tmp_path):
     assert "calibrate: measure 4/4 (pass 1/1)" in result.stderr and json.loads(result.stdout)["path"] == str(
         out
     )
-    # an MLP ratio that would give fractional MLP widths at the head size: the width step grows to a whole one
+    # the widths a bank of that head size serves: multiples of the head size whose MLP width is one too
     space = cal.calibration_space(DEFAULT_SEARCH_SPACE, head_dim=16, mlp_ratio=1.3)
-    assert space.width_step == 80 and all(w * 1.3 == int(w * 1.3) for w in space.widths())
-    assert cal.calibration_space(DEFAULT_SEARCH_SPACE, head_dim=64).width_step == 64
-    odd = dataclasses.replace(DEFAULT_SEARCH_SPACE, mlp_ratio=1.3)  # a space whose own step gives 41.6
-    with pytest.raises(InvalidInputError, match="fractional MLP width at width 32"):
-        cal.calibration_space(odd, img_size=28)
+    assert space.widths() == [160, 320] and all((w * 1.3) % 16 == 0 for w in space.widths())
+    assert cal.calibration_space(DEFAULT_SEARCH_SPACE, head_dim=64).widths() == [64, 128, 192, 256, 320, 384]
+    with pytest.raises(InvalidInputError, match="no width up to 64 has an MLP width"):
+        cal.calibration_space(DEFAULT_SEARCH_SPACE, head_dim=16, mlp_ratio=1.3, max_width=64)
 
 
 def test_the_default_output_is_in_the_working_directory_not_the_package(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from test_latency import _calibration_dict, _write
 
 from wave_deploy.cli.main import cli
-from wave_deploy.errors import InvalidInputError
+from wave_deploy.errors import UsageError
 from wave_deploy.planning.calibrate import calibration_space, default_batches, design_samples
 from wave_deploy.planning.calibration_file import read_calibration_file
 from wave_deploy.planning.selection import DEFAULT_SEARCH_SPACE, SearchSpace
@@ -110,12 +110,12 @@ def test_calibration_space_takes_geometry_and_range_and_refuses_a_bad_patch():
     space = calibration_space(_bank_space(), img_size=224, patch_size=16, in_chans=3, max_depth=12)
     assert (space.img_size, space.patch_size, space.in_chans, space.max_depth) == (224, 16, 3, 12)
     assert space.max_embed_dim == _bank_space().max_embed_dim
-    with pytest.raises(InvalidInputError, match="not a multiple of the patch size 16"):
+    with pytest.raises(UsageError, match="not a multiple of the patch size 16"):  # the one image-size rule
         calibration_space(_bank_space(), img_size=100, patch_size=16)
     bad = CliRunner().invoke(
         cli, ["calibrate", "--profile", "x86-cpu", "--img-size", "30", "--patch-size", "4"]
     )
-    assert bad.exit_code == 3 and "not a multiple of the patch size 4" in bad.output
+    assert bad.exit_code == 2 and "not a multiple of the patch size 4" in bad.output
 
 
 def test_design_at_many_tokens_times_small_batches_and_covers_the_range():

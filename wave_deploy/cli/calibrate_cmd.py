@@ -8,6 +8,7 @@ import time
 import click
 
 from wave_deploy.cli.options import FiniteFloat, Threads, json_option
+from wave_deploy.spec import IMG_SIZE_MAX
 
 RUNTIMES = {"ort": "onnxruntime", "torch": "torch"}
 PROGRESS_EVERY_S = 10.0
@@ -47,7 +48,10 @@ MEASURING = ("runtime", "quick", "threads", "clock", "max_depth", "max_embed_dim
     "with wave-deploy).",
 )
 @click.option(
-    "--img-size", type=click.IntRange(1, 4096), default=None, help="Measure at this image size instead."
+    "--img-size",
+    type=click.IntRange(1, IMG_SIZE_MAX),
+    default=None,
+    help="Measure at this image size instead.",
 )
 @click.option(
     "--patch-size", type=click.IntRange(1, 4096), default=None, help="Measure at this patch size instead."

@@ -6,13 +6,11 @@ each is timed (``TIMING``). ``calibrate`` measures it here; a bundle ships it fo
 from __future__ import annotations
 
 import dataclasses
-import math
-from fractions import Fraction
 from typing import Any
 
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.planning.calibration_file import FEATURES
-from wave_deploy.spec import ViTSpec
+from wave_deploy.spec import ViTSpec, check_img_size
 
 # Per point and pass: warm-up runs, then timed runs until both counts are reached. Shipped to the kit too.
 TIMING: dict[str, dict[str, Any]] = {
@@ -96,13 +94,6 @@ def design_samples(
     return [(space.spec(d, w), b) for w in widths for d in depths for b in batches]
 
 
-def whole_mlp_step(head_dim: int, mlp_ratio: float) -> int:
-    """The smallest multiple of ``head_dim`` whose MLP width (x ``mlp_ratio``) is a whole number: every
-    multiple of it is then a valid timm width, and so is any model's own width."""
-    ratio = Fraction(mlp_ratio).limit_denominator(1 << 16)
-    return head_dim * (ratio.denominator // math.gcd(ratio.denominator, head_dim))
-
-
 def calibration_space(
     space,
     *,
@@ -116,8 +107,9 @@ def calibration_space(
 ):
     """``space`` (a bank's SearchSpace) at another geometry, head size, MLP ratio or size range: what
     ``calibrate`` measures when given --img-size/--patch-size/--in-chans/--head-dim/--mlp-ratio/--max-depth/
-    --max-embed-dim. With a head size or MLP ratio given, the width step is ``whole_mlp_step`` (the head
-    size, or its smallest multiple with a whole MLP width). Bad values raise InvalidInputError."""
+    --max-embed-dim. The widths are the ones a bank of that head size serves (``BankGeometry``'s one width
+    rule, with templates of the head size): multiples of the head size whose MLP width is one too. Bad values
+    raise InvalidInputError (an image size that is not a multiple of the patch: UsageError, the one rule)."""
     changes = {
         k: v
         for k, v in (
@@ -132,19 +124,14 @@ def calibration_space(
         if v is not None
     }
     if head_dim is not None or mlp_ratio is not None:
-        changes["w"] = whole_mlp_step(
-            changes.get("head_dim", space.head_dim), changes.get("mlp_ratio", space.mlp_ratio)
-        )
+        changes["w"] = changes.get("head_dim", space.head_dim)
     if "img_size" in changes or "patch_size" in changes:
         changes["img_sizes"] = ()
     new = dataclasses.replace(space, **changes)
-    if new.img_size % new.patch_size:
+    check_img_size(new.img_size, new.patch_size)
+    if not new.widths():
         raise InvalidInputError(
-            f"image size {new.img_size} is not a multiple of the patch size {new.patch_size}"
+            f"no width up to {new.max_embed_dim} has an MLP width (x {new.mlp_ratio:g}) that is a multiple of the "
+            f"head size {new.head_dim}; give another --mlp-ratio or --head-dim, or a larger --max-embed-dim"
         )
-    for width in new.widths():  # timm needs an integer MLP width
-        if width * new.mlp_ratio != int(width * new.mlp_ratio):
-            raise InvalidInputError(
-                f"MLP ratio {new.mlp_ratio:g} gives a fractional MLP width at width {width}"
-            )
     return new

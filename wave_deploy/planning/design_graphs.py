@@ -297,16 +297,15 @@ def write_design(
 def bundle_space(spec: ViTSpec):
     """The sizes a bundle's design covers at its model's geometry (image size, patch, channels, classes, head
     size, MLP ratio): depths up to 12, widths up to 384 (the shipped bank's range) stretched to include the
-    model itself, in steps of the head size (of the smallest multiple of it with a whole MLP width, which
-    the model's own width always is)."""
-    from wave_deploy.planning.calibration_design import whole_mlp_step
+    model itself: the multiples of the head size whose MLP width is a multiple of gcd(head size, the model's
+    MLP width), which the model's own width always is."""
     from wave_deploy.planning.selection import SearchSpace
 
-    step = whole_mlp_step(spec.head_dim, spec.mlp_ratio)
-    return SearchSpace(
+    head = spec.head_dim
+    return SearchSpace(  # templates of gcd(head, MLP width): the model's own width is one of the widths
         img_size=spec.img_size, patch_size=spec.patch_size, in_chans=spec.in_chans,
-        num_classes=spec.num_classes, mlp_ratio=spec.mlp_ratio, w=step, head_dim=spec.head_dim,
-        max_depth=max(12, spec.depth), max_embed_dim=max(384 // step * step, spec.embed_dim),
+        num_classes=spec.num_classes, mlp_ratio=spec.mlp_ratio, w=math.gcd(head, spec.mlp_hidden),
+        head_dim=head, max_depth=max(12, spec.depth), max_embed_dim=max(384 // head * head, spec.embed_dim),
     )  # fmt: skip
 
 
