@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from wave_deploy.planning.calibrate import measure
+from wave_deploy.calibration.calibrate import measure
 from wave_deploy.planning.latency import load_calibration
 from wave_deploy.profiles import load_profile
 from wave_deploy.spec import ViTSpec

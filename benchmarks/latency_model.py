@@ -1,8 +1,8 @@
 """How well do the latency and memory models predict ONNX Runtime on this machine?
 
 1. Draw held-out specs (depth 1-12, any width of the default search space, batch 1-8) that are not points of
-   the calibration design (``wave_deploy.planning.calibrate.design_samples``).
-2. Measure the design and the held-out points together (``wave_deploy.planning.calibrate.measure``: shuffled passes,
+   the calibration design (``wave_deploy.calibration.calibrate.design_samples``).
+2. Measure the design and the held-out points together (``wave_deploy.calibration.calibrate.measure``: shuffled passes,
    so both see the same machine conditions), calibrate the profile (default x86-cpu) from the design points
    only, and compare the held-out measurements with the calibrated and the analytic predictions: mean
    absolute percentage error (MAPE) and the share within +-10%. One more wall-clock pass over the held-out
@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from wave_deploy.planning.calibrate import calibration_data, design_samples, measure, write_calibration
+from wave_deploy.calibration.calibrate import calibration_data, design_samples, measure, write_calibration
 from wave_deploy.planning.latency import FEATURES, predict
 from wave_deploy.planning.memory import predict_memory
 from wave_deploy.planning.selection import DEFAULT_SEARCH_SPACE as SPACE

@@ -419,7 +419,7 @@ def _checkpoint_path(tmp_path: Path) -> Path:
 def test_onnxruntime_kit_calibrates_and_its_samples_fit_the_calibration_plan_uses(x86_export, tmp_path):
     from wave_deploy._kit.kit_design import Design
 
-    from wave_deploy.planning.device_samples import read_samples
+    from wave_deploy.calibration.device_samples import read_samples
 
     bundle = tmp_path / "bundle"
     shutil.copytree(x86_export[0] / "bundle", bundle)

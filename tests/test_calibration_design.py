@@ -12,11 +12,12 @@ import pytest
 from click.testing import CliRunner
 from wave_deploy._kit import kit_design
 
+from wave_deploy.calibration import calibrate as cal
+from wave_deploy.calibration import cost
+from wave_deploy.calibration import graphs as dg
+from wave_deploy.calibration.bundle import bundle_space
 from wave_deploy.cli.main import cli
 from wave_deploy.errors import InvalidInputError
-from wave_deploy.planning import calibrate as cal
-from wave_deploy.planning import calibration_cost as cost
-from wave_deploy.planning import design_graphs as dg
 from wave_deploy.planning.selection import DEFAULT_SEARCH_SPACE, SearchSpace
 from wave_deploy.spec import ViTSpec
 from wave_deploy.target import FP16, FP32, INT8_ORT_DYNAMIC, INT8_ORT_STATIC, INT8_TENSORRT
@@ -234,7 +235,7 @@ def test_the_default_output_is_in_the_working_directory_not_the_package(tmp_path
 )
 def test_a_bundles_design_covers_its_model_with_whole_mlp_widths(mlp_ratio, heads, head_dim):
     spec = ViTSpec(depth=14, embed_dim=heads * head_dim, num_heads=heads, mlp_ratio=mlp_ratio)
-    space = dg.bundle_space(spec)
+    space = bundle_space(spec)
     widths = space.widths()
     assert spec.embed_dim in widths and space.max_depth == 14 and space.head_dim == head_dim
     assert all(w * mlp_ratio == int(w * mlp_ratio) and w % head_dim == 0 for w in widths)

@@ -7,13 +7,13 @@ import json
 import pytest
 from test_latency import _calibration_dict
 
-from wave_deploy.errors import InvalidInputError
-from wave_deploy.planning.calibration_file import (
+from wave_deploy.calibration.file import (
     CALIBRATION_SCHEMA_VERSION,
     CalibrationFile,
     read_calibration_file,
     write_calibration_file,
 )
+from wave_deploy.errors import InvalidInputError
 from wave_deploy.planning.latency import load_calibration
 
 

@@ -10,10 +10,10 @@ from _report_data import make_report
 from click.testing import CliRunner
 from test_latency import _calibration_dict, _write
 
+from wave_deploy.calibration.calibrate import calibration_space, default_batches, design_samples
+from wave_deploy.calibration.file import read_calibration_file
 from wave_deploy.cli.main import cli
 from wave_deploy.errors import UsageError
-from wave_deploy.planning.calibrate import calibration_space, default_batches, design_samples
-from wave_deploy.planning.calibration_file import read_calibration_file
 from wave_deploy.planning.selection import DEFAULT_SEARCH_SPACE, SearchSpace
 from wave_deploy.reports import render_markdown
 from wave_deploy.reports.html import _index_device, index_html

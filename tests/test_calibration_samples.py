@@ -11,9 +11,9 @@ import re
 import pytest
 from click.testing import CliRunner
 
+from wave_deploy.calibration.file import read_calibration_file
 from wave_deploy.cli.main import cli
 from wave_deploy.fileio import sha256_file
-from wave_deploy.planning.calibration_file import read_calibration_file
 
 
 def samples_dict(profile="x86-cpu", runtime="onnxruntime", precision="fp32") -> dict:

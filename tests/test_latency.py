@@ -12,9 +12,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from wave_deploy.calibration import calibrate as calib
 from wave_deploy.cli.main import cli
 from wave_deploy.errors import InvalidInputError
-from wave_deploy.planning import calibrate as calib
 from wave_deploy.planning import latency as lat
 from wave_deploy.planning.memory import BUILD_WEIGHT_COPIES, MIB, RUNTIME_FACTORS, predict_memory
 from wave_deploy.planning.selection import SearchSpace

@@ -10,7 +10,7 @@ bundle/
                         normalisation in plan.json (bundle_validation.py), when the build had labelled data
   calibration.zip       the latency calibration design at the model's geometry and deployed precision: one
                         ONNX graph per design model without its weights (the kit writes them from seeded
-                        random values) and index.json (wave_deploy.planning.design_graphs); plan.json's
+                        random values) and index.json (wave_deploy.calibration.graphs); plan.json's
                         ``calibration`` records its sha256
   run_on_device.py      the kit (copied from the installed package wave_deploy._kit)
   kit_common.py, kit_stats.py, kit_accuracy.py, kit_memory.py, trt_device.py, kit_calibrate.py, kit_design.py
@@ -29,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from wave_deploy.calibration.bundle import bundle_design
 from wave_deploy.errors import InvalidInputError, UsageError
 from wave_deploy.exporters.base import ExportContext
 from wave_deploy.exporters.bundle_validation import validation_input, write_validation
 from wave_deploy.exporters.onnx import TOLERANCES, onnx_io
 from wave_deploy.exporters.tensorrt import BuildPlan, trtexec_command
 from wave_deploy.fileio import sha256_file, write_bytes, write_json, write_text
-from wave_deploy.planning.design_graphs import bundle_design
 from wave_deploy.profiles import DeviceProfile
 from wave_deploy.spec import ViTSpec
 from wave_deploy.target import VARIANT_FILES, Target

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from wave_deploy.calibration.file import FEATURES, CalibrationFile, read_calibration_file
 from wave_deploy.errors import InvalidInputError
-from wave_deploy.planning.calibration_file import FEATURES, CalibrationFile, read_calibration_file
 from wave_deploy.profiles import DeviceProfile
 from wave_deploy.spec import ViTSpec, model_ops, weight_bytes
 from wave_deploy.target import Target
@@ -208,7 +208,7 @@ def predict_with_fit(
 
 @dataclass(frozen=True)
 class Calibration:
-    """A validated calibration file (``file``, read by wave_deploy.planning.calibration_file) and the model it holds."""
+    """A validated calibration file (``file``, read by wave_deploy.calibration.file) and the model it holds."""
 
     path: str
     file: CalibrationFile

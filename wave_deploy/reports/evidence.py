@@ -55,8 +55,8 @@ def stated_latency_error(source: str) -> Error | None:
     fit error of a calibration file; None when that file can no longer be read."""
     if not source.startswith("calibrated:"):
         return ("factor", ANALYTIC_ERROR_FACTOR, f"a factor of {ANALYTIC_ERROR_FACTOR:g} (analytic model)")
+    from wave_deploy.calibration.file import read_calibration_file
     from wave_deploy.errors import InvalidInputError
-    from wave_deploy.planning.calibration_file import read_calibration_file
 
     try:
         worst = read_calibration_file(source.split(":", 1)[1]).fit.max_abs_pct

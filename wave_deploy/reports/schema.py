@@ -3,7 +3,7 @@
 Both are pydantic models: every writer builds the model (so a malformed report cannot be written) and every
 reader validates through it (so a hand-edited or foreign file is exit 3, naming the file and the field).
 docs/report-schema.md is generated from these models (``schema_markdown``; a test keeps the two in step).
-The latency calibration file has its own model beside its reader and writer (wave_deploy.planning.calibration_file).
+The latency calibration file has its own model beside its reader and writer (wave_deploy.calibration.file).
 
 A report whose build failed keeps the same kind and version: ``failure`` says at which stage and why, the
 verdict is "fail", and the sections the failed stage never produced are null.
@@ -23,8 +23,8 @@ from pydantic import (
 )
 
 from wave_deploy.bench.stats import Latency  # LatencyStats, the one definition (export/kit_stats.py)
+from wave_deploy.calibration.file import CalibrationFile
 from wave_deploy.errors import InvalidInputError
-from wave_deploy.planning.calibration_file import CalibrationFile
 
 SCHEMA_VERSION = 3  # report.json; 2: failure section, null sections, typed on read; 3: latency blocks nested
 DEVICE_REPORT_SCHEMA_VERSION = 1  # device_report.json (written by export/run_on_device.py on the device)
@@ -316,7 +316,7 @@ def schema_markdown() -> str:
         "# Schemas of report.json, device_report.json and the calibration file",
         "",
         "Generated from the pydantic models in `wave_deploy/reports/schema.py` and",
-        "`wave_deploy/planning/calibration_file.py` by `python -m wave_deploy.reports > docs/report-schema.md`",
+        "`wave_deploy/calibration/file.py` by `python -m wave_deploy.reports > docs/report-schema.md`",
         "(tests/test_report_schema.py fails when this file and the models differ). Every reader validates",
         "through the same models: a file that does not match is exit 3, naming the file and the first bad",
         "field. See docs/reports.md for what the figures mean.",

@@ -185,7 +185,7 @@ def space_of(samples: SamplesFile):
 
 def fit_samples(profile: DeviceProfile, path: str | Path, expected: dict | None = None):
     """The calibration file's content (a ``CalibrationFile``) fitted to a device's samples file."""
-    from wave_deploy.planning.calibrate import calibration_data
+    from wave_deploy.calibration.calibrate import calibration_data
 
     samples, digest = read_samples(path)
     check_fits(samples, profile, expected or {}, path)

@@ -2,7 +2,7 @@
 
 ``CalibrationFile`` is the whole file as a pydantic model (versioned by ``schema_version``, unknown fields
 rejected). ``read_calibration_file`` validates a file and raises InvalidInputError (exit 3) naming the first bad
-field; ``write_calibration_file`` writes a validated model atomically. ``wave_deploy.planning.calibrate`` makes the
+field; ``write_calibration_file`` writes a validated model atomically. ``wave_deploy.calibration.calibrate`` makes the
 content; ``wave_deploy.planning.latency`` predicts with it.
 """
 

@@ -24,8 +24,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from wave_deploy.calibration.design_export import WEIGHT_STD, block_models
 from wave_deploy.errors import InvalidInputError
-from wave_deploy.planning.design_export import WEIGHT_STD, block_models
 from wave_deploy.spec import ViTSpec, flops, model_ops
 from wave_deploy.target import FP32, Variant
 
@@ -292,74 +292,3 @@ def write_design(
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, data)
     return write_bytes(path, buffer.getvalue())
-
-
-def bundle_space(spec: ViTSpec):
-    """The sizes a bundle's design covers at its model's geometry (image size, patch, channels, classes, head
-    size, MLP ratio): depths up to 12, widths up to 384 (the shipped bank's range) stretched to include the
-    model itself: the multiples of the head size whose MLP width is a multiple of gcd(head size, the model's
-    MLP width), which the model's own width always is."""
-    from wave_deploy.planning.selection import SearchSpace
-
-    head = spec.head_dim
-    return SearchSpace(  # templates of gcd(head, MLP width): the model's own width is one of the widths
-        img_size=spec.img_size, patch_size=spec.patch_size, in_chans=spec.in_chans,
-        num_classes=spec.num_classes, mlp_ratio=spec.mlp_ratio, w=math.gcd(head, spec.mlp_hidden),
-        head_dim=head, max_depth=max(12, spec.depth), max_embed_dim=max(384 // head * head, spec.embed_dim),
-    )  # fmt: skip
-
-
-def bundle_design(path: Path, spec: ViTSpec, profile, *, exporter: str, opset: int) -> dict:
-    """Write a bundle's calibration.zip for ``spec``'s geometry and ``profile``'s deployed precision (TensorRT:
-    the ONNX file its engine is built from); returns plan.json's ``calibration`` record."""
-    import tempfile
-
-    from wave_deploy.exporters.onnx import INPUT_NAME
-    from wave_deploy.fileio import sha256_file
-    from wave_deploy.planning import calibrate as cal
-    from wave_deploy.planning.calibration_cost import point_memory_mib
-    from wave_deploy.target import Target
-
-    target = Target.of(profile)
-    variant = target.engine_source if target.tensorrt else target.deployed
-    space = bundle_space(spec)
-    batch_max = profile.runtime.batch_max
-    batches = cal.default_batches(space, batch_max, latency_batch=profile.budgets.latency_batch)
-    points = cal.design_samples(space, batch_max, batches=batches)
-    quick = cal.design_samples(space, batch_max, quick=True, batches=batches)
-    per_model: dict[ViTSpec, list[int]] = {}
-    for s, b in points:
-        per_model.setdefault(s, []).append(b)
-    with tempfile.TemporaryDirectory(prefix="wave-deploy-design-") as tmp:
-        graphs = design_graphs(list(per_model), variant, workdir=Path(tmp), exporter=exporter, opset=opset,
-                               batch_max=max(batches))  # fmt: skip
-    w, a = target.weight_dtype, target.activation_dtype
-    memory = {s: point_memory_mib(s, max(b), w, a, target.runtime) for s, b in per_model.items()}
-    geometry = {
-        k: getattr(space, k) for k in ("img_size", "patch_size", "in_chans", "num_classes", "mlp_ratio")
-    }
-    index = {
-        "schema_version": 1,
-        "profile": profile.name,
-        "runtime": target.runtime,
-        "precision": target.precision,
-        "variant": variant.key,
-        "exporter": exporter,
-        "opset": opset,
-        "geometry": {**geometry, "head_dim": space.head_dim},
-        "input_name": INPUT_NAME,
-        "sample_shape": [spec.in_chans, spec.img_size, spec.img_size],
-        "timing": cal.TIMING,
-        "quick": [[s.depth, s.embed_dim, b] for s, b in quick],
-    }
-    write_design(path, graphs, index, per_model, memory)
-    log.info("wrote %s: %d design models, %d bytes", path, len(graphs), path.stat().st_size)
-    return {
-        "file": path.name,
-        "sha256": sha256_file(path),
-        "bytes": path.stat().st_size,
-        "models": len(graphs),
-        "points": len(points),
-        "quick_points": len(quick),
-        "variant": variant.key,
-    }

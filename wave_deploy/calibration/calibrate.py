@@ -27,9 +27,8 @@ from pathlib import Path
 
 from wave_deploy.bench.runners import OrtRunner, TorchRunner, available_threads, seeded_inputs
 from wave_deploy.bench.stats import TIMED_HOST_TO_HOST, LatencyStats, cpu_description, summarize, time_calls
-from wave_deploy.errors import UsageError
-from wave_deploy.planning import calibration_cost as cost
-from wave_deploy.planning.calibration_design import (  # noqa: F401  (the design's names, importable from here)
+from wave_deploy.calibration import cost
+from wave_deploy.calibration.design import (  # noqa: F401  (the design's names, importable from here)
     LARGE_TOKENS,
     MIN_POINTS,
     TIMING,
@@ -38,12 +37,13 @@ from wave_deploy.planning.calibration_design import (  # noqa: F401  (the design
     design_axes,
     design_samples,
 )
-from wave_deploy.planning.calibration_file import (
+from wave_deploy.calibration.file import (
     CALIBRATION_SCHEMA_VERSION,
     FEATURES,
     CalibrationFile,
     write_calibration_file,
 )
+from wave_deploy.errors import UsageError
 from wave_deploy.planning.latency import Calibration, fit_latency, load_calibration
 from wave_deploy.profiles import DeviceProfile
 from wave_deploy.spec import ViTSpec
@@ -103,7 +103,7 @@ def measure(
     from other processes during one pass does not bias it. Returns sample dicts and the runtime description.
     ONNX Runtime times ``design_graphs`` (made here unless ``graphs`` has them); ``point_s`` (estimated
     seconds per point) weighs the progress reports."""
-    from wave_deploy.planning.design_graphs import design_graphs
+    from wave_deploy.calibration.graphs import design_graphs
 
     by_model: dict[ViTSpec, list[int]] = {}
     for spec, batch in points:

@@ -1,6 +1,6 @@
 """The calibration design: which (spec, batch) points a calibration measures, at which geometry, and how
 each is timed (``TIMING``). ``calibrate`` measures it here; a bundle ships it for the on-device kit
-(``design_graphs.bundle_design``), so both measure the same points the same way.
+(``calibration.bundle.bundle_design``), so both measure the same points the same way.
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from wave_deploy.calibration.file import FEATURES
 from wave_deploy.errors import InvalidInputError
-from wave_deploy.planning.calibration_file import FEATURES
 from wave_deploy.spec import ViTSpec, check_img_size
 
 # Per point and pass: warm-up runs, then timed runs until both counts are reached. Shipped to the kit too.

@@ -103,7 +103,7 @@ def probe_gflops(threads: int) -> float:
     import numpy as np
     import onnxruntime as ort
 
-    from wave_deploy.planning.design_graphs import probe_graph
+    from wave_deploy.calibration.graphs import probe_graph
 
     m, k, n = PROBE_SHAPE
     options = ort.SessionOptions()
