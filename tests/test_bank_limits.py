@@ -372,8 +372,8 @@ def test_templates_info_on_a_path_that_cannot_be_a_bank_exits_3(tmp_path, name):
 @pytest.mark.parametrize(
     "edit, reason",
     [
-        (lambda text: text[:-1] + ', "schema_version": 1}', "'schema_version' appears twice"),
-        (lambda text: text.replace('"geometry": {', '"geometry": {"w": 16, ', 1), "'w' appears twice"),
+        (lambda text: text[:-1] + ', "schema_version": 1}', "duplicated key 'schema_version'"),
+        (lambda text: text.replace('"geometry": {', '"geometry": {"w": 16, ', 1), "duplicated key 'w'"),
         (lambda text: text.replace('"schema_version": 1', '"schema_version": 1.0', 1), "schema_version 1.0"),
         (
             lambda text: text.replace('"schema_version": 1', '"schema_version": true', 1),

@@ -8,8 +8,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 from torch import nn
+from wave_deploy._kit.kit_accuracy import binom_tail as binomial_sf
 
-from wave_deploy.wave.stage1.teacher_check import ALPHA, binomial_sf, chance_level, fit_head, judge
+from wave_deploy.wave.stage1.teacher_check import ALPHA, chance_level, fit_head, judge
 
 
 def _exact_sf(k: int, n: int, p: Fraction) -> float:

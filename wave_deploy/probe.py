@@ -98,6 +98,20 @@ def memory_gib() -> float | None:
         return None
 
 
+def available_memory_mib() -> float | None:
+    """Memory a new allocation can have: MemAvailable on Linux, else the physical memory, else None."""
+    for line in (_read_text("/proc/meminfo") or "").splitlines():
+        if line.startswith("MemAvailable:"):
+            try:
+                return int(line.split()[1]) / 1024
+            except (ValueError, IndexError):
+                break
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 # --- CUDA, ONNX Runtime, TensorRT ---------------------------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from wave_deploy.errors import InvalidInputError
 
 
-class _Refused(ValueError):
+class StrictJSONError(ValueError):
     """A value JSON does not allow (raised from the decoder's hooks)."""
 
 
@@ -26,30 +26,36 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise _Refused(f"duplicated key {key[:60]!r}")
+            raise StrictJSONError(f"duplicated key {key[:60]!r}")
         out[key] = value
     return out
 
 
 def _no_constant(name: str) -> Any:
-    raise _Refused(f"{name} is not a JSON number")
+    raise StrictJSONError(f"{name} is not a JSON number")
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise _Refused(f"the number {text[:40]} is out of range (not finite)")
+        raise StrictJSONError(f"the number {text[:40]} is out of range (not finite)")
     return value
+
+
+def parse(text: str) -> Any:
+    """Parse ``text`` strictly; ValueError (a ``StrictJSONError`` for what JSON does not allow) on a duplicate
+    key, NaN/Infinity, a number that is not finite, or anything that is not JSON."""
+    return json.loads(
+        text, object_pairs_hook=_unique_keys, parse_constant=_no_constant, parse_float=_finite_float
+    )
 
 
 def loads(text: str, where: str) -> Any:
     """Parse ``text`` strictly; InvalidInputError naming ``where`` on a duplicate key, NaN/Infinity, a
     number that is not finite, or anything that is not JSON."""
     try:
-        return json.loads(
-            text, object_pairs_hook=_unique_keys, parse_constant=_no_constant, parse_float=_finite_float
-        )
-    except _Refused as exc:
+        return parse(text)
+    except StrictJSONError as exc:
         raise InvalidInputError(f"{where}: not strict JSON: {exc}") from None
     except (ValueError, RecursionError) as exc:  # ValueError: bad JSON, or an integer of > 4300 digits
         raise InvalidInputError(f"{where}: not valid JSON: {' '.join(str(exc).split())[:200]}") from None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BeforeValidator, TypeAdapter, ValidationError
 
@@ -73,22 +73,11 @@ def percentile(sorted_samples: Sequence[float], q: float) -> float:
         raise UsageError(str(exc)) from None
 
 
-def summarize(
-    samples_ms: Sequence[float],
-    *,
-    batch: int,
-    warmup: int,
-    timed: str,
-    runtime: str,
-    hardware: str,
-    threads: int | None,
-) -> LatencyStats:
-    """Turn per-iteration latencies (ms) into LatencyStats (kit_stats.summarize)."""
+def summarize(samples_ms: Sequence[float], **how: Any) -> LatencyStats:
+    """Turn per-iteration latencies (ms) into LatencyStats: ``kit_stats.summarize`` (keywords batch, warmup,
+    timed, runtime, hardware, threads), its errors as usage errors."""
     try:
-        return kit_stats.summarize(
-            samples_ms, batch=batch, warmup=warmup, timed=timed, runtime=runtime, hardware=hardware,
-            threads=threads,
-        )  # fmt: skip
+        return kit_stats.summarize(samples_ms, **how)
     except StatsError as exc:
         raise UsageError(str(exc)) from None
 

@@ -15,10 +15,10 @@ It is an estimate: the progress lines correct it as the measurements come in.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
+from wave_deploy import probe
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.planning.memory import MIB, RUNTIME_FACTORS
 from wave_deploy.spec import ViTSpec, activation_bytes, flops, model_ops, weight_bytes
@@ -53,21 +53,6 @@ def export_memory_mib(spec: ViTSpec) -> float:
     return OVERHEAD_MIB + (4 * weight_bytes(one, "fp32") + 16 * activation_bytes(one, 8, "fp32")) / MIB
 
 
-def available_mib() -> float | None:
-    """Memory this machine can give a new allocation: MemAvailable on Linux, else physical memory."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / MIB
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def check_memory(
     points: list[tuple[ViTSpec, int]],
     *,
@@ -83,7 +68,7 @@ def check_memory(
     need = point_memory_mib(spec, batch, weight_prec, act_prec, runtime)
     if exports:
         need = max(need, max(export_memory_mib(s) for s, _ in points))
-    available = available_mib() if available is None else available
+    available = probe.available_memory_mib() if available is None else available
     if available is not None and need > available:
         raise InvalidInputError(
             f"the calibration design needs about {_size(need)} of memory (its largest model: depth "

@@ -22,7 +22,6 @@ verified bytes into tensors. Every problem raises InvalidInputError (exit 3) nam
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import re
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from wave_deploy import strict_json
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import sha256_file
 from wave_deploy.spec import ViTSpec
@@ -332,26 +332,12 @@ def _parse_json(text: str, fail, what: str = "bank metadata") -> dict[str, Any]:
         elif not in_string and token in "]}":
             depth -= 1
     try:
-        value = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+        value = strict_json.parse(text)
     except (ValueError, RecursionError) as exc:  # ValueError: bad JSON, a duplicate key, > 4300 digits
         fail(f"{what} is not valid JSON: {escape_control(exc)}")
     if not isinstance(value, dict):
         fail(f"{what} must be a JSON object, got {type(value).__name__}")
     return value
-
-
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object whose keys are all different (json.loads alone keeps the last of a duplicated key)."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"the key {escape_control(repr(key))[:60]} appears twice in one object")
-        out[key] = value
-    return out
 
 
 def _layout(header: dict[str, Any], data_start: int, size: int, fail) -> dict[str, TensorEntry]:

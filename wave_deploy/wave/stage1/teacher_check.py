@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from wave_deploy._kit.kit_accuracy import binom_tail  # the one exact binomial tail
 from wave_deploy.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
@@ -60,28 +60,6 @@ class TeacherVerdict:
         )
 
 
-def binomial_sf(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p), exactly (terms summed in log space, so n can be large)."""
-    if k <= 0:
-        return 1.0
-    if k > n:
-        return 0.0
-    if p <= 0.0:
-        return 0.0
-    if p >= 1.0:
-        return 1.0
-    logs = [
-        math.lgamma(n + 1)
-        - math.lgamma(i + 1)
-        - math.lgamma(n - i + 1)
-        + i * math.log(p)
-        + (n - i) * math.log1p(-p)
-        for i in range(k, n + 1)
-    ]
-    top = max(logs)
-    return min(1.0, math.exp(top) * sum(math.exp(v - top) for v in logs))
-
-
 def chance_level(labels: Tensor, num_classes: int) -> float:
     """The accuracy of always answering the most frequent class of ``labels`` (1/K when balanced)."""
     counts = torch.bincount(labels, minlength=num_classes)
@@ -93,7 +71,7 @@ def judge(correct: int, total: int, chance: float, seconds: float = 0.0) -> Teac
     if total < 1:
         raise InvalidInputError("the teacher cannot be judged on an empty validation split")
     threshold = min(RATIO * chance, chance + (1.0 - chance) / 2)
-    p_value = binomial_sf(correct, total, chance)
+    p_value = binom_tail(correct, total, chance)
     accuracy = correct / total
     weak = not (p_value < ALPHA and accuracy >= threshold)
     return TeacherVerdict(correct, total, round(accuracy, 4), chance, threshold, p_value, weak, seconds)
