@@ -31,14 +31,12 @@ from typing import Literal
 import numpy as np
 import torch
 
+from wave_deploy.data_shape import BUILTIN_SOURCE, GRAY_MODES, list_image_folder
 from wave_deploy.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
 
-BUILTIN_SOURCE = "builtin:mnist_5k"
 BUILTIN_VAL_FRACTION = 0.1  # the fixed validation split (500 images) is this fraction
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
 @dataclass(frozen=True)
@@ -282,31 +280,8 @@ def load_image_folder(
         raise InvalidInputError(f"img_size must be a positive integer, got {img_size!r}")
     if in_chans not in (None, 1, 3):
         raise InvalidInputError(f"in_chans must be 1 or 3, got {in_chans!r}")
-    if not root.exists():
-        raise InvalidInputError(f"data path {root} does not exist", hint="pass an ImageFolder directory")
-    if not root.is_dir():
-        raise InvalidInputError(f"data path {root} is not a directory", hint="pass an ImageFolder directory")
-
-    explicit = (root / "train").is_dir() and (root / "val").is_dir()
-    if not explicit and ((root / "train").is_dir() or (root / "val").is_dir()):
-        one, other = ("train", "val") if (root / "train").is_dir() else ("val", "train")
-        raise InvalidInputError(
-            f"{root / one} exists but {root / other} does not",
-            hint="give both train/ and val/ for an explicit split, or class folders directly under the path",
-        )
-    if explicit:
-        class_names, train_files = _scan_classes(root / "train")
-        val_names, val_files = _scan_classes(root / "val")
-        if class_names != val_names:
-            raise InvalidInputError(
-                f"{root / 'train'} and {root / 'val'} have different class folders: "
-                f"only in train {sorted(set(class_names) - set(val_names))}, "
-                f"only in val {sorted(set(val_names) - set(class_names))}"
-            )
-        files = [(p, y, True) for p, y in train_files] + [(p, y, False) for p, y in val_files]
-    else:
-        class_names, found = _scan_classes(root)
-        files = [(p, y, True) for p, y in found]
+    listing = list_image_folder(root)  # the layout rules, shared with data_shape.probe_data
+    explicit, class_names, files = listing.explicit, listing.class_names, listing.files
 
     images, labels, is_train, bad = _read_images(root, files, img_size, in_chans, on_bad_image)
     if explicit:
@@ -360,7 +335,7 @@ def _read_images(root: Path, files, img_size, in_chans, on_bad_image):
             )
         img_size = sizes[0][0] if sizes else 1
     if in_chans is None:
-        in_chans = 1 if all(h[4] in _GRAY_MODES for h in headers) else 3
+        in_chans = 1 if all(h[4] in GRAY_MODES for h in headers) else 3
 
     pixels = np.zeros((len(headers), img_size, img_size, in_chans), np.uint8)  # (N, H, W, C)
     kept: list[tuple[int, bool]] = []
@@ -385,28 +360,6 @@ def _check_split_args(val_fraction: float, seed: int) -> None:
         raise InvalidInputError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InvalidInputError(f"seed must be an integer, got {seed!r}")
-
-
-def _scan_classes(root: Path) -> tuple[tuple[str, ...], list[tuple[Path, int]]]:
-    """Sorted class folders under ``root`` and their image files (recursive, sorted), as (path, label)."""
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    files: list[tuple[Path, int]] = []
-    for label, d in enumerate(class_dirs):
-        found = sorted(
-            p for p in d.rglob("*")
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-        )  # fmt: skip
-        files += [(p, label) for p in found]
-    kinds = ",".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
-    if not files:
-        raise InvalidInputError(
-            f"no images found under {root}", hint=f"expected <class>/*.{{{kinds}}} folders"
-        )
-    if len(class_dirs) < 2:
-        raise InvalidInputError(
-            f"{root} has a single class folder ({class_dirs[0].name}); classification needs at least 2"
-        )
-    return tuple(d.name for d in class_dirs), files
 
 
 def image_sha256(images: torch.Tensor) -> list[str]:
