@@ -130,7 +130,11 @@ def assemble_report(
             "onnx_top1_agreement": agreement,
             "variants": variant_accuracy(trained, onnx_section),
         },
-        "training": {"scaler_phase": trained.get("scaler_phase"), "dense_phase": trained.get("dense_phase")},
+        "training": {
+            "scaler_phase": trained.get("scaler_phase"),
+            "dense_phase": trained.get("dense_phase"),
+            "init": trained.get("init", "wave"),  # builds before --init were all WAVE
+        },
         "parity": {"onnx_fp32_max_abs_err": onnx_section["parity"]["max_abs_err"], "variants": variants},
         "sizes": {
             "checkpoint_bytes": (out_dir / "model.safetensors").stat().st_size,
@@ -154,6 +158,7 @@ def assemble_report(
             },
         },
     }
+    report["init_comparison"] = trained.get("init_comparison")  # build --compare-init's table, or None
     return validate_report(report, str(out_dir))
 
 
