@@ -76,8 +76,10 @@ def table(rows: list[dict]) -> str:
     within = [r for r in rows if not r["beyond_bank"]]
     base = statistics.mean(r["acc"] for r in within) if within else None
     out = [
-        "| size | beyond the bank by | params M | training TFLOP | val accuracy (mean ± std) | vs within | "
-        "at init | wall s / run |",
+        (
+            "| size | beyond the bank by | params M | training TFLOP | val accuracy (mean ± std) | vs within | "
+            "at init | wall s / run |"
+        ),
         "|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     from wave_deploy.spec import ViTSpec, param_count
@@ -100,7 +102,9 @@ def table(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", default="6x128,8x160,9x192,12x256", help="DEPTHxWIDTH,...")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--threads", type=int, default=1)
