@@ -145,7 +145,8 @@ def _run_stages(
 
     plan_key = stage_key(
         profile=profile_json,
-        sources=inputs["sources"],
+        geometry=inputs["sources"]["geometry"],  # the search space (a teacher's weights do not change it)
+        bank=inputs["sources"]["bank_sha256"],
         objective=options.objective,
         scored_on=inputs["data"] if options.objective == "accuracy" else None,
         calibration=_file_hash(options.calibration),
