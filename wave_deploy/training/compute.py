@@ -34,7 +34,8 @@ def wave_training_flops(
     spec: ViTSpec, batch: int, scaler_steps: int, dense_steps: int, teacher: ViTSpec | None = None
 ) -> int:
     """WAVE's stage 2: ``scaler_steps`` scaler steps (distilled from ``teacher`` when given) then dense steps."""
-    return scaler_steps * scaler_step_flops(spec, batch, teacher) + dense_steps * dense_step_flops(spec, batch)
+    scaler = scaler_steps * scaler_step_flops(spec, batch, teacher)
+    return scaler + dense_steps * dense_step_flops(spec, batch)
 
 
 def dense_steps_within(budget_flops: int, spec: ViTSpec, batch: int) -> int:
