@@ -151,5 +151,5 @@ def check_bank_channels(shape: DataShape, bank_in_chans: int, bank: str | Path) 
         f"data {shape.source}: images are {describe_channels(shape.in_chans)} but the template bank "
         f"{Path(bank).name} takes {describe_channels(bank_in_chans)}",
         hint=f"give --templates a bank built for these images (wave-deploy templates build --data "
-        f"{shape.source} ...), or --init random/weight-selection to build without a bank",
+        f"{shape.source} ...); build also starts without a bank: --init random or --init weight-selection",
     )
