@@ -117,6 +117,8 @@ def test_photos_to_a_device_bank_plan_data_and_build_compare_init(user_path):
     assert report["accuracy"]["val_acc"] == best["val_accs"][0]  # the deployed model is its first seed's
     md = (out / "raspberry-pi-5" / "report.md").read_text()
     assert "## Initialization" in md and "| weight-selection |" in md and "**deployed**" in md
+    room = report["selection"]["headroom"]  # the tiny bank is far below the Pi 5's budgets: said, and named
+    assert room["share"] < 0.25 and room["note"] in md and room["admits"]["name"] in room["note"]
     index = run(cli, ["report", str(out), "--html", str(root / "index.html")])
     assert index.exit_code == 0, index.output
     page = (root / "index.html").read_text()

@@ -112,6 +112,7 @@ def assemble_report(
             "candidates": sel["n_candidates"],
             "feasible": sel["n_feasible"],
             "notes": sel["notes"],
+            "headroom": sel.get("headroom"),  # planning.headroom: the bank far below the binding budget
         },
         "prediction": {
             "latency_ms": latency_pred,
