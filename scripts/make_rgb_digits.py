@@ -1,9 +1,9 @@
 """Write a 224 px RGB ImageFolder made from the built-in MNIST-5k: the stand-in for a user's photos in
 docs/recipe-224.md (nothing can be downloaded on the machine the recipe was measured on).
 
-Each image is one MNIST digit, coloured (a random foreground and background colour per image, so colour says
-nothing about the class) and resized to 224 x 224 (bicubic): a task of shapes, not colours, with real
-handwriting. Classes are digit folders; per class the first ``--per-class`` images of that digit in the
+Each image is one MNIST digit, coloured (a random dark ink colour on a random light background per image, so
+colour says nothing about the class) and resized to 224 x 224 (bicubic): a task of shapes, not colours, with
+real handwriting. Classes are digit folders; per class the first ``--per-class`` images of that digit in the
 asset's order. Deterministic: the same arguments write the same PNG files.
 
     python scripts/make_rgb_digits.py --out recipe/photos --classes 0,1,2,3,4,5,6,7 --per-class 80
@@ -39,7 +39,7 @@ def main() -> None:
         folder = args.out / f"digit{digit}"
         folder.mkdir()
         for i, index in enumerate(np.flatnonzero(labels == digit)[: args.per_class]):
-            fg, bg = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+            fg, bg = rng.integers(0, 110, 3), rng.integers(150, 256, 3)  # dark ink, light background
             ink = images[index].astype(np.float32)[..., None] / 255.0  # (28, 28, 1)
             rgb = (ink * fg + (1.0 - ink) * bg).round().astype(np.uint8)
             Image.fromarray(rgb, "RGB").resize((args.size, args.size), Image.Resampling.BICUBIC).save(
