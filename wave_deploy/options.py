@@ -127,14 +127,10 @@ NumClasses = Annotated[
 ]
 BeyondBank = Annotated[
     float,
-    Field(
-        ge=1.0,
-        le=8.0,
-        description="Search sizes up to this factor past the bank's largest depth and width (their scalers "
-        "are grown: docs/wave.md). 1: the bank's sizes only. The default follows benchmarks/headroom.py "
-        "(docs/benchmarks.md, 'Headroom').",
-    ),
-]
+    Field(ge=1.0, le=8.0, description="Search sizes up to this factor past the bank's largest depth and width "
+          "(their scalers are grown: docs/wave.md). 1: the bank's sizes only. The default follows "
+          "benchmarks/headroom.py (docs/benchmarks.md, 'Headroom')."),
+]  # fmt: skip
 Init = Annotated[
     Literal["wave", "weight-selection", "random"],
     Field(
@@ -209,9 +205,7 @@ class PlanOptions(_Options):
 
     @model_validator(mode="after")
     def _one_task_source(self) -> PlanOptions:
-        given = [
-            f"--{n.replace('_', '-')}" for n in ("in_chans", "num_classes") if getattr(self, n) is not None
-        ]
+        given = [f"--{n.replace('_', '-')}" for n in ("in_chans", "num_classes") if getattr(self, n) is not None]  # fmt: skip
         if self.data is not None and given:
             raise ValueError(f"give --data or {'/'.join(given)}, not both (the data says its own)")
         return self
@@ -335,34 +329,19 @@ class BuildOptions(_TrainFields):
         ),
     ] = False
     init: Init = "wave"
-    teacher_checkpoint: Annotated[
-        str | None,
-        Field(
-            description="Teacher for --init weight-selection (and --compare-init): a wave-deploy checkpoint, or "
-            "with --teacher-arch a timm state dict (safetensors, or a torch file read with weights_only). Its "
-            "geometry (patch, channels, depth, width) bounds the search without a bank.",
-            json_schema_extra=_cli(path=True, dir_okay=False),
-        ),
-    ] = None
-    teacher_arch: Annotated[
-        str | None,
-        Field(
-            description="timm architecture of --teacher-checkpoint's state dict, e.g. vit_small_patch16_224."
-        ),
-    ] = None
-    compare_init: Annotated[
-        bool,
-        Field(
-            description="Train every usable initialization (wave with a bank of the data's channels, "
-            "weight-selection with a teacher, random) for the same training FLOPs and --compare-seeds seeds, "
-            "deploy the one of highest mean validation accuracy and record the table in the report. Prints a "
-            "cost estimate first."
-        ),
-    ] = False
-    compare_seeds: Annotated[
-        int,
-        Field(ge=1, le=10, description="Seeds per initialization of --compare-init (--seed, --seed+1, ...)."),
-    ] = 2
+    teacher_checkpoint: Annotated[str | None, Field(
+        description="Teacher for --init weight-selection (and --compare-init): a wave-deploy checkpoint, or with "
+        "--teacher-arch a timm state dict (safetensors, or a torch file read with weights_only). Its geometry "
+        "(patch, channels, depth, width) bounds the search without a bank.",
+        json_schema_extra=_cli(path=True, dir_okay=False))] = None  # fmt: skip
+    teacher_arch: Annotated[str | None, Field(
+        description="timm architecture of --teacher-checkpoint's state dict, e.g. vit_small_patch16_224.")] = None  # fmt: skip
+    compare_init: Annotated[bool, Field(
+        description="Train every usable initialization (wave with a bank of the data's channels, weight-selection "
+        "with a teacher, random) for the same training FLOPs and --compare-seeds seeds, deploy the one of highest "
+        "mean validation accuracy and record the table in the report. Prints a cost estimate first.")] = False  # fmt: skip
+    compare_seeds: Annotated[int, Field(
+        ge=1, le=10, description="Seeds per initialization of --compare-init (--seed, --seed+1, ...).")] = 2  # fmt: skip
     beyond_bank: BeyondBank = DEFAULT_BEYOND_BANK
 
     @model_validator(mode="after")

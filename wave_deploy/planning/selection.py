@@ -358,8 +358,7 @@ def selection_notes(chosen: Candidate, candidates: Sequence[Candidate], profile)
 
 
 def resolve_calibration(profile, calibration=None):
-    """What a prediction on ``profile`` uses: a calibration file's path loaded, a Calibration as given, or
-    (None) the profile's own calibration or its analytic model."""
+    """A calibration file's path loaded, a Calibration as given, or (None) the profile's own or analytic."""
     if isinstance(calibration, str) or hasattr(calibration, "__fspath__"):
         return load_calibration(calibration)
     return profile_calibration(profile) if calibration is None else calibration
