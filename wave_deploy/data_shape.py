@@ -147,9 +147,11 @@ def check_bank_channels(shape: DataShape, bank_in_chans: int, bank: str | Path) 
     """The one refusal of a bank whose input channels differ from the data's (plan and build alike: exit 3)."""
     if shape.in_chans == bank_in_chans:
         return
+    options = shape.source.startswith("--")  # plan --in-chans, not data
+    what, folder = (shape.source, "DIR") if options else (f"data {shape.source}", shape.source)
     raise InvalidInputError(
-        f"data {shape.source}: images are {describe_channels(shape.in_chans)} but the template bank "
+        f"{what}: images are {describe_channels(shape.in_chans)} but the template bank "
         f"{Path(bank).name} takes {describe_channels(bank_in_chans)}",
-        hint=f"give --templates a bank built for these images (wave-deploy templates build --data "
-        f"{shape.source} ...); build also starts without a bank: --init random or --init weight-selection",
+        hint=f"give --templates a bank built for these images (wave-deploy templates build --data {folder} "
+        "...); build also starts without a bank: --init random or --init weight-selection",
     )

@@ -63,7 +63,7 @@ def task_of(options: PlanOptions, geometry, bank: Path) -> tuple[dict[str, Any],
         in_chans = options.in_chans if options.in_chans is not None else geometry.in_chans
         classes = options.num_classes if options.num_classes is not None else geometry.num_classes
         given = options.in_chans is not None or options.num_classes is not None
-        source = "--in-chans/--num-classes" if given else "the bank's own task"
+        source = f"--in-chans {in_chans}/--num-classes {classes}" if given else "the bank's own task"
         shape = DataShape(source, in_chans, classes, (), None, 0)
     check_bank_channels(shape, geometry.in_chans, bank)
     return {"in_chans": shape.in_chans, "num_classes": shape.num_classes, "source": source}, notes
