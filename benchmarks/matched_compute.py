@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
-from wave_deploy.spec import ViTSpec, flops
+from wave_deploy.spec import ViTSpec
 from wave_deploy.training.baselines import random_init, weight_selection
+from wave_deploy.training.compute import dense_step_flops, forward_flops, scaler_step_flops
 from wave_deploy.training.loop import TrainConfig, distill_loss_fn, evaluate, train
 from wave_deploy.wave.bank import TemplateBank
 from wave_deploy.wave.init import Distiller, aux_model, init_wave_model, is_bank_task
@@ -45,13 +46,8 @@ class Recipe:
     scaler_lr: float = 3e-3
 
 
-def fwd(spec: ViTSpec) -> int:
-    """Forward FLOPs for one image."""
-    return flops(spec, 1)
-
-
-def dense_step_flops(spec: ViTSpec, batch: int) -> int:
-    return 3 * fwd(spec) * batch
+# The accounting is the library's (build --compare-init counts the same way): wave_deploy.training.compute
+fwd = forward_flops
 
 
 def dense_train(model, data, steps: int, lr: float, seed: int, batch: int):
@@ -109,9 +105,7 @@ def wave_stage2(spec: ViTSpec, name: str, target: int, seed: int, ctx):
     wave = init_wave_model(bank, spec, "aux", seed=seed, same_task=same_task)
     out = {"acc_at_init": val_acc(wave, ctx.data)}
     wave.train()
-    per_scaler = dense_step_flops(spec, recipe.batch)
-    if mode == "distil":
-        per_scaler += fwd(bank.aux_spec) * recipe.batch
+    per_scaler = scaler_step_flops(spec, recipe.batch, bank.aux_spec if mode == "distil" else None)
     k = min(round(share * target / per_scaler), int(target // per_scaler)) if mode else 0
     if k:
         config = TrainConfig(

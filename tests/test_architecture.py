@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ast
 import re
-from pathlib import Path
 
 import pytest
 from _imports import ROOT, _targets, _type_checking, modules, pointless_local_imports
@@ -65,16 +64,16 @@ def _module_imports() -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for name, path in known.items():
         found: set[str] = set()
-
-        def visit(node, in_type_checking: bool) -> None:
+        stack = [(ast.parse(path.read_text(encoding="utf-8")), False)]
+        while stack:
+            node, in_type_checking = stack.pop()
             for child in ast.iter_child_nodes(node):
-                if isinstance(child, (ast.Import, ast.ImportFrom)) and not getattr(child, "level", 0):
-                    if not in_type_checking:
-                        found.update(path_of[t] for t in _targets(child, known) if t in path_of and t != name)
-                guard = isinstance(child, ast.If) and _type_checking(child)
-                visit(child, in_type_checking or guard)
-
-        visit(ast.parse(path.read_text(encoding="utf-8")), False)
+                is_import = isinstance(child, (ast.Import, ast.ImportFrom)) and not getattr(child, "level", 0)
+                if is_import and not in_type_checking:
+                    found.update(path_of[t] for t in _targets(child, known) if t in path_of and t != name)
+                stack.append(
+                    (child, in_type_checking or (isinstance(child, ast.If) and _type_checking(child)))
+                )
         out[path_of[name]] = found
     return out
 
@@ -82,7 +81,9 @@ def _module_imports() -> dict[str, set[str]]:
 def test_every_module_sits_on_a_floor_and_imports_only_from_its_floor_or_below():
     rows, graph, on_disk = _floors(), _module_imports(), _on_disk()
     floor = {p: _floor_of(p, rows) for p in on_disk}
-    assert sorted(p for p, f in floor.items() if f is None) == [], "modules on no floor of docs/architecture.md"
+    assert sorted(p for p, f in floor.items() if f is None) == [], (
+        "modules on no floor of docs/architecture.md"
+    )
     up = sorted(
         f"{a} (floor {floor[a]}) imports {b} (floor {floor[b]})"
         for a, targets in graph.items()
@@ -118,9 +119,9 @@ def test_no_module_but_the_package_face_imports_the_version_from_it():
         if path == ROOT / "wave_deploy" / "__init__.py":
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.module == "wave_deploy" and not node.level:
-                if any(a.name == "__version__" for a in node.names):
-                    offenders.append(str(path.relative_to(ROOT)))
+            face = isinstance(node, ast.ImportFrom) and node.module == "wave_deploy" and not node.level
+            if face and any(a.name == "__version__" for a in node.names):
+                offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []
 
 

@@ -22,6 +22,7 @@ from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import remove_stale_parts
 from wave_deploy.options import BuildOptions
 from wave_deploy.pipeline.build import _train
+from wave_deploy.pipeline.inits import Sources
 from wave_deploy.pipeline.manifest import StageOutput, StageRunner
 from wave_deploy.spec import ViTSpec
 from wave_deploy.training.checkpoint import CHECKPOINT_FORMAT
@@ -111,7 +112,8 @@ def _run_train(inputs, root: Path, *, force=False, key="k1"):
     out_dir = root / "dev"
     out_dir.mkdir(parents=True, exist_ok=True)
     options = BuildOptions(scaler_steps=2, dense_steps=1, batch_size=16, device="cpu", force=force)
-    return _train(out_dir, bank, data, SPEC.to_dict(), options, key, None)
+    sources = Sources(bank.geometry, "bank", bank)
+    return _train(out_dir, sources, data, SPEC.to_dict(), options, key, (None, None), "dev")
 
 
 @pytest.fixture(scope="module")

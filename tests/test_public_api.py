@@ -42,7 +42,9 @@ def test_plan_chooses_what_the_plan_command_chooses(profile):
     fitting = [c.to_dict() for c in selection.candidates if c.feasible]
     # the command also lists every size that fits
     assert json.loads(json.dumps(fitting)) == command["fitting"]
-    command = {k: v for k, v in command.items() if k not in ("search_space", "plot", "fitting")}
+    # ... and the task it planned for (the API's Selection has the sizes, whose specs carry it)
+    assert command["task"] == {"in_chans": 1, "num_classes": 10, "source": "the bank's own task"}
+    command = {k: v for k, v in command.items() if k not in ("search_space", "plot", "fitting", "task")}
     assert json.loads(json.dumps(selection.to_dict())) == command
 
 

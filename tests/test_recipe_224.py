@@ -3,6 +3,7 @@ load, init, strict fold into timm, ONNX export with parity, and plan over the ba
 
 import json
 
+import _rgb224 as rgb224
 import numpy as np
 import pytest
 import torch
@@ -10,6 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from wave_deploy.cli.main import cli
+from wave_deploy.spec import ViTSpec, flops
 from wave_deploy.training.folding import load_folded_file
 from wave_deploy.wave.bank import TemplateBank
 from wave_deploy.wave.geometry import BankGeometry
@@ -64,3 +66,67 @@ def test_init_fold_export_and_plan_at_224_px(bank_224, rgb_folder, tmp_path):
     assert plan.exit_code == 0, plan.output
     chosen = json.loads(plan.stdout)["chosen"]["spec"]
     assert (chosen["img_size"], chosen["patch_size"], chosen["in_chans"]) == (224, 16, 3)
+
+
+# ------------------------------------------------------------------ the user's path, end to end (CPU smoke)
+@pytest.fixture(scope="module")
+def user_path(tmp_path_factory):
+    """A 224 px RGB ImageFolder of 4 classes, a 224 px RGB bank and a teacher checkpoint, all tiny."""
+    root = tmp_path_factory.mktemp("path224")
+    return (rgb224.rgb_folder(root / "photos", classes=4, per_class=4), rgb224.bank_224(root / "bank.safetensors"),
+            rgb224.teacher_224(root / "teacher.safetensors"), root)  # fmt: skip
+
+
+def test_photos_to_a_device_bank_plan_data_and_build_compare_init(user_path):
+    """bank -> plan --data -> build --compare-init on 224 px RGB photos; then --init random: the train stage
+    is not reused (its key holds the init). Tiny sizes: no speed claim."""
+    data, bank, teacher, root = user_path
+    run = CliRunner().invoke
+    plan = run(
+        cli, ["plan", "--profile", "raspberry-pi-5", "--templates", str(bank), "--data", str(data), "--json"]
+    )
+    assert plan.exit_code == 0, plan.output
+    planned = json.loads(plan.stdout)
+    assert (planned["task"]["in_chans"], planned["task"]["num_classes"]) == (3, 4)
+
+    out = root / "out"
+    common = ["--profile", "raspberry-pi-5", "--templates", str(bank), "--data", str(data), "--scaler-steps", "1",
+              "--dense-steps", "2", "--batch-size", "4", "--bench-iterations", "5", "--bench-warmup", "1",
+              "--out", str(out), "--json"]  # fmt: skip
+    built = run(cli, ["build", *common, "--compare-init", "--teacher-checkpoint", str(teacher)])
+    assert built.exit_code == 0, built.output
+    summary = json.loads(built.stdout)["devices"][0]
+    assert summary["spec"] == planned["chosen"]["name"]  # the plan matched the build
+    err = built.stderr.splitlines()
+    estimate = next(i for i, line in enumerate(err) if "compare-init:" in line and "estimated" in line)
+    assert all("training:" not in line for line in err[:estimate])  # the estimate comes before training
+
+    report = json.loads((out / "raspberry-pi-5" / "report.json").read_text())
+    table = report["init_comparison"]
+    rows = {r["init"]: r for r in table["rows"]}
+    assert set(rows) == {"wave", "weight-selection", "random"}
+    assert all(
+        r["status"] == "trained" and r["seeds"] == [0, 1] and len(r["val_accs"]) == 2 for r in rows.values()
+    )
+    step = 4 * 3 * flops(ViTSpec.from_dict(report["spec"]))  # a dense step at batch 4
+    for r in rows.values():  # one budget: every init within one dense step of it, never past it
+        assert table["budget_flops"] - step < r["training_flops"] <= table["budget_flops"]
+    best = min(rows.values(), key=lambda r: (-r["val_acc_mean"], r["training_flops"],
+                                             ["random", "weight-selection", "wave"].index(r["init"])))  # fmt: skip
+    assert table["chosen"] == best["init"] == report["training"]["init"] == summary["init"]
+    assert report["accuracy"]["val_acc"] == best["val_accs"][0]  # the deployed model is its first seed's
+    md = (out / "raspberry-pi-5" / "report.md").read_text()
+    assert "## Initialization" in md and "| weight-selection |" in md and "**deployed**" in md
+    room = report["selection"]["headroom"]  # the tiny bank is far below the Pi 5's budgets: said, and named
+    assert room["share"] < 0.25 and room["note"] in md and room["admits"]["name"] in room["note"]
+    index = run(cli, ["report", str(out), "--html", str(root / "index.html")])
+    assert index.exit_code == 0, index.output
+    page = (root / "index.html").read_text()
+    assert "weight-selection" in page and "3 ch × 224 px, 4" in page
+
+    again = run(cli, ["build", *common, "--init", "random"])
+    assert again.exit_code == 0, again.output
+    stages = {s["name"]: s["reused"] for s in json.loads(again.stdout)["devices"][0]["stages"]}
+    assert stages["plan"] and not stages["train"]  # same search space; another init trains again
+    report = json.loads((out / "raspberry-pi-5" / "report.json").read_text())
+    assert report["training"]["init"] == "random" and report["init_comparison"] is None

@@ -30,12 +30,12 @@ from typing import Literal
 import numpy as np
 import torch
 
+from wave_deploy.data_shape import BUILTIN_SOURCE, list_image_folder
 from wave_deploy.errors import InvalidInputError
-from wave_deploy.image_files import read_images, scan_classes
+from wave_deploy.image_files import read_images
 
 log = logging.getLogger(__name__)
 
-BUILTIN_SOURCE = "builtin:mnist_5k"
 BUILTIN_VAL_FRACTION = 0.1  # the fixed validation split (500 images) is this fraction
 
 
@@ -280,31 +280,8 @@ def load_image_folder(
         raise InvalidInputError(f"img_size must be a positive integer, got {img_size!r}")
     if in_chans not in (None, 1, 3):
         raise InvalidInputError(f"in_chans must be 1 or 3, got {in_chans!r}")
-    if not root.exists():
-        raise InvalidInputError(f"data path {root} does not exist", hint="pass an ImageFolder directory")
-    if not root.is_dir():
-        raise InvalidInputError(f"data path {root} is not a directory", hint="pass an ImageFolder directory")
-
-    explicit = (root / "train").is_dir() and (root / "val").is_dir()
-    if not explicit and ((root / "train").is_dir() or (root / "val").is_dir()):
-        one, other = ("train", "val") if (root / "train").is_dir() else ("val", "train")
-        raise InvalidInputError(
-            f"{root / one} exists but {root / other} does not",
-            hint="give both train/ and val/ for an explicit split, or class folders directly under the path",
-        )
-    if explicit:
-        class_names, train_files = scan_classes(root / "train")
-        val_names, val_files = scan_classes(root / "val")
-        if class_names != val_names:
-            raise InvalidInputError(
-                f"{root / 'train'} and {root / 'val'} have different class folders: "
-                f"only in train {sorted(set(class_names) - set(val_names))}, "
-                f"only in val {sorted(set(val_names) - set(class_names))}"
-            )
-        files = [(p, y, True) for p, y in train_files] + [(p, y, False) for p, y in val_files]
-    else:
-        class_names, found = scan_classes(root)
-        files = [(p, y, True) for p, y in found]
+    listing = list_image_folder(root)  # the layout rules, shared with data_shape.probe_data
+    explicit, class_names, files = listing.explicit, listing.class_names, listing.files
 
     images, labels, is_train, bad = read_images(root, files, img_size, in_chans, on_bad_image)
     if explicit:

@@ -1,6 +1,6 @@
 """Reading an ImageFolder's image files, with bounds checked before anything is decoded (DESIGN section 8).
 
-``scan_classes`` lists the class folders and their image files; ``read_images`` reads every file's header
+The folder's listing (class folders, image files) is ``data_shape.list_image_folder``'s; ``read_images`` reads every file's header
 (``Image.open`` reads only the header), refuses an image whose declared size exceeds ``MAX_IMAGE_PIXELS`` and a
 set whose decoded pixels would not fit in this machine's memory, and only then decodes. An image that cannot be
 read, or declares more pixels than the limit, is refused (``on_bad_image='error'``: InvalidInputError, exit 3,
@@ -18,12 +18,11 @@ import numpy as np
 import torch
 
 from wave_deploy import probe
+from wave_deploy.data_shape import GRAY_MODES
 from wave_deploy.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 # The most pixels one image may declare: 8192 x 8192 (64 Mi px, a 48 MP camera photo fits). Pillow's own
 # limits are 89.5 M px (a warning) and 179 M px (an error): an image just under them would be decoded into
@@ -31,28 +30,6 @@ GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 MAX_IMAGE_PIXELS = 8192 * 8192
 # Bytes per pixel value the loaded set holds: the uint8 images and their float32 normalised copy (train_x).
 BYTES_PER_VALUE = 1 + 4
-
-
-def scan_classes(root: Path) -> tuple[tuple[str, ...], list[tuple[Path, int]]]:
-    """Sorted class folders under ``root`` and their image files (recursive, sorted), as (path, label)."""
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    files: list[tuple[Path, int]] = []
-    for label, d in enumerate(class_dirs):
-        found = sorted(
-            p for p in d.rglob("*")
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-        )  # fmt: skip
-        files += [(p, label) for p in found]
-    kinds = ",".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
-    if not files:
-        raise InvalidInputError(
-            f"no images found under {root}", hint=f"expected <class>/*.{{{kinds}}} folders"
-        )
-    if len(class_dirs) < 2:
-        raise InvalidInputError(
-            f"{root} has a single class folder ({class_dirs[0].name}); classification needs at least 2"
-        )
-    return tuple(d.name for d in class_dirs), files
 
 
 def _too_large(file: Path, size: tuple[int, int]) -> str | None:

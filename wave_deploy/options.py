@@ -24,7 +24,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from wave_deploy.errors import UsageError
 from wave_deploy.spec import IMG_SIZE_MAX
@@ -32,6 +32,7 @@ from wave_deploy.spec import IMG_SIZE_MAX
 SEED_MAX = 2**32 - 1  # every seed feeds torch, numpy or a derived seed (seed * 1_000_003 + step) in 64 bits
 MIN_OPSET, MAX_OPSET, DEFAULT_OPSET = 17, 23, 18  # LayerNormalization .. the newest both exporters accept
 MAX_EPOCHS = 1000.0
+DEFAULT_BEYOND_BANK = 1.0  # benchmarks/headroom.py: see docs/decisions.md
 
 
 def _cli(**extra: Any) -> dict[str, Any]:
@@ -100,7 +101,43 @@ Overrides = Annotated[
 ]
 Strategy = Annotated[
     Literal["aux", "random"],
-    Field(description="How target scalers start: slice the bank's auxiliary scalers (aux), or random."),
+    Field(
+        description="WAVE only (--init wave): how the target's weight scalers start, before the scaler phase: "
+        "sliced from the bank's auxiliary model (aux), or random scalers over the bank's templates (random). "
+        "Both start from the bank's templates; a model without templates is --init random."
+    ),
+]
+PlanData = Annotated[
+    str | None,
+    Field(
+        description="ImageFolder tree to plan for: its channels and classes are read from a directory listing "
+        "and one image header (no image is decoded); a bank of other channels is refused (exit 3). Default: "
+        "the bank's own task.",
+        json_schema_extra=_cli(path=True),
+    ),
+]
+InChans = Annotated[
+    int | None,
+    Field(ge=1, le=64, description="Input channels to plan for without --data (1 grayscale, 3 RGB); must be "
+          "the bank's. Default: the bank's."),
+]  # fmt: skip
+NumClasses = Annotated[
+    int | None,
+    Field(ge=2, le=1_000_000, description="Classes to plan for without --data. Default: the bank's."),
+]
+BeyondBank = Annotated[
+    float,
+    Field(ge=1.0, le=8.0, description="Search sizes up to this factor past the bank's largest depth and width "
+          "(their scalers are grown: docs/wave.md). 1: the bank's sizes only. The default follows "
+          "benchmarks/headroom.py (docs/benchmarks.md, 'Headroom')."),
+]  # fmt: skip
+Init = Annotated[
+    Literal["wave", "weight-selection", "random"],
+    Field(
+        description="How the model starts: wave (the bank's templates and scalers, then the scaler phase), "
+        "weight-selection (weights selected from --teacher-checkpoint, Xu et al. 2024; no bank) or random "
+        "(timm's own initialization; no templates). See docs/wave.md, 'Initialization'."
+    ),
 ]
 Steps = Annotated[int | None, Field(ge=0)]  # help per job: see the models
 Epochs = Annotated[float, Field(gt=0, le=MAX_EPOCHS)]
@@ -180,6 +217,17 @@ class PlanOptions(_Options):
     objective: Objective = "flops"
     calibration: CalibrationFile = None
     profile_overrides: Overrides = ()
+    data: PlanData = None
+    in_chans: InChans = None
+    num_classes: NumClasses = None
+    beyond_bank: BeyondBank = DEFAULT_BEYOND_BANK
+
+    @model_validator(mode="after")
+    def _one_task_source(self) -> PlanOptions:
+        given = [f"--{n.replace('_', '-')}" for n in ("in_chans", "num_classes") if getattr(self, n) is not None]  # fmt: skip
+        if self.data is not None and given:
+            raise ValueError(f"give --data or {'/'.join(given)}, not both (the data says its own)")
+        return self
 
     @field_validator("img_size", mode="before")
     @classmethod
@@ -302,6 +350,38 @@ class BuildOptions(_TrainFields):
             "cache), export, bench and report; interrupted training checkpoints are discarded."
         ),
     ] = False
+    init: Init = "wave"
+    teacher_checkpoint: Annotated[str | None, Field(
+        description="Teacher for --init weight-selection (and --compare-init): a wave-deploy checkpoint, or with "
+        "--teacher-arch a timm state dict (safetensors, or a torch file read with weights_only). Its geometry "
+        "(patch, channels, depth, width) bounds the search without a bank.",
+        json_schema_extra=_cli(path=True, dir_okay=False))] = None  # fmt: skip
+    teacher_arch: Annotated[str | None, Field(
+        description="timm architecture of --teacher-checkpoint's state dict, e.g. vit_small_patch16_224.")] = None  # fmt: skip
+    compare_init: Annotated[bool, Field(
+        description="Train every usable initialization (wave with a bank of the data's channels, weight-selection "
+        "with a teacher, random) for the same training FLOPs and --compare-seeds seeds, deploy the one of highest "
+        "mean validation accuracy and record the table in the report. Prints a cost estimate first.")] = False  # fmt: skip
+    compare_seeds: Annotated[int, Field(
+        ge=1, le=10, description="Seeds per initialization of --compare-init (--seed, --seed+1, ...).")] = 2  # fmt: skip
+    beyond_bank: BeyondBank = DEFAULT_BEYOND_BANK
+
+    @model_validator(mode="after")
+    def _init_inputs(self) -> BuildOptions:
+        if self.teacher_arch is not None and self.teacher_checkpoint is None:
+            raise ValueError("--teacher-arch names the architecture of --teacher-checkpoint: give both")
+        if self.compare_init and self.init != "wave":
+            raise ValueError("--compare-init trains every initialization: leave --init out")
+        if self.init == "weight-selection" and self.teacher_checkpoint is None:
+            raise ValueError("--init weight-selection needs --teacher-checkpoint (and --teacher-arch for a timm "
+                             "state dict)")  # fmt: skip
+        if self.init == "weight-selection" and self.templates is not None:
+            raise ValueError("--init weight-selection uses no bank: leave --templates out")
+        if self.compare_init and self.seed + self.compare_seeds - 1 > SEED_MAX:
+            raise ValueError(
+                f"--compare-init seeds run from --seed to --seed + {self.compare_seeds - 1}: past {SEED_MAX}"
+            )
+        return self
 
     def phase_steps(self, n_train: int) -> tuple[int, int]:
         """(scaler steps, dense steps) for a training split of ``n_train`` images: explicit steps win, else
@@ -315,7 +395,9 @@ class BuildOptions(_TrainFields):
     def training_fields(self, n_train: int) -> dict[str, Any]:
         """What determines the trained model (the train stage's cache key): resolved step counts, not epochs."""
         scaler_steps, dense_steps = self.phase_steps(n_train)
-        fields = {k: getattr(self, k) for k in ("seed", "strategy", "batch_size")}
+        names = ("seed", "strategy", "batch_size", "init", "teacher_arch", "compare_init")
+        fields = {k: getattr(self, k) for k in names}
+        fields["compare_seeds"] = self.compare_seeds if self.compare_init else None
         return {**fields, "scaler_steps": scaler_steps, "dense_steps": dense_steps}
 
 
@@ -334,10 +416,11 @@ def parse(model: type[M], values: Mapping[str, Any], what: str) -> M:
         return model.model_validate(dict(values))
     except ValidationError as exc:
         err = exc.errors()[0]
-        name = ".".join(str(p) for p in err["loc"]) or "(options)"
+        name = ".".join(str(p) for p in err["loc"])
         value = f", got {err['input']!r}" if "input" in err and not isinstance(err["input"], dict) else ""
         message = err["msg"].removeprefix("Value error, ")
-        raise UsageError(f"{what}: option {name}: {message}{value}") from None
+        where = f"option {name}: " if name else ""  # a rule between options names its flags itself
+        raise UsageError(f"{what}: {where}{message}{value}") from None
 
 
 def api(model: type[_Options], *leading: str) -> Callable[[Callable], Callable]:

@@ -153,8 +153,12 @@ def _run(profiles: list[str], options: BuildOptions, fail_on_budget: bool, as_js
         what = "reused (inputs unchanged)" if status == "reused" else f"done in {seconds:.1f} s"
         err.print(f"[{profile}] {stage:<7} {what}", markup=False)
 
+    def on_note(profile: str, message: str) -> None:
+        if not quiet:
+            err.print(f"[{profile}] {message}", markup=False)
+
     with TrainingProgress("training", console=err, disable=quiet) as bar:
-        results = run_build(profiles, options, on_event=on_event, on_step=bar)
+        results = run_build(profiles, options, on_event=on_event, on_step=bar, on_note=on_note)
     summary = [_summary_row(r) for r in results]
     error = outcome(results, fail_on_budget)
     if as_json:
@@ -252,4 +256,5 @@ def _summary_row(result) -> dict:
         # what each budget was judged on (device > calibrated > extrapolated > analytic; host; validation)
         "evidence": {name: check.get("evidence") for name, check in r["budgets"].items() if check},
         "required_evidence": r["budgets"]["latency"].get("required_evidence"),
+        "init": (r.get("training") or {}).get("init"),
     }

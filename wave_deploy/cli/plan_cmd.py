@@ -58,14 +58,16 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 )
 @model_options(PlanOptions, "img_size", "calibration", "objective")
 @click.option("--plot", type=click.Path(), default=None, help="Write a PNG of FLOPs vs latency.")
-@model_options(PlanOptions, "templates")
+@model_options(PlanOptions, "templates", "data", "in_chans", "num_classes", "beyond_bank")
 @json_option()
 def plan(profile_name, spec_text, plot, as_json, **fields):
     """Choose the ViT size that fits PROFILE's budgets, or predict one given size (--spec).
 
     Sizes come from the template bank's search space (default: the shipped bank's geometry, 28 px MNIST) at
-    the bank's image size or at each --img-size; the profile's budgets were set for its own input size (a note
-    says when the chosen size differs). Latencies predicted outside a calibration's measured geometry, depth,
+    the bank's image size or at each --img-size, for the channels and classes of --data (read from a listing
+    and one image header) or of --in-chans/--num-classes (default: the bank's task); --beyond-bank searches
+    past the bank's sizes. The profile's budgets were set for its own input size (a note says when the chosen
+    size differs); a note says when the bank's largest size uses under a quarter of the binding budget. Latencies predicted outside a calibration's measured geometry, depth,
     width or batch are marked '*' in the table, listed in notes and in each candidate's latency_notes (--json).
     Exits 5 when no size fits, naming the closest ones and the budget each breaks.
     """
@@ -91,8 +93,9 @@ def plan(profile_name, spec_text, plot, as_json, **fields):
     if as_json:
         fits = [c.to_dict() for c in selection.candidates if c.feasible]
         print_json(
-            {**selection.to_dict(), "fitting": fits, "search_space": inputs.space.to_dict(), "plot": plot}
-        )
+            {**selection.to_dict(), "fitting": fits, "search_space": inputs.space.to_dict(), "plot": plot,
+             "task": inputs.task}
+        )  # fmt: skip
         return
     _print_selection(selection, inputs, options.objective, plot)
 
@@ -132,11 +135,16 @@ def _print_selection(selection, inputs, objective: str, plot: str | None) -> Non
         f"(budget {b.latency_ms:g} ms), memory {chosen.memory.total_mib:.1f} MiB "
         f"(budget {b.memory_mib:g} MiB); source: {selection.latency_source}"
     )
+    from wave_deploy.data_shape import describe_channels
+
+    task = inputs.task
+    chans = describe_channels(task["in_chans"])
+    out.print(f"  task: input {chans}, {task['num_classes']} classes ({task['source']})")
     for note in selection.notes:
         out.print(f"  note: {note}")
     several = len(inputs.space.resolutions()) > 1
     rows = [_frontier_row(c, chosen, several) for c in selection.frontier]
-    header = ["depth", "dim", "heads", "GFLOPs", "params M", "p50 ms"]
+    header = ["depth", "dim", "heads", "ch", "classes", "GFLOPs", "params M", "p50 ms"]
     header += [f"{b.latency_percentile} ms", "MiB", "accuracy", "verdict"]
     title = f"Pareto frontier ({'predicted accuracy' if objective == 'accuracy' else objective} vs predicted latency)"
     out.print(table(title, (["px"] if several else []) + header, rows))
@@ -154,6 +162,8 @@ def _frontier_row(c, chosen, several: bool) -> list:
         c.spec.depth,
         c.spec.embed_dim,
         c.spec.num_heads,
+        c.spec.in_chans,
+        c.spec.num_classes,
         _fmt(c.flops / 1e9, 3),
         _fmt(c.params / 1e6, 2),
         _fmt(c.latency.latency_ms, 3) + star,

@@ -16,9 +16,11 @@ def _row(r: dict) -> list[str]:
     if r.get("failure"):
         f = r["failure"]
         why = f"fail: build failed at {f['stage']} (exit {f['exit_code']}): {f['message']}"
-        return [f"{r['profile']}\n{r['spec_name']}", "", "", "", "", "", "", why]
+        return [f"{r['profile']}\n{r['spec_name']}", "", "", "", "", "", "", "", why]
+    task = "" if r.get("in_chans") is None else f"{r['in_chans']} ch, {r['num_classes']}"
     return [
         f"{r['profile']}\n{r['spec_name']}",
+        task,
         _fmt((r["params"] or 0) / 1e6, 2),
         f"{_fmt(r['predicted_ms'])} / {_fmt(r['budget_ms'], 2)} {r['percentile']}",
         f"{_fmt(r['local_p50_ms'])} / {_fmt(r['local_p99_ms'])}",
@@ -103,7 +105,7 @@ def report(dirs, html_out, device_report, gate, pins, as_json):
                 f"merged {device_report} into {dirs[0]}: {lat.get('percentile')} measured on the device "
                 f"{_fmt(lat.get('value_ms'))} ms (budget {lat.get('budget_ms')} ms), verdict {merged['verdict']}"
             )
-        columns = ["profile / spec", "params M", "pred. / budget ms", "local p50 / p99", "device p50 / p99",
+        columns = ["profile / spec", "input, classes", "params M", "pred. / budget ms", "local p50 / p99", "device p50 / p99",
                    "pred./dev.", "val acc", "verdict"]  # fmt: skip
         body = [_row(r) for r in rows]
         out.print(table("devices (local = build machine, not the target; ms)", columns, body))

@@ -21,6 +21,7 @@ from typing import Any
 
 from wave_deploy import data as datasets
 from wave_deploy.bench.runners import OrtRunner, benchmark_samples
+from wave_deploy.data_shape import probe_data
 from wave_deploy.errors import (
     InvalidInputError,
     WaveDeployError,
@@ -28,7 +29,9 @@ from wave_deploy.errors import (
 from wave_deploy.exporters.base import data_inputs, export_for_profile, precision_gate
 from wave_deploy.fileio import check_writable_dir, copy_file, remove_stale_parts, sha256_file, write_json
 from wave_deploy.options import BuildOptions
+from wave_deploy.pipeline.compare_init import compare
 from wave_deploy.pipeline.failclosed import fail_closed, neutralize, neutralize_profiles
+from wave_deploy.pipeline.inits import Sources, check_objective, resolve_sources, run_init
 from wave_deploy.pipeline.manifest import StageOutput, StageRunner, shared_model_problem, stage_key
 from wave_deploy.pipeline.records import (
     BenchRecord,
@@ -39,8 +42,10 @@ from wave_deploy.pipeline.records import (
     TrainRecord,
 )
 from wave_deploy.pipeline.results import DeviceResult
+from wave_deploy.planning.headroom import beyond_bank
 from wave_deploy.planning.latency import load_calibration
-from wave_deploy.planning.selection import SearchSpace, select
+from wave_deploy.planning.plan import select_with_headroom
+from wave_deploy.planning.selection import SearchSpace
 from wave_deploy.profiles import DeviceProfile, apply_overrides, load_profile
 from wave_deploy.reports import failure_of, load_report, write_report_files
 from wave_deploy.reports.assemble import assemble_report, profile_section
@@ -51,36 +56,39 @@ from wave_deploy.target import Target
 from wave_deploy.training.checkpoint import UnusableCheckpointError
 from wave_deploy.training.folding import load_folded_file, save_folded
 from wave_deploy.version import __version__
-from wave_deploy.wave.bank import TemplateBank, default_bank_path
-from wave_deploy.wave.init import initialize, phases
 from wave_deploy.wave.score import accuracy_table
 
 log = logging.getLogger(__name__)
 
 
 Event = Callable[[str, str, str, float | None], None]  # (profile, stage, "start"|"done"|"reused", seconds)
+Note = Callable[[str, str], None]  # (profile, message)
 
 
 def build(
-    profiles: list[str], options: BuildOptions, on_event: Event | None = None, on_step=None
-) -> list[DeviceResult]:
+    profiles: list[str], options: BuildOptions, on_event: Event | None = None, on_step=None,
+    on_note: Note | None = None,
+) -> list[DeviceResult]:  # fmt: skip
     """Build every profile; return one result per profile, failed ones included.
 
     Fail closed: a profile whose build fails gets a failing report.json/report.md (never an earlier PASS),
     the earlier run's models are moved to ``stale/`` (pipeline.failclosed), and the next profile is built all
-    the same. Errors before any per-profile work (a bad profile, --set, bank or data) raise, after marking
-    failed the reports that the named profiles' directories already held.
+    the same. Errors before any per-profile work (a bad profile, --set, bank, teacher or data) raise, after
+    marking failed the reports that the named profiles' directories already held. ``on_note(profile,
+    message)`` hears what a person should read before a long step (--compare-init's cost estimate).
     """
 
     check_writable_dir(options.out, "--out")  # before any work: exit 3 naming the path
     try:
         # validate every profile (and every --set) before any work
         loaded = [apply_overrides(load_profile(p), options.profile_overrides) for p in profiles]
-        bank_path = Path(options.templates) if options.templates else default_bank_path()
-        bank = TemplateBank.load(bank_path)
         if options.calibration:
             load_calibration(options.calibration)  # a missing or invalid file: exit 3 before any work
-        geom = bank.geometry
+        # bank, teacher and geometry from a listing and one image header: a bank of other channels is
+        # refused before any image is decoded (the same refusal as plan's)
+        sources = resolve_sources(options, probe_data(options.data))
+        check_objective(options, sources)
+        geom = sources.geometry
         size = geom.target_img_size(options.img_size)
         data = datasets.load_for_bank(
             options.data,
@@ -92,13 +100,14 @@ def build(
     except BaseException as exc:
         neutralize(options.out, profiles, failure_of("inputs", exc))  # earlier reports fail; nothing new
         raise
-    inputs = {"bank": str(bank_path), "bank_sha256": sha256_file(bank_path), "data": data.info.fingerprint}
+    inputs = {"sources": sources.key(), "data": data.info.fingerprint}
     if options.force:  # --force retrains: no model trained by an earlier build is reused
         shutil.rmtree(Path(options.out) / ".models", ignore_errors=True)
+    hooks = (on_step, on_note)
     results: list[DeviceResult] = []
     for i, profile in enumerate(loaded):
         try:
-            results.append(_build_one(profile, bank, data, inputs, options, on_event, on_step))
+            results.append(_build_one(profile, sources, data, inputs, options, on_event, hooks))
         except BaseException as exc:  # an interrupt or a bug: the profiles not reached keep no earlier PASS
             neutralize_profiles(options.out, loaded[i + 1 :], failure_of("not built", exc))
             raise
@@ -106,14 +115,14 @@ def build(
 
 
 def _build_one(
-    profile: DeviceProfile, bank, data, inputs, options: BuildOptions, on_event, on_step
+    profile: DeviceProfile, sources: Sources, data, inputs, options: BuildOptions, on_event, hooks
 ) -> DeviceResult:
     """One profile's stages; a WaveDeployError becomes a failing report and a failed DeviceResult."""
     out_dir = Path(options.out) / profile.name
     done: list[dict[str, Any]] = []
     current = ["setup"]
     try:
-        return _run_stages(profile, bank, data, inputs, options, on_event, on_step, out_dir, current, done)
+        return _run_stages(profile, sources, data, inputs, options, on_event, hooks, out_dir, current, done)
     except BaseException as exc:
         # before the first stage (e.g. an unreadable manifest) this is an input error: nothing new is created
         before_work = current[0] == "setup"
@@ -132,7 +141,7 @@ def _build_one(
 
 
 def _run_stages(
-    profile: DeviceProfile, bank, data, inputs, options: BuildOptions, on_event, on_step, out_dir: Path,
+    profile: DeviceProfile, sources: Sources, data, inputs, options: BuildOptions, on_event, hooks, out_dir: Path,
     current: list[str], done: list[dict[str, Any]],
 ) -> DeviceResult:  # fmt: skip
     config = {"profile": profile.name, "options": options.resolved(), **inputs}
@@ -152,19 +161,19 @@ def _run_stages(
 
     plan_key = stage_key(
         profile=profile_json,
-        bank=inputs["bank_sha256"],
+        geometry=inputs["sources"]["geometry"],  # the search space (a teacher's weights do not change it)
+        bank=inputs["sources"]["bank_sha256"],
         objective=options.objective,
         scored_on=inputs["data"] if options.objective == "accuracy" else None,
         calibration=_file_hash(options.calibration),
         classes=data.info.num_classes,
+        beyond_bank=options.beyond_bank,
     )
-    plan = stage(
-        "plan", plan_key, lambda d: _plan(d, profile, bank, data, options, inputs["bank"]), PlanRecord
-    )
+    plan = stage("plan", plan_key, lambda d: _plan(d, profile, sources, data, options), PlanRecord)
     spec_dict = plan.chosen.spec.to_dict()
 
     train_key = stage_key(
-        bank=inputs["bank_sha256"],
+        sources=inputs["sources"],  # the bank, the teacher and the geometry: with the init choice below
         data=inputs["data"],
         spec=spec_dict,
         **options.training_fields(len(data.train_x)),
@@ -172,7 +181,7 @@ def _run_stages(
     trained = stage(
         "train",
         train_key,
-        lambda d: _train(d, bank, data, spec_dict, options, train_key, on_step),
+        lambda d: _train(d, sources, data, spec_dict, options, train_key, hooks, profile.name),
         TrainRecord,
     )
 
@@ -235,26 +244,37 @@ def _run_stages(
 
 
 def _plan(
-    out_dir: Path, profile: DeviceProfile, bank, data, options: BuildOptions, bank_path: str
+    out_dir: Path, profile: DeviceProfile, sources: Sources, data, options: BuildOptions
 ) -> StageOutput:
-    space = SearchSpace.from_bank(bank.geometry, data.info.num_classes)
+    bank_space = SearchSpace.from_bank(sources.geometry, data.info.num_classes)
     if options.img_size:  # the models are built for the data's (resized) image size
-        space = dataclasses.replace(space, img_size=options.img_size)
+        bank_space = dataclasses.replace(bank_space, img_size=options.img_size)
+    from_bank = sources.geometry_source == "bank"  # past a teacher's sizes weight selection cannot go
+    space = beyond_bank(bank_space, options.beyond_bank) if from_bank else bank_space
     accuracy = None
     if options.objective == "accuracy":  # every size of the space, sliced, on this build's validation split
-        accuracy = accuracy_table(bank_path, space.specs(), data)
-    selection = select(
-        profile, space, objective=options.objective, accuracy=accuracy, calibration=options.calibration
-    )
+        accuracy = accuracy_table(sources.bank_path, space.specs(), data)
+    selection = select_with_headroom(
+        profile, space, bank_space if from_bank else None, objective=options.objective, accuracy=accuracy,
+        calibration=options.calibration,
+    )  # fmt: skip
     record = PlanRecord.load({"selection": selection.to_dict(), "search_space": space.to_dict()}, "plan")
     write_json(out_dir / "plan.json", record.dump())
     return StageOutput(record.dump(), ["plan.json"])
 
 
 def _train(
-    out_dir: Path, bank, data, spec_dict: dict, options: BuildOptions, key: str, on_step
+    out_dir: Path,
+    sources: Sources,
+    data,
+    spec_dict: dict,
+    options: BuildOptions,
+    key: str,
+    hooks,
+    profile: str,
 ) -> StageOutput:
-    """WAVE init + scaler phase + dense phase; shared by every profile of this output root that picks the spec.
+    """The model's initialization (``--init``, or every one with ``--compare-init``) and training; shared by
+    every profile of this output root that picks the spec.
 
     Damaged caches recover: a shared model under ``.models/<key>/`` that is damaged or foreign is discarded
     and retrained without being asked; ``--force`` discards the training checkpoints under
@@ -275,12 +295,14 @@ def _train(
             log.warning("discarding the cached model in %s: %s; training it again", shared, problem)
             shutil.rmtree(shared)
         spec = ViTSpec.from_dict(spec_dict)
-        scaler, dense = phases(options, *options.phase_steps(len(data.train_x)))
+        on_step, on_note = hooks
         try:
-            model, record = initialize(
-                bank, spec, data, strategy=options.strategy, scaler=scaler, dense=dense, on_step=on_step,
-                device=options.device, checkpoint_dir=cache,
-            )  # fmt: skip
+            if options.compare_init:
+                note = None if on_note is None else (lambda message: on_note(profile, message))
+                model, record = compare(sources, spec, data, options, cache, on_step=on_step, on_note=note)
+            else:
+                model, record = run_init(options.init, sources, spec, data, options, seed=options.seed,
+                                         on_step=on_step, checkpoint_dir=cache)  # fmt: skip
         except UnusableCheckpointError as exc:
             raise InvalidInputError(exc.message, hint=f"delete {cache}, or rerun with --force") from exc
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
@@ -291,8 +313,8 @@ def _train(
         log.info("reusing the model trained for another profile (%s)", shared)
     for name in ("model.safetensors", "train.json"):
         copy_file(shared / name, out_dir / name)
-    record = TrainRecord.load(_read_json(out_dir / "train.json"), str(out_dir / "train.json"))
-    return StageOutput(record.dump(), ["model.safetensors", "train.json"])
+    trained = TrainRecord.load(_read_json(out_dir / "train.json"), str(out_dir / "train.json"))
+    return StageOutput(trained.dump(), ["model.safetensors", "train.json"])
 
 
 def _export(out_dir: Path, profile: DeviceProfile, data, options: BuildOptions) -> StageOutput:

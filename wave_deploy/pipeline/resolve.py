@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from wave_deploy.data_shape import check_bank_channels, probe_data
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import check_writable_dir
 from wave_deploy.options import BuildOptions
@@ -29,6 +30,9 @@ def resolve_build(profiles: list[str], options: BuildOptions) -> dict[str, Any]:
         raise InvalidInputError(
             f"data path {options.data} is not a directory", hint="pass an ImageFolder tree"
         )
+    shape = probe_data(options.data)  # a listing and one image header, as the build reads them first
+    if options.init == "wave" and not (options.compare_init and options.templates is None):
+        check_bank_channels(shape, geometry.in_chans, bank)  # the build's refusal (exit 3)
     return {
         "ok": True,
         "dry_run": True,
@@ -50,5 +54,6 @@ def resolve_build(profiles: list[str], options: BuildOptions) -> dict[str, Any]:
         },
         "img_size": img_size,
         "data": options.data or "builtin:mnist_5k",
+        "task": {"in_chans": shape.in_chans, "num_classes": shape.num_classes},
         "options": options.resolved(),
     }

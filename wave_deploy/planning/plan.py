@@ -13,8 +13,16 @@ from typing import Any
 
 from wave_deploy.errors import UsageError
 from wave_deploy.options import PlanOptions
+from wave_deploy.planning.headroom import beyond_bank, headroom
 from wave_deploy.planning.latency import Calibration, load_calibration
-from wave_deploy.planning.selection import Candidate, SearchSpace, Selection, evaluate, select
+from wave_deploy.planning.selection import (
+    Candidate,
+    SearchSpace,
+    Selection,
+    evaluate,
+    resolve_calibration,
+    select,
+)
 from wave_deploy.profiles import DeviceProfile, apply_overrides, load_profile
 from wave_deploy.spec import ViTSpec, check_img_size, macs
 
@@ -23,13 +31,42 @@ SPEC_KEYS = ("depth", "embed_dim", "num_heads", "batch", "img_size", "patch_size
 
 @dataclass(frozen=True)
 class PlanInputs:
-    """What a plan reads before it predicts anything: the profile (with --set), the bank's search space at
-    the requested image sizes, and the calibration to predict with (None: the profile's own or analytic)."""
+    """What a plan reads before it predicts anything: the profile (with --set), the bank's search space for
+    the task at the requested image sizes (``bank_space``) and the space searched (``space``: past the bank
+    with ``beyond_bank``), the task (channels and classes, and where they came from) and the calibration to
+    predict with (None: the profile's own or analytic)."""
 
     profile: DeviceProfile
     space: SearchSpace
     bank: Path
     calibration: Calibration | None
+    task: dict[str, Any]
+    bank_space: SearchSpace
+    notes: tuple[str, ...] = ()
+
+
+def task_of(options: PlanOptions, geometry, bank: Path) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The channels and classes a plan is for: the data's (a listing and one image header), --in-chans and
+    --num-classes, or the bank's own task. A bank of other channels is refused (exit 3, as build does)."""
+    from wave_deploy.data_shape import DataShape, check_bank_channels, probe_data
+
+    notes: tuple[str, ...] = ()
+    if options.data is not None:
+        shape = probe_data(options.data)
+        source = f"data {options.data}"
+        wanted = options.img_size or (geometry.img_size,)
+        if shape.img_size is not None and shape.img_size not in wanted:
+            size = max(wanted)
+            notes = (f"the data's images are {shape.img_size} px, the models {size} px: build resizes them "
+                     f"at load only with --img-size {size}"),  # fmt: skip
+    else:
+        in_chans = options.in_chans if options.in_chans is not None else geometry.in_chans
+        classes = options.num_classes if options.num_classes is not None else geometry.num_classes
+        given = options.in_chans is not None or options.num_classes is not None
+        source = f"--in-chans {in_chans}/--num-classes {classes}" if given else "the bank's own task"
+        shape = DataShape(source, in_chans, classes, (), None, 0)
+    check_bank_channels(shape, geometry.in_chans, bank)
+    return {"in_chans": shape.in_chans, "num_classes": shape.num_classes, "source": source}, notes
 
 
 def plan_inputs(profile: str | Path | DeviceProfile, options: PlanOptions) -> PlanInputs:
@@ -39,13 +76,16 @@ def plan_inputs(profile: str | Path | DeviceProfile, options: PlanOptions) -> Pl
     loaded = profile if isinstance(profile, DeviceProfile) else load_profile(str(profile))
     loaded = apply_overrides(loaded, options.profile_overrides)
     bank = Path(options.templates) if options.templates else default_bank_path()
-    space = SearchSpace.from_bank(inspect_bank(bank).geometry)  # no torch
+    geometry = inspect_bank(bank).geometry  # no torch
+    task, notes = task_of(options, geometry, bank)
+    bank_space = SearchSpace.from_bank(geometry, task["num_classes"])
     if options.img_size:
         for size in options.img_size:
-            check_img_size(size, space.patch_size)
-        space = space.with_resolutions(options.img_size)
+            check_img_size(size, bank_space.patch_size)
+        bank_space = bank_space.with_resolutions(options.img_size)
     calibration = load_calibration(options.calibration) if options.calibration else None
-    return PlanInputs(loaded, space, bank, calibration)
+    space = beyond_bank(bank_space, options.beyond_bank)
+    return PlanInputs(loaded, space, bank, calibration, task, bank_space, notes)
 
 
 def plan(profile: str | Path | DeviceProfile, options: PlanOptions) -> tuple[Selection, PlanInputs]:
@@ -58,14 +98,28 @@ def plan(profile: str | Path | DeviceProfile, options: PlanOptions) -> tuple[Sel
         accuracy = accuracy_table(
             inputs.bank, inputs.space.specs(), bank_data(inputs.bank)
         )  # seconds, cached
-    selection = select(
-        inputs.profile,
-        inputs.space,
-        objective=options.objective,
-        calibration=inputs.calibration,
-        accuracy=accuracy,
-    )
+    selection = select_with_headroom(
+        inputs.profile, inputs.space, inputs.bank_space, objective=options.objective,
+        calibration=inputs.calibration, accuracy=accuracy,
+    )  # fmt: skip
+    if inputs.notes:
+        selection = dataclasses.replace(selection, notes=selection.notes + inputs.notes)
     return selection, inputs
+
+
+def select_with_headroom(
+    profile: DeviceProfile, space: SearchSpace, bank_space: SearchSpace | None, **select_options: Any
+) -> Selection:
+    """``select`` over ``space``, with the headroom of ``bank_space`` (the bank's own sizes; None: a space
+    that is no bank's) in ``Selection.headroom`` and its notes: the one choice behind plan and build."""
+    selection = select(profile, space, **select_options)
+    if bank_space is None:
+        return selection
+    calibration = resolve_calibration(profile, select_options.get("calibration"))
+    room = headroom(bank_space, profile, calibration=calibration)
+    if room is None:
+        return selection
+    return dataclasses.replace(selection, notes=(*selection.notes, room["note"]), headroom=room)
 
 
 def predict(

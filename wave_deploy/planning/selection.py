@@ -201,6 +201,7 @@ class Selection:
     objective: str
     latency_source: str
     notes: tuple[str, ...]
+    headroom: dict | None = None  # planning.headroom: the bank's largest size far below the budgets
 
     def to_dict(self) -> dict:
         return {
@@ -219,6 +220,7 @@ class Selection:
                 {"name": c.spec.name, "reasons": list(c.reasons)} for c in self.candidates if not c.feasible
             ],
             "notes": list(self.notes),
+            "headroom": self.headroom,
         }
 
 
@@ -355,6 +357,13 @@ def selection_notes(chosen: Candidate, candidates: Sequence[Candidate], profile)
     return tuple(notes)
 
 
+def resolve_calibration(profile, calibration=None):
+    """A calibration file's path loaded, a Calibration as given, or (None) the profile's own or analytic."""
+    if isinstance(calibration, str) or hasattr(calibration, "__fspath__"):
+        return load_calibration(calibration)
+    return profile_calibration(profile) if calibration is None else calibration
+
+
 def select(
     profile,
     space: SearchSpace = DEFAULT_SEARCH_SPACE,
@@ -366,10 +375,7 @@ def select(
     """Choose the spec that fits ``profile``'s budgets best; raise NoFeasibleModelError when none fits."""
     if objective == "accuracy" and accuracy is None:
         raise UsageError("objective 'accuracy' needs accuracy estimates (a table or a callable)")
-    if isinstance(calibration, str) or hasattr(calibration, "__fspath__"):
-        calibration = load_calibration(calibration)
-    elif calibration is None:
-        calibration = profile_calibration(profile)
+    calibration = resolve_calibration(profile, calibration)
     candidates = tuple(
         evaluate(spec, profile, calibration=calibration, objective=objective, accuracy=accuracy)
         for spec in space.specs()

@@ -82,7 +82,11 @@ def assemble_report(
         "measured": {"local": local_section(bench), "device": None},
         "latency_samples_ms": list(bench.samples_ms) if bench else [],
         "accuracy": accuracy_section(train, export, data),
-        "training": {"scaler_phase": _phase(train.scaler_phase), "dense_phase": _phase(train.dense_phase)},
+        "training": {
+            "scaler_phase": _phase(train.scaler_phase),
+            "dense_phase": _phase(train.dense_phase),
+            "init": getattr(train, "init", None) or "wave",  # builds before --init were all WAVE
+        },
         "parity": {
             "onnx_fp32_max_abs_err": export.onnx.parity.max_abs_err,
             "variants": _variants_by_precision(export),
@@ -94,6 +98,7 @@ def assemble_report(
         "failure": failure.model_dump() if failure else None,
         "artifacts": artifacts_section(export),
     }
+    report["init_comparison"] = getattr(train, "init_comparison", None)  # --compare-init's table, or None
     return validate_report(report, str(out_dir))
 
 
@@ -121,6 +126,9 @@ def selection_section(plan: PlanRecord) -> dict[str, Any]:
         "candidates": sel.n_candidates,
         "feasible": sel.n_feasible,
         "notes": list(sel.notes),
+        "headroom": getattr(
+            sel, "headroom", None
+        ),  # planning.headroom: the bank far below the binding budget
     }
 
 

@@ -8,6 +8,7 @@ import html
 import os
 from pathlib import Path
 
+from wave_deploy.reports import init_table
 from wave_deploy.reports.files import REPORT_MD, report_dirs
 from wave_deploy.reports.fmt import check_rows, fmt_num, fmt_pct, power_mode_text
 from wave_deploy.reports.plots import PLOTS
@@ -30,6 +31,10 @@ def index_row(out_dir: str | Path, report: dict) -> dict:
         "runtime": report["profile"].get("runtime"),
         "precision": report["profile"].get("precision"),
         "spec_name": report["spec_name"] or "no model",
+        "in_chans": (report.get("spec") or {}).get("in_chans"),
+        "num_classes": (report.get("spec") or {}).get("num_classes"),
+        "img_size": (report.get("spec") or {}).get("img_size"),
+        "init": (report.get("training") or {}).get("init"),
         "params": (report.get("costs") or {}).get("params"),
         "percentile": pct,
         "batch": pred.get("batch"),
@@ -91,7 +96,8 @@ def _index_device(out_dir: Path, report: dict, out_path: str | Path | None) -> d
     href = None
     if out_path is not None:
         href = os.path.relpath(out_dir.resolve() / REPORT_MD, Path(out_path).resolve().parent)
-    return {"row": x, "facts": facts, "budgets": report["budgets"] or {}, "plots": plots, "report_md": href}
+    return {"row": x, "facts": facts, "budgets": report["budgets"] or {}, "plots": plots, "report_md": href,
+            "init": init_table.html_lines(report)}  # fmt: skip
 
 
 def render_index(dirs: list[str | Path], out_path: str | Path | None = None) -> str:
@@ -116,7 +122,8 @@ figure{margin:0} figure img{width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.8em;color:#555}
 """
 INDEX_COLUMNS = (
-    *("profile", "verdict", "device", "spec", "params M", "predicted / budget ms", "local p50 ms"),
+    *("profile", "verdict", "device", "spec", "input, classes", "params M", "predicted / budget ms"),
+    "local p50 ms",
     *("local p99 ms", "device p50 ms", "device p99 ms", "pred./device", "val acc"),
 )
 CHECK_COLUMNS = ("budget", "limit", "value", "predicted", "source", "evidence", "result")
@@ -146,7 +153,10 @@ def _summary_row(x: dict) -> str:
         failed = f" (build failed: exit {x['failure']['exit_code']})"
     cells = [f'<td class="l"><a href="#{anchor}">{html.escape(x["profile"])}</a></td>']
     cells += [_td(x["verdict"].upper() + failed, f"l {x['verdict']}"), _td(x["device"] or "", "l wrap")]
-    cells += [_td(x["spec_name"], "l"), _td(fmt_num((x["params"] or 0) / 1e6, 3))]
+    task = (
+        "—" if x.get("in_chans") is None else f"{x['in_chans']} ch × {x['img_size']} px, {x['num_classes']}"
+    )
+    cells += [_td(x["spec_name"], "l"), _td(task), _td(fmt_num((x["params"] or 0) / 1e6, 3))]
     budget = "—" if x["budget_ms"] is None else f"{x['budget_ms']:g}"
     cells += [_td(f"{fmt_num(x['predicted_ms'])} / {budget} ({x['percentile']})")]
     cells += [_td(fmt_num(x[k])) for k in ("local_p50_ms", "local_p99_ms", "device_p50_ms", "device_p99_ms")]
@@ -181,6 +191,7 @@ def _device_section(d: dict) -> list[str]:
     notes = [f"{row.budget}: {row.note}" for row in rows if row.note]
     if notes:
         out.append('<p class="muted">' + "<br>".join(html.escape(n) for n in notes) + "</p>")
+    out += d.get("init") or []  # build --compare-init's table
     out.append('<div class="plots">')
     for name, png in d["plots"].items():
         if png:

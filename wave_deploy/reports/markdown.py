@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from wave_deploy.reports import init_table
 from wave_deploy.reports.fmt import check_rows, fmt_bytes, fmt_num, fmt_pct, power_mode_text
 from wave_deploy.reports.schema import dump, parse_build_report
 from wave_deploy.spec import ViTSpec
@@ -84,10 +85,12 @@ def _md_model(r: dict) -> list[str]:
         else:
             status = "fits" if c.get("feasible") else "; ".join(c.get("reasons", []))
         gflops, mparams = fmt_num(c["flops"] / 1e9, 4), fmt_num(c["params"] / 1e6, 3)
-        row = [c["depth"], c["embed_dim"], c["num_heads"], gflops, mparams, fmt_num(c["latency_ms"])]
+        row = [c["depth"], c["embed_dim"], c["num_heads"], c.get("in_chans", "?"), c.get("num_classes", "?")]
+        row += [gflops, mparams, fmt_num(c["latency_ms"])]
         rows.append(row + [fmt_num(c.get("memory_mib"), 1), fmt_pct(c.get("accuracy")), status])
     pct = pred.get("percentile", "?")
-    header = ["depth", "embed_dim", "heads", "GFLOPs", "params M", f"pred. {pct} ms", "MiB", "sliced acc."]
+    header = ["depth", "embed_dim", "heads", "ch", "classes", "GFLOPs", "params M", f"pred. {pct} ms", "MiB"]
+    header += ["sliced acc."]
     return out + _table(header + ["status"], rows)
 
 
@@ -281,7 +284,8 @@ def render_markdown(report: dict) -> str:
         deploys = f"Deploys {r['profile']['deployed']}. " if r["profile"].get("deployed") else ""
         out += [f"Built {r['created']}. {deploys}Profile: {r['profile'].get('description', '')}", ""]
     out += _md_failure(r)
-    for section in (_md_device, _md_verdict, _md_model, _md_latency, _md_memory_accuracy, _md_files):
+    sections = (_md_device, _md_verdict, _md_model, init_table.markdown, _md_latency, _md_memory_accuracy)
+    for section in (*sections, _md_files):
         out += section(r)
     return "\n".join(out)
 

@@ -167,6 +167,40 @@ class ProfileSection(_Open):
     build_host_is_device: bool | None = None  # the local benchmark counts as measured evidence (host)
 
 
+class InitRow(_Closed):
+    """One initialization of ``build --compare-init``: its accuracy over seeds, or why it was skipped."""
+
+    init: Literal["wave", "weight-selection", "random"]
+    status: Literal["trained", "skipped"]
+    reason: str | None = None  # why it was skipped
+    seeds: list[int]
+    val_accs: list[float]  # per seed, in the order of seeds
+    val_acc_mean: float | None
+    val_acc_std: float | None  # sample standard deviation over seeds (0 for one seed)
+    val_acc_min: float | None
+    val_acc_max: float | None
+    val_acc_at_init_mean: float | None
+    training_flops: int | None  # per run: analytic, teacher forwards of distillation included
+    scaler_steps: int | None
+    dense_steps: int | None
+    wall_s_mean: float | None  # per run, on the build machine
+
+
+class InitComparison(_Closed):
+    """``build --compare-init``: every usable initialization trained for the same FLOPs; the chosen one is
+    deployed (its first seed's model)."""
+
+    budget_flops: int  # per run: (scaler + dense steps of the build's schedule) x a dense step
+    seeds: list[int]
+    batch_size: int
+    schedule_steps: int  # the build's scaler + dense steps the budget is made of
+    chosen: Literal["wave", "weight-selection", "random"]
+    rule: str
+    estimate_s: float  # the estimate printed before training
+    wall_s: float
+    rows: list[InitRow]
+
+
 class LocalMeasurement(_Closed):
     """The local benchmark on the build machine: its statistics, what was timed and which model file."""
 
@@ -222,6 +256,7 @@ class BuildReport(_Closed):
     parity: dict[str, Any] | None = None
     sizes: dict[str, Any] | None = None
     artifacts: dict[str, Any] = Field(default_factory=dict)
+    init_comparison: InitComparison | None = None  # build --compare-init's table (None without it)
 
     @model_validator(mode="after")
     def _consistent(self) -> BuildReport:

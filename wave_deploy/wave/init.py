@@ -256,7 +256,7 @@ def initialize(
             checkpoint_dir=ckpt["scalers"],
             resume=checkpoint_dir is not None,
         )
-    record["scaler_phase"] = _phase_record(result)
+    record["scaler_phase"] = phase_record(result)
     state, spec = fold(wave.cpu())
     model = load_folded(state, spec)
     record["fold_parity_max_abs_err"] = check_fold(wave, model, data.val_x[:8].float())
@@ -271,7 +271,7 @@ def initialize(
             resume=checkpoint_dir is not None,
         )
         model = model.cpu().eval()
-    record["dense_phase"] = _phase_record(result)
+    record["dense_phase"] = phase_record(result)
     _, record["val_acc"] = evaluate(model, data.val_x, data.val_labels, 512, torch.device("cpu"))
     record["total_s"] = round(time.perf_counter() - t0, 3)
     return model, record
@@ -328,7 +328,7 @@ def init_model(out: str | Path, options: InitOptions, on_step: Callable | None =
     return record
 
 
-def _phase_record(result) -> dict | None:
+def phase_record(result) -> dict | None:
     if result is None:
         return None
     return {
