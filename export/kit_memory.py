@@ -14,6 +14,7 @@ Standard library and numpy only; no wave-deploy import.
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -26,8 +27,6 @@ def _peak_kib() -> int:
         with open("/proc/self/status", encoding="ascii") as fh:
             return int(next(line for line in fh if line.startswith("VmHWM")).split()[1])
     except (OSError, StopIteration, ValueError):
-        import resource
-
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak // 1024 if sys.platform == "darwin" else peak  # bytes on macOS, KiB elsewhere
 

@@ -37,6 +37,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the kit's sibling modules
 
+import shutil
+import subprocess
+
 from kit_common import (
     EXIT_INVALID,
     EXIT_MISSING,
@@ -143,8 +146,6 @@ def parity_gated(precision: str) -> bool:
 
 def power_mode() -> str | None:
     """`nvpmodel -q` on Jetsons: latency without the power mode is meaningless."""
-    import shutil
-    import subprocess
 
     if not shutil.which("nvpmodel"):
         return None

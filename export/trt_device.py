@@ -10,14 +10,17 @@ looked for before anything touches TensorRT. No wave-deploy, torch or timm impor
 from __future__ import annotations
 
 import json
+import random
 import re
 import shutil
+import shutil as _shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
-from kit_common import EXIT_INVALID, EXIT_MISSING, EXIT_STAGE, KitError, compare, latency_stats
+from kit_common import EXIT_INVALID, EXIT_MISSING, EXIT_STAGE, KitError, compare, latency_stats, log
 
 JETPACK_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 GPU_NODES = ("/dev/nvidia0", "/dev/nvhost-ctrl-gpu", "/dev/nvgpu/igpu0/ctrl", "/dev/nvmap")
@@ -274,13 +277,9 @@ def calibration_seconds(bench: dict) -> tuple[float, float]:
 def calibrate(bundle: Path, plan: dict, design, points: list, args) -> tuple[dict, list]:
     """Build each design model's engine with trtexec, time every (model, batch) in shuffled passes, keep each
     point's best pass: (runtime and settings records, samples)."""
-    import random
-    import shutil as _shutil
-    import tempfile
 
     import kit_calibrate
     import kit_design
-    from kit_common import log
 
     find_gpu()
     trtexec = find_trtexec(args.trtexec)

@@ -116,6 +116,20 @@ def heavy(names: frozenset[str]) -> set[str]:
     return {r for r in roots if r != "wave_deploy" and r not in sys.stdlib_module_names and r not in LIGHT}
 
 
+def _optional_imports(tree: ast.AST) -> set[ast.AST]:
+    """Imports in the body of a ``try`` that catches ImportError (or ModuleNotFoundError): optional modules."""
+    out: set[ast.AST] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Try):
+            continue
+        caught = {ast.unparse(h.type) for h in node.handlers if h.type is not None}
+        if caught & {"ImportError", "ModuleNotFoundError", "(ImportError, ModuleNotFoundError)"}:
+            out.update(
+                n for stmt in node.body for n in ast.walk(stmt) if isinstance(n, (ast.Import, ast.ImportFrom))
+            )
+    return out
+
+
 def pointless_local_imports() -> list[str]:
     """``path:line: import X`` of every function-local import that defers nothing."""
     known = modules()
@@ -123,11 +137,14 @@ def pointless_local_imports() -> list[str]:
     for name, path in sorted(known.items()):
         loaded = closure(name)
         tree = ast.parse(path.read_text(encoding="utf-8"))
+        optional = _optional_imports(tree)
         for func in ast.walk(tree):
             if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
             for node in ast.walk(func):
                 if not isinstance(node, (ast.Import, ast.ImportFrom)) or getattr(node, "level", 0):
+                    continue
+                if node in optional:  # try: import X / except ImportError: a module some platforms lack
                     continue
                 for target in dict.fromkeys(_targets(node, known)):
                     new = closure(target) - loaded

@@ -12,7 +12,7 @@ import pytest
 from _imports import ROOT, _targets, _type_checking, modules, pointless_local_imports
 
 DOC = ROOT / "docs" / "architecture.md"
-PATH = re.compile(r"`((?:wave_deploy|export)/[\w/]*?(?:\.py|/))`")
+PATH = re.compile(r"`((?:wave_deploy|export)(?:/\w+)*(?:\.py|/))`")
 
 
 def _section(title: str) -> str:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 
+from wave_deploy.errors import UsageError
+
 RUNNERS = {
     "torch": "wave_deploy.bench.runners:TorchRunner",
     "onnxruntime": "wave_deploy.bench.runners:OrtRunner",
@@ -16,7 +18,6 @@ RUNNERS = {
 
 
 def get_runner_class(name: str):
-    from wave_deploy.errors import UsageError
 
     if name not in RUNNERS:
         raise UsageError(f"unknown runner {name!r}; known: {', '.join(RUNNERS)}")

@@ -43,8 +43,10 @@ from wave_deploy.calibration.file import (
     CalibrationFile,
     write_calibration_file,
 )
+from wave_deploy.calibration.graphs import design_graphs
 from wave_deploy.errors import UsageError
 from wave_deploy.planning.latency import Calibration, fit_latency, load_calibration
+from wave_deploy.planning.selection import DEFAULT_SEARCH_SPACE
 from wave_deploy.profiles import DeviceProfile
 from wave_deploy.spec import ViTSpec
 from wave_deploy.target import FP32, Target, Variant
@@ -103,7 +105,6 @@ def measure(
     from other processes during one pass does not bias it. Returns sample dicts and the runtime description.
     ONNX Runtime times ``design_graphs`` (made here unless ``graphs`` has them); ``point_s`` (estimated
     seconds per point) weighs the progress reports."""
-    from wave_deploy.calibration.graphs import design_graphs
 
     by_model: dict[ViTSpec, list[int]] = {}
     for spec, batch in points:
@@ -297,8 +298,7 @@ def prepare(
         raise UsageError(f"calibration runtime must be 'onnxruntime' or 'torch', got {runtime!r}")
     if clock not in ("wall", "thread"):
         raise UsageError(f"clock must be 'wall' or 'thread', got {clock!r}")
-    if space is None:
-        from wave_deploy.planning.selection import DEFAULT_SEARCH_SPACE as space
+    space = DEFAULT_SEARCH_SPACE if space is None else space
     threads = threads or min(profile.runtime.intra_op_threads or available_threads(), available_threads())
     if clock == "thread" and threads != 1:
         raise UsageError("clock 'thread' measures one thread's CPU time: use it with threads=1")

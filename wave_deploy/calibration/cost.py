@@ -15,10 +15,12 @@ It is an estimate: the progress lines correct it as the measurements come in.
 
 from __future__ import annotations
 
+import importlib
 import time
 from dataclasses import dataclass
 
 from wave_deploy import probe
+from wave_deploy.calibration.graphs import probe_graph
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.planning.memory import MIB, RUNTIME_FACTORS
 from wave_deploy.spec import ViTSpec, activation_bytes, flops, model_ops, weight_bytes
@@ -33,7 +35,6 @@ PROBE_SHAPE = (256, 512, 512)  # the probe's MatMul: (m, k) x (k, n)
 
 def kit_design():
     """The kit's design module (numpy only), shared with the device: ``wave_deploy._kit.kit_design``."""
-    import importlib
 
     return importlib.import_module("wave_deploy._kit.kit_design")
 
@@ -87,8 +88,6 @@ def probe_gflops(threads: int) -> float:
     """This machine's GEMM speed in ONNX Runtime at ``threads`` intra-op threads (GFLOP/s, about 0.2 s)."""
     import numpy as np
     import onnxruntime as ort
-
-    from wave_deploy.calibration.graphs import probe_graph
 
     m, k, n = PROBE_SHAPE
     options = ort.SessionOptions()

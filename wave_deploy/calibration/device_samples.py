@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, m
 
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import sha256_bytes
+from wave_deploy.planning.selection import SearchSpace
 from wave_deploy.profiles import DeviceProfile
 from wave_deploy.target import Target
 
@@ -173,7 +174,6 @@ def check_fits(samples: SamplesFile, profile: DeviceProfile, expected: dict, pat
 
 def space_of(samples: SamplesFile):
     """The SearchSpace of the samples' geometry (sizes: the samples' ranges)."""
-    from wave_deploy.planning.selection import SearchSpace
 
     g = samples.geometry
     return SearchSpace(

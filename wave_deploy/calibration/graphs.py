@@ -26,6 +26,7 @@ from pathlib import Path
 
 from wave_deploy.calibration.design_export import WEIGHT_STD, block_models
 from wave_deploy.errors import InvalidInputError
+from wave_deploy.fileio import write_bytes
 from wave_deploy.spec import ViTSpec, flops, model_ops
 from wave_deploy.target import FP32, Variant
 
@@ -279,7 +280,6 @@ def write_design(
 ) -> Path:
     """calibration.zip: index.json (``index`` plus a record per model) and every graph, deflated, with fixed
     dates: the same design gives the same bytes."""
-    from wave_deploy.fileio import write_bytes
 
     models = [model_entry(g, batches[s], seed, memory[s]) for seed, (s, g) in enumerate(graphs.items())]
     entries = [("index.json", json.dumps({**index, "models": models}, indent=1, sort_keys=True).encode())]

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import click
 
+from wave_deploy.bench.stats import TIMED_COMPUTE, TIMED_HOST_TO_HOST
 from wave_deploy.cli.options import BenchBatch, FiniteFloat, Threads, json_option
 from wave_deploy.cli.output import echo, print_json
+from wave_deploy.errors import InvalidInputError
 
 
 def _summary_lines(model: Path, stats: dict) -> list[str]:
@@ -57,8 +59,6 @@ def bench(
     TensorRT.
     """
     from wave_deploy.bench.runners import benchmark, open_runner
-    from wave_deploy.bench.stats import TIMED_COMPUTE, TIMED_HOST_TO_HOST
-    from wave_deploy.errors import InvalidInputError
 
     if not model.exists():
         raise InvalidInputError(f"model {model} does not exist")

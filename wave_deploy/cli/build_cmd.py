@@ -11,11 +11,23 @@ their earlier models aside (``pipeline.failclosed.neutralize``); errors inside t
 
 from __future__ import annotations
 
+import time
+
 import click
 
 from wave_deploy.cli.options import json_option, model_options
 from wave_deploy.cli.output import console, is_quiet, print_json, table
+from wave_deploy.cli.progress import TrainingProgress
+from wave_deploy.errors import UsageError
+from wave_deploy.fileio import check_writable_dir
 from wave_deploy.options import BuildOptions, parse
+from wave_deploy.pipeline.failclosed import neutralize
+from wave_deploy.pipeline.resolve import resolve_build
+from wave_deploy.pipeline.results import outcome
+from wave_deploy.profiles import list_profiles
+from wave_deploy.reports.files import failure_of
+from wave_deploy.reports.schema import Failure
+from wave_deploy.reports.verify import manifest_sha256
 
 
 def requested_in_argv(args: list[str]) -> tuple[list[str], str]:
@@ -39,7 +51,6 @@ def requested_in_argv(args: list[str]) -> tuple[list[str], str]:
 
 
 def _all_names() -> list[str]:
-    from wave_deploy.profiles import list_profiles
 
     try:
         return [p.name for p in list_profiles()]
@@ -49,9 +60,6 @@ def _all_names() -> list[str]:
 
 def _neutralize(profiles: list[str], out: str | None, exc: BaseException) -> None:
     """Fail closed before the pipeline started: the requested profiles' earlier reports say FAIL."""
-    from wave_deploy.pipeline.failclosed import neutralize
-    from wave_deploy.reports.files import failure_of
-    from wave_deploy.reports.schema import Failure
 
     if isinstance(exc, click.ClickException):
         message = " ".join(exc.format_message().split())
@@ -111,7 +119,6 @@ def build(profiles, all_profiles, fail_on_budget, dry_run, as_json, **fields) ->
     (1, 6, 7, 4, 3, 5, 8, 9). A failed profile's report.json/report.md say FAIL and why: no earlier PASS is
     left standing. With --json, one object on stdout on every exit, with one entry per profile.
     """
-    from wave_deploy.errors import UsageError
 
     requested = list(profiles) + (_all_names() if all_profiles else [])
     try:
@@ -125,20 +132,14 @@ def build(profiles, all_profiles, fail_on_budget, dry_run, as_json, **fields) ->
         _neutralize(requested, fields.get("out"), exc)
         raise
     if dry_run:
-        from wave_deploy.pipeline.resolve import resolve_build
-
         print_json({**resolve_build(list(profiles), options), "fail_on_budget": fail_on_budget})
         return
     _run(list(profiles), options, fail_on_budget, as_json)
 
 
 def _run(profiles: list[str], options: BuildOptions, fail_on_budget: bool, as_json: bool) -> None:
-    import time
 
-    from wave_deploy.cli.progress import TrainingProgress
-    from wave_deploy.fileio import check_writable_dir
     from wave_deploy.pipeline.build import build as run_build
-    from wave_deploy.pipeline.results import outcome
 
     check_writable_dir(
         options.out, "--out"
@@ -221,7 +222,6 @@ def _table_row(s: dict) -> list[str]:
 
 def _summary_row(result) -> dict:
     """One profile's entry of the build summary (--json "devices"); a failed build has "error"."""
-    from wave_deploy.reports.verify import manifest_sha256
 
     r = result.report
     row = {

@@ -7,8 +7,16 @@ import time
 
 import click
 
+from wave_deploy.calibration.cost import kit_design
+from wave_deploy.calibration.device_samples import fit_samples
 from wave_deploy.cli.options import FiniteFloat, Threads, json_option
+from wave_deploy.cli.output import console, print_json
+from wave_deploy.errors import UsageError
+from wave_deploy.fileio import check_writable_file
+from wave_deploy.planning.selection import SearchSpace
+from wave_deploy.profiles import load_profile
 from wave_deploy.spec import IMG_SIZE_MAX
+from wave_deploy.wave.bank_file import default_bank_path, inspect_bank
 
 RUNTIMES = {"ort": "onnxruntime", "torch": "torch"}
 PROGRESS_EVERY_S = 10.0
@@ -138,10 +146,6 @@ def calibrate(ctx, profile_name, from_device, out, bank_path, as_json, **options
     latency_model.kind: calibrated and calibration_file: FILE (relative to the profile) in the profile.
     """
     from wave_deploy.calibration.calibrate import default_calibration_path
-    from wave_deploy.cli.output import console, print_json
-    from wave_deploy.errors import UsageError
-    from wave_deploy.fileio import check_writable_file
-    from wave_deploy.profiles import load_profile
 
     profile = load_profile(profile_name)
     target = out or default_calibration_path(profile)
@@ -161,8 +165,6 @@ def calibrate(ctx, profile_name, from_device, out, bank_path, as_json, **options
 
 def _space(bank_path, options):
     from wave_deploy.calibration.calibrate import calibration_space
-    from wave_deploy.planning.selection import SearchSpace
-    from wave_deploy.wave.bank_file import default_bank_path, inspect_bank
 
     return calibration_space(
         SearchSpace.from_bank(inspect_bank(bank_path or default_bank_path()).geometry),
@@ -179,7 +181,6 @@ def _space(bank_path, options):
 def _from_device(profile, samples_path, target, bank_path, options):
     """Fit a device's samples; the geometry options given (and a bank given) must match the samples'."""
     from wave_deploy.calibration.calibrate import write_calibration
-    from wave_deploy.calibration.device_samples import fit_samples
 
     expected = {k: options[k] for k in ("img_size", "patch_size", "in_chans", "head_dim", "mlp_ratio")}
     if bank_path:
@@ -190,7 +191,6 @@ def _from_device(profile, samples_path, target, bank_path, options):
 
 def _measure(profile, space, target, options):
     from wave_deploy.calibration import calibrate as cal
-    from wave_deploy.cli.output import console
 
     job = cal.prepare(
         profile, runtime=RUNTIMES[options["runtime"]], space=space, quick=options["quick"],
@@ -202,7 +202,6 @@ def _measure(profile, space, target, options):
 
 
 def _plan_line(job) -> str:
-    from wave_deploy.calibration.cost import kit_design
 
     clock = kit_design().clock_text
     s, est = job.space, job.estimate
@@ -237,7 +236,6 @@ class ProgressLines:
         if now - self.last < self.every_s and p.done != p.total:
             return
         self.last = now
-        from wave_deploy.calibration.cost import kit_design
 
         clock = kit_design().clock_text
         line = f"calibrate: {p.phase} {p.done}/{p.total} ({p.detail}), elapsed {clock(now - self.start)}"

@@ -6,11 +6,15 @@ arguments); the work is ``wave_deploy.wave.init.init_model``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from wave_deploy.cli.options import json_option, model_options
 from wave_deploy.cli.output import console, is_quiet, print_json
+from wave_deploy.cli.progress import TrainingProgress
 from wave_deploy.options import InitOptions, parse
+from wave_deploy.spec import ViTSpec
 
 
 @click.command("init")
@@ -24,10 +28,7 @@ from wave_deploy.options import InitOptions, parse
 @json_option("Print the init record as JSON on stdout.")
 def init(out, as_json, **fields) -> None:
     """Initialize a ViT of depth L and width D from weight templates and write a plain timm checkpoint."""
-    from pathlib import Path
 
-    from wave_deploy.cli.progress import TrainingProgress
-    from wave_deploy.spec import ViTSpec
     from wave_deploy.wave.init import init_model
 
     options = parse(InitOptions, fields, "init")

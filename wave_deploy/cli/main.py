@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+import traceback
 
 import click
 
@@ -171,8 +172,6 @@ def main() -> None:
     except SystemExit:
         raise
     except Exception:  # noqa: BLE001  (a bug: show the traceback, exit 1)
-        import traceback
-
         traceback.print_exc()
         sys.exit(EXIT_INTERNAL)
 

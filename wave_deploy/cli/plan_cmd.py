@@ -8,8 +8,13 @@ from __future__ import annotations
 import click
 
 from wave_deploy.cli.options import json_option, model_options
+from wave_deploy.cli.output import console, print_json, table
+from wave_deploy.data_shape import describe_channels
 from wave_deploy.errors import InvalidInputError, UsageError
+from wave_deploy.fileio import check_writable_file
 from wave_deploy.options import PlanOptions, parse
+from wave_deploy.planning import plan as planning
+from wave_deploy.planning.plot import plot_frontier
 
 SPEC_KEYS = ("depth", "embed_dim", "num_heads", "batch", "img_size", "patch_size", "in_chans")
 SPEC_MAX = 1_000_000  # any size or batch a device could run is far below this
@@ -71,9 +76,6 @@ def plan(profile_name, spec_text, plot, as_json, **fields):
     width or batch are marked '*' in the table, listed in notes and in each candidate's latency_notes (--json).
     Exits 5 when no size fits, naming the closest ones and the budget each breaks.
     """
-    from wave_deploy.cli.output import print_json
-    from wave_deploy.fileio import check_writable_file
-    from wave_deploy.planning import plan as planning
 
     options = parse(PlanOptions, fields, "plan")
     if plot and spec_text is not None:
@@ -87,8 +89,6 @@ def plan(profile_name, spec_text, plot, as_json, **fields):
         return
     selection, inputs = planning.plan(profile_name, options)
     if plot:
-        from wave_deploy.planning.plot import plot_frontier
-
         plot_frontier(selection, inputs.profile, plot)
     if as_json:
         fits = [c.to_dict() for c in selection.candidates if c.feasible]
@@ -101,7 +101,6 @@ def plan(profile_name, spec_text, plot, as_json, **fields):
 
 
 def _print_prediction(r: dict) -> None:
-    from wave_deploy.cli.output import console
 
     out, spec, lat, mem = console(), r["spec"], r["latency"], r["memory"]
     out.print(
@@ -121,7 +120,6 @@ def _print_prediction(r: dict) -> None:
 
 
 def _print_selection(selection, inputs, objective: str, plot: str | None) -> None:
-    from wave_deploy.cli.output import console, table
 
     chosen, profile, b = selection.chosen, inputs.profile, inputs.profile.budgets
     out = console()
@@ -135,7 +133,6 @@ def _print_selection(selection, inputs, objective: str, plot: str | None) -> Non
         f"(budget {b.latency_ms:g} ms), memory {chosen.memory.total_mib:.1f} MiB "
         f"(budget {b.memory_mib:g} MiB); source: {selection.latency_source}"
     )
-    from wave_deploy.data_shape import describe_channels
 
     task = inputs.task
     chans = describe_channels(task["in_chans"])

@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from wave_deploy.cli.output import console, echo, is_quiet, print_json, profile_set_option, table
+from wave_deploy.errors import InvalidInputError
+from wave_deploy.planning.latency import profile_calibration
+from wave_deploy.profiles import apply_overrides, list_profiles, load_profile, load_profile_file
 
 if TYPE_CHECKING:
     from wave_deploy.profiles import DeviceProfile
@@ -83,7 +86,6 @@ def profiles() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of a table.")
 def list_cmd(as_json: bool) -> None:
     """List the shipped profiles with their runtime, precision and budgets."""
-    from wave_deploy.profiles import list_profiles
 
     found = list_profiles()
     if as_json:
@@ -113,7 +115,6 @@ def list_cmd(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the full resolved profile as JSON on stdout.")
 def show_cmd(profile: str, overrides: tuple[str, ...], as_json: bool) -> None:
     """Show every field of one profile, looked up by name, alias or YAML path (after any --set)."""
-    from wave_deploy.profiles import apply_overrides, load_profile
 
     found = apply_overrides(load_profile(profile), overrides)
     if as_json:
@@ -141,9 +142,6 @@ def validate_cmd(files: tuple[str, ...], as_json: bool) -> None:
     Exits 0 when every file is valid; stops at the first invalid one and exits 3 with one line naming the
     file and the field (or the calibration file and what is wrong with it).
     """
-    from wave_deploy.errors import InvalidInputError
-    from wave_deploy.planning.latency import profile_calibration
-    from wave_deploy.profiles import load_profile_file
 
     results: list[dict[str, Any]] = []
     for path in files:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import click
 
+from wave_deploy.cli.output import console, is_quiet, print_json, table
 from wave_deploy.errors import BudgetBrokenError, InsufficientEvidenceError, UsageError
+from wave_deploy.fileio import check_writable_file, write_text
+from wave_deploy.pipeline.results import unproven_budgets
+from wave_deploy.reports import index_data, load_report, render_index, report_dirs
+from wave_deploy.reports.merge import merge_device_report
+from wave_deploy.reports.verify import expect_manifest, manifest_sha256
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -74,11 +80,6 @@ def report(dirs, html_out, device_report, gate, pins, as_json):
     and every file it rests on is hashed again against manifest.json: a DIR without a valid report.json, or
     whose report or files do not match (an edited file), exits 3, naming the file.
     """
-    from wave_deploy.cli.output import console, is_quiet, print_json, table
-    from wave_deploy.fileio import check_writable_file, write_text
-    from wave_deploy.reports import index_data, render_index, report_dirs
-    from wave_deploy.reports.merge import merge_device_report
-    from wave_deploy.reports.verify import expect_manifest, manifest_sha256
 
     if html_out:
         check_writable_file(html_out, "--html")  # before any work: exit 3 naming the path
@@ -118,8 +119,6 @@ def report(dirs, html_out, device_report, gate, pins, as_json):
 def _fail_on_budget(rows: list[dict], failed: list[str]) -> None:
     """--fail-on-budget: exit 8 for a broken budget, 9 when every failed check of every failing device only
     lacks the evidence its recorded requirement asks (judged again on what each report recorded)."""
-    from wave_deploy.pipeline.results import unproven_budgets
-    from wave_deploy.reports import load_report
 
     only_evidence = all(
         not r.get("failure") and set(unproven_budgets(load_report(r["dir"]))) == set(r["failed_budgets"])

@@ -14,7 +14,11 @@ from wave_deploy.cli.options import (
     json_option,
     seed_option,
 )
-from wave_deploy.cli.output import console, print_json, table
+from wave_deploy.cli.output import console, is_quiet, print_json, table
+from wave_deploy.cli.progress import TrainingProgress
+from wave_deploy.errors import UsageError
+from wave_deploy.wave.bank_file import file_summary, inspect_bank
+from wave_deploy.wave.provenance import escape_control
 
 # Stage-1 sizes: far above any ViT (ViT-G is 48 blocks of width 1664), low enough that a typo is refused
 # before the auxiliary model is allocated.
@@ -39,8 +43,6 @@ def info(bank: str, as_json: bool) -> None:
     (header and metadata limits, schema version, shape, sha256 and finite values of every tensor) without
     importing torch; an invalid bank exits with code 3. Control characters in bank text are escaped.
     """
-    from wave_deploy.wave.bank_file import file_summary, inspect_bank
-    from wave_deploy.wave.provenance import escape_control
 
     checked = inspect_bank(bank)  # first: every problem with the file is exit 3 with one line
     data = {**file_summary(bank), **checked.info()}
@@ -298,8 +300,6 @@ def build(**opts) -> None:
     Runs under `torchrun --nproc_per_node N wave-deploy templates build ...` for several GPUs or nodes
     (DistributedDataParallel; --batch-size is the global batch; only rank 0 writes).
     """
-    from wave_deploy.cli.output import is_quiet
-    from wave_deploy.cli.progress import TrainingProgress
     from wave_deploy.training import distributed
     from wave_deploy.wave.stage1.learngene import Stage1Checks, build_bank_file
 
@@ -342,7 +342,6 @@ def build(**opts) -> None:
 
 def _learngene_config(opts: dict):
     """The LearngeneConfig of `templates build`'s options (geometry left None where not given)."""
-    from wave_deploy.errors import UsageError
     from wave_deploy.wave.stage1.learngene import LearngeneConfig
 
     if (opts["teacher_name"] is None) == (opts["teacher_checkpoint"] is None):

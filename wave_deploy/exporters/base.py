@@ -16,13 +16,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 
 from wave_deploy import data as datasets
+from wave_deploy._kit.kit_accuracy import stratified_indices
 from wave_deploy.errors import InvalidInputError, ParityError, UsageError
 from wave_deploy.fileio import check_writable_dir, remove_stale_parts, write_json
 from wave_deploy.options import ExportOptions
-from wave_deploy.profiles import DeviceProfile
+from wave_deploy.profiles import DeviceProfile, load_profile
 from wave_deploy.spec import ViTSpec
+from wave_deploy.training.folding import load_folded_file
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +119,6 @@ def inputs_from_data(data_path: str | None, spec: ViTSpec, seed: int = 0) -> dic
 def data_inputs(data, seed: int = 0) -> dict:
     """export_for_profile's validation (at most MAX_VALIDATION images, stratified by class), its labels, uint8
     pixels and normalisation, and the calibration images, from a data.Dataset."""
-    import torch
-
-    from wave_deploy._kit.kit_accuracy import stratified_indices
 
     idx = torch.as_tensor(stratified_indices(data.val_labels.tolist(), MAX_VALIDATION), dtype=torch.long)
     val_x, val_y = data.val_x[idx], data.val_labels[idx]
@@ -186,8 +186,6 @@ def export_checkpoint(
     The profile's own precision failing its gate is not raised here: ``precision_gate(summary)`` says so,
     after export.json is written, so that callers can show the summary first.
     """
-    from wave_deploy.profiles import load_profile
-    from wave_deploy.training.folding import load_folded_file
 
     checkpoint = Path(checkpoint)
     if checkpoint.is_dir():

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from wave_deploy.errors import InvalidInputError, MissingDependencyError, ParityError, UsageError
 from wave_deploy.fileio import atomic_path, sha256_file
@@ -107,7 +108,6 @@ def onnx_io(path: str | Path) -> dict:
 def _export_graph(
     model, x, path: Path, *, opset: int, exporter: str, batch_min: int, batch_max: int, dynamic: bool
 ):
-    import torch
 
     quiet = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir")]  # they log every pass at INFO
     levels = [lg.level for lg in quiet]
@@ -149,7 +149,6 @@ def export_onnx(
 ) -> OnnxExportResult:
     """Export ``model`` (a timm VisionTransformer built from ``spec``) to one self-contained ONNX file."""
     import onnx
-    import torch
 
     if opset < MIN_OPSET:
         raise UsageError(f"opset {opset} is too old: LayerNormalization needs opset >= {MIN_OPSET}")
@@ -253,7 +252,6 @@ def seeded_inputs(spec: ViTSpec, batch: int, seed: int = 0) -> np.ndarray:
 
 def torch_outputs(model, inputs: np.ndarray) -> np.ndarray:
     """fp32 PyTorch outputs (the reference every runtime is compared with)."""
-    import torch
 
     model = model.eval().float().cpu()
     with torch.inference_mode():

@@ -29,6 +29,7 @@ import numpy as np
 
 from wave_deploy._kit.kit_accuracy import NOT_ENOUGH_DATA, judge_changes, judge_drop, paired_counts
 from wave_deploy.errors import UsageError
+from wave_deploy.exporters.onnx import onnx_io
 from wave_deploy.fileio import atomic_path
 from wave_deploy.target import Variant
 
@@ -178,8 +179,6 @@ def make_variant(
     if variant.method != "static-qdq":
         raise UsageError(f"cannot make an ONNX variant by method {variant.method!r}")
     if calibration is None:
-        from wave_deploy.exporters.onnx import onnx_io
-
         shape = [d if isinstance(d, int) else 8 for d in onnx_io(onnx_path)["input_shape"]]
         calibration = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     return make_int8_static(onnx_path, out_path, calibration, target=variant.quantized_for or "onnxruntime")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from wave_deploy import data as datasets
+from wave_deploy._kit.kit_memory import session_memory
 from wave_deploy.bench.runners import OrtRunner, benchmark_samples
 from wave_deploy.data_shape import probe_data
 from wave_deploy.errors import (
@@ -359,8 +360,6 @@ def _bench(out_dir: Path, profile: DeviceProfile, options: BuildOptions) -> Stag
     what = f"{onnx.name} with ONNX Runtime on this build machine (not the target device)"
     memory = None
     if profile.hardware.build_host_is_device:  # the host's measurements count: its session's memory too
-        from wave_deploy._kit.kit_memory import session_memory
-
         what = f"{onnx.name} with ONNX Runtime on this build machine (the profile says it is the device)"
         threads = profile.runtime.intra_op_threads or 1
         memory = session_memory(onnx, profile.budgets.latency_batch, threads, ["CPUExecutionProvider"])

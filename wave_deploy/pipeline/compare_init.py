@@ -15,6 +15,7 @@ report's ``init_comparison`` section: docs/report-schema.md) holds the table.
 
 from __future__ import annotations
 
+import json
 import logging
 import statistics
 import time
@@ -115,7 +116,6 @@ def _run(
     flops: int, cache: Path, on_step,
 ) -> dict[str, Any]:  # fmt: skip
     """One (init, seed) run, or its record from an earlier, interrupted comparison."""
-    import json
 
     from wave_deploy.training.folding import save_folded
 

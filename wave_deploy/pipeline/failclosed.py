@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wave_deploy.errors import WaveDeployError
+from wave_deploy.profiles import load_profile
+from wave_deploy.reports.assemble import profile_section
+from wave_deploy.reports.files import write_failure_report
 from wave_deploy.reports.schema import Failure
 
 if TYPE_CHECKING:
@@ -72,7 +75,6 @@ def move_aside(out_dir: str | Path, completed: Iterable[str] = ()) -> str | None
 def fail_closed(out_dir: str | Path, profile_section: dict, failure: Failure, completed: Iterable[str],
                 *, only_if_present: bool) -> None:  # fmt: skip
     """The failing report of one profile's directory, after moving the earlier run's models aside."""
-    from wave_deploy.reports.files import write_failure_report
 
     moved = move_aside(out_dir, completed) if Path(out_dir).is_dir() else None
     write_failure_report(
@@ -82,7 +84,6 @@ def fail_closed(out_dir: str | Path, profile_section: dict, failure: Failure, co
 
 def neutralize(out: str | Path, profiles: Iterable[str], failure: Failure) -> None:
     """Fail closed for an error before any per-profile work: see the module docstring."""
-    from wave_deploy.profiles import load_profile
 
     loaded = []
     for name in dict.fromkeys(profiles):
@@ -95,7 +96,6 @@ def neutralize(out: str | Path, profiles: Iterable[str], failure: Failure) -> No
 
 def neutralize_profiles(out: str | Path, profiles: Iterable[DeviceProfile], failure: Failure) -> None:
     """``neutralize`` for profiles already loaded (those a stopped multi-profile build did not reach)."""
-    from wave_deploy.reports.assemble import profile_section
 
     for profile in profiles:
         out_dir = Path(out) / profile.name

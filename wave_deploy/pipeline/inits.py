@@ -21,6 +21,7 @@ of dense training (``run_init``); ``--compare-init`` gives every initialization 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from wave_deploy.options import BuildOptions
 from wave_deploy.spec import ViTSpec
 from wave_deploy.training.compute import dense_step_flops, dense_steps_within, scaler_step_flops
 from wave_deploy.wave.geometry import BankGeometry
+from wave_deploy.wave.teacher import load_teacher
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +122,6 @@ def vit_spec_of(model) -> ViTSpec:
 
 def _head_classes(path: Path, arch: str | None) -> int | None:
     """The classes a teacher checkpoint's head predicts, read without building the model (None: unknown)."""
-    import json
 
     import torch
 
@@ -147,7 +148,6 @@ def _head_classes(path: Path, arch: str | None) -> int | None:
 def load_selection_teacher(checkpoint: str | Path, arch: str | None, num_classes: int) -> Teacher:
     """The teacher of weight selection, through ``wave.teacher.load_teacher`` with its own head's classes
     (the data's when the checkpoint does not say)."""
-    from wave_deploy.wave.teacher import load_teacher
 
     path = Path(checkpoint)
     classes = _head_classes(path, arch) or num_classes

@@ -10,6 +10,7 @@ path and the next run redoes exactly the stages that did not finish.
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import json
 import logging
 import platform
@@ -56,7 +57,6 @@ class StageRecord:
 
 
 def _versions() -> dict[str, str]:
-    import importlib.metadata as md
 
     out = {"python": sys.version.split()[0], "platform": platform.platform(), "wave_deploy": __version__}
     for pkg in ("torch", "torchvision", "timm", "onnx", "onnxruntime", "onnxscript", "numpy", "tensorrt"):

@@ -15,11 +15,11 @@ from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import check_writable_dir
 from wave_deploy.options import BuildOptions
 from wave_deploy.profiles import apply_overrides, load_profile
+from wave_deploy.wave.bank_file import default_bank_path, inspect_bank
 
 
 def resolve_build(profiles: list[str], options: BuildOptions) -> dict[str, Any]:
     """The resolved build as one JSON-ready object (``build --dry-run``)."""
-    from wave_deploy.wave.bank_file import default_bank_path, inspect_bank
 
     check_writable_dir(options.out, "--out")
     loaded = [apply_overrides(load_profile(p), options.profile_overrides) for p in profiles]

@@ -17,6 +17,7 @@ from wave_deploy.errors import (
     InsufficientEvidenceError,
     WaveDeployError,
 )
+from wave_deploy.reports.judge import Limits, judge_budgets, observed_in
 
 
 @dataclass
@@ -56,7 +57,6 @@ class DeviceResult:
 def unproven_budgets(report: dict[str, Any]) -> list[str]:
     """The checks of a report that are within their budget but judged on weaker evidence than required,
     asked of the judge again on the values and the requirement the report recorded."""
-    from wave_deploy.reports.judge import Limits, judge_budgets, observed_in
 
     checks = report.get("budgets")
     if not checks or report.get("failure") is not None:

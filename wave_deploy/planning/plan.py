@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wave_deploy.errors import UsageError
+from wave_deploy.data_shape import DataShape, check_bank_channels, probe_data
+from wave_deploy.errors import InvalidInputError, UsageError
 from wave_deploy.options import PlanOptions
 from wave_deploy.planning.headroom import beyond_bank, headroom
 from wave_deploy.planning.latency import Calibration, load_calibration
@@ -25,6 +26,7 @@ from wave_deploy.planning.selection import (
 )
 from wave_deploy.profiles import DeviceProfile, apply_overrides, load_profile
 from wave_deploy.spec import ViTSpec, check_img_size, macs
+from wave_deploy.wave.bank_file import default_bank_path, inspect_bank
 
 SPEC_KEYS = ("depth", "embed_dim", "num_heads", "batch", "img_size", "patch_size", "in_chans")
 
@@ -48,7 +50,6 @@ class PlanInputs:
 def task_of(options: PlanOptions, geometry, bank: Path) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The channels and classes a plan is for: the data's (a listing and one image header), --in-chans and
     --num-classes, or the bank's own task. A bank of other channels is refused (exit 3, as build does)."""
-    from wave_deploy.data_shape import DataShape, check_bank_channels, probe_data
 
     notes: tuple[str, ...] = ()
     if options.data is not None:
@@ -71,7 +72,6 @@ def task_of(options: PlanOptions, geometry, bank: Path) -> tuple[dict[str, Any],
 
 def plan_inputs(profile: str | Path | DeviceProfile, options: PlanOptions) -> PlanInputs:
     """Load and check everything a plan needs; bad input raises before any prediction (exit 2 or 3)."""
-    from wave_deploy.wave.bank_file import default_bank_path, inspect_bank
 
     loaded = profile if isinstance(profile, DeviceProfile) else load_profile(str(profile))
     loaded = apply_overrides(loaded, options.profile_overrides)
@@ -150,7 +150,6 @@ def predict(
 
 
 def _heads(embed_dim: int, head_dim: int) -> int:
-    from wave_deploy.errors import InvalidInputError
 
     if embed_dim % head_dim:
         raise InvalidInputError(f"embed_dim={embed_dim} is not a multiple of head_dim={head_dim}")

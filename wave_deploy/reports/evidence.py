@@ -24,7 +24,10 @@ import dataclasses
 import logging
 from typing import Any
 
+from wave_deploy.calibration.file import read_calibration_file
+from wave_deploy.errors import InvalidInputError
 from wave_deploy.reports.judge import MEASURED_ON_DEVICE, Limits, Observed
+from wave_deploy.target import Target
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +58,6 @@ def stated_latency_error(source: str) -> Error | None:
     fit error of a calibration file; None when that file can no longer be read."""
     if not source.startswith("calibrated:"):
         return ("factor", ANALYTIC_ERROR_FACTOR, f"a factor of {ANALYTIC_ERROR_FACTOR:g} (analytic model)")
-    from wave_deploy.calibration.file import read_calibration_file
-    from wave_deploy.errors import InvalidInputError
 
     try:
         worst = read_calibration_file(source.split(":", 1)[1]).fit.max_abs_pct
@@ -101,7 +102,6 @@ def build_observed(profile: Any, chosen: Any, train: Any, data: Any, bench: Any)
     extra: dict[str, dict[str, Any]] = {}
     if not profile.hardware.build_host_is_device or bench is None:
         return observed, extra
-    from wave_deploy.target import Target
 
     deployed = Target.of(profile).deployed.file
     if bench.model != deployed:

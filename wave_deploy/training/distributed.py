@@ -9,6 +9,7 @@ every collective.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from typing import Any
@@ -124,7 +125,6 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """
     if not is_distributed():
         return model
-    import inspect
 
     from torch.nn.parallel import DistributedDataParallel
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,6 @@ def canonical_safetensors(data: bytes) -> bytes:
     give identical bytes (the safetensors writer keeps metadata in a hash map: its order varies between
     processes). Tensor data and offsets are unchanged; the header is padded with spaces to 8 bytes as the
     format asks."""
-    import struct
 
     (n,) = struct.unpack("<Q", data[:8])
     header = json.loads(data[8 : 8 + n])

@@ -27,6 +27,7 @@ import os
 import re
 import struct
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -56,7 +57,6 @@ _JSON_TOKENS = re.compile(r'\\.|["\[\]{}]', re.DOTALL)
 
 def default_bank_path() -> Path:
     """The bank shipped inside the package (built by scripts/build_default_bank.sh)."""
-    from importlib import resources
 
     return Path(str(resources.files("wave_deploy.assets") / "default_bank.safetensors"))
 

@@ -27,7 +27,7 @@ import torch
 from wave_deploy import probe
 from wave_deploy.spec import ViTSpec, flops
 from wave_deploy.training import distributed as D
-from wave_deploy.training.loop import TrainConfig, distill_loss_fn, evaluate, train
+from wave_deploy.training.loop import CHECKPOINT_NAME, TrainConfig, distill_loss_fn, evaluate, train
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,6 @@ def representative_size(sizes: list[ViTSpec]) -> ViTSpec | None:
 def steps_done(checkpoint_dir: Path | None, resume: bool) -> int:
     """Steps a resumed run has already done (0 when it starts over or the checkpoint cannot be read here;
     ``train`` itself reports an unusable checkpoint)."""
-    from wave_deploy.training.loop import CHECKPOINT_NAME
 
     path = None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT_NAME
     if not resume or path is None or not path.is_file():
