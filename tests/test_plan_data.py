@@ -86,7 +86,7 @@ def test_plan_and_build_refuse_a_bank_of_other_channels_alike_before_decoding(rg
     def no_decoding(*args, **kwargs):
         raise AssertionError("images were decoded before the bank was checked")
 
-    monkeypatch.setattr(datasets, "_read_images", no_decoding)
+    monkeypatch.setattr(datasets, "read_images", no_decoding)
     plan = run("plan", "--profile", "raspberry-pi-5", "--data", data)
     build = run("build", "--profile", "raspberry-pi-5", "--data", data, "--out", tmp_path / "out")
     assert plan.exit_code == build.exit_code == 3, (plan.output, build.output)

@@ -16,6 +16,7 @@ import json
 import logging
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,13 @@ from wave_deploy.errors import (
     WaveDeployError,
 )
 from wave_deploy.exporters.base import data_inputs, export_for_profile, precision_gate
-from wave_deploy.fileio import check_writable_dir, copy_file, remove_stale_parts, sha256_file, write_json
+from wave_deploy.fileio import check_writable_dir, copy_file, remove_stale_parts, write_json
 from wave_deploy.options import BuildOptions
 from wave_deploy.pipeline.compare_init import compare
 from wave_deploy.pipeline.failclosed import fail_closed, neutralize, neutralize_profiles
 from wave_deploy.pipeline.inits import Sources, check_objective, resolve_sources, run_init
-from wave_deploy.pipeline.manifest import StageOutput, StageRunner, shared_model_problem, stage_key
+from wave_deploy.pipeline.keys import StageKeys
+from wave_deploy.pipeline.manifest import StageOutput, StageRunner, shared_model_problem
 from wave_deploy.pipeline.records import (
     BenchRecord,
     ExportRecord,
@@ -141,105 +143,61 @@ def _build_one(
         return DeviceResult(profile.name, str(out_dir), report, list(done), error=exc)
 
 
+@dataclass
+class _Stages:
+    """The stages of one profile's build through the stage cache: each returns its typed record, whether it
+    ran now or was reused, and is announced to ``on_event``; ``current`` names the stage running (for a
+    failure report) and ``done`` lists the stages finished."""
+
+    profile: str
+    out_dir: Path
+    runner: StageRunner
+    on_event: Event | None
+    current: list[str]
+    done: list[dict[str, Any]]
+
+    def run(self, name: str, key: str, fn, record_type: type[R]) -> R:
+        self.current[0] = name
+        if self.on_event:
+            self.on_event(self.profile, name, "start", None)
+        ran = self.runner.run(name, key, fn)
+        self.done.append({"name": ran.name, "seconds": ran.seconds, "reused": ran.reused})
+        if self.on_event:
+            self.on_event(self.profile, name, "reused" if ran.reused else "done", ran.seconds)
+        return record_type.load(ran.result, f"{self.out_dir}: the {name} stage's record")
+
+    def output_sha(self, stage: str, name: str) -> str:
+        return self.runner.records[stage].outputs[name]
+
+
 def _run_stages(
     profile: DeviceProfile, sources: Sources, data, inputs, options: BuildOptions, on_event, hooks, out_dir: Path,
     current: list[str], done: list[dict[str, Any]],
 ) -> DeviceResult:  # fmt: skip
     config = {"profile": profile.name, "options": options.resolved(), **inputs}
     runner = StageRunner(out_dir, config=config, force=options.force)
-    profile_json = profile.model_dump(mode="json")
+    stages = _Stages(profile.name, out_dir, runner, on_event, current, done)
+    keys = StageKeys(profile, inputs, options, data)
 
-    def stage(name: str, key: str, fn, record_type: type[R]) -> R:
-        """Run (or reuse) one stage; its typed record, whether it ran now or came from the cache."""
-        current[0] = name
-        if on_event:
-            on_event(profile.name, name, "start", None)
-        ran = runner.run(name, key, fn)
-        done.append({"name": ran.name, "seconds": ran.seconds, "reused": ran.reused})
-        if on_event:
-            on_event(profile.name, name, "reused" if ran.reused else "done", ran.seconds)
-        return record_type.load(ran.result, f"{out_dir}: the {name} stage's record")
-
-    plan_key = stage_key(
-        profile=profile_json,
-        geometry=inputs["sources"]["geometry"],  # the search space (a teacher's weights do not change it)
-        bank=inputs["sources"]["bank_sha256"],
-        objective=options.objective,
-        scored_on=inputs["data"] if options.objective == "accuracy" else None,
-        calibration=_file_hash(options.calibration),
-        classes=data.info.num_classes,
-        beyond_bank=options.beyond_bank,
-    )
-    plan = stage("plan", plan_key, lambda d: _plan(d, profile, sources, data, options), PlanRecord)
+    plan_key = keys.plan()
+    plan = stages.run("plan", plan_key, lambda d: _plan(d, profile, sources, data, options), PlanRecord)
     spec_dict = plan.chosen.spec.to_dict()
-
-    train_key = stage_key(
-        sources=inputs["sources"],  # the bank, the teacher and the geometry: with the init choice below
-        data=inputs["data"],
-        spec=spec_dict,
-        **options.training_fields(len(data.train_x)),
-    )
-    trained = stage(
-        "train",
-        train_key,
-        lambda d: _train(d, sources, data, spec_dict, options, train_key, hooks, profile.name),
-        TrainRecord,
-    )
-
-    export_key = stage_key(
-        model=runner.records["train"].outputs["model.safetensors"],
-        profile=profile_json,
-        opset=options.opset,
-        exporter=options.exporter,
-        seed=options.seed,
-        device_val_images=options.device_val_images,
-    )
-    exported = stage("export", export_key, lambda d: _export(d, profile, data, options), ExportRecord)
+    train_key = keys.train(spec_dict)
+    train = lambda d: _train(d, sources, data, spec_dict, options, train_key, hooks, profile.name)
+    trained = stages.run("train", train_key, train, TrainRecord)
+    export_key = keys.export(stages.output_sha("train", "model.safetensors"))
+    exported = stages.run("export", export_key, lambda d: _export(d, profile, data, options), ExportRecord)
     gate = precision_gate(exported.dump())
-
     bench, bench_key = None, None
     if gate is None:  # a model that failed its gate is not what the device would run: nothing to time
-        bench_key = stage_key(
-            onnx=runner.records["export"].outputs["model.onnx"],
-            batch=profile.budgets.latency_batch,
-            iterations=options.bench_iterations,
-            warmup=options.bench_warmup,
-            threads=profile.runtime.intra_op_threads,
-            host_memory=profile.hardware.build_host_is_device,
-        )
-        bench = stage("bench", bench_key, lambda d: _bench(d, profile, options), BenchRecord)
-
-    # The report records the --set settings, which a setting that changes no value would not show in the
-    # other keys; a device measurement merged since the last build is merged again (a fail stays a fail).
+        bench_key = keys.bench(stages.output_sha("export", "model.onnx"))
+        bench = stages.run("bench", bench_key, lambda d: _bench(d, profile, options), BenchRecord)
     kept = kept_device_report(out_dir)
-    report_key = stage_key(
-        plan=plan_key,
-        train=train_key,
-        export=export_key,
-        bench=bench_key,
-        overrides=list(profile.overrides),
-        gate=None if gate is None else gate.one_line(),
-        device=sha256_file(kept) if kept.is_file() else None,
-        require_evidence=options.require_evidence,
-    )
+    report_key = keys.report(plan_key, train_key, export_key, bench_key, gate, kept)
     failure = None if gate is None else failure_of("export", gate)
-    stage(
-        "report",
-        report_key,
-        lambda d: _report(
-            d,
-            profile,
-            plan,
-            trained,
-            exported,
-            bench,
-            data,
-            failure,
-            runner.recorded,
-            options.require_evidence,
-        ),
-        Record,
-    )
+    records = (plan, trained, exported, bench)
+    report = lambda d: _report(d, profile, *records, data, failure, runner.recorded, options.require_evidence)
+    stages.run("report", report_key, report, Record)
     # judged again from its evidence, every recorded file re-hashed: a reused report must prove itself too
     return DeviceResult(profile.name, str(out_dir), load_verified_report(out_dir), list(done), error=gate)
 
@@ -396,10 +354,6 @@ def _report(
     if kept_device_report(out_dir).is_file():
         files.add(KEPT_REL)
     return StageOutput({"verdict": report["verdict"]}, sorted(files))
-
-
-def _file_hash(path: str | None) -> str | None:
-    return sha256_file(path) if path else None
 
 
 def _read_json(path: Path) -> dict:

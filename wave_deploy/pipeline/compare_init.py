@@ -23,11 +23,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from wave_deploy import probe
 from wave_deploy.fileio import write_json
 from wave_deploy.options import BuildOptions
 from wave_deploy.pipeline.inits import INITS, SIMPLICITY, Sources, applicable, run_init
 from wave_deploy.spec import ViTSpec
+from wave_deploy.training.baselines import random_init
 from wave_deploy.training.compute import dense_step_flops
+from wave_deploy.training.folding import load_folded_file, save_folded
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +49,8 @@ def budget_flops(spec: ViTSpec, options: BuildOptions, n_train: int) -> int:
 def seconds_per_dense_step(spec: ViTSpec, data, options: BuildOptions) -> float:
     """One dense step of ``spec`` at the build's batch on the build's device, from TIMED_STEPS real steps at
     a batch of at most TIMED_BATCH images (scaled by the batch: an estimate)."""
-    import torch
 
-    from wave_deploy.training.baselines import random_init
-
-    cuda = options.device == "cuda" or (options.device == "auto" and torch.cuda.is_available())
+    cuda = options.device == "cuda" or (options.device == "auto" and probe.cuda_available())
     device = torch.device("cuda" if cuda else "cpu")
     model = random_init(spec, options.seed).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -77,7 +79,6 @@ def compare(
 ) -> tuple[Any, dict[str, Any]]:  # fmt: skip
     """Train every usable init of ``spec`` on ``data`` for one FLOPs budget; return the deployed model and
     its train record, whose ``init_comparison`` holds the table."""
-    from wave_deploy.training.folding import load_folded_file
 
     flops = budget_flops(spec, options, len(data.train_x))
     seeds = [options.seed + k for k in range(options.compare_seeds)]
@@ -116,8 +117,6 @@ def _run(
     flops: int, cache: Path, on_step,
 ) -> dict[str, Any]:  # fmt: skip
     """One (init, seed) run, or its record from an earlier, interrupted comparison."""
-
-    from wave_deploy.training.folding import save_folded
 
     name = f"{init}-seed{seed}"
     done, weights = cache / f"{name}.json", cache / f"{name}.safetensors"

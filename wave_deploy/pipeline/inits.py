@@ -28,14 +28,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from wave_deploy.data_shape import DataShape, check_bank_channels, describe_channels
 from wave_deploy.errors import InvalidInputError, UsageError
 from wave_deploy.fileio import sha256_file
 from wave_deploy.options import BuildOptions
 from wave_deploy.spec import ViTSpec
+from wave_deploy.training.baselines import random_init, weight_selection
 from wave_deploy.training.compute import dense_step_flops, dense_steps_within, scaler_step_flops
+from wave_deploy.training.folding import load_folded
+from wave_deploy.wave.bank import TemplateBank, default_bank_path
 from wave_deploy.wave.geometry import BankGeometry
-from wave_deploy.wave.teacher import load_teacher
+from wave_deploy.wave.stage1.teacher import load_teacher
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +128,6 @@ def vit_spec_of(model) -> ViTSpec:
 def _head_classes(path: Path, arch: str | None) -> int | None:
     """The classes a teacher checkpoint's head predicts, read without building the model (None: unknown)."""
 
-    import torch
-
     if not path.is_file():
         raise InvalidInputError(f"teacher checkpoint {path} does not exist")
     try:
@@ -146,7 +149,7 @@ def _head_classes(path: Path, arch: str | None) -> int | None:
 
 
 def load_selection_teacher(checkpoint: str | Path, arch: str | None, num_classes: int) -> Teacher:
-    """The teacher of weight selection, through ``wave.teacher.load_teacher`` with its own head's classes
+    """The teacher of weight selection, through ``wave.stage1.teacher.load_teacher`` with its own head's classes
     (the data's when the checkpoint does not say)."""
 
     path = Path(checkpoint)
@@ -158,7 +161,6 @@ def load_selection_teacher(checkpoint: str | Path, arch: str | None, num_classes
 def resolve_sources(options: BuildOptions, shape: DataShape) -> Sources:
     """The bank, teacher and search-space geometry of a build (see the module docstring). Raises before any
     image is decoded: a bank or teacher of other channels is exit 3, a missing teacher exit 2."""
-    from wave_deploy.wave.bank import TemplateBank, default_bank_path
 
     teacher = None
     if options.teacher_checkpoint is not None:
@@ -216,9 +218,6 @@ def selected_model(teacher: Teacher, spec: ViTSpec, seed: int):
     embedding is resampled as timm resamples it."""
     from timm.layers import resample_abs_pos_embed
 
-    from wave_deploy.training.baselines import weight_selection
-    from wave_deploy.training.folding import load_folded
-
     at_teacher = dataclasses.replace(spec, img_size=teacher.spec.img_size)
     model = weight_selection(teacher.model, teacher.spec, at_teacher, seed=seed)
     if spec.img_size == teacher.spec.img_size:
@@ -238,9 +237,7 @@ def run_init(
     ``budget_flops`` None: the build's schedule (wave: scaler + dense steps; the others: that many dense
     steps). Given: wave runs its scaler steps (fewer if they alone would pass the budget) and the dense steps
     the rest pays for; the others run the dense steps it pays for (training.compute's accounting)."""
-    import torch
 
-    from wave_deploy.training.baselines import random_init
     from wave_deploy.training.loop import evaluate, train
     from wave_deploy.wave.init import phase_record, phases
 
