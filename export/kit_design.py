@@ -139,3 +139,21 @@ def estimate_latency_ms(gflop: float, kernels: int, gflop_per_s: float) -> float
 def clock_text(seconds: float) -> str:
     s = round(seconds)
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def gemm_gflops(session, m: int, k: int, n: int) -> float:
+    """GFLOP/s of an ONNX Runtime session of one (m, k) x (k, n) MatMul (inputs "a" and "b"): one warm-up run,
+    then runs for at least 0.2 s and 3 runs. The one probe of a machine's GEMM speed, here and on the device."""
+    import time
+
+    rng = np.random.default_rng(0)
+    feed = {
+        "a": rng.standard_normal((m, k), dtype=np.float32),
+        "b": rng.standard_normal((k, n), dtype=np.float32),
+    }
+    session.run(None, feed)
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 0.2 or runs < 3:
+        session.run(None, feed)
+        runs += 1
+    return 2 * m * k * n * runs / (time.perf_counter() - start) / 1e9

@@ -16,7 +16,6 @@ It is an estimate: the progress lines correct it as the measurements come in.
 from __future__ import annotations
 
 import importlib
-import time
 from dataclasses import dataclass
 
 from wave_deploy import probe
@@ -86,7 +85,6 @@ def _size(mib: float) -> str:
 
 def probe_gflops(threads: int) -> float:
     """This machine's GEMM speed in ONNX Runtime at ``threads`` intra-op threads (GFLOP/s, about 0.2 s)."""
-    import numpy as np
     import onnxruntime as ort
 
     m, k, n = PROBE_SHAPE
@@ -94,17 +92,7 @@ def probe_gflops(threads: int) -> float:
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
     session = ort.InferenceSession(probe_graph(m, k, n), options, providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    feed = {
-        "a": rng.standard_normal((m, k), dtype=np.float32),
-        "b": rng.standard_normal((k, n), dtype=np.float32),
-    }
-    session.run(None, feed)
-    runs, start = 0, time.perf_counter()
-    while time.perf_counter() - start < 0.2 or runs < 3:
-        session.run(None, feed)
-        runs += 1
-    return 2 * m * k * n * runs / (time.perf_counter() - start) / 1e9
+    return kit_design().gemm_gflops(session, m, k, n)
 
 
 @dataclass(frozen=True)
