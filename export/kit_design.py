@@ -16,6 +16,7 @@ No wave-deploy, torch, timm or onnx imports here.
 from __future__ import annotations
 
 import json
+import time
 import zipfile
 from pathlib import Path
 
@@ -144,8 +145,6 @@ def clock_text(seconds: float) -> str:
 def gemm_gflops(session, m: int, k: int, n: int) -> float:
     """GFLOP/s of an ONNX Runtime session of one (m, k) x (k, n) MatMul (inputs "a" and "b"): one warm-up run,
     then runs for at least 0.2 s and 3 runs. The one probe of a machine's GEMM speed, here and on the device."""
-    import time
-
     rng = np.random.default_rng(0)
     feed = {
         "a": rng.standard_normal((m, k), dtype=np.float32),
