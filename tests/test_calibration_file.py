@@ -66,3 +66,136 @@ def test_a_version_2_file_still_reads_and_flags_no_head_size_it_never_recorded(t
     path.write_text(json.dumps(v3))
     notes = load_calibration(path).predict(spec, 1, profile=load_profile("x86-cpu")).notes
     assert notes == ("extrapolated: head_dim 16 (calibrated 32)",)
+
+
+def _twelve_samples() -> dict:
+    """A consistent calibration of 12 samples (depths 1, 2, 4 x widths 32, 64 x batches 1, 4), each predicted
+    by its model within a few % (the fit block recomputed)."""
+    from test_latency import refit
+
+    data = _calibration_dict()
+    one = data["samples"][0]
+    data["samples"] = [
+        {**one, "depth": d, "embed_dim": w, "num_heads": w // 32, "batch": b}
+        for d in (1, 2, 4) for w in (32, 64) for b in (1, 4)
+    ]  # fmt: skip
+    data["covered"] = {
+        "depth": {"lo": 1, "hi": 4},
+        "embed_dim": {"lo": 32, "hi": 64},
+        "batch": {"lo": 1, "hi": 4},
+    }
+    refit(data, error=0.03)
+    for i, s in enumerate(data["samples"]):  # not all equally far: a fit with a spread
+        s.update({k: v * (1 + 0.01 * (i % 5)) for k, v in s.items() if k.endswith("_ms")})
+    return refit(data)
+
+
+def _edited(edit):
+    data = _twelve_samples()
+    edit(data)
+    return json.dumps(data)
+
+
+EDITS = {
+    "cache_mb NaN": (
+        lambda: json.dumps(_twelve_samples()).replace('"cache_mb": 8.0', '"cache_mb": NaN'),
+        "not strict JSON: NaN",
+    ),
+    "cache_mb Infinity": (
+        lambda: json.dumps(_twelve_samples()).replace('"cache_mb": 8.0', '"cache_mb": 1e999'),
+        "not finite",
+    ),
+    "p50 as a string": (
+        lambda: _edited(lambda d: d["samples"][0].update(p50_ms="1e-3")),
+        "field 'samples.0.p50_ms': Input should be a valid number",
+    ),
+    "depth as a float": (
+        lambda: _edited(lambda d: d["samples"][0].update(depth=1.0)),
+        "field 'samples.0.depth'",
+    ),
+    "coefficients zero": (
+        lambda: _edited(
+            lambda d: d["model"]["coefficients_ms"].update(dict.fromkeys(d["model"]["features"], 0.0))
+        ),
+        "every coefficient is 0",
+    ),
+    "coefficients scaled": (
+        lambda: _edited(
+            lambda d: d["model"]["coefficients_ms"].update(
+                {k: v * 1e-8 for k, v in d["model"]["coefficients_ms"].items()}
+            )
+        ),
+        "fit.mape_pct .* is not what the model gives",
+    ),
+    "fit claims perfection": (
+        lambda: _edited(
+            lambda d: d.update(fit={"n_samples": 1, "mape_pct": 0, "max_abs_pct": 0, "within_10pct": 1})
+        ),
+        "fit.n_samples 1 is not the 12 samples recorded",
+    ),
+    "fit errors zeroed": (
+        lambda: _edited(lambda d: d["fit"].update(mape_pct=0.0, max_abs_pct=0.0)),
+        "fit.mape_pct 0 is not what the model gives",
+    ),
+    "worst error halved": (
+        lambda: _edited(lambda d: d["fit"].update(max_abs_pct=d["fit"]["max_abs_pct"] / 2)),
+        "fit.max_abs_pct",
+    ),
+    "within 10% edited": (
+        lambda: _edited(lambda d: d["fit"].update(within_10pct=0.5)),
+        "fit.within_10pct 0.5 is not",
+    ),
+    "cache_mb zero": (
+        lambda: _edited(lambda d: d["model"].update(cache_mb=0.0)),
+        "cache_mb 0.0 is neither",
+    ),
+    "a 5001-digit integer": (
+        lambda: json.dumps(_twelve_samples()).replace('"n_samples": 12', '"n_samples": ' + "9" * 5001),
+        "not valid JSON",
+    ),
+    "deep nesting": (lambda: '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "not valid JSON"),
+    "a duplicated key": (
+        lambda: json.dumps(_twelve_samples()).replace('"cache_mb": 8.0', '"cache_mb": 8.0, "cache_mb": 8.0'),
+        "duplicated key 'cache_mb'",
+    ),
+}
+
+
+def test_the_consistent_twelve_sample_file_reads(tmp_path):
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps(_twelve_samples()))
+    cal = read_calibration_file(path)
+    assert cal.fit.n_samples == 12 and 0.5 < cal.fit.mape_pct < 4 and 0 < cal.fit.within_10pct <= 1
+
+
+@pytest.mark.parametrize("name", list(EDITS))
+def test_an_edited_calibration_is_refused_with_one_line(tmp_path, name):
+    text, words = EDITS[name]
+    path = tmp_path / "cal.json"
+    path.write_text(text())
+    with pytest.raises(InvalidInputError, match=words) as info:
+        read_calibration_file(path)
+    assert str(path) in info.value.message and len(info.value.one_line().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["fit claims perfection", "coefficients scaled", "a 5001-digit integer"])
+def test_plan_refuses_an_edited_calibration_exit_3_without_a_traceback(tmp_path, name):
+    from click.testing import CliRunner
+
+    from wave_deploy.cli.main import cli
+
+    path = tmp_path / "cal.json"
+    path.write_text(EDITS[name][0]())
+    args = [
+        "plan",
+        "--profile",
+        "x86-cpu",
+        "--calibration",
+        str(path),
+        "--spec",
+        "depth=2,embed_dim=64",
+        "--json",
+    ]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 3, result.output
+    assert "Traceback" not in result.output and len(result.stderr.splitlines()) == 1

@@ -8,7 +8,7 @@ import json
 import pytest
 from _report_data import make_report
 from click.testing import CliRunner
-from test_latency import _calibration_dict, _write
+from test_latency import _calibration_dict, _write, refit
 
 from wave_deploy.calibration.calibrate import calibration_space, default_batches, design_samples
 from wave_deploy.calibration.file import read_calibration_file
@@ -79,7 +79,7 @@ def test_plan_search_flags_extrapolated_candidates_in_table_and_json(tmp_path):
     data = _calibration_dict()  # covers depth 1, width 32, batch 1; at the shipped bank's geometry:
     space = _bank_space()
     data["geometry"].update(img_size=space.img_size, patch_size=space.patch_size, in_chans=space.in_chans)
-    path = _write(tmp_path, data)
+    path = _write(tmp_path, refit(data, error=0.02))
     base = ["plan", "--profile", "x86-cpu", "--calibration", str(path)]
     result = CliRunner().invoke(cli, [*base, "--json"])
     assert result.exit_code == 0, result.output

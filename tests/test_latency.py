@@ -180,7 +180,7 @@ def _calibration_dict(profile_name="x86-cpu") -> dict:
         "mean_ms": 0.055,
         "iterations": 100,
     }
-    return {
+    data = {
         "schema_version": 3,
         "profile": profile_name,
         "source": {"kind": "local", "samples_file": None, "samples_sha256": None},
@@ -223,6 +223,39 @@ def _calibration_dict(profile_name="x86-cpu") -> dict:
         "fit": {"n_samples": 1, "mape_pct": 1.0, "max_abs_pct": 2.0, "within_10pct": 1.0},
         "samples": [sample],
     }
+    return refit(data, error=0.02)
+
+
+def refit(data: dict, error: float | None = None) -> dict:
+    """``data`` with its fit block recomputed from its model and samples (what the reader checks); ``error``:
+    first move each sample's latencies so that the model predicts its p50 ``error`` (a fraction) too high."""
+    from wave_deploy.calibration.file import (
+        Geometry,
+        LatencyModel,
+        Sample,
+        fit_statistics,
+        predicted_ms,
+        sample_spec,
+    )
+
+    if error is not None:
+        model, geometry = (
+            LatencyModel.model_validate(data["model"]),
+            Geometry.model_validate(data["geometry"]),
+        )
+        for s in data["samples"]:
+            ms = predicted_ms(model, sample_spec(geometry, Sample.model_validate(s)), s["batch"])[0] / (
+                1 + error
+            )
+            s.update({k: f * ms for k, f in (("p50_ms", 1.0), ("p90_ms", 1.2), ("p95_ms", 1.2), ("p99_ms", 1.4),
+                                             ("mean_ms", 1.1))})  # fmt: skip
+    stats = fit_statistics(
+        LatencyModel.model_validate(data["model"]),
+        Geometry.model_validate(data["geometry"]),
+        [Sample.model_validate(s) for s in data["samples"]],
+    )
+    data["fit"] = {**stats, "within_10pct": stats["within_10pct"][1]}
+    return data
 
 
 def _write(tmp_path: Path, data, name="cal.json") -> Path:

@@ -1,22 +1,27 @@
 """The calibration file (docs/latency.md): its schema, and the one place that reads and writes it.
 
 ``CalibrationFile`` is the whole file as a pydantic model (versioned by ``schema_version``, unknown fields
-rejected). ``read_calibration_file`` validates a file and raises InvalidInputError (exit 3) naming the first bad
-field; ``write_calibration_file`` writes a validated model atomically. ``wave_deploy.calibration.calibrate`` makes the
+rejected). ``read_calibration_file`` reads a file as strict JSON (``wave_deploy.strict_json``: no duplicate keys,
+NaN, Infinity, huge integers or deep nesting), validates it in strict mode (a string is not a number, every number
+finite), recomputes every sample's prediction from the stored model and requires the recorded fit (sample count,
+MAPE, worst error, share within 10%) to be what the samples and the model give; anything wrong raises
+InvalidInputError (exit 3) naming the first bad field. ``write_calibration_file`` writes a validated model
+atomically. ``wave_deploy.calibration.calibrate`` makes the
 content; ``wave_deploy.planning.latency`` predicts with it.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from wave_deploy import strict_json
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import write_json
+from wave_deploy.spec import ViTSpec, model_ops, weight_bytes
 
 # 2: adds ``covered`` (the measured depth, width and batch ranges). 3: adds ``source`` (measured here or on a
 # device by the kit) and ``geometry.head_dim``; TensorRT runtimes (threads null, clock "gpu"). 2 is still read.
@@ -34,12 +39,17 @@ FEATURES = (
     "spilled_weight_mb",  # weights beyond the fitted cache size: read from DRAM every inference
 )
 PERCENTILES = ("p50", "p90", "p95", "p99")
+MAX_CALIBRATION_BYTES = 16 << 20  # a real file is a few kB (a sample is a line)
 
 Precision = Literal["fp32", "fp16", "int8"]
 
 
+# How far a recorded fit statistic may be from the one recomputed on reading (float rounding of the sums).
+FIT_REL_TOL = 1e-6
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class Sample(_Strict):
@@ -135,6 +145,10 @@ class LatencyModel(_Strict):
         bad = [k for k, v in self.coefficients_ms.items() if not (math.isfinite(v) and v >= 0)]
         if bad:
             raise ValueError(f"negative or non-finite coefficient(s) {bad}")
+        if not any(v > 0 for v in self.coefficients_ms.values()):
+            raise ValueError("every coefficient is 0: the model predicts no time at all")
+        if not (self.cache_mb == -1 or 0 < self.cache_mb < 1e9):
+            raise ValueError(f"cache_mb {self.cache_mb} is neither -1 (no cache term) nor a positive size")
         factors = self.percentile_factors
         if set(factors) != set(PERCENTILES) or any(not (1.0 <= v < 100) for v in factors.values()):
             raise ValueError("percentile_factors need p50..p99, each >= 1")
@@ -146,6 +160,60 @@ class Fit(_Strict):
     mape_pct: float = Field(ge=0)
     max_abs_pct: float = Field(ge=0)
     within_10pct: float = Field(ge=0, le=1)
+
+
+def features(spec: ViTSpec, batch: int, weight_prec: str, act_prec: str, cache_mb: float) -> list[float]:
+    """Values of FEATURES for one inference (units in the names; MB = 1e6 bytes)."""
+    ops = model_ops(spec, batch, weight_prec, act_prec)
+    total = {"gemm": 0.0, "attention": 0.0, "softmax": 0.0, "elementwise": 0.0}
+    for op in ops:
+        total[op.kind] += (op.flops if op.kind in ("gemm", "attention") else op.bytes) * op.count
+    weights_mb = weight_bytes(spec, weight_prec) / 1e6
+    return [
+        1.0,
+        float(sum(op.count for op in ops)),
+        total["gemm"] / 1e9,
+        total["attention"] / 1e9,
+        total["softmax"] / 1e6,
+        total["elementwise"] / 1e6,
+        weights_mb,
+        max(0.0, weights_mb - cache_mb),
+    ]
+
+
+def sample_spec(geometry: Geometry, sample: Sample) -> ViTSpec:
+    """The ViTSpec a sample measured (the file's geometry, the sample's size)."""
+    return ViTSpec(
+        depth=sample.depth, embed_dim=sample.embed_dim, num_heads=sample.num_heads,
+        mlp_ratio=geometry.mlp_ratio, patch_size=geometry.patch_size, img_size=geometry.img_size,
+        in_chans=geometry.in_chans, num_classes=geometry.num_classes,
+    )  # fmt: skip
+
+
+def predicted_ms(model: LatencyModel, spec: ViTSpec, batch: int) -> tuple[float, dict[str, float]]:
+    """The model's typical (p50) latency of ``spec`` at ``batch`` and its per-feature parts."""
+    cache_mb = model.cache_mb if model.cache_mb >= 0 else math.inf
+    values = features(spec, batch, model.weight_precision, model.activation_precision, cache_mb)
+    parts = {name: model.coefficients_ms[name] * v for name, v in zip(FEATURES, values)}
+    return sum(parts.values()), parts
+
+
+def fit_statistics(model: LatencyModel, geometry: Geometry, samples: list[Sample]) -> dict:
+    """The fit block the model and the samples give: the count, mean and worst relative error of the predicted
+    p50 against the measured one (in %), and the share within 10% (``[low, high]``: the share counting only
+    errors clearly within 10%, and counting those within float rounding of it too)."""
+    errors = [abs(predicted_ms(model, sample_spec(geometry, s), s.batch)[0] - s.p50_ms) / s.p50_ms
+              for s in samples]  # fmt: skip
+    n = len(errors)
+    return {
+        "n_samples": n,
+        "mape_pct": 100 * sum(errors) / n,
+        "max_abs_pct": 100 * max(errors),
+        "within_10pct": [
+            sum(e <= 0.10 - 1e-9 for e in errors) / n,
+            sum(e <= 0.10 + 1e-9 for e in errors) / n,
+        ],
+    }
 
 
 class CalibrationFile(_Strict):
@@ -173,7 +241,31 @@ class CalibrationFile(_Strict):
                 raise ValueError(
                     f"covered.{key} {span.lo}..{span.hi} is not the samples' range {min(values)}..{max(values)}"
                 )
+        self._fit_is_the_samples()
         return self
+
+    def _fit_is_the_samples(self) -> None:
+        """The recorded fit is what the stored model gives on the stored samples (an edited file is not)."""
+        try:
+            want = fit_statistics(self.model, self.geometry, self.samples)
+        except InvalidInputError as exc:
+            raise ValueError(f"a sample is not a model of this geometry: {exc.message}") from None
+        fit = self.fit
+        if fit.n_samples != want["n_samples"]:
+            raise ValueError(f"fit.n_samples {fit.n_samples} is not the {want['n_samples']} samples recorded")
+        for key in ("mape_pct", "max_abs_pct"):
+            got = getattr(fit, key)
+            if not math.isclose(got, want[key], rel_tol=FIT_REL_TOL, abs_tol=1e-9):
+                raise ValueError(
+                    f"fit.{key} {got:.6g} is not what the model gives on the samples ({want[key]:.6g}): "
+                    "the file was edited after fitting; re-run wave-deploy calibrate"
+                )
+        low, high = want["within_10pct"]
+        if not low - 1e-12 <= fit.within_10pct <= high + 1e-12:
+            raise ValueError(
+                f"fit.within_10pct {fit.within_10pct:.6g} is not what the model gives on the samples "
+                f"({low:.6g}): the file was edited after fitting; re-run wave-deploy calibrate"
+            )
 
     @classmethod
     def build(cls, data: dict) -> CalibrationFile:
@@ -198,13 +290,18 @@ def read_calibration_file(path: str | Path) -> CalibrationFile:
     if not path.is_file():
         raise InvalidInputError(f"calibration file {path} does not exist")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInputError(f"invalid calibration file {path}: {exc}") from exc
+        if path.stat().st_size > MAX_CALIBRATION_BYTES:
+            raise InvalidInputError(
+                f"invalid calibration file {path}: larger than {MAX_CALIBRATION_BYTES >> 20} MiB"
+            )
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"invalid calibration file {path}: {' '.join(str(exc).split())}") from None
+    raw = strict_json.loads(text, f"invalid calibration file {path}")
     try:
         return CalibrationFile.model_validate(raw)
     except ValidationError as exc:
-        raise InvalidInputError(f"invalid calibration file {path}: {_first_error(exc)}") from exc
+        raise InvalidInputError(f"invalid calibration file {path}: {_first_error(exc)}") from None
 
 
 def write_calibration_file(calibration: CalibrationFile, path: str | Path) -> Path:

@@ -24,10 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from wave_deploy.calibration.file import FEATURES, CalibrationFile, read_calibration_file
+from wave_deploy.calibration.file import (
+    FEATURES,
+    CalibrationFile,
+    features,
+    predicted_ms,
+    read_calibration_file,
+)
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.profiles import DeviceProfile
-from wave_deploy.spec import ViTSpec, model_ops, weight_bytes
+from wave_deploy.spec import ViTSpec, model_ops
 from wave_deploy.target import Target
 
 log = logging.getLogger(__name__)
@@ -94,25 +100,6 @@ def predict_analytic(spec: ViTSpec, profile: DeviceProfile, batch: int) -> Predi
 
 
 # --- calibrated model: features, fit, file -----------------------------------------------------------------
-
-
-def features(spec: ViTSpec, batch: int, weight_prec: str, act_prec: str, cache_mb: float) -> list[float]:
-    """Values of FEATURES for one inference (units in the names; MB = 1e6 bytes)."""
-    ops = model_ops(spec, batch, weight_prec, act_prec)
-    total = {"gemm": 0.0, "attention": 0.0, "softmax": 0.0, "elementwise": 0.0}
-    for op in ops:
-        total[op.kind] += (op.flops if op.kind in ("gemm", "attention") else op.bytes) * op.count
-    weights_mb = weight_bytes(spec, weight_prec) / 1e6
-    return [
-        1.0,
-        float(sum(op.count for op in ops)),
-        total["gemm"] / 1e9,
-        total["attention"] / 1e9,
-        total["softmax"] / 1e6,
-        total["elementwise"] / 1e6,
-        weights_mb,
-        max(0.0, weights_mb - cache_mb),
-    ]
 
 
 def nnls(a, b, *, tol: float = 1e-12, max_iter: int | None = None):
@@ -228,14 +215,7 @@ class Calibration:
                 f"calibration file {self.path} was made for profile '{self.profile}', not '{profile.name}'"
             )
         model = self.file.model
-        latency, parts = predict_with_fit(
-            spec,
-            batch,
-            model.coefficients_ms,
-            model.cache_mb,
-            model.weight_precision,
-            model.activation_precision,
-        )
+        latency, parts = predicted_ms(model, spec, batch)
         return Prediction(
             latency_ms=latency,
             batch=batch,
