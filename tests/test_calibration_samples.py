@@ -16,21 +16,54 @@ from wave_deploy.cli.main import cli
 from wave_deploy.fileio import sha256_file
 
 
-def samples_dict(profile="x86-cpu", runtime="onnxruntime", precision="fp32") -> dict:
-    """12 samples at 28 px, patch 7 (the shipped bank's), heads of 32: latencies linear in work, with a spread above the median."""
+def design_rows(profile="x86-cpu", *, quick=False, geometry=None) -> list[dict]:
+    """A bundle design's points for ``profile`` (28 px, patch 7, heads of 32: the shipped bank's geometry; a
+    model of depth 6, width 192), latencies linear in work with a spread above the median."""
+    from wave_deploy.calibration.design import bundle_points, bundle_space_at
+    from wave_deploy.profiles import load_profile
+
+    geometry = geometry or GEOMETRY
+    space = bundle_space_at(geometry, w=32, depth=6, embed_dim=192)
     rows = []
-    for depth in (1, 2, 4):
-        for width in (32, 64):
-            for batch in (1, 4):
-                p50 = 0.05 + 0.002 * depth * batch * (width / 32) ** 2
-                rows.append({"depth": depth, "embed_dim": width, "num_heads": width // 32, "batch": batch,
-                             "p50_ms": p50, "p90_ms": 1.1 * p50, "p95_ms": 1.2 * p50, "p99_ms": 1.3 * p50,
-                             "mean_ms": 1.05 * p50, "iterations": 30})  # fmt: skip
+    for spec, batch in bundle_points(space, load_profile(profile), quick=quick):
+        depth, width = spec.depth, spec.embed_dim
+        p50 = 0.05 + 0.002 * depth * batch * (width / 32) ** 2
+        rows.append({"depth": depth, "embed_dim": width, "num_heads": width // 32, "batch": batch,
+                     "p50_ms": p50, "p90_ms": 1.1 * p50, "p95_ms": 1.2 * p50, "p99_ms": 1.3 * p50,
+                     "mean_ms": 1.05 * p50, "iterations": 30})  # fmt: skip
+    return rows
+
+
+GEOMETRY = {
+    "img_size": 28,
+    "patch_size": 7,
+    "in_chans": 1,
+    "num_classes": 10,
+    "mlp_ratio": 4.0,
+    "head_dim": 32,
+}
+
+
+def samples_dict(
+    profile="x86-cpu", runtime="onnxruntime", precision="fp32", *, quick=False, variant=None
+) -> dict:
+    """A samples file as the kit writes it for a bundle of ``profile`` (its design's points, or the quick
+    subset's); ``runtime`` and ``precision`` as recorded (the profile's deployed variant unless given)."""
+    from wave_deploy.profiles import load_profile
+    from wave_deploy.target import Target
+
+    target = Target.of(load_profile(profile))
+    variant = variant or (target.engine_source if target.tensorrt else target.deployed).key
+    timing = {"passes": 1, "warmup": 3, "iterations": 10, "min_duration_s": 0.05} if quick else {
+        "passes": 3, "warmup": 10, "iterations": 30, "min_duration_s": 0.3}  # fmt: skip
+    if runtime == "tensorrt":
+        timing.update(warmup=0, min_duration_s=0.0)
+    rows = design_rows(profile, quick=quick)
     return {
         "schema_version": 1,
         "kind": "calibration_samples",
         "profile": profile,
-        "variant": precision,
+        "variant": variant,
         "design_sha256": "0" * 64,
         "runtime": {
             "name": runtime,
@@ -47,15 +80,8 @@ def samples_dict(profile="x86-cpu", runtime="onnxruntime", precision="fp32") -> 
             "python": "3.11.2",
             "date": "2026-01-01T00:00:00+00:00",
         },
-        "geometry": {
-            "img_size": 28,
-            "patch_size": 7,
-            "in_chans": 1,
-            "num_classes": 10,
-            "mlp_ratio": 4.0,
-            "head_dim": 32,
-        },
-        "settings": {"passes": 3, "quick": False, "warmup": 10, "iterations": 30, "min_duration_s": 0.3},
+        "geometry": dict(GEOMETRY),
+        "settings": {"quick": quick, **timing},
         "samples": rows,
     }
 
@@ -74,7 +100,7 @@ def test_device_samples_fit_into_a_calibration_that_records_the_device_and_plan_
     cal = read_calibration_file(out)
     assert cal.source.kind == "device" and cal.source.samples_sha256 == sha256_file(tmp_path / "samples.json")
     assert cal.machine.cpu == "Cortex-A76 (4 logical cores)" and cal.runtime.threads == 4
-    assert cal.runtime.detail == "onnxruntime 1.0 [device]" and cal.fit.n_samples == 12
+    assert cal.runtime.detail == "onnxruntime 1.0 [device]" and cal.fit.n_samples == len(design_rows()) == 120
     assert cal.geometry.head_dim == 32 and cal.model.percentile_factors["p99"] == pytest.approx(1.3)
     assert "measurements on the device" in result.output
     plan = [
@@ -120,7 +146,10 @@ BAD = {
         re.sub(r'"mean_ms": [0-9.e-]+', '"mean_ms": -Infinity', json.dumps(samples_dict()), count=1),
         "Infinity",
     ),
-    "duplicate-key": (json.dumps(samples_dict())[:-1] + ', "profile": "x86-cpu"}', "duplicate key 'profile'"),
+    "duplicate-key": (
+        json.dumps(samples_dict())[:-1] + ', "profile": "x86-cpu"}',
+        "duplicated key 'profile'",
+    ),
     "bool-latency": (_mutated(lambda d: d["samples"][0].update(p99_ms=True)), "samples.0.p99_ms"),
     "bool-batch": (_mutated(lambda d: d["samples"][0].update(batch=True)), "samples.0.batch"),
     "negative": (_mutated(lambda d: d["samples"][1].update(p50_ms=-1.0)), "samples.1.p50_ms"),
@@ -132,7 +161,10 @@ BAD = {
     "missing-field": (_mutated(lambda d: d.pop("machine")), "machine"),
     "wrong-kind": (_mutated(lambda d: d.update(kind="device_report")), "kind"),
     "no-samples": (_mutated(lambda d: d.update(samples=[])), "samples"),
-    "too-few": (_mutated(lambda d: d.update(samples=d["samples"][:4])), "at least 8 measurements"),
+    "too-few": (
+        _mutated(lambda d: d.update(samples=d["samples"][:4])),
+        "not the points of a bundle's design",
+    ),
     "top-level-list": ("[]", "(top level)"),
 }
 
@@ -182,3 +214,85 @@ def test_the_bank_given_with_samples_must_match_their_geometry(tmp_path):
 def test_measuring_options_do_not_go_with_from_device(tmp_path, option):
     result, out = _fit(tmp_path, json.dumps(samples_dict()), *option)
     assert result.exit_code == 2 and "do not apply" in result.output and not out.exists()
+
+
+def _cut_to_eight_with_depth_64(d: dict) -> None:
+    d["samples"] = d["samples"][:8]
+    d["samples"][-1].update(depth=64)
+
+
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (
+            lambda d: d.update(variant="anything"),
+            "they time the ONNX variant 'anything'; 'x86-cpu' deploys 'fp32'",
+        ),
+        (
+            lambda d: d["settings"].update(passes=99),
+            "not the full design's timing: passes 99 (the design's is 3)",
+        ),
+        (lambda d: d["settings"].update(quick=True), "not the quick design's timing"),
+        (lambda d: d["settings"].update(min_duration_s=0.0), "min_duration_s 0.0 (the design's is 0.3)"),
+        (_cut_to_eight_with_depth_64, "not the points of a bundle's design: 8 points"),
+        (lambda d: d["samples"].pop(5), "not the points of a bundle's design: 119 points"),
+        (lambda d: d["samples"][0].update(depth=3), "not in it: depth 3 width 32 batch 1"),
+        (lambda d: d.update(design_sha256="anything"), "design_sha256"),
+    ],
+    ids=[
+        "variant",
+        "passes",
+        "quick-flag",
+        "min-duration",
+        "cut-with-depth-64",
+        "one-missing",
+        "moved",
+        "sha",
+    ],
+)
+def test_samples_that_are_not_the_designs_are_refused(tmp_path, edit, words):
+    result, out = _fit(tmp_path, _mutated(edit))
+    assert result.exit_code == 3 and words in result.output and not out.exists(), result.output
+    assert "Traceback" not in result.output
+
+
+def test_the_brief_edit_all_at_once_is_refused(tmp_path):
+    def edit(d):
+        _cut_to_eight_with_depth_64(d)
+        d["variant"] = "anything"
+        d["settings"].update(quick=True, passes=99)
+
+    result, out = _fit(tmp_path, _mutated(edit))
+    assert result.exit_code == 3 and "does not fit" in result.output and not out.exists(), result.output
+
+
+def test_quick_samples_fit_a_quick_calibration_that_plan_does_not_count_as_calibrated(tmp_path):
+    from wave_deploy.reports.evidence import latency_level
+
+    result, out = _fit(tmp_path, json.dumps(samples_dict(quick=True)))
+    assert result.exit_code == 0, result.output
+    cal = read_calibration_file(out)
+    assert cal.quick is True and cal.fit.n_samples == len(design_rows(quick=True)) < 120
+    shown = CliRunner().invoke(
+        cli,
+        [
+            "plan",
+            "--profile",
+            "x86-cpu",
+            "--calibration",
+            str(out),
+            "--spec",
+            "depth=2,embed_dim=64",
+            "--json",
+        ],
+    )
+    assert shown.exit_code == 0, shown.output
+    source = json.loads(shown.stdout)["latency"]["source"]
+    assert source == f"quick-calibration:{out}" and latency_level(source, []) == "analytic"
+
+
+def test_tensorrt_quick_samples_with_trtexecs_settings_fit(tmp_path):
+    data = samples_dict("jetson-orin-nano-8gb", "tensorrt", "fp16", quick=True)
+    result, out = _fit(tmp_path, json.dumps(data), profile="jetson")
+    assert result.exit_code == 0, result.output
+    assert read_calibration_file(out).quick is True

@@ -9,11 +9,10 @@ import tempfile
 from pathlib import Path
 
 from wave_deploy.calibration.cost import point_memory_mib
-from wave_deploy.calibration.design import TIMING, default_batches, design_samples
+from wave_deploy.calibration.design import TIMING, bundle_points, bundle_space_at
 from wave_deploy.calibration.graphs import design_graphs, write_design
 from wave_deploy.exporters.onnx import INPUT_NAME
 from wave_deploy.fileio import sha256_file
-from wave_deploy.planning.selection import SearchSpace
 from wave_deploy.spec import ViTSpec
 from wave_deploy.target import Target
 
@@ -25,12 +24,11 @@ def bundle_space(spec: ViTSpec):
     size, MLP ratio): depths up to 12, widths up to 384 (the shipped bank's range) stretched to include the
     model itself: the multiples of the head size whose MLP width is a multiple of gcd(head size, the model's
     MLP width), which the model's own width always is."""
-    head = spec.head_dim
-    return SearchSpace(  # templates of gcd(head, MLP width): the model's own width is one of the widths
-        img_size=spec.img_size, patch_size=spec.patch_size, in_chans=spec.in_chans,
-        num_classes=spec.num_classes, mlp_ratio=spec.mlp_ratio, w=math.gcd(head, spec.mlp_hidden),
-        head_dim=head, max_depth=max(12, spec.depth), max_embed_dim=max(384 // head * head, spec.embed_dim),
-    )  # fmt: skip
+    geometry = {
+        k: getattr(spec, k) for k in ("img_size", "patch_size", "in_chans", "num_classes", "mlp_ratio")
+    }
+    return bundle_space_at({**geometry, "head_dim": spec.head_dim}, w=math.gcd(spec.head_dim, spec.mlp_hidden),
+                           depth=spec.depth, embed_dim=spec.embed_dim)  # fmt: skip
 
 
 def bundle_design(path: Path, spec: ViTSpec, profile, *, exporter: str, opset: int) -> dict:
@@ -39,10 +37,9 @@ def bundle_design(path: Path, spec: ViTSpec, profile, *, exporter: str, opset: i
     target = Target.of(profile)
     variant = target.engine_source if target.tensorrt else target.deployed
     space = bundle_space(spec)
-    batch_max = profile.runtime.batch_max
-    batches = default_batches(space, batch_max, latency_batch=profile.budgets.latency_batch)
-    points = design_samples(space, batch_max, batches=batches)
-    quick = design_samples(space, batch_max, quick=True, batches=batches)
+    points = bundle_points(space, profile, quick=False)
+    quick = bundle_points(space, profile, quick=True)
+    batches = sorted({b for _, b in points})
     per_model: dict[ViTSpec, list[int]] = {}
     for s, b in points:
         per_model.setdefault(s, []).append(b)

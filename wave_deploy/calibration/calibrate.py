@@ -192,9 +192,11 @@ def calibration_data(
     space,
     machine: dict | None = None,
     source: dict | None = None,
+    quick: bool = False,
 ) -> CalibrationFile:
     """Fit the calibrated model to measured ``samples`` (of ``space``'s geometry): the file's content.
-    ``machine`` and ``source`` default to this machine and a local measurement."""
+    ``machine`` and ``source`` default to this machine and a local measurement; ``quick``: the samples are the
+    design's quick subset."""
     target = Target.of(profile)  # torch calibrations time the fp32 model
     w_prec, a_prec = (target.weight_dtype, target.activation_dtype) if runtime != "torch" else ("fp32",) * 2
     rows = [
@@ -212,6 +214,7 @@ def calibration_data(
         "schema_version": CALIBRATION_SCHEMA_VERSION,
         "profile": profile.name,
         "source": source or {"kind": "local", "samples_file": None, "samples_sha256": None},
+        "quick": quick,
         "runtime": {
             "name": runtime,
             "version": detail.split()[1] if len(detail.split()) > 1 else "",
@@ -330,7 +333,7 @@ def run(job: Job, out: str | Path | None = None, on_progress=None) -> Calibratio
         on_progress=on_progress,
     )  # fmt: skip
     data = calibration_data(job.profile, samples, runtime=job.runtime, detail=detail, threads=job.threads,
-                            clock=job.clock, space=job.space)  # fmt: skip
+                            clock=job.clock, space=job.space, quick=job.quick)  # fmt: skip
     return write_calibration(data, Path(out) if out else default_calibration_path(job.profile))
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from wave_deploy.calibration.file import FEATURES
 from wave_deploy.errors import InvalidInputError
+from wave_deploy.planning.selection import SearchSpace
 from wave_deploy.spec import ViTSpec, check_img_size
 
 # Per point and pass: warm-up runs, then timed runs until both counts are reached. Shipped to the kit too.
@@ -135,3 +136,38 @@ def calibration_space(
             f"head size {new.head_dim}; give another --mlp-ratio or --head-dim, or a larger --max-embed-dim"
         )
     return new
+
+
+def bundle_space_at(geometry: dict, *, w: int, depth: int, embed_dim: int) -> SearchSpace:
+    """The sizes a bundle's design covers at ``geometry`` (image size, patch, channels, classes, MLP ratio, head
+    size) for a model of ``depth`` and ``embed_dim`` whose MLP width's gcd with the head size is ``w``: depths
+    up to 12, widths up to 384 (the shipped bank's range) stretched to include the model itself."""
+    head = geometry["head_dim"]
+    return SearchSpace(
+        img_size=geometry["img_size"], patch_size=geometry["patch_size"], in_chans=geometry["in_chans"],
+        num_classes=geometry["num_classes"], mlp_ratio=geometry["mlp_ratio"], w=w, head_dim=head,
+        max_depth=max(12, depth), max_embed_dim=max(384 // head * head, embed_dim),
+    )  # fmt: skip
+
+
+def bundle_points(space: SearchSpace, profile, *, quick: bool) -> list[tuple[ViTSpec, int]]:
+    """The (spec, batch) points a bundle's design at ``space`` holds for ``profile`` (its batch_max and budget
+    batch), or its quick subset: what the kit measures (``run_on_device.py --calibrate [--quick]``)."""
+    batch_max = profile.runtime.batch_max
+    batches = default_batches(space, batch_max, latency_batch=profile.budgets.latency_batch)
+    return design_samples(space, batch_max, quick=quick, batches=batches)
+
+
+def bundle_point_sets(geometry: dict, profile, *, quick: bool, depth: int, embed_dim: int) -> list[set]:
+    """Every point set {(depth, width, batch)} a bundle's design (or its quick subset) can have at ``geometry``
+    for ``profile``, when its largest measured depth and width are ``depth`` and ``embed_dim``: one per
+    possible gcd of the head size and the model's MLP width (a divisor of the head size)."""
+    head, out = geometry["head_dim"], []
+    for w in (d for d in range(1, head + 1) if head % d == 0):
+        try:
+            space = bundle_space_at(geometry, w=w, depth=depth, embed_dim=embed_dim)
+            points = bundle_points(space, profile, quick=quick)
+        except InvalidInputError:
+            continue
+        out.append({(s.depth, s.embed_dim, b) for s, b in points})
+    return out

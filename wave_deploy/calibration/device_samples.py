@@ -1,21 +1,26 @@
 """Samples measured on the device by the bundle's kit (`run_on_device.py --calibrate`), fitted into a calibration.
 
-``read_samples`` reads a samples file strictly: JSON without duplicate keys or NaN/Infinity tokens, every
-field typed (booleans are not numbers), latencies positive and finite with p50 <= p90 <= p95 <= p99, widths
-equal to heads x the recorded head size, no point twice. ``fit_samples`` checks that the samples are the
-profile's (its name, runtime and deployed precision) and of the geometry asked for, and fits them with
-``calibrate.calibration_data``: the calibration file then records the device's machine and runtime, and the
-samples file's sha256. Any problem is InvalidInputError (exit 3) naming the file and the field.
+``read_samples`` reads a samples file strictly (``wave_deploy.strict_json``: no duplicate keys, NaN/Infinity
+tokens, huge integers or deep nesting), every field typed (booleans are not numbers), latencies positive and
+finite with p50 <= p90 <= p95 <= p99, widths equal to heads x the recorded head size, no point twice.
+``fit_samples`` checks that the samples are the profile's (its name, runtime, deployed precision and deployed
+ONNX variant: for TensorRT the engine's source) and of the geometry asked for, that the settings are the
+design's timing (full or quick), and that the points are exactly a bundle design's (``design.bundle_point_sets``:
+the full design or its quick subset for this profile's batches, at the samples' geometry); then fits them with
+``calibrate.calibration_data``: the calibration file records the device's machine and runtime, the samples
+file's sha256 and whether the design was the quick one (a smoke check: ``plan`` does not count it as calibrated
+evidence). Any problem is InvalidInputError (exit 3) naming the file and the field.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
+from wave_deploy import strict_json
+from wave_deploy.calibration.design import TIMING, bundle_point_sets
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import sha256_bytes
 from wave_deploy.planning.selection import SearchSpace
@@ -94,7 +99,7 @@ class SamplesFile(_Strict):
     kind: Literal["calibration_samples"]
     profile: str
     variant: str  # the ONNX variant key timed (fp32, fp16, int8, int8_qdq)
-    design_sha256: str
+    design_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     runtime: SamplesRuntime
     machine: SamplesMachine
     geometry: SamplesGeometry
@@ -117,18 +122,6 @@ class SamplesFile(_Strict):
         return self
 
 
-def _pairs(pairs: list) -> dict:
-    keys = [k for k, _ in pairs]
-    dup = next((k for k in keys if keys.count(k) > 1), None)
-    if dup is not None:
-        raise ValueError(f"duplicate key {dup!r}")
-    return dict(pairs)
-
-
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def read_samples(path: str | Path) -> tuple[SamplesFile, str]:
     """The validated samples file and its sha256; InvalidInputError (exit 3) for anything wrong."""
     path = Path(path)
@@ -138,15 +131,16 @@ def read_samples(path: str | Path) -> tuple[SamplesFile, str]:
         if path.stat().st_size > MAX_SAMPLES_BYTES:
             raise InvalidInputError(f"samples file {path} is larger than {MAX_SAMPLES_BYTES >> 20} MiB")
         data = path.read_bytes()
-        raw = json.loads(data.decode("utf-8"), object_pairs_hook=_pairs, parse_constant=_no_constant)
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise InvalidInputError(f"invalid samples file {path}: {exc}") from exc
+        text = data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"invalid samples file {path}: {' '.join(str(exc).split())}") from None
+    raw = strict_json.loads(text, f"invalid samples file {path}")
     try:
         return SamplesFile.model_validate(raw), sha256_bytes(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise InvalidInputError(f"invalid samples file {path}: field '{where}': {first['msg']}") from exc
+        raise InvalidInputError(f"invalid samples file {path}: field '{where}': {first['msg']}") from None
 
 
 def check_fits(samples: SamplesFile, profile: DeviceProfile, expected: dict, path: str | Path) -> None:
@@ -164,12 +158,63 @@ def check_fits(samples: SamplesFile, profile: DeviceProfile, expected: dict, pat
         problems.append(
             f"they time {samples.runtime.precision} models; '{profile.name}' deploys {target.precision}"
         )
+    variant = target.engine_source if target.tensorrt else target.deployed
+    if samples.variant != variant.key:
+        problems.append(
+            f"they time the ONNX variant '{samples.variant}'; '{profile.name}' deploys '{variant.key}'"
+        )
     for key, want in expected.items():
         got = getattr(samples.geometry, key)
         if want is not None and got != want:
             problems.append(f"their {key} is {got:g}, not the {want:g} asked for")
+    problems += _settings_problems(samples)
+    if not problems:
+        problems += _points_problems(samples, profile)
     if problems:
         raise InvalidInputError(f"samples file {path} does not fit: {'; '.join(problems)}")
+
+
+def _settings_problems(samples: SamplesFile) -> list[str]:
+    """The settings are the design's timing (full or quick) as the kit applies it: ONNX Runtime all of it,
+    TensorRT (trtexec) the passes and iterations, without a warm-up count or a minimum duration."""
+    settings = samples.settings
+    timing = TIMING["quick" if settings.quick else "full"]
+    want = {k: timing[k] for k in ("passes", "warmup", "iterations", "min_duration_s")}
+    if samples.runtime.name == "tensorrt":
+        want.update(warmup=0, min_duration_s=0.0)
+    got = settings.model_dump()
+    wrong = [f"{k} {got[k]!r} (the design's is {v!r})" for k, v in want.items() if got[k] != v]
+    if wrong:
+        which = "quick" if settings.quick else "full"
+        return [f"their settings are not the {which} design's timing: {', '.join(wrong)}"]
+    return []
+
+
+def _points_problems(samples: SamplesFile, profile: DeviceProfile) -> list[str]:
+    """The points are exactly a bundle design's for this profile (its quick subset when settings.quick)."""
+    got = {(s.depth, s.embed_dim, s.batch) for s in samples.samples}
+    geometry = samples.geometry.model_dump()
+    depth, width = max(d for d, _, _ in got), max(w for _, w, _ in got)
+    quick = samples.settings.quick
+    candidates = bundle_point_sets(geometry, profile, quick=quick, depth=depth, embed_dim=width)
+    if got in candidates:
+        return []
+    which = "quick subset of the design" if quick else "design"
+    if not candidates:
+        return [f"no bundle's {which} for '{profile.name}' has depths up to {depth} and widths up to {width}"]
+    want = min(candidates, key=lambda c: len(c ^ got))
+    extra, missing = sorted(got - want), sorted(want - got)
+    top_depth, top_width = max(d for d, _, _ in want), max(w for _, w, _ in want)
+    head = (
+        f"{len(got)} points where the {which} for '{profile.name}' (depth up to {top_depth}, width up to "
+        f"{top_width}) has {len(want)}"
+    )
+    parts = [head]
+    if extra:
+        parts.append("not in it: " + ", ".join(f"depth {d} width {w} batch {b}" for d, w, b in extra[:3]))
+    if missing:
+        parts.append("missing: " + ", ".join(f"depth {d} width {w} batch {b}" for d, w, b in missing[:3]))
+    return [f"they are not the points of a bundle's design: {'; '.join(parts)}"]
 
 
 def space_of(samples: SamplesFile):
@@ -196,6 +241,7 @@ def fit_samples(profile: DeviceProfile, path: str | Path, expected: dict | None 
             threads=samples.runtime.threads, clock=samples.runtime.clock, space=space_of(samples),
             machine=samples.machine.model_dump(),
             source={"kind": "device", "samples_file": str(path), "samples_sha256": digest},
+            quick=samples.settings.quick,
         )  # fmt: skip
     except InvalidInputError as exc:
         raise InvalidInputError(f"samples file {path}: {exc}") from exc

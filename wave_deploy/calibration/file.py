@@ -222,6 +222,9 @@ class CalibrationFile(_Strict):
     schema_version: Literal[2, 3]
     profile: str
     source: Source | None = None  # required from version 3
+    # The design's quick subset (`calibrate --quick`, `run_on_device.py --calibrate --quick`): a smoke check, not
+    # calibrated evidence (planning.latency names its predictions "quick-calibration:<file>"). Absent: false.
+    quick: bool = False
     runtime: RuntimeInfo
     machine: Machine
     geometry: Geometry

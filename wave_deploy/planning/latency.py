@@ -51,7 +51,9 @@ class Prediction:
 
     latency_ms: float
     batch: int
-    source: str  # "analytic" or "calibrated:<file>"
+    source: (
+        str  # "analytic", "calibrated:<file>", or "quick-calibration:<file>" (a quick design: not calibrated)
+    )
     breakdown_ms: dict[str, float]  # analytic: per op (summed over layers); calibrated: per feature
     percentile_factors: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PERCENTILE_FACTORS))
     notes: tuple[str, ...] = ()
@@ -219,7 +221,7 @@ class Calibration:
         return Prediction(
             latency_ms=latency,
             batch=batch,
-            source=f"calibrated:{self.path}",
+            source=f"{'quick-calibration' if self.file.quick else 'calibrated'}:{self.path}",
             breakdown_ms=parts,
             percentile_factors=dict(model.percentile_factors),
             notes=self._range_notes(spec, batch),
