@@ -23,11 +23,13 @@ import numpy as np
 from kit_common import (
     EXIT_INVALID,
     EXIT_MISSING,
+    EXIT_STAGE,
     KitError,
     available_mib,
     latency_stats,
     log,
     machine,
+    one_line,
     sha256,
     time_calls,
     usable_cores,
@@ -173,17 +175,22 @@ def run_onnxruntime(design: kit_design.Design, points, args) -> tuple[dict, list
     options.log_severity_level = 3
     best: dict = {}
     pace, rng, done, detail = Pace(sum(seconds.values())), random.Random(0), 0, ""
-    workdir = Path(tempfile.mkdtemp(prefix="wave-deploy-calibrate-", dir=args.workdir))
+    workdir = make_workdir(args.workdir)
     try:
         for n_pass in range(passes):
             order = list(by_model)
             rng.shuffle(order)
             for name in order:
                 model, *batches = by_model[name]
-                graph = design.materialize(model, workdir)
-                session = ort.InferenceSession(str(graph), options, providers=providers)
-                detail = f"onnxruntime {ort.__version__} [{', '.join(session.get_providers())}]"
-                measured = _time_session(session, batches, design.index["sample_shape"], timing, clock)
+                graph = materialize(design, model, workdir)
+                try:
+                    session = ort.InferenceSession(str(graph), options, providers=providers)
+                    detail = f"onnxruntime {ort.__version__} [{', '.join(session.get_providers())}]"
+                    measured = _time_session(session, batches, design.index["sample_shape"], timing, clock)
+                except Exception as exc:  # noqa: BLE001  (onnxruntime's own errors derive from Exception only)
+                    raise KitError(
+                        f"onnxruntime failed on design model {name}: {one_line(exc)}", EXIT_STAGE
+                    ) from None
                 del session
                 for path in workdir.iterdir():
                     path.unlink()
@@ -203,6 +210,36 @@ def run_onnxruntime(design: kit_design.Design, points, args) -> tuple[dict, list
     return {"runtime": runtime, "settings": settings}, [
         sample_record(m, b, best[(m["name"], b)]) for m, b in points
     ]
+
+
+def make_workdir(parent) -> Path:
+    """A fresh folder for the design models' weights (in ``--workdir``, default the system's temporary
+    directory): KitError (exit 3) naming the folder when it cannot be made."""
+    try:
+        return Path(tempfile.mkdtemp(prefix="wave-deploy-calibrate-", dir=parent))
+    except OSError as exc:
+        where = parent or tempfile.gettempdir()
+        raise KitError(
+            f"cannot make a work folder in {where} (--workdir): {one_line(exc)}", EXIT_INVALID
+        ) from None
+
+
+def materialize(design: kit_design.Design, model: dict, workdir: Path) -> Path:
+    """``design.materialize``: a broken design entry is exit 3, a work folder that cannot take the weights
+    (full, read-only) exit 3 naming the folder, not the samples file."""
+    try:
+        return design.materialize(model, workdir)
+    except kit_design.DesignError as exc:
+        raise KitError(
+            f"calibration design, model {model.get('name')}: {one_line(exc)}", EXIT_INVALID
+        ) from None
+    except OSError as exc:
+        raise KitError(f"cannot write design model {model.get('name')}'s weights in {workdir} (--workdir; "
+                       f"a full disk?): {one_line(exc)}", EXIT_INVALID) from None  # fmt: skip
+    except (KeyError, ValueError, TypeError) as exc:
+        raise KitError(
+            f"calibration design, model {model.get('name')}: {one_line(exc)}", EXIT_INVALID
+        ) from None
 
 
 def samples_file(bundle: Path, plan: dict, args) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import math
 import os
 import platform
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from kit_accuracy import MIN_IMAGES, judge_drop, normalize_uint8, paired_counts
-from kit_stats import summarize
+from kit_stats import StatsError, summarize
 
 EXIT_OK, EXIT_INVALID, EXIT_MISSING, EXIT_STAGE, EXIT_PARITY = 0, 3, 4, 6, 7
 REPORT_SCHEMA_VERSION = 1
@@ -162,9 +163,24 @@ def peak_rss_mib() -> float | None:
 
 
 def latency_stats(samples_ms, *, batch, warmup, timed, runtime, hardware, threads) -> dict:
-    """The latency block of device_report.json: kit_stats.summarize, the one definition wave-deploy uses."""
-    return summarize(samples_ms, batch=int(batch), warmup=int(warmup), timed=timed, runtime=runtime,
-                     hardware=hardware, threads=threads).to_dict()  # fmt: skip
+    """The latency block of device_report.json: kit_stats.summarize, the one definition wave-deploy uses.
+    Timings that are not a measurement (none, a zero, NaN; ``LatencyStats.problems``) raise KitError (exit 6)."""
+    try:
+        stats = summarize(samples_ms, batch=int(batch), warmup=int(warmup), timed=timed, runtime=runtime,
+                          hardware=hardware, threads=threads)  # fmt: skip
+    except (StatsError, ValueError, TypeError) as exc:
+        raise KitError(f"the timings cannot be summarized: {one_line(exc)}", EXIT_STAGE) from None
+    problems = stats.problems()
+    if problems:
+        raise KitError(f"the timings at batch {batch} are not a measurement: {problems[0]} (a clock too coarse "
+                       "for this model? --clock wall)", EXIT_STAGE)  # fmt: skip
+    return stats.to_dict()
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line: its type where the message is empty."""
+    text = " ".join(str(exc).split())[:300]
+    return text or type(exc).__name__
 
 
 def time_calls(
@@ -187,8 +203,21 @@ def time_calls(
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write ``data`` beside ``path`` and rename it into place: never a half-written file."""
     tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def check_writable(path: Path, what: str) -> None:
+    """Create and remove the file ``write_json_atomic`` writes beside ``path``: KitError (exit 3) before any
+    work when it cannot be written there."""
+    if path.exists() and not path.is_file():
+        raise KitError(f"{what} {path} exists and is not a regular file", EXIT_INVALID)
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        tmp.write_text("", encoding="utf-8")
+        tmp.unlink()
+    except OSError as exc:
+        raise KitError(f"cannot write {what} {path}: {one_line(exc)}", EXIT_INVALID) from None
 
 
 def usable_cores() -> int:
@@ -223,6 +252,9 @@ def compare(name: str, got: np.ndarray, ref: np.ndarray, tol: dict) -> dict:
         raise KitError(f"{name}: output shape {got.shape} != reference {ref.shape}", EXIT_PARITY)
     err = float(np.max(np.abs(got.astype(np.float64) - ref.astype(np.float64))))
     limit = float(tol["atol"]) + float(tol.get("rtol", 0.0)) * float(np.max(np.abs(ref)))
+    if not math.isfinite(err):  # NaN or infinity in the output: JSON has no such number, and it is a failure
+        return {"batch": int(ref.shape[0]), "max_abs_err": None, "limit": limit, "passed": False,
+                "error": f"{name}: the output holds NaN or infinity"}  # fmt: skip
     return {"batch": int(ref.shape[0]), "max_abs_err": err, "limit": limit, "passed": err <= limit}
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -48,6 +49,7 @@ from kit_common import (
     REPORT_SCHEMA_VERSION,
     KitError,
     accuracy_record,
+    check_writable,
     compare,
     cpu_description,
     device_model,
@@ -56,9 +58,11 @@ from kit_common import (
     load_validation,
     log,
     model_inputs,
+    one_line,
     peak_rss_mib,
     sha256,
     verify_models,
+    write_json_atomic,
 )
 from kit_memory import session_memory
 
@@ -158,9 +162,28 @@ def power_mode() -> str | None:
     return " ".join(out.split()) or None
 
 
+def _finite(value):
+    """``value`` with every non-finite float replaced by None (JSON has no NaN or infinity)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def write_report(path: Path, report: dict) -> None:
+    """device_report.json, strict JSON (no NaN or infinity: the build machine's reader refuses them); a
+    non-finite number that got this far is written as null and the report fails, saying so."""
+    try:
+        text = json.dumps(report, indent=2, sort_keys=True, allow_nan=False)
+    except ValueError:
+        report = {**_finite(report), "passed": False}
+        report["error"] = report.get("error") or "the report held a non-finite number (written as null)"
+        text = json.dumps(report, indent=2, sort_keys=True, allow_nan=False)
     tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.write_text(text + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -202,6 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"schema_version": REPORT_SCHEMA_VERSION, "kind": "device_report", "passed": False}
     code = EXIT_OK
     try:
+        check_writable(report_path, "--report")
+    except KitError as exc:
+        log(f"error: {exc}")
+        return exc.code
+    try:
         if args.warmup < 0 or args.iterations < 1:
             raise KitError("need --warmup >= 0 and --iterations >= 1", EXIT_INVALID)
         plan, refs = load_bundle(bundle)
@@ -217,8 +245,13 @@ def main(argv: list[str] | None = None) -> int:
             result = run_onnxruntime(bundle, plan, refs, args)
         report.update(result)
         parity = report["parity"]
-        parity["max_abs_err"] = max(c["max_abs_err"] for c in parity["batches"])
+        errors = [c["max_abs_err"] for c in parity["batches"]]
+        parity["max_abs_err"] = None if None in errors else max(errors)
         parity["passed"] = all(c["passed"] for c in parity["batches"])
+        broken = [c["error"] for c in parity["batches"] if c.get("error")]
+        if broken:  # NaN or infinity out of the model: a failure whether or not parity is gated
+            parity["error"] = broken[0]
+            raise KitError(f"parity failed: {broken[0]}", EXIT_PARITY)
         report["hardware"] = report.get("latency", {}).get("hardware") or device_model() or cpu_description()
         gated = parity.setdefault("gated", True)
         accuracy = report.setdefault("accuracy", None)
@@ -262,18 +295,17 @@ def calibrate_main(args) -> int:
     if args.out is None:
         log("error: --calibrate needs --out SAMPLES")
         return kit_calibrate.EXIT_USAGE
-    if args.out.exists() and not args.out.is_file():
-        log(f"error: --out {args.out} exists and is not a regular file")
-        return EXIT_INVALID
     try:
+        check_writable(args.out, "--out")  # before a measurement that can take an hour
         plan, _ = load_bundle(args.bundle.resolve())
         samples = kit_calibrate.samples_file(args.bundle.resolve(), plan, args)
-        write_report(args.out, samples)
     except KitError as exc:
         log(f"error: {exc}")
         return exc.code
-    except OSError as exc:
-        log(f"error: cannot write {args.out}: {exc}")
+    try:
+        write_json_atomic(args.out, samples)
+    except (OSError, ValueError) as exc:  # ValueError: a non-finite number (validated before: a bug)
+        log(f"error: cannot write {args.out}: {one_line(exc)}")
         return EXIT_INVALID
     log(f"wrote {len(samples['samples'])} calibration samples to {args.out}; on the build machine: "
         f"wave-deploy calibrate --profile {plan['profile']} --from-device {args.out.name}")  # fmt: skip

@@ -16,11 +16,10 @@ import shutil
 import shutil as _shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
-from kit_common import EXIT_INVALID, EXIT_MISSING, EXIT_STAGE, KitError, compare, latency_stats, log
+from kit_common import EXIT_INVALID, EXIT_MISSING, EXIT_STAGE, KitError, compare, latency_stats, log, one_line
 
 JETPACK_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 GPU_NODES = ("/dev/nvidia0", "/dev/nvhost-ctrl-gpu", "/dev/nvgpu/igpu0/ctrl", "/dev/nvmap")
@@ -157,8 +156,15 @@ def _engine_output(out_json: Path, name: str) -> np.ndarray:
 def compute_times_ms(times_json: Path, *, compute_only: bool) -> list[float]:
     """Per-iteration times from trtexec --exportTimes: GPU compute, or host-to-host latency with copies."""
     key = "computeMs" if compute_only else "latencyMs"
-    entries = json.loads(times_json.read_text(encoding="utf-8"))
-    return [float(e[key]) for e in entries if isinstance(e, dict) and key in e]
+    try:
+        entries = json.loads(times_json.read_text(encoding="utf-8"))
+        if not isinstance(entries, list):
+            raise TypeError("not a list of iterations")
+        return [float(e[key]) for e in entries if isinstance(e, dict) and key in e]
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, RecursionError) as exc:
+        raise KitError(
+            f"trtexec's times file {times_json.name} is unreadable: {one_line(exc)}", EXIT_STAGE
+        ) from None
 
 
 def run_tensorrt(bundle: Path, plan: dict, refs: dict, args) -> dict:
@@ -301,11 +307,11 @@ def calibrate(bundle: Path, plan: dict, design, points: list, args) -> tuple[dic
         f"(assuming {build_s:g} s per build and {run_s:g} s per run: corrected as it goes); a progress line every "
         f"{kit_calibrate.PROGRESS_EVERY_S:g} s")  # fmt: skip
     pace = kit_calibrate.Pace(total_s)
-    workdir = Path(tempfile.mkdtemp(prefix="wave-deploy-calibrate-", dir=args.workdir))
+    workdir = kit_calibrate.make_workdir(args.workdir)
     found, best, done = {}, {}, 0
     try:
         for i, (name, (model, *batches)) in enumerate(models.items(), start=1):
-            graph = design.materialize(model, workdir)
+            graph = kit_calibrate.materialize(design, model, workdir)
             cmd = design_build_command(trtexec, plan["trtexec_build"], graph.name, f"{name}.engine",
                                        bp["input_name"], plan["sample_shape"], batches, bp["opt_shape"][0])  # fmt: skip
             found = {**_parse_device(_run(cmd, workdir, "calibration_build", bundle)), **found}
