@@ -217,9 +217,15 @@ def main(argv: list[str] | None = None) -> int:
                              "system's temporary directory)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.calibrate:
+        benchmark = [name for name, given in (("--warmup", args.warmup != 20), ("--iterations", args.iterations != 200),
+                     ("--batch", args.batch is not None), ("--report", args.report is not None)) if given]  # fmt: skip
+        if benchmark:
+            parser.error(
+                f"{', '.join(benchmark)} do not go with --calibrate (the design sets its own timing)"
+            )
         return calibrate_main(args)
-    if args.out or args.quick:
-        parser.error("--out and --quick go with --calibrate")
+    if args.out or args.quick or args.clock != "wall" or args.workdir is not None:
+        parser.error("--out, --quick, --clock and --workdir go with --calibrate")
     bundle = args.bundle.resolve()
     report_path = args.report or bundle / "device_report.json"
     report: dict = {"schema_version": REPORT_SCHEMA_VERSION, "kind": "device_report", "passed": False}

@@ -150,3 +150,21 @@ def test_a_workdir_that_cannot_be_made_is_exit_3_naming_it(tmp_path):
     with pytest.raises(kc.KitError) as info:
         kcal.make_workdir(tmp_path / "no" / "such")
     assert info.value.code == 3 and "--workdir" in str(info.value) and "samples" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--calibrate", "--out", "s.json", "--iterations", "5"],
+        ["--calibrate", "--out", "s.json", "--warmup", "1"],
+        ["--calibrate", "--out", "s.json", "--batch", "2"],
+        ["--calibrate", "--out", "s.json", "--report", "r.json"],
+        ["--clock", "thread"],
+        ["--workdir", "/tmp"],
+    ],
+)
+def test_options_of_the_other_mode_are_refused_exit_2(argv, tmp_path, capsys):
+    rod = _kit("run_on_device")
+    with pytest.raises(SystemExit) as info:
+        rod.main(["--bundle", str(tmp_path), *argv])
+    assert info.value.code == 2 and "go with --calibrate" in capsys.readouterr().err
