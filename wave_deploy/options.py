@@ -79,8 +79,10 @@ Seed = Annotated[
 Objective = Annotated[
     Literal["flops", "params", "accuracy"],
     Field(
-        description="What to maximize among the sizes that fit. accuracy: each size's accuracy sliced from the "
-        "bank, scored on the validation split of the data (seconds; cached), ties to lower latency."
+        description="What to maximize among the sizes that fit. accuracy: each depth x width sliced from the "
+        "bank and scored, untrained, on the validation split of --data (without --data: the built-in data "
+        "for build, the data the bank was built on for plan), at one image size (seconds; cached); ties to "
+        "lower latency."
     ),
 ]
 CalibrationFile = Annotated[
