@@ -149,3 +149,23 @@ def test_the_export_api_takes_data_and_applies_the_commands_precision_gate(
         wave_deploy.export(checkpoint, strict, tmp_path / "b", data=str(digits), exporter="legacy")
     assert gate.value.exit_code == 7
     assert json.loads((tmp_path / "b" / "export.json").read_text())["onnx"]["chosen_passed"] is False
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "kwargs"),
+    [
+        ("plan", ["--calibration"], {"calibration": None}),
+        ("build", ["--init", "weight-selection", "--teacher-checkpoint"], {"init": "weight-selection", "teacher_checkpoint": None}),
+    ],
+)  # fmt: skip
+def test_a_directory_for_a_file_option_is_the_same_usage_error_from_the_cli_and_the_api(
+    tmp_path, name, args, kwargs
+):
+    field = next(k for k, v in kwargs.items() if v is None)
+    dry_run = ["--dry-run"] if name == "build" else []  # (a refused build touches no directory then)
+    cli_result = CliRunner().invoke(cli, [name, "--profile", "jetson", *args, str(tmp_path), *dry_run])
+    with pytest.raises(UsageError) as api_error:
+        getattr(wave_deploy, name)("jetson", **{**kwargs, field: str(tmp_path)})
+    assert cli_result.exit_code == api_error.value.exit_code == EXIT_USAGE, cli_result.output
+    assert f"error: {api_error.value.one_line()}" in cli_result.stderr
+    assert "is a directory" in api_error.value.one_line()

@@ -91,7 +91,7 @@ def option_for(model: type[BaseModel], name: str) -> Callable:
     elif base is float:
         kwargs["type"] = FiniteFloat(**bounds)
     elif base is str and extra.get("path"):
-        kwargs["type"] = click.Path(path_type=str, dir_okay=extra.get("dir_okay", True))
+        kwargs["type"] = click.Path(path_type=str)  # dir_okay=False: the model refuses a directory (API alike)
     elif typing.get_origin(base) is tuple:
         kwargs["multiple"] = True
         kwargs["default"] = ()
