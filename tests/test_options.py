@@ -44,12 +44,33 @@ def test_every_option_of_a_job_model_is_a_flag_of_its_command_with_the_same_defa
         if not field.is_required():
             default = param.default if not param.multiple else tuple(param.default or ())
             assert default == field.default, field_name
-        bounds = {type(m).__name__: m for m in field.metadata}
-        if "Ge" in bounds and isinstance(param.type, click.IntRange):
-            assert param.type.min == bounds["Ge"].ge, field_name
-        if "Le" in bounds and isinstance(param.type, (click.IntRange, click.FloatRange)):
-            assert param.type.max == bounds["Le"].le, field_name
+        assert _click_bounds(param.type) == _field_bounds(field), field_name
         assert param.help == field.description, field_name
+
+
+def _field_bounds(field) -> dict:
+    """A field's ge/gt/le/lt as (min, min_open, max, max_open): what its click range must say."""
+    out = {"min": None, "min_open": False, "max": None, "max_open": False}
+    for m in field.metadata:
+        for attr, (key, is_open) in {"ge": ("min", False), "gt": ("min", True), "le": ("max", False),
+                                     "lt": ("max", True)}.items():  # fmt: skip
+            if hasattr(m, attr):
+                out[key], out[f"{key}_open"] = getattr(m, attr), is_open
+    return out
+
+
+def _click_bounds(param_type) -> dict:
+    if not isinstance(param_type, (click.IntRange, click.FloatRange)):
+        return {"min": None, "min_open": False, "max": None, "max_open": False}
+    return {k: getattr(param_type, k) for k in ("min", "min_open", "max", "max_open")}
+
+
+def test_the_bounds_comparison_sees_an_open_bound_and_a_missing_one():
+    field = BuildOptions.model_fields["scaler_epochs"]  # gt=0, le=MAX_EPOCHS
+    assert _field_bounds(field) == {"min": 0, "min_open": True, "max": 1000.0, "max_open": False}
+    assert _click_bounds(click.FloatRange(0, 1000.0)) != _field_bounds(field)  # min_open lost
+    assert _click_bounds(click.FloatRange(0, min_open=True)) != _field_bounds(field)  # max lost
+    assert _click_bounds(click.STRING) != _field_bounds(field)
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
