@@ -23,7 +23,6 @@ from wave_deploy.errors import UsageError
 from wave_deploy.fileio import check_writable_dir
 from wave_deploy.options import BuildOptions, parse
 from wave_deploy.pipeline.failclosed import neutralize
-from wave_deploy.pipeline.resolve import resolve_build
 from wave_deploy.pipeline.results import outcome
 from wave_deploy.profiles import list_profiles
 from wave_deploy.reports.files import failure_of
@@ -147,7 +146,9 @@ def build(profiles, all_profiles, fail_on_budget, dry_run, as_json, **fields) ->
         if not dry_run:  # a dry run writes nothing, failed or not
             _neutralize(requested, fields.get("out"), exc)
         raise
-    if dry_run:
+    if dry_run:  # (imports torch: a bank or teacher is loaded as the build loads it)
+        from wave_deploy.pipeline.resolve import resolve_build
+
         print_json({**resolve_build(list(profiles), options), "fail_on_budget": fail_on_budget})
         return
     _run(list(profiles), options, fail_on_budget, as_json)
