@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 import wave_deploy
 from wave_deploy.cli.main import cli
+from wave_deploy.cli.options import option_for
 from wave_deploy.errors import EXIT_USAGE, ParityError, UsageError
 from wave_deploy.options import BuildOptions, ExportOptions, InitOptions, PlanOptions, parse
 from wave_deploy.training.folding import save_folded
@@ -190,3 +191,33 @@ def test_a_directory_for_a_file_option_is_the_same_usage_error_from_the_cli_and_
     assert cli_result.exit_code == api_error.value.exit_code == EXIT_USAGE, cli_result.output
     assert f"error: {api_error.value.one_line()}" in cli_result.stderr
     assert "is a directory" in api_error.value.one_line()
+
+
+@pytest.mark.parametrize(
+    ("path", "flag", "model", "field"),
+    [
+        (["calibrate"], "--exporter", BuildOptions, "exporter"),
+        (["calibrate"], "--templates", BuildOptions, "templates"),
+        (["calibrate"], "--img-size", BuildOptions, "img_size"),
+        (["calibrate"], "--in-chans", PlanOptions, "in_chans"),
+        (["profiles", "show"], "--set", PlanOptions, "profile_overrides"),
+    ],
+)
+def test_options_of_commands_without_a_job_model_are_the_models_own(path, flag, model, field):
+    command = _command(path[0])
+    for name in path[1:]:
+        command = command.get_command(click.Context(command), name)
+    param = next(p for p in command.params if flag in p.opts)
+    generated = option_for(model, field)(lambda: None).__click_params__[0]
+    assert type(param.type) is type(generated.type) and param.multiple == generated.multiple
+    assert _click_bounds(param.type) == _field_bounds(model.model_fields[field])
+    assert getattr(param.type, "choices", None) == getattr(generated.type, "choices", None)
+    assert param.default == generated.default and param.metavar == generated.metavar
+
+
+def test_templates_build_bounds_sizes_by_the_one_image_size_limit():
+    from wave_deploy.spec import IMG_SIZE_MAX
+
+    build = _command("templates").get_command(click.Context(cli), "build")
+    sizes = {p.name: p.type for p in build.params if p.name in ("img_size", "patch_size", "head_dim", "w")}
+    assert len(sizes) == 4 and all(t.max == IMG_SIZE_MAX for t in sizes.values())
