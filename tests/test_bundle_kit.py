@@ -395,6 +395,7 @@ def test_bundle_carries_the_onnx_variant_the_plan_builds_from_and_the_kit_checks
     )
     plan = json.loads((tmp_path / "out" / "bundle" / "plan.json").read_text())
     assert plan["models"][plan["build_plan"]["onnx_variant"]] == model_file
+    assert plan["models"][precision] == model_file  # the kit looks the file up by precision name
     assert plan["trtexec_build"][1] == f"--onnx={model_file}"
     [chosen] = [v for v in summary["onnx"]["variants"] if v["chosen"]]
     assert chosen["precision"] == precision and chosen["passed"] and chosen["file"] == model_file

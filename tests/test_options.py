@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 import wave_deploy
 from wave_deploy.cli.main import cli
+from wave_deploy.cli.options import option_for
 from wave_deploy.errors import EXIT_USAGE, ParityError, UsageError
 from wave_deploy.options import BuildOptions, ExportOptions, InitOptions, PlanOptions, parse
 from wave_deploy.training.folding import save_folded
@@ -44,12 +45,33 @@ def test_every_option_of_a_job_model_is_a_flag_of_its_command_with_the_same_defa
         if not field.is_required():
             default = param.default if not param.multiple else tuple(param.default or ())
             assert default == field.default, field_name
-        bounds = {type(m).__name__: m for m in field.metadata}
-        if "Ge" in bounds and isinstance(param.type, click.IntRange):
-            assert param.type.min == bounds["Ge"].ge, field_name
-        if "Le" in bounds and isinstance(param.type, (click.IntRange, click.FloatRange)):
-            assert param.type.max == bounds["Le"].le, field_name
+        assert _click_bounds(param.type) == _field_bounds(field), field_name
         assert param.help == field.description, field_name
+
+
+def _field_bounds(field) -> dict:
+    """A field's ge/gt/le/lt as (min, min_open, max, max_open): what its click range must say."""
+    out = {"min": None, "min_open": False, "max": None, "max_open": False}
+    for m in field.metadata:
+        for attr, (key, is_open) in {"ge": ("min", False), "gt": ("min", True), "le": ("max", False),
+                                     "lt": ("max", True)}.items():  # fmt: skip
+            if hasattr(m, attr):
+                out[key], out[f"{key}_open"] = getattr(m, attr), is_open
+    return out
+
+
+def _click_bounds(param_type) -> dict:
+    if not isinstance(param_type, (click.IntRange, click.FloatRange)):
+        return {"min": None, "min_open": False, "max": None, "max_open": False}
+    return {k: getattr(param_type, k) for k in ("min", "min_open", "max", "max_open")}
+
+
+def test_the_bounds_comparison_sees_an_open_bound_and_a_missing_one():
+    field = BuildOptions.model_fields["scaler_epochs"]  # gt=0, le=MAX_EPOCHS
+    assert _field_bounds(field) == {"min": 0, "min_open": True, "max": 1000.0, "max_open": False}
+    assert _click_bounds(click.FloatRange(0, 1000.0)) != _field_bounds(field)  # min_open lost
+    assert _click_bounds(click.FloatRange(0, min_open=True)) != _field_bounds(field)  # max lost
+    assert _click_bounds(click.STRING) != _field_bounds(field)
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
@@ -149,3 +171,53 @@ def test_the_export_api_takes_data_and_applies_the_commands_precision_gate(
         wave_deploy.export(checkpoint, strict, tmp_path / "b", data=str(digits), exporter="legacy")
     assert gate.value.exit_code == 7
     assert json.loads((tmp_path / "b" / "export.json").read_text())["onnx"]["chosen_passed"] is False
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "kwargs"),
+    [
+        ("plan", ["--calibration"], {"calibration": None}),
+        ("build", ["--init", "weight-selection", "--teacher-checkpoint"], {"init": "weight-selection", "teacher_checkpoint": None}),
+    ],
+)  # fmt: skip
+def test_a_directory_for_a_file_option_is_the_same_usage_error_from_the_cli_and_the_api(
+    tmp_path, name, args, kwargs
+):
+    field = next(k for k, v in kwargs.items() if v is None)
+    dry_run = ["--dry-run"] if name == "build" else []  # (a refused build touches no directory then)
+    cli_result = CliRunner().invoke(cli, [name, "--profile", "jetson", *args, str(tmp_path), *dry_run])
+    with pytest.raises(UsageError) as api_error:
+        getattr(wave_deploy, name)("jetson", **{**kwargs, field: str(tmp_path)})
+    assert cli_result.exit_code == api_error.value.exit_code == EXIT_USAGE, cli_result.output
+    assert f"error: {api_error.value.one_line()}" in cli_result.stderr
+    assert "is a directory" in api_error.value.one_line()
+
+
+@pytest.mark.parametrize(
+    ("path", "flag", "model", "field"),
+    [
+        (["calibrate"], "--exporter", BuildOptions, "exporter"),
+        (["calibrate"], "--templates", BuildOptions, "templates"),
+        (["calibrate"], "--img-size", BuildOptions, "img_size"),
+        (["calibrate"], "--in-chans", PlanOptions, "in_chans"),
+        (["profiles", "show"], "--set", PlanOptions, "profile_overrides"),
+    ],
+)
+def test_options_of_commands_without_a_job_model_are_the_models_own(path, flag, model, field):
+    command = _command(path[0])
+    for name in path[1:]:
+        command = command.get_command(click.Context(command), name)
+    param = next(p for p in command.params if flag in p.opts)
+    generated = option_for(model, field)(lambda: None).__click_params__[0]
+    assert type(param.type) is type(generated.type) and param.multiple == generated.multiple
+    assert _click_bounds(param.type) == _field_bounds(model.model_fields[field])
+    assert getattr(param.type, "choices", None) == getattr(generated.type, "choices", None)
+    assert param.default == generated.default and param.metavar == generated.metavar
+
+
+def test_templates_build_bounds_sizes_by_the_one_image_size_limit():
+    from wave_deploy.spec import IMG_SIZE_MAX
+
+    build = _command("templates").get_command(click.Context(cli), "build")
+    sizes = {p.name: p.type for p in build.params if p.name in ("img_size", "patch_size", "head_dim", "w")}
+    assert len(sizes) == 4 and all(t.max == IMG_SIZE_MAX for t in sizes.values())

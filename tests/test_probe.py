@@ -46,7 +46,8 @@ def test_the_runners_report_what_the_probe_finds():
 
 def test_no_other_module_probes_the_machine_itself():
     probes = re.compile(
-        r"cuda\.is_available\(|get_available_providers\(|sched_getaffinity|/proc/cpuinfo|^\s*import tensorrt\b",
+        r"cuda\.is_available\(|get_available_providers\(|sched_getaffinity|/proc/cpuinfo|^\s*import tensorrt\b"
+        r"|mem_get_info\(|platform\.(node|platform)\(",
         re.MULTILINE,
     )
     offenders = [

@@ -99,3 +99,12 @@ def test_build_runs_the_pipeline_and_returns_the_written_report(tmp_path):
     assert results[0].verdict in ("pass", "fail")
     with pytest.raises(UsageError, match="unknown option"):
         wave_deploy.build("x86-cpu", steps=3)
+
+
+@pytest.mark.parametrize("profiles", [[], ()])
+def test_build_without_a_profile_is_the_command_lines_usage_error(profiles, tmp_path):
+    with pytest.raises(UsageError, match="at least one profile") as error:
+        wave_deploy.build(profiles, out=str(tmp_path / "out"))
+    assert error.value.exit_code == 2
+    assert not (tmp_path / "out").exists()
+    assert CliRunner().invoke(cli, ["build", "--out", str(tmp_path / "out")]).exit_code == 2

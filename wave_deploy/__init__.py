@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from wave_deploy.errors import UsageError
 from wave_deploy.options import BuildOptions, ExportOptions, InitOptions, PlanOptions, api, parse
 from wave_deploy.version import __version__
 
@@ -68,6 +69,8 @@ def build(profiles: str | Sequence[str], **options: Any) -> list[DeviceResult]:
 
     parsed = parse(BuildOptions, options, "build")
     names = [profiles] if isinstance(profiles, (str, Path)) else list(profiles)
+    if not names:  # the command line's rule: at least one --profile
+        raise UsageError("build: give at least one profile, e.g. wave_deploy.build('jetson')")
     return run_build([str(p) for p in names], parsed)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -79,8 +80,10 @@ Seed = Annotated[
 Objective = Annotated[
     Literal["flops", "params", "accuracy"],
     Field(
-        description="What to maximize among the sizes that fit. accuracy: each size's accuracy sliced from the "
-        "bank, scored on the validation split of the data (seconds; cached), ties to lower latency."
+        description="What to maximize among the sizes that fit. accuracy: each depth x width sliced from the "
+        "bank and scored, untrained, on the validation split of --data (without --data: the built-in data "
+        "for build, the data the bank was built on for plan), at one image size (seconds; cached); ties to "
+        "lower latency."
     ),
 ]
 CalibrationFile = Annotated[
@@ -183,6 +186,18 @@ DEFAULT_DEVICE_VAL_IMAGES = 500  # 224 px RGB uint8: 73.5 MiB in the bundle
 
 class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="after")
+    def _files_not_directories(self) -> _Options:
+        """A path option marked ``dir_okay=False`` names a file: a directory is a usage error (exit 2), the
+        same from the command line (click lets it through to here) and the API."""
+        for name, field in type(self).model_fields.items():
+            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+            value = getattr(self, name)
+            if extra.get("dir_okay") is False and value is not None and Path(value).is_dir():
+                flag = extra.get("flag", "--" + name.replace("_", "-"))
+                raise ValueError(f"{flag} {value} is a directory: give a file")
+        return self
 
     def resolved(self) -> dict[str, Any]:
         """Every option with its value (defaults filled in), JSON-ready: what ``--dry-run`` prints."""

@@ -150,6 +150,24 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def cuda_free_bytes(device) -> int:
+    """Free memory of CUDA ``device`` in bytes, as the driver reports it now (imports torch)."""
+    import torch
+
+    free, _total = torch.cuda.mem_get_info(device)
+    return int(free)
+
+
+def host_name() -> str:
+    """This machine's network name (records say where an engine was built)."""
+    return platform.node()
+
+
+def os_platform() -> str:
+    """The operating system and architecture, e.g. 'Linux-6.8.0-x86_64-with-glibc2.39'."""
+    return platform.platform()
+
+
 def cuda_gpu(index: int = 0) -> dict[str, str]:
     """Name and compute capability of CUDA device ``index``; MissingDependencyError when there is no GPU."""
     import torch

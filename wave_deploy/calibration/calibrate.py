@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import datetime
 import logging
-import platform
 import random
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -47,6 +47,7 @@ from wave_deploy.calibration.graphs import design_graphs
 from wave_deploy.errors import UsageError
 from wave_deploy.planning.latency import Calibration, fit_latency, load_calibration
 from wave_deploy.planning.selection import DEFAULT_SEARCH_SPACE
+from wave_deploy.probe import os_platform
 from wave_deploy.profiles import DeviceProfile
 from wave_deploy.spec import ViTSpec
 from wave_deploy.target import FP32, Target, Variant
@@ -175,8 +176,8 @@ def this_machine() -> dict:
     return {
         "cpu": cpu_description(),
         "logical_cores": available_threads(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
+        "platform": os_platform(),
+        "python": sys.version.split()[0],
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -7,6 +7,7 @@ budgets, ``--dry-run`` and the printed summary.
 No PASS after any failure: an error before the pipeline starts (click's own usage errors included, which
 happen before the command body runs) marks failed the reports of the profiles the command asked for and moves
 their earlier models aside (``pipeline.failclosed.neutralize``); errors inside the pipeline are handled there.
+A dry run writes nothing, failed or not: its errors (click's included) leave every directory as it was.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from wave_deploy.errors import UsageError
 from wave_deploy.fileio import check_writable_dir
 from wave_deploy.options import BuildOptions, parse
 from wave_deploy.pipeline.failclosed import neutralize
-from wave_deploy.pipeline.resolve import resolve_build
 from wave_deploy.pipeline.results import outcome
 from wave_deploy.profiles import list_profiles
 from wave_deploy.reports.files import failure_of
@@ -50,6 +50,13 @@ def requested_in_argv(args: list[str]) -> tuple[list[str], str]:
     return (profiles + _all_names()) if all_profiles else profiles, out
 
 
+def dry_run_in_argv(args: list[str]) -> bool:
+    """Whether a build's raw arguments ask for ``--dry-run`` (before ``--``), read as ``requested_in_argv``
+    reads them: a dry run writes nothing, not even when click refuses its other arguments."""
+    head = args[: args.index("--")] if "--" in args else args
+    return "--dry-run" in head
+
+
 def _all_names() -> list[str]:
 
     try:
@@ -72,17 +79,24 @@ def _neutralize(profiles: list[str], out: str | None, exc: BaseException) -> Non
 
 
 class BuildCommand(click.Command):
-    """``build`` whose usage errors fail closed: click refuses a bad value, an unknown option or a ``--set``
-    without ``=`` while making the context, before the command body runs; the profiles and ``--out`` are then
-    read from the raw arguments, their earlier reports marked failed, and the error raised again."""
+    """``build`` whose usage errors fail closed: click refuses a bad value, an unknown option or a missing
+    option value while making the context, before the command body runs; the profiles and ``--out`` are then
+    read from the raw arguments, their earlier reports marked failed (not for ``--dry-run``), and the error
+    raised again."""
 
     def make_context(self, info_name, args, parent=None, **extra):
         raw = list(args)
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.ClickException as exc:
-            _neutralize(*requested_in_argv(raw), exc)
+            self.on_refused(raw, exc)
             raise
+
+    def on_refused(self, args: list[str], exc: click.ClickException) -> None:
+        """Click refused ``args``, this command's raw arguments, here or in the group before ``build``
+        (``wave-deploy --bogus build ...``, cli.main): fail closed, unless they ask for a dry run."""
+        if not dry_run_in_argv(args):
+            _neutralize(*requested_in_argv(args), exc)
 
 
 @click.command("build", cls=BuildCommand)
@@ -129,9 +143,12 @@ def build(profiles, all_profiles, fail_on_budget, dry_run, as_json, **fields) ->
             raise UsageError("give at least one --profile (e.g. --profile jetson) or --all-profiles")
         options = parse(BuildOptions, fields, "build")
     except BaseException as exc:
-        _neutralize(requested, fields.get("out"), exc)
+        if not dry_run:  # a dry run writes nothing, failed or not
+            _neutralize(requested, fields.get("out"), exc)
         raise
-    if dry_run:
+    if dry_run:  # (imports torch: a bank or teacher is loaded as the build loads it)
+        from wave_deploy.pipeline.resolve import resolve_build
+
         print_json({**resolve_build(list(profiles), options), "fail_on_budget": fail_on_budget})
         return
     _run(list(profiles), options, fail_on_budget, as_json)

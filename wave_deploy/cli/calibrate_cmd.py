@@ -9,13 +9,13 @@ import click
 
 from wave_deploy.calibration.cost import kit_design
 from wave_deploy.calibration.device_samples import fit_samples
-from wave_deploy.cli.options import FiniteFloat, Threads, json_option
+from wave_deploy.cli.options import FiniteFloat, Threads, json_option, option_for
 from wave_deploy.cli.output import console, print_json
 from wave_deploy.errors import UsageError
 from wave_deploy.fileio import check_writable_file
+from wave_deploy.options import BuildOptions, PlanOptions
 from wave_deploy.planning.selection import SearchSpace
 from wave_deploy.profiles import load_profile
-from wave_deploy.spec import IMG_SIZE_MAX
 from wave_deploy.wave.bank_file import default_bank_path, inspect_bank
 
 RUNTIMES = {"ort": "onnxruntime", "torch": "torch"}
@@ -47,26 +47,16 @@ MEASURING = ("runtime", "quick", "threads", "clock", "max_depth", "max_embed_dim
     default=None,
     help="Calibration file to write (default: ./<profile name>.calibration.json in the working directory).",
 )
-@click.option(
-    "--templates",
-    "bank_path",
-    type=click.Path(dir_okay=True),
-    default=None,
+@option_for(
+    BuildOptions, "templates", dest="bank_path",
     help="Template bank whose geometry, head size, MLP ratio and sizes to measure (default: the bank shipped "
     "with wave-deploy).",
-)
-@click.option(
-    "--img-size",
-    type=click.IntRange(1, IMG_SIZE_MAX),
-    default=None,
-    help="Measure at this image size instead.",
-)
+)  # fmt: skip
+@option_for(BuildOptions, "img_size", help="Measure at this image size instead.")
 @click.option(
     "--patch-size", type=click.IntRange(1, 4096), default=None, help="Measure at this patch size instead."
 )
-@click.option(
-    "--in-chans", type=click.IntRange(1, 64), default=None, help="Measure with this many input channels."
-)
+@option_for(PlanOptions, "in_chans", help="Measure with this many input channels.")
 @click.option(
     "--head-dim",
     type=click.IntRange(1, 1024),
@@ -108,13 +98,7 @@ MEASURING = ("runtime", "quick", "threads", "clock", "max_depth", "max_embed_dim
     show_default=True,
     help="'thread' times one thread's CPU time (needs --threads 1): robust on a shared machine.",
 )
-@click.option(
-    "--exporter",
-    type=click.Choice(["dynamo", "legacy"]),
-    default="dynamo",
-    show_default=True,
-    help="ONNX exporter of the measured models (as `build --exporter`).",
-)
+@option_for(BuildOptions, "exporter", help="ONNX exporter of the measured models (as `build --exporter`).")
 @json_option("Print one JSON summary on stdout (progress lines stay on stderr).")
 @click.pass_context
 def calibrate(ctx, profile_name, from_device, out, bank_path, as_json, **options):

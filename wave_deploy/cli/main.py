@@ -64,11 +64,9 @@ class LazyGroup(click.Group):
         return sorted(set(COMMANDS) | set(self.commands))
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        target = COMMANDS.get(name)
-        if target is None:  # commands attached with add_command (plugins, tests)
+        if name not in COMMANDS:  # commands attached with add_command (plugins, tests)
             return super().get_command(ctx, name)
-        module_name, attr = target.split(":")
-        return getattr(importlib.import_module(module_name), attr)
+        return _load(name)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -113,6 +111,7 @@ class LazyGroup(click.Group):
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.ClickException as exc:  # the group's own: an unknown option or command
             self._usage_error(exc)
+            _refused_subcommand(list(args), exc)
             raise
 
     def _usage_error(self, exc: click.ClickException) -> None:
@@ -135,6 +134,26 @@ class LazyGroup(click.Group):
         if self.json_mode and not output.json_printed():
             error = {"class": cls, "message": message}
             output.print_json({"ok": False, "exit_code": code, "error": error, **details})
+
+
+def _load(name: str) -> click.Command:
+    module_name, attr = COMMANDS[name].split(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def _refused_subcommand(args: list[str], exc: click.ClickException) -> None:
+    """The group refused its own arguments (e.g. ``wave-deploy --bogus build ...``): the subcommand never ran,
+    so a command whose refusals fail closed (``build``: ``on_refused``) hears of it all the same. The group's
+    options take no values, so the subcommand is the first argument that is not an option."""
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] != "--":
+        i += 1
+    i += i < len(args) and args[i] == "--"
+    if i >= len(args) or args[i] not in COMMANDS:
+        return
+    hook = getattr(_load(args[i]), "on_refused", None)
+    if hook is not None:
+        hook(args[i + 1 :], exc)
 
 
 def leave_process_group() -> None:

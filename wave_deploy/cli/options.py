@@ -21,7 +21,7 @@ import click
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from wave_deploy.options import MAX_OPSET, MIN_OPSET, SEED_MAX, BuildOptions
+from wave_deploy.options import MAX_OPSET, MIN_OPSET, SEED_MAX, BuildOptions, PlanOptions
 
 __all__ = ["MAX_OPSET", "MIN_OPSET", "SEED_MAX", "model_options", "option_for"]
 
@@ -69,14 +69,19 @@ def _base(annotation: Any) -> Any:
     return annotation
 
 
-def option_for(model: type[BaseModel], name: str) -> Callable:
-    """The click option of one field of an options model: flag, type, bounds, default and help from the field."""
+def option_for(
+    model: type[BaseModel], name: str, *, dest: str | None = None, help: str | None = None
+) -> Callable:
+    """The click option of one field of an options model: flag, type, bounds, default and help from the field.
+
+    ``dest``: the parameter name the command receives (default: the field's); ``help``: for a command whose
+    option means the same value in its own context (e.g. calibrate's --img-size: the size measured at)."""
     field = model.model_fields[name]
     extra: dict[str, Any] = dict(field.json_schema_extra or {})  # type: ignore[arg-type]
     flag = extra.get("flag", "--" + name.replace("_", "-"))
     base = _base(field.annotation)
     required = field.default is PydanticUndefined
-    kwargs: dict[str, Any] = {"help": field.description, "required": required}
+    kwargs: dict[str, Any] = {"help": help or field.description, "required": required}
     if not required:
         kwargs["default"] = field.default
         kwargs["show_default"] = not (field.default is None or field.default is False or field.default == ())
@@ -91,13 +96,15 @@ def option_for(model: type[BaseModel], name: str) -> Callable:
     elif base is float:
         kwargs["type"] = FiniteFloat(**bounds)
     elif base is str and extra.get("path"):
-        kwargs["type"] = click.Path(path_type=str, dir_okay=extra.get("dir_okay", True))
+        kwargs["type"] = click.Path(
+            path_type=str
+        )  # dir_okay=False: the model refuses a directory (API alike)
     elif typing.get_origin(base) is tuple:
         kwargs["multiple"] = True
         kwargs["default"] = ()
     if "metavar" in extra:
         kwargs["metavar"] = extra["metavar"]
-    return click.option(flag, name, **kwargs)
+    return click.option(flag, dest or name, **kwargs)
 
 
 def model_options(model: type[BaseModel], *names: str, skip: tuple[str, ...] = ()) -> Callable:
@@ -111,6 +118,10 @@ def model_options(model: type[BaseModel], *names: str, skip: tuple[str, ...] = (
         return fn
 
     return decorate
+
+
+# `--set` on `profiles show` (plan and build take it from their models): profiles.apply_overrides reads it.
+profile_set_option = option_for(PlanOptions, "profile_overrides", dest="overrides")
 
 
 def seed_option(help: str | None = None) -> Callable:

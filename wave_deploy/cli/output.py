@@ -116,14 +116,3 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]):
     for row in rows:
         t.add_row(*["" if v is None else str(v) for v in row])
     return t
-
-
-# `--set` on the commands that take --profile (build, plan): profiles.apply_overrides reads the values.
-profile_set_option = click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="SECTION.FIELD=VALUE",
-    help="Override a profile field for this run, e.g. --set budgets.latency_ms=0.5 (repeatable; "
-    "applies to every profile given).",
-)

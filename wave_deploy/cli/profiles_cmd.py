@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from wave_deploy.cli.output import console, echo, is_quiet, print_json, profile_set_option, table
+from wave_deploy.cli.options import profile_set_option
+from wave_deploy.cli.output import console, echo, is_quiet, print_json, table
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.planning.latency import profile_calibration
 from wave_deploy.profiles import apply_overrides, list_profiles, load_profile, load_profile_file

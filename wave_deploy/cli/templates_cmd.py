@@ -17,6 +17,7 @@ from wave_deploy.cli.options import (
 from wave_deploy.cli.output import console, is_quiet, print_json, table
 from wave_deploy.cli.progress import TrainingProgress
 from wave_deploy.errors import UsageError
+from wave_deploy.spec import IMG_SIZE_MAX
 from wave_deploy.wave.bank_file import file_summary, inspect_bank
 from wave_deploy.wave.provenance import escape_control
 
@@ -24,7 +25,7 @@ from wave_deploy.wave.provenance import escape_control
 # before the auxiliary model is allocated.
 Depth = click.IntRange(1, 256)
 Width = click.IntRange(1, 16384)
-Size = click.IntRange(1, 4096)
+Size = click.IntRange(1, IMG_SIZE_MAX)  # the bank's image size; patch, head and template sizes are within it
 Count = click.IntRange(1, 4096)
 
 

@@ -145,9 +145,10 @@ def write_bundle(
     if plan is not None and plan.onnx_variant not in models:
         raise UsageError(f"the build plan needs the {plan.onnx_variant} ONNX variant; pass it in variants")
     tolerances = tolerances or {k: {"atol": t.atol, "rtol": t.rtol} for k, t in TOLERANCES.items()}
-    # Precision "int8" runs from the Q/DQ file on TensorRT; the kit looks files up by precision name.
-    if "int8_qdq" in models:
-        models.setdefault("int8", models["int8_qdq"])
+    # The kit looks files up by precision name: "int8" is the target's int8 variant (TensorRT: the Q/DQ file).
+    int8 = Target.of(profile).int8_variant
+    if int8.key in models:
+        models.setdefault(int8.precision, models[int8.key])
 
     arrays: dict[str, Any] = {}
     for batch in sorted(reference_inputs):

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from wave_deploy.bench.engine import ENGINE_META, cuda_gpu, import_tensorrt
 from wave_deploy.errors import InvalidInputError, MissingDependencyError, StageFailedError, UsageError
 from wave_deploy.fileio import sha256_file, write_bytes, write_json
+from wave_deploy.probe import host_name
 from wave_deploy.profiles import DeviceProfile
 from wave_deploy.target import TENSORRT_TYPED_PATH, Target, tensorrt_major
 
@@ -240,7 +240,7 @@ def build_engine(plan: BuildPlan, onnx_path: str | Path, engine_path: str | Path
         "schema_version": PLAN_SCHEMA_VERSION,
         "tensorrt_version": trt.__version__,
         **gpu,
-        "host": platform.node(),
+        "host": host_name(),
         "precision": plan.precision,
         "onnx_sha256": sha256_file(onnx_path),
         "engine_sha256": sha256_file(engine_path),

@@ -23,7 +23,6 @@ from typing import Any
 from wave_deploy import data as datasets
 from wave_deploy._kit.kit_memory import session_memory
 from wave_deploy.bench.runners import OrtRunner, benchmark_samples
-from wave_deploy.data_shape import probe_data
 from wave_deploy.errors import (
     InvalidInputError,
     WaveDeployError,
@@ -33,7 +32,7 @@ from wave_deploy.fileio import check_writable_dir, copy_file, remove_stale_parts
 from wave_deploy.options import BuildOptions
 from wave_deploy.pipeline.compare_init import compare
 from wave_deploy.pipeline.failclosed import fail_closed, neutralize, neutralize_profiles
-from wave_deploy.pipeline.inits import Sources, check_objective, resolve_sources, run_init
+from wave_deploy.pipeline.inits import Sources, run_init
 from wave_deploy.pipeline.keys import StageKeys
 from wave_deploy.pipeline.manifest import StageOutput, StageRunner, shared_model_problem
 from wave_deploy.pipeline.records import (
@@ -44,12 +43,12 @@ from wave_deploy.pipeline.records import (
     Record,
     TrainRecord,
 )
+from wave_deploy.pipeline.resolve import check_inputs
 from wave_deploy.pipeline.results import DeviceResult
 from wave_deploy.planning.headroom import beyond_bank
-from wave_deploy.planning.latency import load_calibration
 from wave_deploy.planning.plan import select_with_headroom
 from wave_deploy.planning.selection import SearchSpace
-from wave_deploy.profiles import DeviceProfile, apply_overrides, load_profile
+from wave_deploy.profiles import DeviceProfile
 from wave_deploy.reports import failure_of, load_report, write_report_files
 from wave_deploy.reports.assemble import assemble_report, profile_section
 from wave_deploy.reports.merge import merge_kept
@@ -83,20 +82,14 @@ def build(
 
     check_writable_dir(options.out, "--out")  # before any work: exit 3 naming the path
     try:
-        # validate every profile (and every --set) before any work
-        loaded = [apply_overrides(load_profile(p), options.profile_overrides) for p in profiles]
-        if options.calibration:
-            load_calibration(options.calibration)  # a missing or invalid file: exit 3 before any work
-        # bank, teacher and geometry from a listing and one image header: a bank of other channels is
-        # refused before any image is decoded (the same refusal as plan's)
-        sources = resolve_sources(options, probe_data(options.data))
-        check_objective(options, sources)
-        geom = sources.geometry
-        size = geom.target_img_size(options.img_size)
+        # every profile, --set, calibration file, bank, teacher and geometry before any image is decoded:
+        # the same checks as build --dry-run (pipeline.resolve.check_inputs)
+        checked = check_inputs(profiles, options)
+        loaded, sources = checked.profiles, checked.sources
         data = datasets.load_for_bank(
             options.data,
-            in_chans=geom.in_chans,
-            img_size=size,
+            in_chans=sources.geometry.in_chans,
+            img_size=checked.img_size,
             seed=options.seed,
             resize=bool(options.img_size),
         )

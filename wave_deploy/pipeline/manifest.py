@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.metadata as md
 import json
 import logging
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from typing import Any
 from wave_deploy import strict_json
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import remove_stale_parts, sha256_bytes, sha256_file, write_json
+from wave_deploy.probe import os_platform
 from wave_deploy.version import __version__
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class StageRecord:
 
 def _versions() -> dict[str, str]:
 
-    out = {"python": sys.version.split()[0], "platform": platform.platform(), "wave_deploy": __version__}
+    out = {"python": sys.version.split()[0], "platform": os_platform(), "wave_deploy": __version__}
     for pkg in ("torch", "torchvision", "timm", "onnx", "onnxruntime", "onnxscript", "numpy", "tensorrt"):
         try:
             out[pkg] = md.version(pkg)

@@ -1,38 +1,65 @@
-"""What a build would do, resolved without doing it (``build --dry-run``): the profiles with their ``--set``
-settings, where each writes, the bank and the data it reads, and every option with its value.
+"""What a build reads, checked before any image is decoded (``check_inputs``, called by ``build()`` and by
+``build --dry-run``), and what a build would do, resolved without doing it (``resolve_build``: the profiles
+with their ``--set`` settings, where each writes, the bank or teacher and the geometry its search uses, the
+data, every option with its value).
 
-Everything here is checked as the build checks it (a bad profile, setting, bank or data path exits 2 or 3),
-and nothing is trained, exported or written. No torch.
+One function checks a build's inputs, so a dry run refuses exactly what the build refuses before training
+(a bad profile, setting, calibration file, bank, teacher, data path or image size: exit 2 or 3) and accepts
+exactly what it accepts. Nothing is trained, exported or written by a dry run.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wave_deploy.data_shape import check_bank_channels, probe_data
-from wave_deploy.errors import InvalidInputError
+from wave_deploy.data_shape import DataShape, probe_data
 from wave_deploy.fileio import check_writable_dir
 from wave_deploy.options import BuildOptions
-from wave_deploy.profiles import apply_overrides, load_profile
-from wave_deploy.wave.bank_file import default_bank_path, inspect_bank
+from wave_deploy.pipeline.inits import Sources, check_objective, resolve_sources
+from wave_deploy.planning.latency import load_calibration
+from wave_deploy.profiles import DeviceProfile, apply_overrides, load_profile
+
+
+@dataclass(frozen=True)
+class BuildInputs:
+    """A build's inputs, checked: the profiles (``--set`` applied), the data's shape, the sources and the
+    image size the models take."""
+
+    profiles: list[DeviceProfile]
+    shape: DataShape
+    sources: Sources
+    img_size: int
+
+
+def check_inputs(profiles: list[str], options: BuildOptions) -> BuildInputs:
+    """Every check a build makes before it decodes an image, in the build's order: each profile and --set,
+    the calibration file, the data's listing and one header, the bank or teacher (their channels against the
+    data's), --objective against the sources, the image size against the geometry."""
+
+    loaded = [apply_overrides(load_profile(p), options.profile_overrides) for p in profiles]
+    if options.calibration:
+        load_calibration(options.calibration)  # a missing or invalid file: exit 3 before any work
+    shape = probe_data(options.data)  # a bank of other channels is refused before any image is decoded
+    sources = resolve_sources(options, shape)
+    check_objective(options, sources)
+    return BuildInputs(loaded, shape, sources, sources.geometry.target_img_size(options.img_size))
 
 
 def resolve_build(profiles: list[str], options: BuildOptions) -> dict[str, Any]:
     """The resolved build as one JSON-ready object (``build --dry-run``)."""
 
     check_writable_dir(options.out, "--out")
-    loaded = [apply_overrides(load_profile(p), options.profile_overrides) for p in profiles]
-    bank = Path(options.templates) if options.templates else default_bank_path()
-    geometry = inspect_bank(bank).geometry  # header, limits and hashes checked; no torch
-    img_size = geometry.target_img_size(options.img_size)
-    if options.data is not None and not Path(options.data).is_dir():
-        raise InvalidInputError(
-            f"data path {options.data} is not a directory", hint="pass an ImageFolder tree"
-        )
-    shape = probe_data(options.data)  # a listing and one image header, as the build reads them first
-    if options.init == "wave" and not (options.compare_init and options.templates is None):
-        check_bank_channels(shape, geometry.in_chans, bank)  # the build's refusal (exit 3)
+    inputs = check_inputs(profiles, options)
+    sources = inputs.sources
+    bank = teacher = None
+    if sources.bank is not None:
+        geometry = sources.bank.geometry
+        bank = {"path": str(sources.bank_path), "img_size": geometry.img_size,
+                "patch_size": geometry.patch_size, "in_chans": geometry.in_chans}  # fmt: skip
+    if sources.teacher is not None:
+        teacher = {"path": options.teacher_checkpoint, **sources.teacher.spec.to_dict()}
     return {
         "ok": True,
         "dry_run": True,
@@ -44,16 +71,13 @@ def resolve_build(profiles: list[str], options: BuildOptions) -> dict[str, Any]:
                 "precision": p.runtime.precision,
                 "overrides": list(p.overrides),
             }
-            for p in loaded
+            for p in inputs.profiles
         ],
-        "bank": {
-            "path": str(bank),
-            "img_size": geometry.img_size,
-            "patch_size": geometry.patch_size,
-            "in_chans": geometry.in_chans,
-        },
-        "img_size": img_size,
+        "bank": bank,
+        "teacher": teacher,
+        "geometry_source": sources.geometry_source,  # bank, teacher or default (pipeline.inits)
+        "img_size": inputs.img_size,
         "data": options.data or "builtin:mnist_5k",
-        "task": {"in_chans": shape.in_chans, "num_classes": shape.num_classes},
+        "task": {"in_chans": inputs.shape.in_chans, "num_classes": inputs.shape.num_classes},
         "options": options.resolved(),
     }

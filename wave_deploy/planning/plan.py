@@ -93,11 +93,9 @@ def plan(profile: str | Path | DeviceProfile, options: PlanOptions) -> tuple[Sel
     inputs = plan_inputs(profile, options)
     accuracy = None
     if options.objective == "accuracy":  # imports torch: only on request
-        from wave_deploy.wave.score import accuracy_table, bank_data
+        from wave_deploy.wave.score import accuracy_table
 
-        accuracy = accuracy_table(
-            inputs.bank, inputs.space.specs(), bank_data(inputs.bank)
-        )  # seconds, cached
+        accuracy = accuracy_table(inputs.bank, inputs.space.specs(), scoring_data(options, inputs))  # cached
     selection = select_with_headroom(
         inputs.profile, inputs.space, inputs.bank_space, objective=options.objective,
         calibration=inputs.calibration, accuracy=accuracy,
@@ -105,6 +103,22 @@ def plan(profile: str | Path | DeviceProfile, options: PlanOptions) -> tuple[Sel
     if inputs.notes:
         selection = dataclasses.replace(selection, notes=selection.notes + inputs.notes)
     return selection, inputs
+
+
+def scoring_data(options: PlanOptions, inputs: PlanInputs):
+    """The data ``--objective accuracy`` scores on: ``--data``, loaded as a build loads it (at the bank's image
+    size, its images refused at any other size as the build refuses them, exit 3; with ``--img-size``, resized
+    to the smallest size given), else the data the bank was built on (``wave.score.bank_data``)."""
+    from wave_deploy import data as datasets
+    from wave_deploy.wave.score import bank_data
+
+    if options.data is None:
+        return bank_data(inputs.bank)
+    space = inputs.bank_space
+    size = min(options.img_size) if options.img_size else space.img_size
+    return datasets.load_for_bank(
+        options.data, in_chans=space.in_chans, img_size=size, resize=bool(options.img_size)
+    )
 
 
 def select_with_headroom(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from wave_deploy.errors import MissingDependencyError
+from wave_deploy.probe import cuda_free_bytes
 
 GPU_SHARE = 0.25  # auto puts the training set on the GPU when it needs at most this share of free memory
 
@@ -36,7 +37,7 @@ def resolve_placement(
         return placement
     if not on_gpu or train_x.device.type == "cuda":
         return "host"
-    free, _total = torch.cuda.mem_get_info(device)
+    free = cuda_free_bytes(device)
     return "device" if train_x.nbytes + train_y.nbytes <= GPU_SHARE * free else "pinned"
 
 

@@ -1,5 +1,6 @@
 """Accuracy proxy for size choice (``--objective accuracy``): each candidate size sliced from the bank, before any
-stage-2 training, scored on the validation split in seconds.
+stage-2 training, scored on the validation split in seconds. One score per depth x width, at the data's image
+size: the candidates of a multi-resolution search share their depth x width's score.
 
 - The bank's own task: the sliced model (templates + the auxiliary scalers' slice, its templated head) as is.
 - A new task: the sliced body is frozen and a linear head is fitted on its features (``probe_steps`` full-batch
@@ -72,6 +73,8 @@ def sliced_accuracy(bank, spec: ViTSpec, data, *, probe_steps: int = 100, seed: 
     same_task = is_bank_task(bank, data.info.class_names)
     if spec.num_classes != data.info.num_classes:
         spec = spec.replace(num_classes=data.info.num_classes)
+    if spec.img_size != data.info.img_size:  # one score per depth x width, at the data's image size
+        spec = spec.replace(img_size=data.info.img_size)
     wave = init_wave_model(bank, spec, "aux", seed=seed, same_task=same_task)
     state, folded_spec = fold(wave.cpu())
     model = load_folded(state, folded_spec).eval()
@@ -95,7 +98,7 @@ def score_sizes(
                 scores = {str(k): float(v) for k, v in stored["scores"].items()}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             log.warning("ignoring an unreadable score cache %s", cache)
-    missing = [s for s in specs if _key(s) not in scores]
+    missing = list({_key(s): s for s in specs if _key(s) not in scores}.values())  # one per depth x width
     if missing:
         bank = TemplateBank.load(bank_path)
         for spec in missing:
@@ -122,7 +125,7 @@ def bank_data(bank_path):
         return datasets.load_for_bank(source, in_chans=g.in_chans, img_size=g.img_size)
     raise UsageError(
         f"--objective accuracy scores sizes on the bank's data, but its source {source!r} is not available here",
-        hint="use `wave-deploy build --objective accuracy --data DIR`, which scores on the build's data",
+        hint="give --data DIR: the sizes are then scored on that data (plan and build alike)",
     )
 
 
