@@ -99,6 +99,44 @@ def test_a_rebuild_keeps_a_merged_device_failure_and_exits_8(bank_path, built, t
     assert stages["train"] and stages["export"] and not stages["report"]  # only the report was redone
 
 
+@pytest.mark.parametrize(
+    "extra, code", [(["--set", "budgets.latency_ms=-1"], EXIT_INVALID_INPUT), (["--no-such-option"], 2)]
+)
+def test_a_merged_device_failure_survives_a_failed_run_and_the_next_build_exits_8(
+    bank_path, built, tmp_path, extra, code
+):
+    out = _copy(built, tmp_path)
+    dev = out / JETSON
+    assert _merge(dev, _over_budget_device_report(dev, tmp_path / "d.json")).exit_code == 0
+    kept = kept_device_report(dev).read_bytes()
+    assert _build(bank_path, out, *extra).exit_code == code  # a failure report replaces the merged one
+    manifest = json.loads((dev / "manifest.json").read_text())
+    recorded = {rel for stage in manifest["stages"] for rel in stage["outputs"]}
+    assert "device/device_report.json" in recorded  # the failure report keeps the record of the merge
+    again = _build(bank_path, out)
+    assert again.exit_code == EXIT_BUDGET_BROKEN, again.output  # the measured FAIL stays: not 3, never 0
+    report = load_report(dev)
+    assert report["failed_budgets"] == ["latency"] and report["budgets"]["latency"]["evidence"] == "device"
+    assert kept_device_report(dev).read_bytes() == kept
+    _no_pass_anywhere(out)
+
+
+def test_a_failure_report_drops_the_record_of_a_kept_device_report_edited_since(tmp_path):
+    from wave_deploy.pipeline.failclosed import neutralize
+    from wave_deploy.pipeline.manifest import read_manifest
+    from wave_deploy.reports.files import failure_of
+
+    dev, report = write_build(tmp_path, JETSON)
+    budget = report["budgets"]["latency"]["budget_ms"]
+    merge_device_report(dev, write_device(tmp_path / "d.json", make_device_report(report, 3 * budget)))
+    kept = kept_device_report(dev)
+    kept.write_text(kept.read_text() + "\n")  # edited after the merge
+    neutralize(tmp_path, [JETSON], failure_of("inputs", InvalidInputError("a bad --set")))
+    outputs = {rel for stage in read_manifest(dev)["stages"] for rel in stage["outputs"]}
+    assert "device/device_report.json" not in outputs  # never recorded anew with another file's digest
+    assert {"report.json", "report.md"} <= outputs
+
+
 def test_a_run_with_no_fit_replaces_the_earlier_pass_and_prints_one_json_object(bank_path, built, tmp_path):
     out = _copy(built, tmp_path)
     dev = out / JETSON

@@ -19,7 +19,7 @@ from typing import Any
 from wave_deploy import strict_json
 from wave_deploy.errors import InvalidInputError, WaveDeployError
 from wave_deploy.fileio import sha256_file, write_json, write_text
-from wave_deploy.pipeline.manifest import MANIFEST, record_outputs
+from wave_deploy.pipeline.manifest import MANIFEST, outputs_of, read_manifest, record_outputs
 from wave_deploy.reports.markdown import render_failure_markdown, render_markdown
 from wave_deploy.reports.plots import PLOTS, write_plots
 from wave_deploy.reports.schema import SCHEMA_VERSION, Failure, dump, parse_build_report
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 REPORT_JSON, REPORT_MD, PLOTS_DIR = "report.json", "report.md", "plots"
 REPORT_STAGE = "report"  # the manifest stage that records the report files
+KEPT_DIR, KEPT_NAME = "device", "device_report.json"  # where a merged device report is kept in a build dir
+KEPT_REL = f"{KEPT_DIR}/{KEPT_NAME}"
 
 
 def validate_report(report: object, where: str) -> dict[str, Any]:
@@ -141,11 +143,18 @@ def write_failure_report(
 def _record_failure(out_dir: Path, written: list[Path]) -> None:
     """Record a failure report as the directory's report (where a manifest exists), with an empty stage key:
     restoring an earlier PASS report.json no longer matches manifest.json, and the next build redoes its
-    report stage. Best effort: the failure report itself is what must not fail."""
+    report stage. A merged device measurement (``KEPT_REL``) stays recorded while the kept file still hashes
+    to its recorded sha256, so the next build merges it again (a measured FAIL outlives a failed run); an
+    edited one is not recorded anew. Best effort: the failure report itself is what must not fail."""
     if not (out_dir / MANIFEST).is_file():
         return
     try:
         outputs = {p.name: sha256_file(p) for p in written}
+        manifest = read_manifest(out_dir) or {"stages": []}
+        merged = outputs_of({s["name"]: s for s in manifest["stages"]}).get(KEPT_REL)
+        kept = out_dir / KEPT_REL
+        if merged is not None and kept.is_file() and sha256_file(kept) == merged:
+            outputs[KEPT_REL] = merged
         record_outputs(out_dir, REPORT_STAGE, outputs, key="")
     except (InvalidInputError, OSError) as exc:  # e.g. the unreadable manifest that failed the build
         log.warning("%s: could not record the failure report in %s: %s", out_dir, MANIFEST, exc)

@@ -175,8 +175,8 @@ def merge_kept(out_dir: str | Path, report: dict[str, Any], recorded: dict[str, 
             f"{kept}: " + ("not the device report that was merged (edited since: sha256 "
                            f"{actual[:12]}…, {MANIFEST} recorded {want[:12]}…)" if want else
                            f"not recorded in {MANIFEST}, so nothing shows it was merged by wave-deploy"),
-            hint="merge the device's own report again with wave-deploy report DIR --device-report FILE after "
-            "the build, or delete it to rebuild without it",
+            hint=f"delete {kept} and rebuild, then merge the device's own report into the new build with "
+            "wave-deploy report DIR --device-report FILE",
         )  # fmt: skip
     if report.get("failure") is not None:
         return report

@@ -32,7 +32,7 @@ from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import sha256_file
 from wave_deploy.pipeline.manifest import MANIFEST, outputs_of, read_manifest
 from wave_deploy.reports.evidence import device_memory, latency_level
-from wave_deploy.reports.files import REPORT_JSON, load_report
+from wave_deploy.reports.files import KEPT_DIR, KEPT_NAME, KEPT_REL, REPORT_JSON, load_report
 from wave_deploy.reports.judge import (
     BUDGET_ORDER,
     Limits,
@@ -41,9 +41,6 @@ from wave_deploy.reports.judge import (
     observed_in,
 )
 from wave_deploy.reports.schema import parse_device_report
-
-KEPT_DIR, KEPT_NAME = "device", "device_report.json"  # where a merged device report is kept in a build dir
-KEPT_REL = f"{KEPT_DIR}/{KEPT_NAME}"
 
 
 def kept_device_report(out_dir: str | Path) -> Path:
