@@ -437,6 +437,52 @@ def test_a_device_report_whose_p99_is_negative_is_refused_and_report_json_is_unc
     assert (dev / "report.json").read_bytes() == before and not kept_device_report(dev).exists()
 
 
+@pytest.mark.parametrize(
+    "key", ["session_peak_rss_mib", "build_peak_mib", "tensorrt_device_mib", "other_mib"]
+)
+def test_a_memory_figure_too_large_for_a_float_is_refused_in_one_line_and_nothing_is_kept(tmp_path, key):
+    dev, report = write_build(tmp_path, JETSON)
+    before = {name: (dev / name).read_bytes() for name in ("report.json", "manifest.json")}
+    budget = report["budgets"]["latency"]["budget_ms"]
+    device = make_device_report(report, 0.5 * budget, memory={"peak_rss_mib": 100.0, key: 10**400})
+    result = _merge(dev, write_device(tmp_path / "huge.json", device))
+    assert result.exit_code == EXIT_INVALID_INPUT, result.output
+    why = f"memory: {key} must be a finite number of MiB >= 0, got an integer too large for a float"
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'huge.json'}: invalid device report: {why}"
+    ]
+    assert {name: (dev / name).read_bytes() for name in before} == before
+    assert not kept_device_report(dev).exists()
+    assert CliRunner().invoke(cli, ["report", str(dev), "--fail-on-budget"]).exit_code == 0
+
+
+def test_a_merge_that_fails_while_writing_keeps_the_earlier_kept_report(tmp_path, monkeypatch):
+    from wave_deploy.reports import merge
+
+    dev, report = write_build(tmp_path, JETSON)
+    budget = report["budgets"]["latency"]["budget_ms"]
+    merge_device_report(dev, write_device(tmp_path / "slow.json", make_device_report(report, 3 * budget)))
+    kept = kept_device_report(dev)
+    earlier = {p: p.read_bytes() for p in (kept, dev / "report.json", dev / "manifest.json")}
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(merge, "write_report_files", disk_full)
+    fast = write_device(tmp_path / "fast.json", make_device_report(report, 0.5 * budget))
+    with pytest.raises(OSError):
+        merge_device_report(dev, fast)
+    assert {p: p.read_bytes() for p in earlier} == earlier  # the measured FAIL stands, as it was recorded
+    fresh, _ = write_build(tmp_path / "fresh", JETSON)
+    with pytest.raises(OSError):
+        merge_device_report(fresh, fast)
+    assert not kept_device_report(fresh).exists()  # no kept file that nothing records
+    monkeypatch.undo()
+    assert load_report(dev)["verdict"] == "fail"
+    assert CliRunner().invoke(cli, ["report", str(dev), "--fail-on-budget"]).exit_code == EXIT_BUDGET_BROKEN
+    assert CliRunner().invoke(cli, ["report", str(fresh), "--fail-on-budget"]).exit_code == 0
+
+
 def test_report_expect_manifest_pins_the_directory_to_the_build(bank_path, built, tmp_path):
     from wave_deploy.fileio import sha256_file
 

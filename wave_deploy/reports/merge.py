@@ -16,6 +16,7 @@ directory, as manifest.json recorded it (editing bundle/plan.json is caught as a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 
 from wave_deploy import strict_json
 from wave_deploy.errors import InvalidInputError
-from wave_deploy.fileio import copy_file, sha256_file
+from wave_deploy.fileio import copy_file, sha256_file, write_bytes
 from wave_deploy.pipeline.manifest import MANIFEST, outputs_of, read_manifest
 from wave_deploy.reports.evidence import annotate, device_observed
 from wave_deploy.reports.files import REPORT_JSON, write_report_files
@@ -140,15 +141,36 @@ def merge_device_report(out_dir: str | Path, device_report_path: str | Path) -> 
     out_dir, path = Path(out_dir), Path(device_report_path)
     report = load_verified_report(out_dir)  # nothing is merged into a directory that does not prove itself
     dev = load_device_report(path, report, out_dir)
-    kept = kept_device_report(out_dir)
-    if path.resolve() != kept.resolve():
-        copy_file(path, kept)
-    merged = apply_device_report(report, dev, sha256_file(kept))
+    kept, digest = kept_device_report(out_dir), sha256_file(path)
+    merged = apply_device_report(report, dev, digest)  # judged before anything is written
     for note in merged["measured"]["device"]["notes"]:
         log.warning("%s: %s", path, note)
-    write_report_files(out_dir, merged)  # records report.json and the kept device report in manifest.json
+    _keep_and_write(out_dir, path, kept, digest, merged)
     log.info("merged %s into %s: verdict %s", path, out_dir / REPORT_JSON, merged["verdict"])
     return load_verified_report(out_dir)
+
+
+def _keep_and_write(out_dir: Path, path: Path, kept: Path, digest: str, merged: dict[str, Any]) -> None:
+    """Copy the device report to ``kept`` and write the merged report files (which record both in
+    manifest.json); on any failure the earlier kept report is put back (or the new copy removed), so a failed
+    merge never leaves a kept file that report.json and manifest.json do not record."""
+    if path.resolve() == kept.resolve():
+        write_report_files(out_dir, merged)
+        return
+    earlier = kept.read_bytes() if kept.is_file() else None
+    try:
+        copy_file(path, kept)
+        if sha256_file(kept) != digest:
+            raise InvalidInputError(f"{path}: changed while it was being merged; merge it again")
+        write_report_files(out_dir, merged)  # records report.json and the kept device report in manifest.json
+    except BaseException:
+        if earlier is None:
+            kept.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the device/ folder this merge made, if empty
+                kept.parent.rmdir()
+        else:
+            write_bytes(kept, earlier)
+        raise
 
 
 def merge_kept(out_dir: str | Path, report: dict[str, Any], recorded: dict[str, str]) -> dict[str, Any]:
