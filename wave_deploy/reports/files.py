@@ -52,12 +52,26 @@ def load_report(out_dir: str | Path) -> dict[str, Any]:
     return validate_report(read_json(out_dir / REPORT_JSON, "report.json"), str(out_dir))
 
 
+# What a build leaves at the top of every device output directory: a folder holding any of these is one
+# (and must hold a valid report.json), whether or not its report.json is still there.
+BUILD_OUTPUTS = (REPORT_JSON, REPORT_MD, MANIFEST, "model.onnx", "model.safetensors", "bundle", KEPT_DIR,
+                 "stale")  # fmt: skip
+
+
+def is_build_output(path: Path) -> bool:
+    """Whether ``path`` is a folder holding anything a build writes at the top of a device output directory."""
+    return path.is_dir() and any((path / name).exists() for name in BUILD_OUTPUTS)
+
+
 def report_dirs(dirs: list[str | Path]) -> list[Path]:
-    """Device output directories: each DIR with a report.json, or a folder whose subfolders have one."""
+    """Device output directories: each DIR, or, for a folder that is not one itself (``is_build_output``),
+    each of its non-hidden subfolders that is one. Such a subfolder without its report.json is listed all the
+    same, so that ``load_report`` refuses it (exit 3) as it does in the ``artifacts/*`` form: deleting a
+    failing profile's report.json cannot drop that profile from the gate."""
     found: list[Path] = []
     for d in map(Path, dirs):
-        if not (d / REPORT_JSON).is_file() and d.is_dir():
-            children = sorted(c for c in d.iterdir() if (c / REPORT_JSON).is_file())
+        if d.is_dir() and not is_build_output(d):
+            children = sorted(c for c in d.iterdir() if not c.name.startswith(".") and is_build_output(c))
             if children:
                 found.extend(children)
                 continue
