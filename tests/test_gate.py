@@ -400,6 +400,104 @@ def test_a_hand_edited_pass_verdict_is_recomputed_and_refused(built, tmp_path):
     assert result.exit_code == EXIT_INVALID_INPUT and "budgets.latency.value_ms" in result.stderr
 
 
+def _forge(dev: Path, report: dict) -> None:
+    """Write report.json and rewrite manifest.json's record of it to match (the kept device report untouched)."""
+    from wave_deploy.fileio import sha256_file
+
+    (dev / "report.json").write_text(json.dumps(report))
+    manifest = json.loads((dev / "manifest.json").read_text())
+    for stage in manifest["stages"]:
+        if "report.json" in stage["outputs"]:
+            stage["outputs"]["report.json"] = sha256_file(dev / "report.json")
+    (dev / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _gate(dev: Path):
+    return CliRunner().invoke(cli, ["report", str(dev), "--fail-on-budget"])
+
+
+def test_a_report_claiming_predictions_where_the_device_measured_is_refused(tmp_path):
+    from _report_data import rejudge
+
+    from wave_deploy.reports.evidence import annotate
+    from wave_deploy.reports.judge import Limits, judge_budgets
+    from wave_deploy.reports.verify import observed_from_evidence
+
+    dev, report = write_build(tmp_path, JETSON)
+    budget = report["budgets"]["latency"]["budget_ms"]
+    memory = {"peak_rss_mib": 900.0, "tensorrt_device_mib": 3000.0}  # the memory budget is 512 MiB
+    device = make_device_report(report, 3 * budget, memory=memory, accuracy={"top1": 0.2, "n_images": 100})
+    merge_device_report(dev, write_device(tmp_path / "d.json", device))
+    merged = load_report(dev)
+    assert merged["failed_budgets"] == ["latency", "memory", "accuracy"]
+    assert _gate(dev).exit_code == EXIT_BUDGET_BROKEN
+    pred = merged["prediction"]
+    level = merged["budgets"]["latency"]["evidence"]
+    assert level == "device" and pred["latency_ms"] <= budget
+    claims = {
+        "latency": {"value_ms": pred["latency_ms"], "evidence": "analytic", "source": "predicted"},
+        "memory": {"value_mib": pred["memory_mib"], "evidence": "analytic", "source": "predicted"},
+        "accuracy": {
+            "value": merged["accuracy"]["val_acc"],
+            "evidence": "validation",
+            "source": "validation split",
+        },
+    }
+    for forged in (["latency", "memory", "accuracy"], ["latency"], ["memory"], ["accuracy"]):
+        # budget entries claim the build's own figures and the verdict is judged again on those claims (all
+        # three: PASS); measured.device still records the failing device figures, the kept file still matches
+        forgery = json.loads(json.dumps(merged))
+        for name in forged:
+            check = forgery["budgets"][name]
+            check.update(claims[name])
+            for key in ("predicted_ms", "predicted_mib", "validation_value", "note"):
+                check.pop(key, None)
+        rejudge(forgery)
+        assert not set(forged) & set(forgery["failed_budgets"])
+        assert forgery["verdict"] == ("pass" if len(forged) == 3 else "fail")
+        _forge(dev, forgery)
+        result = _gate(dev)
+        assert result.exit_code == EXIT_INVALID_INPUT, (forged, result.output)
+        assert f"budgets.{forged[0]}" in result.stderr and str(dev / "report.json") in result.stderr
+    fast = make_device_report(merged, 0.5 * budget)["latency"]
+    for field, value in (
+        ("latency", fast),
+        ("memory", {"peak_rss_mib": 100.0, "tensorrt_device_mib": 100.0}),
+        ("memory", None),
+        ("accuracy", {"top1": 0.99, "n_images": 100}),
+        ("accuracy", None),
+        ("precision", "fp32"),
+    ):
+        # measured.device edited and every budget judged again on it, as a merge would: report.json agrees
+        # with itself, only the kept device report (untouched, still matching its recorded sha256) disagrees
+        forgery = json.loads(json.dumps(merged))
+        forgery["measured"]["device"][field] = value
+        observed, extra = observed_from_evidence(forgery, "forgery")
+        judged = judge_budgets(Limits.of_report(forgery["budgets"], batch=1), observed)
+        forgery["budgets"] = annotate(dict(judged.checks), extra)
+        forgery["verdict"], forgery["failed_budgets"] = judged.verdict, judged.failed
+        _forge(dev, forgery)
+        result = _gate(dev)
+        assert result.exit_code == EXIT_INVALID_INPUT, (field, result.output)
+        assert f"measured.device.{field}" in result.stderr and "the kept device report" in result.stderr
+
+
+def test_a_second_merge_without_memory_replaces_the_first_and_still_proves_itself(tmp_path):
+    dev, report = write_build(tmp_path, JETSON)
+    budget = report["budgets"]["latency"]["budget_ms"]
+    first = make_device_report(report, 0.5 * budget, memory={"tensorrt_device_mib": 3000.0})
+    merge_device_report(dev, write_device(tmp_path / "first.json", first))
+    assert load_report(dev)["failed_budgets"] == ["memory"]
+    assert load_report(dev)["budgets"]["memory"]["evidence"] == "device"
+    second = make_device_report(report, 0.5 * budget)  # latency only: memory falls back to the prediction
+    merge_device_report(dev, write_device(tmp_path / "second.json", second))
+    merged = load_report(dev)
+    assert merged["budgets"]["memory"]["evidence"] == "analytic"
+    assert merged["budgets"]["memory"]["value_mib"] == merged["prediction"]["memory_mib"]
+    assert merged["verdict"] == "pass" and merged["measured"]["device"]["memory"] is None
+    assert _gate(dev).exit_code == 0
+
+
 def test_an_edited_model_hash_in_plan_json_no_longer_lets_another_models_report_merge(built, tmp_path):
     from wave_deploy.fileio import sha256_bytes
 
