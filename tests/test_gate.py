@@ -99,6 +99,44 @@ def test_a_rebuild_keeps_a_merged_device_failure_and_exits_8(bank_path, built, t
     assert stages["train"] and stages["export"] and not stages["report"]  # only the report was redone
 
 
+@pytest.mark.parametrize(
+    "extra, code", [(["--set", "budgets.latency_ms=-1"], EXIT_INVALID_INPUT), (["--no-such-option"], 2)]
+)
+def test_a_merged_device_failure_survives_a_failed_run_and_the_next_build_exits_8(
+    bank_path, built, tmp_path, extra, code
+):
+    out = _copy(built, tmp_path)
+    dev = out / JETSON
+    assert _merge(dev, _over_budget_device_report(dev, tmp_path / "d.json")).exit_code == 0
+    kept = kept_device_report(dev).read_bytes()
+    assert _build(bank_path, out, *extra).exit_code == code  # a failure report replaces the merged one
+    manifest = json.loads((dev / "manifest.json").read_text())
+    recorded = {rel for stage in manifest["stages"] for rel in stage["outputs"]}
+    assert "device/device_report.json" in recorded  # the failure report keeps the record of the merge
+    again = _build(bank_path, out)
+    assert again.exit_code == EXIT_BUDGET_BROKEN, again.output  # the measured FAIL stays: not 3, never 0
+    report = load_report(dev)
+    assert report["failed_budgets"] == ["latency"] and report["budgets"]["latency"]["evidence"] == "device"
+    assert kept_device_report(dev).read_bytes() == kept
+    _no_pass_anywhere(out)
+
+
+def test_a_failure_report_drops_the_record_of_a_kept_device_report_edited_since(tmp_path):
+    from wave_deploy.pipeline.failclosed import neutralize
+    from wave_deploy.pipeline.manifest import read_manifest
+    from wave_deploy.reports.files import failure_of
+
+    dev, report = write_build(tmp_path, JETSON)
+    budget = report["budgets"]["latency"]["budget_ms"]
+    merge_device_report(dev, write_device(tmp_path / "d.json", make_device_report(report, 3 * budget)))
+    kept = kept_device_report(dev)
+    kept.write_text(kept.read_text() + "\n")  # edited after the merge
+    neutralize(tmp_path, [JETSON], failure_of("inputs", InvalidInputError("a bad --set")))
+    outputs = {rel for stage in read_manifest(dev)["stages"] for rel in stage["outputs"]}
+    assert "device/device_report.json" not in outputs  # never recorded anew with another file's digest
+    assert {"report.json", "report.md"} <= outputs
+
+
 def test_a_run_with_no_fit_replaces_the_earlier_pass_and_prints_one_json_object(bank_path, built, tmp_path):
     out = _copy(built, tmp_path)
     dev = out / JETSON
@@ -362,6 +400,104 @@ def test_a_hand_edited_pass_verdict_is_recomputed_and_refused(built, tmp_path):
     assert result.exit_code == EXIT_INVALID_INPUT and "budgets.latency.value_ms" in result.stderr
 
 
+def _forge(dev: Path, report: dict) -> None:
+    """Write report.json and rewrite manifest.json's record of it to match (the kept device report untouched)."""
+    from wave_deploy.fileio import sha256_file
+
+    (dev / "report.json").write_text(json.dumps(report))
+    manifest = json.loads((dev / "manifest.json").read_text())
+    for stage in manifest["stages"]:
+        if "report.json" in stage["outputs"]:
+            stage["outputs"]["report.json"] = sha256_file(dev / "report.json")
+    (dev / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _gate(dev: Path):
+    return CliRunner().invoke(cli, ["report", str(dev), "--fail-on-budget"])
+
+
+def test_a_report_claiming_predictions_where_the_device_measured_is_refused(tmp_path):
+    from _report_data import rejudge
+
+    from wave_deploy.reports.evidence import annotate
+    from wave_deploy.reports.judge import Limits, judge_budgets
+    from wave_deploy.reports.verify import observed_from_evidence
+
+    dev, report = write_build(tmp_path, JETSON)
+    budget = report["budgets"]["latency"]["budget_ms"]
+    memory = {"peak_rss_mib": 900.0, "tensorrt_device_mib": 3000.0}  # the memory budget is 512 MiB
+    device = make_device_report(report, 3 * budget, memory=memory, accuracy={"top1": 0.2, "n_images": 100})
+    merge_device_report(dev, write_device(tmp_path / "d.json", device))
+    merged = load_report(dev)
+    assert merged["failed_budgets"] == ["latency", "memory", "accuracy"]
+    assert _gate(dev).exit_code == EXIT_BUDGET_BROKEN
+    pred = merged["prediction"]
+    level = merged["budgets"]["latency"]["evidence"]
+    assert level == "device" and pred["latency_ms"] <= budget
+    claims = {
+        "latency": {"value_ms": pred["latency_ms"], "evidence": "analytic", "source": "predicted"},
+        "memory": {"value_mib": pred["memory_mib"], "evidence": "analytic", "source": "predicted"},
+        "accuracy": {
+            "value": merged["accuracy"]["val_acc"],
+            "evidence": "validation",
+            "source": "validation split",
+        },
+    }
+    for forged in (["latency", "memory", "accuracy"], ["latency"], ["memory"], ["accuracy"]):
+        # budget entries claim the build's own figures and the verdict is judged again on those claims (all
+        # three: PASS); measured.device still records the failing device figures, the kept file still matches
+        forgery = json.loads(json.dumps(merged))
+        for name in forged:
+            check = forgery["budgets"][name]
+            check.update(claims[name])
+            for key in ("predicted_ms", "predicted_mib", "validation_value", "note"):
+                check.pop(key, None)
+        rejudge(forgery)
+        assert not set(forged) & set(forgery["failed_budgets"])
+        assert forgery["verdict"] == ("pass" if len(forged) == 3 else "fail")
+        _forge(dev, forgery)
+        result = _gate(dev)
+        assert result.exit_code == EXIT_INVALID_INPUT, (forged, result.output)
+        assert f"budgets.{forged[0]}" in result.stderr and str(dev / "report.json") in result.stderr
+    fast = make_device_report(merged, 0.5 * budget)["latency"]
+    for field, value in (
+        ("latency", fast),
+        ("memory", {"peak_rss_mib": 100.0, "tensorrt_device_mib": 100.0}),
+        ("memory", None),
+        ("accuracy", {"top1": 0.99, "n_images": 100}),
+        ("accuracy", None),
+        ("precision", "fp32"),
+    ):
+        # measured.device edited and every budget judged again on it, as a merge would: report.json agrees
+        # with itself, only the kept device report (untouched, still matching its recorded sha256) disagrees
+        forgery = json.loads(json.dumps(merged))
+        forgery["measured"]["device"][field] = value
+        observed, extra = observed_from_evidence(forgery, "forgery")
+        judged = judge_budgets(Limits.of_report(forgery["budgets"], batch=1), observed)
+        forgery["budgets"] = annotate(dict(judged.checks), extra)
+        forgery["verdict"], forgery["failed_budgets"] = judged.verdict, judged.failed
+        _forge(dev, forgery)
+        result = _gate(dev)
+        assert result.exit_code == EXIT_INVALID_INPUT, (field, result.output)
+        assert f"measured.device.{field}" in result.stderr and "the kept device report" in result.stderr
+
+
+def test_a_second_merge_without_memory_replaces_the_first_and_still_proves_itself(tmp_path):
+    dev, report = write_build(tmp_path, JETSON)
+    budget = report["budgets"]["latency"]["budget_ms"]
+    first = make_device_report(report, 0.5 * budget, memory={"tensorrt_device_mib": 3000.0})
+    merge_device_report(dev, write_device(tmp_path / "first.json", first))
+    assert load_report(dev)["failed_budgets"] == ["memory"]
+    assert load_report(dev)["budgets"]["memory"]["evidence"] == "device"
+    second = make_device_report(report, 0.5 * budget)  # latency only: memory falls back to the prediction
+    merge_device_report(dev, write_device(tmp_path / "second.json", second))
+    merged = load_report(dev)
+    assert merged["budgets"]["memory"]["evidence"] == "analytic"
+    assert merged["budgets"]["memory"]["value_mib"] == merged["prediction"]["memory_mib"]
+    assert merged["verdict"] == "pass" and merged["measured"]["device"]["memory"] is None
+    assert _gate(dev).exit_code == 0
+
+
 def test_an_edited_model_hash_in_plan_json_no_longer_lets_another_models_report_merge(built, tmp_path):
     from wave_deploy.fileio import sha256_bytes
 
@@ -397,6 +533,52 @@ def test_a_device_report_whose_p99_is_negative_is_refused_and_report_json_is_unc
         f"error: {tmp_path / 'neg.json'}: invalid device report: latency: p99_ms must be positive, got -1.0"
     ]
     assert (dev / "report.json").read_bytes() == before and not kept_device_report(dev).exists()
+
+
+@pytest.mark.parametrize(
+    "key", ["session_peak_rss_mib", "build_peak_mib", "tensorrt_device_mib", "other_mib"]
+)
+def test_a_memory_figure_too_large_for_a_float_is_refused_in_one_line_and_nothing_is_kept(tmp_path, key):
+    dev, report = write_build(tmp_path, JETSON)
+    before = {name: (dev / name).read_bytes() for name in ("report.json", "manifest.json")}
+    budget = report["budgets"]["latency"]["budget_ms"]
+    device = make_device_report(report, 0.5 * budget, memory={"peak_rss_mib": 100.0, key: 10**400})
+    result = _merge(dev, write_device(tmp_path / "huge.json", device))
+    assert result.exit_code == EXIT_INVALID_INPUT, result.output
+    why = f"memory: {key} must be a finite number of MiB >= 0, got an integer too large for a float"
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'huge.json'}: invalid device report: {why}"
+    ]
+    assert {name: (dev / name).read_bytes() for name in before} == before
+    assert not kept_device_report(dev).exists()
+    assert CliRunner().invoke(cli, ["report", str(dev), "--fail-on-budget"]).exit_code == 0
+
+
+def test_a_merge_that_fails_while_writing_keeps_the_earlier_kept_report(tmp_path, monkeypatch):
+    from wave_deploy.reports import merge
+
+    dev, report = write_build(tmp_path, JETSON)
+    budget = report["budgets"]["latency"]["budget_ms"]
+    merge_device_report(dev, write_device(tmp_path / "slow.json", make_device_report(report, 3 * budget)))
+    kept = kept_device_report(dev)
+    earlier = {p: p.read_bytes() for p in (kept, dev / "report.json", dev / "manifest.json")}
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(merge, "write_report_files", disk_full)
+    fast = write_device(tmp_path / "fast.json", make_device_report(report, 0.5 * budget))
+    with pytest.raises(OSError):
+        merge_device_report(dev, fast)
+    assert {p: p.read_bytes() for p in earlier} == earlier  # the measured FAIL stands, as it was recorded
+    fresh, _ = write_build(tmp_path / "fresh", JETSON)
+    with pytest.raises(OSError):
+        merge_device_report(fresh, fast)
+    assert not kept_device_report(fresh).exists()  # no kept file that nothing records
+    monkeypatch.undo()
+    assert load_report(dev)["verdict"] == "fail"
+    assert CliRunner().invoke(cli, ["report", str(dev), "--fail-on-budget"]).exit_code == EXIT_BUDGET_BROKEN
+    assert CliRunner().invoke(cli, ["report", str(fresh), "--fail-on-budget"]).exit_code == 0
 
 
 def test_report_expect_manifest_pins_the_directory_to_the_build(bank_path, built, tmp_path):

@@ -131,6 +131,28 @@ def test_cli_report_expands_a_parent_dir_and_writes_the_html(tmp_path):
     assert 'href="../artifacts/jetson/report.md"' in page
 
 
+@pytest.mark.parametrize("also_gone", [(), ("manifest.json",), ("manifest.json", "report.md")])
+def test_a_profile_whose_report_json_was_deleted_fails_the_gate_in_the_folder_and_the_glob_form(
+    tmp_path, also_gone
+):
+    art = tmp_path / "artifacts"
+    write_build(art, "x86-cpu", profile_name="x86-cpu", latency_budget_ms=1000.0)
+    bad, report = write_build(art, "jetson")
+    budget = report["budgets"]["latency"]["budget_ms"]
+    merge_device_report(bad, write_device(tmp_path / "d.json", make_device_report(report, 3 * budget)))
+    (art / ".models").mkdir()  # the build's hidden model cache: not a device output directory
+    (art / "notes").mkdir()  # a folder holding nothing a build writes
+    (art / "index.html").write_text("<html></html>", encoding="utf-8")
+    assert run("report", str(art), "--fail-on-budget").exit_code == EXIT_BUDGET_BROKEN
+    for name in ("report.json", *also_gone):
+        (bad / name).unlink()  # the failing profile's report removed from the cached artifacts
+    for form in ([str(art)], [str(art / "x86-cpu"), str(bad)]):
+        result = run("report", *form, "--fail-on-budget")
+        assert result.exit_code == EXIT_INVALID_INPUT, (form, result.output)
+        assert str(bad / "report.json") in result.stderr
+    assert run("report", str(art / "x86-cpu"), "--fail-on-budget").exit_code == 0  # alone, it passes
+
+
 def test_cli_device_report_needs_exactly_one_dir(tmp_path):
     a, report = write_build(tmp_path, "a")
     b, _ = write_build(tmp_path, "b")

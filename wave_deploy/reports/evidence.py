@@ -147,14 +147,22 @@ def device_memory(memory: dict | None) -> tuple[float, str] | None:
     return None
 
 
-def device_observed(observed: Observed, limits: Limits, dev: Any, report: dict) -> tuple[Observed, dict]:
-    """``observed`` with every value the device measured put in its place (device evidence), and what to add
-    to the checks afterwards: the predictions they replaced and disagreement notes."""
+def device_observed(
+    observed: Observed, limits: Limits, device: dict[str, Any], report: dict
+) -> tuple[Observed, dict]:
+    """``observed`` (the build's own evidence) with every value the device measured put in its place (device
+    evidence), and what to add to the checks afterwards: the predictions they replaced and disagreement notes.
+
+    ``device`` is report.json's ``measured.device`` section (``verify.device_section`` of the kept device
+    report). This is the one place that decides which budgets a device measurement judges: latency always;
+    memory where ``device_memory`` finds a figure; the build peak where the device reported
+    ``build_peak_mib`` and the build has a build-memory figure; accuracy where the device measured a top-1 and
+    the build judged accuracy. A merge and every read of a merged report (``verify``) both come here."""
     checks, pred = report["budgets"], report.get("prediction") or {}
     extra: dict[str, dict[str, Any]] = {}
-    latency = dev.latency.to_dict()
-    memory_block = dev.memory.model_dump() if dev.memory is not None else None  # the kit's figures, as JSON
-    accuracy_block = dev.accuracy.model_dump() if dev.accuracy is not None else {}
+    latency = device["latency"]
+    memory_block = device.get("memory")  # the kit's figures, as JSON
+    accuracy_block = device.get("accuracy") or {}
     measured = latency[f"{limits.latency_percentile}_ms"]
     predicted = _first(checks["latency"].get("predicted_ms"), pred.get("latency_ms"))
     observed = dataclasses.replace(observed, latency_ms=measured, latency_source=MEASURED_ON_DEVICE,

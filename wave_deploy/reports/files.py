@@ -19,7 +19,7 @@ from typing import Any
 from wave_deploy import strict_json
 from wave_deploy.errors import InvalidInputError, WaveDeployError
 from wave_deploy.fileio import sha256_file, write_json, write_text
-from wave_deploy.pipeline.manifest import MANIFEST, record_outputs
+from wave_deploy.pipeline.manifest import MANIFEST, outputs_of, read_manifest, record_outputs
 from wave_deploy.reports.markdown import render_failure_markdown, render_markdown
 from wave_deploy.reports.plots import PLOTS, write_plots
 from wave_deploy.reports.schema import SCHEMA_VERSION, Failure, dump, parse_build_report
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 REPORT_JSON, REPORT_MD, PLOTS_DIR = "report.json", "report.md", "plots"
 REPORT_STAGE = "report"  # the manifest stage that records the report files
+KEPT_DIR, KEPT_NAME = "device", "device_report.json"  # where a merged device report is kept in a build dir
+KEPT_REL = f"{KEPT_DIR}/{KEPT_NAME}"
 
 
 def validate_report(report: object, where: str) -> dict[str, Any]:
@@ -50,12 +52,26 @@ def load_report(out_dir: str | Path) -> dict[str, Any]:
     return validate_report(read_json(out_dir / REPORT_JSON, "report.json"), str(out_dir))
 
 
+# What a build leaves at the top of every device output directory: a folder holding any of these is one
+# (and must hold a valid report.json), whether or not its report.json is still there.
+BUILD_OUTPUTS = (REPORT_JSON, REPORT_MD, MANIFEST, "model.onnx", "model.safetensors", "bundle", KEPT_DIR,
+                 "stale")  # fmt: skip
+
+
+def is_build_output(path: Path) -> bool:
+    """Whether ``path`` is a folder holding anything a build writes at the top of a device output directory."""
+    return path.is_dir() and any((path / name).exists() for name in BUILD_OUTPUTS)
+
+
 def report_dirs(dirs: list[str | Path]) -> list[Path]:
-    """Device output directories: each DIR with a report.json, or a folder whose subfolders have one."""
+    """Device output directories: each DIR, or, for a folder that is not one itself (``is_build_output``),
+    each of its non-hidden subfolders that is one. Such a subfolder without its report.json is listed all the
+    same, so that ``load_report`` refuses it (exit 3) as it does in the ``artifacts/*`` form: deleting a
+    failing profile's report.json cannot drop that profile from the gate."""
     found: list[Path] = []
     for d in map(Path, dirs):
-        if not (d / REPORT_JSON).is_file() and d.is_dir():
-            children = sorted(c for c in d.iterdir() if (c / REPORT_JSON).is_file())
+        if d.is_dir() and not is_build_output(d):
+            children = sorted(c for c in d.iterdir() if not c.name.startswith(".") and is_build_output(c))
             if children:
                 found.extend(children)
                 continue
@@ -141,11 +157,18 @@ def write_failure_report(
 def _record_failure(out_dir: Path, written: list[Path]) -> None:
     """Record a failure report as the directory's report (where a manifest exists), with an empty stage key:
     restoring an earlier PASS report.json no longer matches manifest.json, and the next build redoes its
-    report stage. Best effort: the failure report itself is what must not fail."""
+    report stage. A merged device measurement (``KEPT_REL``) stays recorded while the kept file still hashes
+    to its recorded sha256, so the next build merges it again (a measured FAIL outlives a failed run); an
+    edited one is not recorded anew. Best effort: the failure report itself is what must not fail."""
     if not (out_dir / MANIFEST).is_file():
         return
     try:
         outputs = {p.name: sha256_file(p) for p in written}
+        manifest = read_manifest(out_dir) or {"stages": []}
+        merged = outputs_of({s["name"]: s for s in manifest["stages"]}).get(KEPT_REL)
+        kept = out_dir / KEPT_REL
+        if merged is not None and kept.is_file() and sha256_file(kept) == merged:
+            outputs[KEPT_REL] = merged
         record_outputs(out_dir, REPORT_STAGE, outputs, key="")
     except (InvalidInputError, OSError) as exc:  # e.g. the unreadable manifest that failed the build
         log.warning("%s: could not record the failure report in %s: %s", out_dir, MANIFEST, exc)

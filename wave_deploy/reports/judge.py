@@ -21,6 +21,7 @@ from typing import Any
 BUDGET_ORDER = ("latency", "memory", "build_memory", "accuracy", "accuracy_floor")
 PREDICTED = "predicted"
 MEASURED_ON_DEVICE = "measured on device"  # a check's source once a device report is merged
+VALIDATION_SPLIT = "validation split"  # the source of an accuracy measured on the build's validation split
 
 # Evidence levels, strongest first, and the rank a requirement needs (docs/reports.md, "Evidence").
 EVIDENCE_RANK = {"device": 3, "host": 3, "validation": 3, "calibrated": 2, "extrapolated": 1, "analytic": 0}
@@ -92,7 +93,7 @@ class Observed:
     latency_source: str = PREDICTED
     memory_source: str = PREDICTED
     build_memory_source: str = PREDICTED
-    accuracy_source: str = "validation split"
+    accuracy_source: str = VALIDATION_SPLIT
     latency_evidence: str = "analytic"  # EVIDENCE_RANK's levels
     memory_evidence: str = "analytic"
     build_memory_evidence: str = "analytic"
@@ -229,7 +230,7 @@ def observed_in(checks: Mapping[str, Any]) -> Observed:
         latency_source=lat.get("source", PREDICTED),
         memory_source=mem.get("source", PREDICTED),
         build_memory_source=build.get("source", PREDICTED),
-        accuracy_source=acc.get("source", floor.get("source", "validation split")),
+        accuracy_source=acc.get("source", floor.get("source", VALIDATION_SPLIT)),
         latency_evidence=lat.get("evidence") or on_device,
         memory_evidence=mem.get("evidence") or "analytic",
         build_memory_evidence=build.get("evidence") or "analytic",

@@ -16,6 +16,7 @@ directory, as manifest.json recorded it (editing bundle/plan.json is caught as a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -23,18 +24,20 @@ from typing import Any
 
 from wave_deploy import strict_json
 from wave_deploy.errors import InvalidInputError
-from wave_deploy.fileio import copy_file, sha256_file
+from wave_deploy.fileio import copy_file, sha256_file, write_bytes
 from wave_deploy.pipeline.manifest import MANIFEST, outputs_of, read_manifest
-from wave_deploy.reports.evidence import annotate, device_observed
+from wave_deploy.reports.evidence import annotate
 from wave_deploy.reports.files import REPORT_JSON, write_report_files
-from wave_deploy.reports.judge import MEASURED_ON_DEVICE, Limits, judge_budgets, observed_in
+from wave_deploy.reports.judge import MEASURED_ON_DEVICE, Limits, judge_budgets
 from wave_deploy.reports.schema import DeviceReport, parse_device_report
 from wave_deploy.reports.verify import (
     KEPT_DIR,
     KEPT_NAME,
     KEPT_REL,
+    device_section,
     kept_device_report,
     load_verified_report,
+    observed_from_evidence,
     shipped_model_rel,
 )
 
@@ -95,40 +98,17 @@ def load_device_report(path: str | Path, report: dict[str, Any], out_dir: str | 
 
 
 def apply_device_report(
-    report: dict[str, Any], dev: DeviceReport, device_report_sha256: str
+    report: dict[str, Any], dev: DeviceReport, device_report_sha256: str, where: str = REPORT_JSON
 ) -> dict[str, Any]:
-    """report with the device measurement recorded and every budget judged again (a new dict)."""
+    """report with the device measurement recorded and every budget judged again (a new dict), exactly as
+    every later read judges it again (``verify.observed_from_evidence``)."""
     report = json.loads(json.dumps(report))
-    notes = []
-    want = report["profile"].get("power_mode") or {}
-    if want and want.get("nvpmodel_mode") and want["nvpmodel_mode"] not in str(dev.power_mode or ""):
-        notes.append(
-            f"the device reported power mode {dev.power_mode!r}; "
-            f"the profile assumes nvpmodel {want['nvpmodel_mode']}"
-        )
-    if dev.precision != report["profile"].get("precision"):
-        notes.append(f"measured {dev.precision}, the profile asks for {report['profile'].get('precision')}")
     if dev.latency is None:  # load_device_report refuses such a report
         raise InvalidInputError("the device report has no latency block; nothing to merge")
-    latency = dev.latency.to_dict()
-    report["measured"]["device"] = {
-        "latency": latency,
-        "source": f"{KEPT_DIR}/{KEPT_NAME}",
-        "device_report_sha256": device_report_sha256,
-        "model_file": dev.model_file,
-        "model_sha256": dev.model_sha256,
-        "power_mode": dev.power_mode,
-        "runtime_version": dev.runtime_version,
-        "precision": dev.precision,
-        "parity_max_abs_err": None if dev.parity is None else dev.parity.max_abs_err,
-        "accuracy": None if dev.accuracy is None else dev.accuracy.model_dump(),
-        "memory": None if dev.memory is None else dev.memory.model_dump(),
-        "notes": notes,
-    }
-    checks = report["budgets"]
-    limits = Limits.of_report(checks, batch=report["prediction"].get("batch") or 1)
-    observed, extra = device_observed(observed_in(checks), limits, dev, report)
-    judged = judge_budgets(limits, observed)
+    report["measured"]["device"] = device_section(dev, device_report_sha256, report["profile"])
+    observed, extra = observed_from_evidence(report, where)
+    judged = judge_budgets(Limits.of_report(report["budgets"], batch=report["prediction"].get("batch") or 1),
+                           observed)  # fmt: skip
     report["budgets"] = annotate({**judged.checks}, extra)
     report["verdict"], report["failed_budgets"] = judged.verdict, judged.failed
     return report
@@ -140,15 +120,36 @@ def merge_device_report(out_dir: str | Path, device_report_path: str | Path) -> 
     out_dir, path = Path(out_dir), Path(device_report_path)
     report = load_verified_report(out_dir)  # nothing is merged into a directory that does not prove itself
     dev = load_device_report(path, report, out_dir)
-    kept = kept_device_report(out_dir)
-    if path.resolve() != kept.resolve():
-        copy_file(path, kept)
-    merged = apply_device_report(report, dev, sha256_file(kept))
+    kept, digest = kept_device_report(out_dir), sha256_file(path)
+    merged = apply_device_report(report, dev, digest, str(out_dir / REPORT_JSON))  # judged before writing
     for note in merged["measured"]["device"]["notes"]:
         log.warning("%s: %s", path, note)
-    write_report_files(out_dir, merged)  # records report.json and the kept device report in manifest.json
+    _keep_and_write(out_dir, path, kept, digest, merged)
     log.info("merged %s into %s: verdict %s", path, out_dir / REPORT_JSON, merged["verdict"])
     return load_verified_report(out_dir)
+
+
+def _keep_and_write(out_dir: Path, path: Path, kept: Path, digest: str, merged: dict[str, Any]) -> None:
+    """Copy the device report to ``kept`` and write the merged report files (which record both in
+    manifest.json); on any failure the earlier kept report is put back (or the new copy removed), so a failed
+    merge never leaves a kept file that report.json and manifest.json do not record."""
+    if path.resolve() == kept.resolve():
+        write_report_files(out_dir, merged)
+        return
+    earlier = kept.read_bytes() if kept.is_file() else None
+    try:
+        copy_file(path, kept)
+        if sha256_file(kept) != digest:
+            raise InvalidInputError(f"{path}: changed while it was being merged; merge it again")
+        write_report_files(out_dir, merged)  # records report.json and the kept device report in manifest.json
+    except BaseException:
+        if earlier is None:
+            kept.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the device/ folder this merge made, if empty
+                kept.parent.rmdir()
+        else:
+            write_bytes(kept, earlier)
+        raise
 
 
 def merge_kept(out_dir: str | Path, report: dict[str, Any], recorded: dict[str, str]) -> dict[str, Any]:
@@ -175,8 +176,8 @@ def merge_kept(out_dir: str | Path, report: dict[str, Any], recorded: dict[str, 
             f"{kept}: " + ("not the device report that was merged (edited since: sha256 "
                            f"{actual[:12]}…, {MANIFEST} recorded {want[:12]}…)" if want else
                            f"not recorded in {MANIFEST}, so nothing shows it was merged by wave-deploy"),
-            hint="merge the device's own report again with wave-deploy report DIR --device-report FILE after "
-            "the build, or delete it to rebuild without it",
+            hint=f"delete {kept} and rebuild, then merge the device's own report into the new build with "
+            "wave-deploy report DIR --device-report FILE",
         )  # fmt: skip
     if report.get("failure") is not None:
         return report
@@ -193,4 +194,4 @@ def merge_kept(out_dir: str | Path, report: dict[str, Any], recorded: dict[str, 
         )
         report.setdefault("selection", {}).setdefault("notes", []).append(note)
         return report
-    return apply_device_report(report, dev, actual)
+    return apply_device_report(report, dev, actual, str(out_dir / REPORT_JSON))

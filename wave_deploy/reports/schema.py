@@ -12,6 +12,7 @@ verdict is "fail", and the sections the failed stage never produced are null.
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -70,10 +71,23 @@ class DeviceMemory(_Open):
     def _mib_in_range(self) -> DeviceMemory:
         for key, value in (self.model_extra or {}).items():
             if key.endswith("_mib") and value is not None:
-                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-                if not ok or not (0 <= value < float("inf")):
-                    raise ValueError(f"{key} must be a finite number of MiB >= 0, got {value!r}")
+                problem = _not_finite_mib(value)
+                if problem:
+                    raise ValueError(f"{key} must be a finite number of MiB >= 0, got {problem}")
         return self
+
+
+def _not_finite_mib(value: object) -> str | None:
+    """What is wrong with a memory figure that readers convert with float() (None: a finite number >= 0).
+    An integer too large for a float (10**400, which strict JSON reads) is refused here, not left to
+    raise OverflowError where a reader converts it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return repr(value)
+    try:
+        as_float = float(value)
+    except OverflowError:
+        return "an integer too large for a float"
+    return None if math.isfinite(as_float) and as_float >= 0 else repr(value)
 
 
 class DeviceParity(_Open):

@@ -6,13 +6,15 @@ any file may have been edited. ``load_verified_report`` is what every reader tha
 uses (``wave-deploy report`` with or without ``--fail-on-budget``, the HTML index, a merge, the build itself):
 
 - the verdict: each budget is judged again by ``judge_budgets`` from the limits report.json records and the
-  values its evidence sections hold (the prediction, the device measurement, the validation accuracy); a
-  budget entry, ``failed_budgets`` or ``verdict`` that differs from the recomputed one is exit 3;
+  values its evidence sections hold (the prediction, the device measurement, the validation accuracy); which
+  section judges a budget is decided from the evidence as a merge decides it (``observed_from_evidence``):
+  a recorded device measurement judges every budget it measured. A budget entry, ``failed_budgets`` or
+  ``verdict`` that differs from the recomputed one is exit 3;
 - the files: every output manifest.json records (report.json itself, the bundle's models and plan.json,
   model.onnx, the checkpoint, the kept device report, ...) must be there with the recorded sha256; the
-  device measurement in report.json must be the kept ``device/device_report.json`` (its sha256 and its
-  figures), and the model it measured must be the one the build recorded. A mismatch is exit 3 naming the
-  file.
+  device measurement in report.json must be the kept ``device/device_report.json`` (its sha256, and the
+  whole ``measured.device`` section derived again from it: ``device_section``), and the model it measured
+  must be the one the build recorded. A mismatch is exit 3 naming the file.
 
 A report of a build that failed before it had budgets (``failure`` set, ``budgets`` null) says FAIL and rests
 on nothing: it is not checked further. What this does not protect against: someone who rewrites
@@ -27,23 +29,21 @@ from pathlib import Path
 from typing import Any
 
 from wave_deploy import strict_json
-from wave_deploy.bench.stats import LATENCY_KEYS
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import sha256_file
 from wave_deploy.pipeline.manifest import MANIFEST, outputs_of, read_manifest
-from wave_deploy.reports.evidence import device_memory, latency_level
-from wave_deploy.reports.files import REPORT_JSON, load_report
+from wave_deploy.reports.evidence import device_observed, latency_level
+from wave_deploy.reports.files import KEPT_DIR, KEPT_NAME, KEPT_REL, REPORT_JSON, load_report
 from wave_deploy.reports.judge import (
     BUDGET_ORDER,
+    PREDICTED,
+    VALIDATION_SPLIT,
     Limits,
     Observed,
     judge_budgets,
     observed_in,
 )
-from wave_deploy.reports.schema import parse_device_report
-
-KEPT_DIR, KEPT_NAME = "device", "device_report.json"  # where a merged device report is kept in a build dir
-KEPT_REL = f"{KEPT_DIR}/{KEPT_NAME}"
+from wave_deploy.reports.schema import DeviceMeasurement, DeviceReport, dump, parse_device_report
 
 
 def kept_device_report(out_dir: str | Path) -> Path:
@@ -71,12 +71,31 @@ def verify_report(out_dir: str | Path, report: dict[str, Any]) -> None:
 ANNOTATIONS = ("predicted_ms", "predicted_mib", "note", "validation_value")
 
 
-def observed_from_evidence(report: dict[str, Any], where: str) -> Observed:
-    """The values a report's budgets must have been judged on, each read from the evidence section its
-    recorded level names, not from the budget entries: the device measurement (``device``), the local
-    benchmark where the build host is the device (``host``), the prediction (``calibrated``, ``extrapolated``,
-    ``analytic``; a calibrated source cannot be analytic nor the reverse), the validation split
-    (``validation``). A level whose section is missing is InvalidInputError naming ``where``."""
+def observed_from_evidence(report: dict[str, Any], where: str) -> tuple[Observed, dict[str, dict[str, Any]]]:
+    """The values a report's budgets must be judged on, read from its evidence sections, never from the budget
+    entries; and what to add to the checks afterwards (``evidence.device_observed``'s annotations).
+
+    Two steps, the same for a merge (``merge.apply_device_report``) and for every read (``check_verdict``):
+    the build's own evidence (``build_evidence``), then, where report.json records a device measurement
+    (``measured.device``), ``evidence.device_observed`` decides from that section alone which budgets are
+    judged on the device (latency always; memory, the build peak and accuracy where the device measured
+    them), so no budget entry can claim a prediction where a device figure exists, nor the reverse."""
+    observed = build_evidence(report, where)
+    device = (report.get("measured") or {}).get("device")
+    if device is None:
+        return observed, {}
+    limits = Limits.of_report(report["budgets"], batch=report["prediction"].get("batch") or 1)
+    return device_observed(observed, limits, device, report)
+
+
+def build_evidence(report: dict[str, Any], where: str) -> Observed:
+    """The values the build judged, before any device measurement: each read from the evidence section its
+    recorded level names: the local benchmark where the build host is the device (``host``), the prediction
+    (``calibrated``, ``extrapolated``, ``analytic``; a calibrated source cannot be analytic nor the reverse),
+    the validation split (``validation``). A ``device`` level stands for the build's own value here (the
+    prediction, the validation accuracy; ``observed_from_evidence`` puts the device's figures in), and needs
+    a device measurement in report.json. A level whose section is missing is InvalidInputError naming
+    ``where``."""
     checks, pred = report["budgets"], report.get("prediction")
     if pred is None:
         raise InvalidInputError(f"{where}: budgets without the prediction they were judged on")
@@ -84,43 +103,48 @@ def observed_from_evidence(report: dict[str, Any], where: str) -> Observed:
     measured = report.get("measured") or {}
     device, local = measured.get("device"), measured.get("local")
     pct = f"{checks['latency']['percentile']}_ms"
-
-    def section(level: str, budget: str) -> dict[str, Any]:
-        found = {"device": device, "host": local}.get(level)
-        if found is None:
+    for budget in ("latency", "memory", "build_memory", "accuracy"):
+        if getattr(stored, f"{budget}_evidence") == "device" and device is None:
             raise InvalidInputError(
-                f"{where}: budgets.{budget} is judged on {level} evidence that report.json lacks"
+                f"{where}: budgets.{budget} is judged on device evidence that report.json lacks"
             )
-        return found
+    if local is None and "host" in (stored.latency_evidence, stored.memory_evidence):
+        budget = "latency" if stored.latency_evidence == "host" else "memory"
+        raise InvalidInputError(
+            f"{where}: budgets.{budget} is judged on host evidence that report.json lacks"
+        )
 
     predicted_level = latency_level(str(pred.get("source", "analytic")), ())
     levels_of_prediction = {"calibrated", "extrapolated"} if predicted_level == "calibrated" else {"analytic"}
-    lvl = stored.latency_evidence
-    if lvl in ("device", "host"):
-        latency = section(lvl, "latency")["latency"].get(pct)
-    elif lvl in levels_of_prediction:
-        latency = pred["latency_ms"]
-    else:
+    lvl, latency = stored.latency_evidence, pred["latency_ms"]
+    if lvl == "host":
+        latency = (local or {})["latency"].get(pct)
+    elif lvl == "device":
+        lvl = predicted_level
+    elif lvl not in levels_of_prediction:
         raise InvalidInputError(
             f"{where}: budgets.latency claims {lvl} evidence for a {pred.get('source')} prediction"
         )
     memory: Any = pred["memory_mib"]
-    if stored.memory_evidence == "device":
-        memory = (device_memory(section("device", "memory").get("memory")) or (None,))[0]
-    elif stored.memory_evidence == "host":
-        memory = (section("host", "memory").get("memory") or {}).get("session_peak_rss_mib")
-    build: Any = pred.get("build_memory_mib")
-    if stored.build_memory_evidence == "device":
-        build = (section("device", "build_memory").get("memory") or {}).get("build_peak_mib")
-    accuracy = (report.get("accuracy") or {}).get("val_acc")
-    if stored.accuracy_evidence == "device":
-        accuracy = (section("device", "accuracy").get("accuracy") or {}).get("top1")
+    if stored.memory_evidence == "host":
+        memory = ((local or {}).get("memory") or {}).get("session_peak_rss_mib")
     if latency is None or memory is None:
         raise InvalidInputError(
             f"{where}: a budget's evidence section does not hold the value it was judged on"
         )
+    device_reset = {  # a device level: the build's own value here, its level and source with it
+        "latency_source": PREDICTED, "memory_evidence": "analytic", "memory_source": PREDICTED,
+        "build_memory_evidence": "analytic", "build_memory_source": PREDICTED,
+        "accuracy_evidence": "validation", "accuracy_source": VALIDATION_SPLIT,
+    }  # fmt: skip
+    reset = {
+        key: value
+        for key, value in device_reset.items()
+        if getattr(stored, key.rsplit("_", 1)[0] + "_evidence") == "device"
+    }
     return dataclasses.replace(
-        stored, latency_ms=latency, memory_mib=memory, build_memory_mib=build, accuracy=accuracy,
+        stored, **reset, latency_ms=latency, latency_evidence=lvl, memory_mib=memory,
+        build_memory_mib=pred.get("build_memory_mib"), accuracy=(report.get("accuracy") or {}).get("val_acc"),
         num_classes=(report.get("spec") or {}).get("num_classes"),
     )  # fmt: skip
 
@@ -130,7 +154,8 @@ def check_verdict(report: dict[str, Any], where: str) -> None:
     when a budget entry, failed_budgets or the verdict differs from what they give."""
     checks = report["budgets"]
     batch = (report.get("prediction") or {}).get("batch") or 1
-    judged = judge_budgets(Limits.of_report(checks, batch=batch), observed_from_evidence(report, where))
+    observed, _ = observed_from_evidence(report, where)
+    judged = judge_budgets(Limits.of_report(checks, batch=batch), observed)
     for name in BUDGET_ORDER:
         stored, fresh = checks.get(name), judged.checks[name]
         if stored is not None:
@@ -146,15 +171,14 @@ def check_verdict(report: dict[str, Any], where: str) -> None:
         )
 
 
-def _first_difference(where: str, stored: Any, fresh: Any) -> str:
+def _first_difference(where: str, stored: Any, fresh: Any, source: str = "its evidence") -> str:
+    """The first field (depth first) where ``stored`` differs from what ``source`` gives, as one line."""
     if isinstance(stored, dict) and isinstance(fresh, dict):
         for key in [*fresh, *(k for k in stored if k not in fresh)]:
             if stored.get(key) != fresh.get(key):
-                return (
-                    f"{where}.{key} is {stored.get(key)!r}, but its evidence gives {fresh.get(key)!r} "
-                    "(judged again from the recorded limits and values)"
-                )
-    return f"{where} is {stored!r}, but its evidence gives {fresh!r}"
+                return _first_difference(f"{where}.{key}", stored.get(key), fresh.get(key), source)
+    judged = " (judged again from the recorded limits and values)" if source == "its evidence" else ""
+    return f"{where} is {stored!r}, but {source} gives {fresh!r}{judged}"
 
 
 def check_files(out_dir: Path, report: dict[str, Any]) -> None:
@@ -197,6 +221,35 @@ def _same_as_recorded(out_dir: Path, rel: str, digest: str) -> None:
         )
 
 
+def device_section(dev: DeviceReport, device_report_sha256: str, profile: dict[str, Any]) -> dict[str, Any]:
+    """report.json's ``measured.device`` for a device report kept as ``KEPT_REL`` with that sha256, as JSON:
+    what a merge records, and what every read derives again from the kept file to compare."""
+    notes = []
+    want = profile.get("power_mode") or {}
+    if want and want.get("nvpmodel_mode") and want["nvpmodel_mode"] not in str(dev.power_mode or ""):
+        notes.append(
+            f"the device reported power mode {dev.power_mode!r}; "
+            f"the profile assumes nvpmodel {want['nvpmodel_mode']}"
+        )
+    if dev.precision != profile.get("precision"):
+        notes.append(f"measured {dev.precision}, the profile asks for {profile.get('precision')}")
+    section = {
+        "latency": None if dev.latency is None else dev.latency.to_dict(),
+        "source": KEPT_REL,
+        "device_report_sha256": device_report_sha256,
+        "model_file": dev.model_file,
+        "model_sha256": dev.model_sha256,
+        "power_mode": dev.power_mode,
+        "runtime_version": dev.runtime_version,
+        "precision": dev.precision,
+        "parity_max_abs_err": None if dev.parity is None else dev.parity.max_abs_err,
+        "accuracy": None if dev.accuracy is None else dev.accuracy.model_dump(),
+        "memory": None if dev.memory is None else dev.memory.model_dump(),
+        "notes": notes,
+    }
+    return dump(DeviceMeasurement.model_validate(section))
+
+
 def _check_device_evidence(out_dir: Path, report: dict[str, Any], recorded: dict[str, str]) -> None:
     device, kept = report["measured"]["device"], kept_device_report(out_dir)
     if device is None:
@@ -214,13 +267,14 @@ def _check_device_evidence(out_dir: Path, report: dict[str, Any], recorded: dict
             f"{(recorded.get(KEPT_REL) or 'nothing')[:12]}…)"
         )
     dev = parse_device_report(strict_json.read(kept, "device report"), str(kept))
-    latency = dev.latency.to_dict() if dev.latency is not None else {}
-    for key in LATENCY_KEYS:
-        if latency.get(key) != device["latency"].get(key):
-            raise InvalidInputError(
-                f"{where}: measured.device.latency.{key} is {device['latency'].get(key)!r}, the kept device "
-                f"report {KEPT_REL} says {latency.get(key)!r}"
-            )
+    if dev.latency is None:
+        raise InvalidInputError(f"{kept}: a kept device report without a latency block")
+    derived = device_section(dev, device["device_report_sha256"], report["profile"])
+    if derived != device:
+        difference = _first_difference(
+            "measured.device", device, derived, f"the kept device report {KEPT_REL}"
+        )
+        raise InvalidInputError(f"{where}: {difference}")
     model_rel = shipped_model_rel(out_dir, device.get("model_file"))
     if model_rel is None or recorded.get(model_rel) != device.get("model_sha256"):
         raise InvalidInputError(
