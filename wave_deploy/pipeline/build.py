@@ -87,7 +87,7 @@ def build(
         loaded = [apply_overrides(load_profile(p), options.profile_overrides) for p in profiles]
         if options.calibration:
             load_calibration(options.calibration)  # a missing or invalid file: exit 3 before any work
-        # bank, teacher and geometry from a listing and one image header: a bank of other channels is
+        # bank, teacher and geometry from a listing and image headers: a bank of other channels is
         # refused before any image is decoded (the same refusal as plan's)
         sources = resolve_sources(options, probe_data(options.data))
         check_objective(options, sources)

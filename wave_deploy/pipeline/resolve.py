@@ -30,7 +30,7 @@ def resolve_build(profiles: list[str], options: BuildOptions) -> dict[str, Any]:
         raise InvalidInputError(
             f"data path {options.data} is not a directory", hint="pass an ImageFolder tree"
         )
-    shape = probe_data(options.data)  # a listing and one image header, as the build reads them first
+    shape = probe_data(options.data)  # a listing and image headers, as the build reads them first
     if options.init == "wave" and not (options.compare_init and options.templates is None):
         check_bank_channels(shape, geometry.in_chans, bank)  # the build's refusal (exit 3)
     return {
