@@ -202,3 +202,34 @@ def test_rgb_data_with_a_grey_teacher_needs_in_chans_1(rgb224, tmp_path):
     assert CliRunner().invoke(cli, [*base, "--in-chans", "1", "--out", str(out)]).exit_code == 0
     bank = TemplateBank.load(out)
     assert (bank.geometry.img_size, bank.geometry.in_chans, bank.geometry.patch_size) == (8, 1, 4)
+
+
+def test_a_headless_backbone_state_dict_teaches_through_a_fitted_head(rgb224, fine_tuned, tmp_path):
+    """A self-supervised backbone's state dict has no classifier (timm builds DINO, DINOv2 and MAE models with
+    num_classes=0): the model is built headless, and the linear probe gives it a head for the data's classes."""
+    ckpt = tmp_path / "test_vit_headless.safetensors"
+    save_file({k: v for k, v in fine_tuned.items() if not k.startswith("head.")}, str(ckpt))
+    out = tmp_path / "bank.safetensors"
+    teacher = ["--teacher-checkpoint", str(ckpt), "--teacher-arch", "test_vit"]
+    args = ["templates", "build", *teacher, "--data", str(rgb224), *SMALL, "--out", str(out), "--json"]
+    summary = _json(CliRunner().invoke(cli, args))
+    assert not summary["teacher_check"]["weak"]
+    head = TemplateBank.load(out).provenance["ancestry"]["head"]
+    assert head["probed"] and head["replaced_classes"] == 0 and head["classes"] == 4
+
+
+def test_a_state_dict_that_does_not_fit_the_arch_names_its_keys_in_one_line(fine_tuned, rgb224, tmp_path):
+    state = dict(fine_tuned)
+    state["extra.weight"] = state.pop("blocks.0.norm1.weight")
+    state["pos_embed"] = state["pos_embed"][:, :5]
+    ckpt = tmp_path / "misfit.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(ckpt))
+    args = ["templates", "build", "--teacher-checkpoint", str(ckpt), "--teacher-arch", "test_vit"]
+    result = CliRunner().invoke(cli, [*args, "--data", str(rgb224), *SMALL, "--out", str(tmp_path / "B")])
+    assert result.exit_code == 3, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "does not fit test_vit" in lines[0], lines
+    assert "1 missing key (blocks.0.norm1.weight)" in lines[0]
+    assert "1 unexpected key (extra.weight)" in lines[0]
+    assert "1 mismatched key (pos_embed (1, 5, 64) (the model's (1, 101, 64)))" in lines[0]
+    assert "Traceback" not in result.output
