@@ -149,3 +149,20 @@ def test_plan_accepts_the_rgb_bank_for_photos_whose_first_image_is_grey(rgb, tmp
     result = run("plan", "--profile", "raspberry-pi-5", "--templates", bank, "--data", data, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["task"]["in_chans"] == 3
+
+
+def test_build_refuses_images_of_another_size_before_decoding_naming_img_size(rgb, tmp_path, monkeypatch):
+    """Build resizes only with --img-size (docs/decisions.md): photos of another size than the bank's are
+    refused from their headers, before the tree is decoded, and the one-line error names --img-size 224."""
+    _, bank = rgb
+    small = rgb_folder(tmp_path / "small", classes=4, per_class=2, size=64)
+    with monkeypatch.context() as patch:
+        patch.setattr(datasets, "read_images", lambda *a, **k: pytest.fail("images were decoded"))
+        result = run("build", "--profile", "raspberry-pi-5", "--templates", bank, "--data", small,
+                     "--out", tmp_path / "out")  # fmt: skip
+        assert result.exit_code == 3, result.output
+        errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "64x64 px RGB" in errors[0] and "224x224 px RGB" in errors[0], errors
+        assert "--img-size 224" in errors[0] and "Traceback" not in result.output
+    resized = datasets.load_for_bank(small, in_chans=3, img_size=224, resize=True)  # what --img-size 224 does
+    assert resized.info.img_size == 224
