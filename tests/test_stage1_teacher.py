@@ -11,16 +11,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import timm
 from _stage1_data import fine_tuned_test_vit, hub_cache, imagenet_headed, rgb_folder
 from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import save_file
 
 from wave_deploy.cli.main import cli
+from wave_deploy.errors import MissingDependencyError
 from wave_deploy.spec import ViTSpec
 from wave_deploy.training.baselines import random_init
 from wave_deploy.training.folding import save_folded
 from wave_deploy.wave.bank import TemplateBank
+from wave_deploy.wave.stage1.teacher import TIMM_SAFE_LOADS, check_timm_loads_safely, load_teacher
 
 # the issue's command, less --data/--out
 MUST_SHOW = [
@@ -233,3 +236,22 @@ def test_a_state_dict_that_does_not_fit_the_arch_names_its_keys_in_one_line(fine
     assert "1 unexpected key (extra.weight)" in lines[0]
     assert "1 mismatched key (pos_embed (1, 5, 64) (the model's (1, 101, 64)))" in lines[0]
     assert "Traceback" not in result.output
+
+
+def test_pretrained_refuses_a_timm_that_may_unpickle_hub_weights(monkeypatch):
+    """timm before 1.0.26 (PR #2679) could torch.load hub weights without weights_only: --pretrained refuses it
+    (exit 4) before any download, and pyproject.toml's floor and constraints.txt's pin are at least that."""
+    assert TIMM_SAFE_LOADS == (1, 0, 26)
+    monkeypatch.setattr(timm, "__version__", "1.0.25")
+    monkeypatch.setattr(timm, "create_model", lambda *a, **k: pytest.fail("a model was created"))
+    with pytest.raises(MissingDependencyError, match=r"needs timm>=1\.0\.26") as refused:
+        load_teacher(name="test_vit", pretrained=True)
+    assert refused.value.exit_code == 4
+    check_timm_loads_safely("1.0.26")
+    check_timm_loads_safely("1.1.0")
+    root = Path(__file__).resolve().parents[1]
+    assert re.search(r'^\s*"timm>=1\.0\.26",', (root / "pyproject.toml").read_text(), re.MULTILINE)
+    pins = dict(
+        line.split("==") for line in (root / "constraints.txt").read_text().splitlines() if "==" in line
+    )
+    check_timm_loads_safely(pins["timm"].strip())

@@ -9,6 +9,7 @@ and normalisation.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,13 @@ from wave_deploy.errors import InvalidInputError, MissingDependencyError
 from wave_deploy.fileio import sha256_file
 from wave_deploy.training.folding import load_folded_file
 from wave_deploy.wave.provenance import portable_path
+
+# The first timm release whose Hugging Face hub loads default to torch.load(weights_only=True) everywhere (timm PR
+# #2679, "default weights_only=True for load fns", first in v1.0.26): before it, load_state_dict_from_hf called
+# without weights_only (a pretrained_cfg naming a hub file) fell back to full unpickling of pytorch_model.bin
+# with torch < 2.6. pyproject.toml's floor is this version; --pretrained checks it too (an older timm installed
+# by hand). Checked in the v1.0.25 and v1.0.26 sources of timm/models/_builder.py and _hub.py.
+TIMM_SAFE_LOADS = (1, 0, 26)
 
 OFFLINE_HINT = (
     "pretrained weights come from the Hugging Face hub: connect this machine, or copy a populated hub cache "
@@ -75,6 +83,8 @@ def load_teacher(
 
     model: Any  # a timm model, or a VisionTransformer from a folded checkpoint
     if name is not None and checkpoint is None:
+        if pretrained:
+            check_timm_loads_safely(timm.__version__)
         with torch.random.fork_rng(devices=[]):  # random weights follow --seed, not the global stream
             torch.manual_seed(seed)
             model = _create(timm, name, pretrained)
@@ -113,6 +123,17 @@ def load_teacher(
         ) from exc
     info = {"checkpoint": portable_path(path), "checkpoint_sha256": sha256_file(path), "arch": arch}
     return model.eval(), info
+
+
+def check_timm_loads_safely(version: str) -> None:
+    """MissingDependencyError (exit 4) when timm ``version`` may unpickle hub weights (``TIMM_SAFE_LOADS``)."""
+    found = tuple(int(n) for n in re.findall(r"\d+", version)[:3])
+    if found < TIMM_SAFE_LOADS:
+        need = ".".join(map(str, TIMM_SAFE_LOADS))
+        raise MissingDependencyError(
+            f"--pretrained needs timm>={need} (timm {version} may load hub weights with full unpickling)",
+            hint=f"pip install 'timm>={need}', or give --teacher-checkpoint FILE.safetensors --teacher-arch NAME",
+        )
 
 
 def _create(timm, name: str, pretrained: bool, **kwargs) -> nn.Module:
