@@ -213,3 +213,12 @@ def test_the_peak_memory_is_read_over_a_step_at_the_largest_sub_size(tiny, tmp_p
     est = json.loads(result.stdout)["estimate"]
     assert f"L{largest.depth} D{largest.embed_dim}" in est["memory"] and est["timed_steps"] == 2
     assert est["steps"] == 4 == json.loads(result.stdout)["steps"]  # the run's real step count
+
+
+def test_the_estimate_counts_the_steps_the_run_takes_by_epochs(tiny, tmp_path):
+    """Without --steps the run's length comes from --epochs and the training split: the estimate's step count is
+    the number of optimizer steps the run then really takes (its accounting, not its timing)."""
+    result = CliRunner().invoke(cli, _args(tiny, tmp_path / "b.safetensors", "--epochs", "2", "--json"))
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["estimate"]["steps"] == summary["steps"] > 2
