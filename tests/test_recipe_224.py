@@ -105,6 +105,9 @@ def test_photos_to_a_device_bank_plan_data_and_build_compare_init(user_path, mon
     estimate = next(i for i, line in enumerate(err) if "compare-init:" in line and "estimated" in line)
     assert all("training:" not in line for line in err[:estimate])  # the estimate comes before training
     assert any(line.startswith("training: step ") for line in err[estimate:])  # ... and progress lines follow
+    # the note may wrap at the console's width
+    said = " ".join(" ".join(err[estimate : estimate + 4]).split())
+    assert "evaluation passes not included" in said  # the estimate says what it leaves out
 
     report = json.loads((out / "raspberry-pi-5" / "report.json").read_text())
     table = report["init_comparison"]
