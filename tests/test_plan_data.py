@@ -1,5 +1,5 @@
-"""Plans that match builds (issue 18, point 4): plan --data reads channels and classes from a listing and one
-image header; a bank of other channels is refused by plan and build with the same exit 3 and message before
+"""Plans that match builds (issue 18, point 4): plan --data reads channels and classes from a listing and image
+headers; a bank of other channels is refused by plan and build with the same exit 3 and message before
 any image is decoded; plan's table and JSON show channels and classes."""
 
 from __future__ import annotations
@@ -109,3 +109,60 @@ def test_in_chans_and_num_classes_plan_without_data(rgb):
     both = run("plan", "--profile", "raspberry-pi-5", "--data", rgb[0], "--num-classes", 4)
     assert both.exit_code == 2 and "not both" in both.output
     assert run("plan", "--profile", "raspberry-pi-5", "--num-classes", 1).exit_code == 2
+
+
+def test_an_rgb_tree_whose_first_image_is_grey_is_rgb_to_the_probe_as_to_the_loader(tmp_path, monkeypatch):
+    """The loader reads a tree as 1 channel only when EVERY image is grayscale; the probe follows the same rule
+    (it reads headers until a colour one turns up), so plan --data and build accept the RGB bank that
+    templates build made from the same photos."""
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        Image.new("RGB", (16, 16), (200, 40, 40)).save(tmp_path / c / "1.png")
+        Image.new("RGB", (16, 16), (40, 40, 200)).save(tmp_path / c / "2.png")
+    Image.new("L", (16, 16), 90).save(tmp_path / "a" / "0.png")  # the listing's first image is grey
+    # a palette image: colour to the loader (converted to RGB); the probe stops before it
+    Image.new("P", (16, 16)).save(tmp_path / "b" / "0.png")
+    opened = []
+    real_open = Image.open
+
+    def counting_open(*args, **kwargs):
+        opened.append(args[0])
+        return real_open(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Image, "open", counting_open)
+        patch.setattr(Image.Image, "load", lambda *a, **k: pytest.fail("an image was decoded"))
+        shape = probe_data(tmp_path)
+    assert shape.in_chans == 3 == datasets.load(tmp_path).info.in_chans
+    assert len(opened) == 2  # headers only, and no further than the first colour image
+    grey_only = tmp_path / "a" / "0.png"
+    for file in tmp_path.rglob("*.png"):
+        if file != grey_only:
+            Image.new("L", (16, 16), 30).save(file)
+    assert probe_data(tmp_path).in_chans == 1 == datasets.load(tmp_path).info.in_chans
+
+
+def test_plan_accepts_the_rgb_bank_for_photos_whose_first_image_is_grey(rgb, tmp_path):
+    _, bank = rgb
+    data = rgb_folder(tmp_path / "photos", classes=4, per_class=2)
+    Image.new("L", (224, 224), 90).save(data / "class0" / "0.png")  # sorted first: the listing's first image
+    result = run("plan", "--profile", "raspberry-pi-5", "--templates", bank, "--data", data, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["task"]["in_chans"] == 3
+
+
+def test_build_refuses_images_of_another_size_before_decoding_naming_img_size(rgb, tmp_path, monkeypatch):
+    """Build resizes only with --img-size (docs/decisions.md): photos of another size than the bank's are
+    refused from their headers, before the tree is decoded, and the one-line error names --img-size 224."""
+    _, bank = rgb
+    small = rgb_folder(tmp_path / "small", classes=4, per_class=2, size=64)
+    with monkeypatch.context() as patch:
+        patch.setattr(datasets, "read_images", lambda *a, **k: pytest.fail("images were decoded"))
+        result = run("build", "--profile", "raspberry-pi-5", "--templates", bank, "--data", small,
+                     "--out", tmp_path / "out")  # fmt: skip
+        assert result.exit_code == 3, result.output
+        errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "64x64 px RGB" in errors[0] and "224x224 px RGB" in errors[0], errors
+        assert "--img-size 224" in errors[0] and "Traceback" not in result.output
+    resized = datasets.load_for_bank(small, in_chans=3, img_size=224, resize=True)  # what --img-size 224 does
+    assert resized.info.img_size == 224

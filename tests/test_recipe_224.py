@@ -1,6 +1,7 @@
 """The 224 px path end to end with a tiny model: a 224 px RGB bank (patch 16), an RGB ImageFolder resized at
 load, init, strict fold into timm, ONNX export with parity, and plan over the bank's 224 px sizes."""
 
+import functools
 import json
 
 import _rgb224 as rgb224
@@ -10,6 +11,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from wave_deploy.cli import progress
 from wave_deploy.cli.main import cli
 from wave_deploy.spec import ViTSpec, flops
 from wave_deploy.training.folding import load_folded_file
@@ -77,10 +79,12 @@ def user_path(tmp_path_factory):
             rgb224.teacher_224(root / "teacher.safetensors"), root)  # fmt: skip
 
 
-def test_photos_to_a_device_bank_plan_data_and_build_compare_init(user_path):
+def test_photos_to_a_device_bank_plan_data_and_build_compare_init(user_path, monkeypatch):
     """bank -> plan --data -> build --compare-init on 224 px RGB photos; then --init random: the train stage
     is not reused (its key holds the init). Tiny sizes: no speed claim."""
     data, bank, teacher, root = user_path
+    every_step = functools.partialmethod(progress.TrainingProgress.__init__, plain_every_s=0.0)
+    monkeypatch.setattr(progress.TrainingProgress, "__init__", every_step)  # a line per step, not per 5 s
     run = CliRunner().invoke
     plan = run(
         cli, ["plan", "--profile", "raspberry-pi-5", "--templates", str(bank), "--data", str(data), "--json"]
@@ -100,6 +104,10 @@ def test_photos_to_a_device_bank_plan_data_and_build_compare_init(user_path):
     err = built.stderr.splitlines()
     estimate = next(i for i, line in enumerate(err) if "compare-init:" in line and "estimated" in line)
     assert all("training:" not in line for line in err[:estimate])  # the estimate comes before training
+    assert any(line.startswith("training: step ") for line in err[estimate:])  # ... and progress lines follow
+    # the note may wrap at the console's width
+    said = " ".join(" ".join(err[estimate : estimate + 4]).split())
+    assert "evaluation passes not included" in said  # the estimate says what it leaves out
 
     report = json.loads((out / "raspberry-pi-5" / "report.json").read_text())
     table = report["init_comparison"]

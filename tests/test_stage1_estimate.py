@@ -163,3 +163,62 @@ def test_the_timed_sub_size_is_the_one_nearest_the_mean_cost():
     assert picked is not None and picked.depth == 3
     assert abs(flops(picked) - mean) == min(abs(flops(s) - mean) for s in sizes)
     assert representative_size([]) is None
+
+
+def test_the_peak_memory_is_read_over_a_step_at_the_largest_sub_size(tiny, tmp_path, monkeypatch):
+    """Timed steps run the mean-cost sub-size, but the run's peak memory comes from its largest one: the
+    estimate trains that one untimed step first and reads the peak over it (estimate.py module doc)."""
+    from wave_deploy.wave import slicing
+    from wave_deploy.wave.stage1 import estimate as stage1_estimate
+    from wave_deploy.wave.stage1 import learngene
+
+    ran: list[tuple[ViTSpec, bool]] = []  # (sub-size, inside the estimate's peak-memory window)
+    window = [False]
+    real_call, real_reset, real_read = (
+        slicing.Subnet.__call__,
+        stage1_estimate._reset_peaks,
+        stage1_estimate._read_peak,
+    )
+
+    def spy_call(self, aux, x):
+        if aux.training:
+            ran.append((self.spec, window[0]))
+        return real_call(self, aux, x)
+
+    def reset(cuda):
+        window[0] = True
+        return real_reset(cuda)
+
+    def read(device):
+        window[0] = False
+        return real_read(device)
+
+    monkeypatch.setattr(slicing.Subnet, "__call__", spy_call)
+    monkeypatch.setattr(stage1_estimate, "_reset_peaks", reset)
+    monkeypatch.setattr(stage1_estimate, "_read_peak", read)
+    sizes_seen = []
+    real_elastic = learngene.elastic_sizes
+    monkeypatch.setattr(
+        learngene, "elastic_sizes", lambda *a: sizes_seen.append(real_elastic(*a)) or sizes_seen[-1]
+    )
+    result = CliRunner().invoke(
+        cli, _args(tiny, tmp_path / "b.safetensors", "--steps", "4", "--estimate-steps", "2", "--json")
+    )
+    assert result.exit_code == 0, result.output
+    sizes = sizes_seen[0]
+    largest, rep = max(sizes, key=flops), representative_size(sizes)
+    assert largest != rep  # the case this guards: the timed sub-size is not the largest
+    in_window = [spec for spec, inside in ran if inside]
+    assert in_window == [largest, rep, rep, rep]  # largest (untimed), warm-up, 2 timed steps
+    est = json.loads(result.stdout)["estimate"]
+    assert f"L{largest.depth} D{largest.embed_dim}" in est["memory"] and est["timed_steps"] == 2
+    assert est["steps"] == 4 == json.loads(result.stdout)["steps"]  # the run's real step count
+
+
+def test_the_estimate_counts_the_steps_the_run_takes_by_epochs(tiny, tmp_path):
+    """Without --steps the run's length comes from --epochs and the training split: the estimate's step count is
+    the number of optimizer steps the run then really takes (its accounting, not its timing)."""
+    result = CliRunner().invoke(cli, _args(tiny, tmp_path / "b.safetensors", "--epochs", "2", "--json"))
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["estimate"]["steps"] == summary["steps"] > 2

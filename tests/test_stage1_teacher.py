@@ -11,16 +11,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import timm
 from _stage1_data import fine_tuned_test_vit, hub_cache, imagenet_headed, rgb_folder
 from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import save_file
 
 from wave_deploy.cli.main import cli
+from wave_deploy.errors import MissingDependencyError
 from wave_deploy.spec import ViTSpec
 from wave_deploy.training.baselines import random_init
 from wave_deploy.training.folding import save_folded
 from wave_deploy.wave.bank import TemplateBank
+from wave_deploy.wave.stage1.teacher import TIMM_SAFE_LOADS, check_timm_loads_safely, load_teacher
 
 # the issue's command, less --data/--out
 MUST_SHOW = [
@@ -202,3 +205,53 @@ def test_rgb_data_with_a_grey_teacher_needs_in_chans_1(rgb224, tmp_path):
     assert CliRunner().invoke(cli, [*base, "--in-chans", "1", "--out", str(out)]).exit_code == 0
     bank = TemplateBank.load(out)
     assert (bank.geometry.img_size, bank.geometry.in_chans, bank.geometry.patch_size) == (8, 1, 4)
+
+
+def test_a_headless_backbone_state_dict_teaches_through_a_fitted_head(rgb224, fine_tuned, tmp_path):
+    """A self-supervised backbone's state dict has no classifier (timm builds DINO, DINOv2 and MAE models with
+    num_classes=0): the model is built headless, and the linear probe gives it a head for the data's classes."""
+    ckpt = tmp_path / "test_vit_headless.safetensors"
+    save_file({k: v for k, v in fine_tuned.items() if not k.startswith("head.")}, str(ckpt))
+    out = tmp_path / "bank.safetensors"
+    teacher = ["--teacher-checkpoint", str(ckpt), "--teacher-arch", "test_vit"]
+    args = ["templates", "build", *teacher, "--data", str(rgb224), *SMALL, "--out", str(out), "--json"]
+    summary = _json(CliRunner().invoke(cli, args))
+    assert not summary["teacher_check"]["weak"]
+    head = TemplateBank.load(out).provenance["ancestry"]["head"]
+    assert head["probed"] and head["replaced_classes"] == 0 and head["classes"] == 4
+
+
+def test_a_state_dict_that_does_not_fit_the_arch_names_its_keys_in_one_line(fine_tuned, rgb224, tmp_path):
+    state = dict(fine_tuned)
+    state["extra.weight"] = state.pop("blocks.0.norm1.weight")
+    state["pos_embed"] = state["pos_embed"][:, :5]
+    ckpt = tmp_path / "misfit.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(ckpt))
+    args = ["templates", "build", "--teacher-checkpoint", str(ckpt), "--teacher-arch", "test_vit"]
+    result = CliRunner().invoke(cli, [*args, "--data", str(rgb224), *SMALL, "--out", str(tmp_path / "B")])
+    assert result.exit_code == 3, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "does not fit test_vit" in lines[0], lines
+    assert "1 missing key (blocks.0.norm1.weight)" in lines[0]
+    assert "1 unexpected key (extra.weight)" in lines[0]
+    assert "1 mismatched key (pos_embed (1, 5, 64) (the model's (1, 101, 64)))" in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_pretrained_refuses_a_timm_that_may_unpickle_hub_weights(monkeypatch):
+    """timm before 1.0.26 (PR #2679) could torch.load hub weights without weights_only: --pretrained refuses it
+    (exit 4) before any download, and pyproject.toml's floor and constraints.txt's pin are at least that."""
+    assert TIMM_SAFE_LOADS == (1, 0, 26)
+    monkeypatch.setattr(timm, "__version__", "1.0.25")
+    monkeypatch.setattr(timm, "create_model", lambda *a, **k: pytest.fail("a model was created"))
+    with pytest.raises(MissingDependencyError, match=r"needs timm>=1\.0\.26") as refused:
+        load_teacher(name="test_vit", pretrained=True)
+    assert refused.value.exit_code == 4
+    check_timm_loads_safely("1.0.26")
+    check_timm_loads_safely("1.1.0")
+    root = Path(__file__).resolve().parents[1]
+    assert re.search(r'^\s*"timm>=1\.0\.26",', (root / "pyproject.toml").read_text(), re.MULTILINE)
+    pins = dict(
+        line.split("==") for line in (root / "constraints.txt").read_text().splitlines() if "==" in line
+    )
+    check_timm_loads_safely(pins["timm"].strip())

@@ -107,3 +107,20 @@ def test_the_probe_fits_the_data_classes_deterministically():
         assert acc == pytest.approx(info["train_accuracy"], abs=1e-6)  # the folded head is the fitted one
         heads.append(model.get_classifier().weight.detach().clone())
     assert torch.equal(heads[0], heads[1])
+
+
+def test_the_probe_gives_a_headless_timm_backbone_a_head():
+    """A self-supervised backbone (timm, num_classes=0: an nn.Identity classifier, as DINO/DINOv2/MAE ship)
+    gets the fitted head like a 1000-class model does."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_vit", num_classes=0).eval()
+    assert isinstance(model.get_classifier(), nn.Identity)
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(3).repeat_interleave(4)
+    x = torch.randn(len(y), 3, 160, 160, generator=g) + y.view(-1, 1, 1, 1).float()
+    data = SimpleNamespace(train_x=x, train_labels=y, info=SimpleNamespace(num_classes=3))
+    info = fit_head(model, model, data, torch.device("cpu"))
+    assert info["probed"] and info["replaced_classes"] == 0 and info["classes"] == 3
+    assert isinstance(model.get_classifier(), nn.Linear) and model(x[:2]).shape == (2, 3)

@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from wave_deploy.data_shape import BUILTIN_SOURCE, list_image_folder
+from wave_deploy.data_shape import BUILTIN_SOURCE, list_image_folder, probe_data
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.image_files import read_images
 
@@ -207,7 +207,16 @@ def load_for_bank(
 
     ``resize``: the target's image size was chosen explicitly (``--img-size``), so images of any size are
     resized to ``img_size`` once, at load: an ImageFolder is decoded straight to that size (bilinear, PIL),
-    the built-in set is resized as tensors (``Dataset.resized``). Channels must still match."""
+    the built-in set is resized as tensors (``Dataset.resized``). Channels must still match.
+
+    Without ``resize`` the images must already be ``img_size`` px: the build resizes only with ``--img-size``
+    (docs/decisions.md). Channels and the size are checked from the headers (``probe_data``) before anything
+    is decoded, and the refusal names ``--img-size <img_size>``; the check after decoding has the last word
+    (a tree whose later images differ from the first)."""
+    shape = probe_data(source)
+    found = (shape.in_chans, img_size if resize else shape.img_size)
+    if found != (in_chans, img_size):
+        _refuse_shape(shape.source, found, (in_chans, img_size))
     if resize and source is not None and str(source) != BUILTIN_SOURCE:
         data = load(source, seed=seed, img_size=img_size)
     else:
@@ -221,18 +230,27 @@ def load_for_bank(
 def check_image_shape(data: Dataset, *, in_chans: int, img_size: int) -> None:
     """Raise ``InvalidInputError`` unless ``data``'s images are ``in_chans`` x ``img_size`` x ``img_size``."""
     info = data.info
-    if (info.in_chans, info.img_size) == (in_chans, img_size):
-        return
+    if (info.in_chans, info.img_size) != (in_chans, img_size):
+        _refuse_shape(info.source, (info.in_chans, info.img_size), (in_chans, img_size))
+
+
+def _refuse_shape(source: str, found: tuple[int, int | None], wanted: tuple[int, int]) -> None:
+    """The one refusal of data whose (channels, image size) are not a bank's (size None: not square)."""
     kind = {1: "grayscale", 3: "RGB"}
 
-    def describe(c: int, s: int) -> str:
-        return f"{s}x{s} px {kind.get(c, f'{c}-channel')}"
+    def describe(c: int, s: int | None) -> str:
+        return f"{f'{s}x{s} px' if s else 'non-square'} {kind.get(c, f'{c}-channel')}"
 
+    (chans, _), (in_chans, img_size) = found, wanted
+    bank = f"--templates a bank built for these images (wave-deploy templates build --data {source} ...)"
+    hint = (
+        f"pass --img-size {img_size} to resize the images to {img_size} px at load, or give {bank}"
+        if chans == in_chans
+        else f"give --data images of {describe(in_chans, img_size)}, or {bank}"
+    )
     raise InvalidInputError(
-        f"data {info.source}: images are {describe(info.in_chans, info.img_size)} but the template bank "
-        f"takes {describe(in_chans, img_size)}",
-        hint=f"give --data images of {describe(in_chans, img_size)}, or --templates a bank built for "
-        "these images (wave-deploy templates build --data ...)",
+        f"data {source}: images are {describe(*found)} but the template bank takes {describe(*wanted)}",
+        hint=hint,
     )
 
 

@@ -1,8 +1,8 @@
 """What a data set's models take, read cheaply: channels, classes and the image size, without decoding images.
 
-``probe_data`` lists an ImageFolder tree (class folders, image files) and reads the header of ONE image
-(``PIL.Image.open`` reads the header only: no pixel is decoded), or knows the built-in MNIST-5k's shape. Plan
-uses it to plan for the data (``plan --data``) and build uses it to refuse a bank of other channels before
+``probe_data`` lists an ImageFolder tree (class folders, image files) and reads image headers
+until one is in colour (``PIL.Image.open`` reads the header only: no pixel is decoded), or knows the built-in
+MNIST-5k's shape. Plan uses it to plan for the data (``plan --data``) and build uses it to refuse a bank of other channels before
 any image is decoded; both refuse with ``check_bank_channels``'s one message (exit 3).
 
 The folder layout rules (class folders, or train/ and val/ holding the same class folders; which files are
@@ -11,7 +11,9 @@ images) live here too, so the loader (wave_deploy.data) and the probe read a tre
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 from wave_deploy.errors import InvalidInputError
@@ -28,7 +30,7 @@ class DataShape:
     """What models for a data set take and predict: channels, classes, and the first image's size."""
 
     source: str  # the directory as given, or BUILTIN_SOURCE
-    in_chans: int  # 1 when the image read is grayscale, else 3 (as the loader converts it)
+    in_chans: int  # 1 when every image is grayscale, else 3 (channels_of: the loader's rule)
     num_classes: int
     class_names: tuple[str, ...]
     img_size: int | None  # the first image's side when it is square, else None (the loader resizes)
@@ -107,35 +109,53 @@ def scan_classes(root: Path) -> tuple[tuple[str, ...], list[tuple[Path, int]]]:
     return tuple(d.name for d in class_dirs), files
 
 
-def probe_data(source: str | Path | None) -> DataShape:
-    """The shape of ``source`` (None or BUILTIN_SOURCE: the built-in MNIST-5k) from a listing and one header.
+def channels_of(modes: Iterable[str]) -> int:
+    """The channels a tree of images with these PIL modes is read as: 1 when EVERY mode is grayscale, else 3.
 
-    The header read is the first image of the listing that opens; an unreadable first file is skipped here
-    (the loader reports it by path). Channels follow the loader's rule for that image: a grayscale mode is
-    1 channel, anything else 3. A tree mixing grayscale and colour images is read as RGB by the loader, and
-    the loader's own check (after decoding) then has the last word.
+    The one rule of the loader (``image_files.read_images``, over all headers) and the probe (``probe_data``,
+    over headers read lazily): ``all`` stops at the first colour mode, so the probe reads no further."""
+    return 1 if all(mode in GRAY_MODES for mode in modes) else 3
+
+
+def probe_data(source: str | Path | None) -> DataShape:
+    """The shape of ``source`` (None or BUILTIN_SOURCE: the built-in MNIST-5k) from a listing and image headers.
+
+    Headers only (``Image.open`` decodes no pixel). Channels follow the loader's rule (``channels_of``): the
+    probe reads headers until a colour one turns up (one header for an RGB tree whose first image is colour;
+    every header of an all-grayscale tree, as the loader does). Unreadable files are skipped here (the loader
+    reports them by path). ``img_size`` is the first readable image's side when it is square.
     """
     if is_builtin(source):
         return DataShape(BUILTIN_SOURCE, BUILTIN_SHAPE["in_chans"], BUILTIN_SHAPE["num_classes"],
                          tuple(str(d) for d in range(10)), BUILTIN_SHAPE["img_size"], 5000)  # fmt: skip
+    listing = list_image_folder(source)  # type: ignore[arg-type]
+    headers = _headers(listing.files)
+    first = next(headers, None)
+    if first is None:
+        raise InvalidInputError(
+            f"no readable image under {source}", hint="fix or delete the unreadable files"
+        )
+    mode, size = first
+    return DataShape(
+        source=str(source),
+        in_chans=channels_of(chain([mode], (m for m, _ in headers))),
+        num_classes=len(listing.class_names),
+        class_names=listing.class_names,
+        img_size=size[0] if size[0] == size[1] else None,
+        images=len(listing.files),
+    )
+
+
+def _headers(files: list[tuple[Path, int, bool]]) -> Iterator[tuple[str, tuple[int, int]]]:
+    """(mode, size) of each readable file's header, lazily; nothing is decoded."""
     from PIL import Image, UnidentifiedImageError
 
-    listing = list_image_folder(source)  # type: ignore[arg-type]
-    for file, _, _ in listing.files:
+    for file, _, _ in files:
         try:
             with Image.open(file) as im:  # the header only: nothing is decoded
-                size, mode = im.size, im.mode
+                yield im.mode, im.size
         except (OSError, ValueError, UnidentifiedImageError):
             continue
-        return DataShape(
-            source=str(source),
-            in_chans=1 if mode in GRAY_MODES else 3,
-            num_classes=len(listing.class_names),
-            class_names=listing.class_names,
-            img_size=size[0] if size[0] == size[1] else None,
-            images=len(listing.files),
-        )
-    raise InvalidInputError(f"no readable image under {source}", hint="fix or delete the unreadable files")
 
 
 def describe_channels(in_chans: int) -> str:

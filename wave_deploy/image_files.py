@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from wave_deploy import probe
-from wave_deploy.data_shape import GRAY_MODES
+from wave_deploy.data_shape import channels_of
 from wave_deploy.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def read_images(root: Path, files, img_size, in_chans, on_bad_image):
             )
         img_size = sizes[0][0] if sizes else 1
     if in_chans is None:
-        in_chans = 1 if all(h[4] in GRAY_MODES for h in headers) else 3
+        in_chans = channels_of(h[4] for h in headers)  # the probe's rule too (data_shape)
     _check_memory(root, len(headers), img_size, in_chans)
 
     pixels = np.zeros((len(headers), img_size, img_size, in_chans), np.uint8)  # (N, H, W, C)

@@ -114,7 +114,7 @@ PlanData = Annotated[
     str | None,
     Field(
         description="ImageFolder tree to plan for: its channels and classes are read from a directory listing "
-        "and one image header (no image is decoded); a bank of other channels is refused (exit 3). Default: "
+        "and image headers (no image is decoded); a bank of other channels is refused (exit 3). Default: "
         "the bank's own task.",
         json_schema_extra=_cli(path=True),
     ),

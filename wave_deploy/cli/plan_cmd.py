@@ -70,7 +70,7 @@ def plan(profile_name, spec_text, plot, as_json, **fields):
 
     Sizes come from the template bank's search space (default: the shipped bank's geometry, 28 px MNIST) at
     the bank's image size or at each --img-size, for the channels and classes of --data (read from a listing
-    and one image header) or of --in-chans/--num-classes (default: the bank's task); --beyond-bank searches
+    and image headers) or of --in-chans/--num-classes (default: the bank's task); --beyond-bank searches
     past the bank's sizes. The profile's budgets were set for its own input size (a note says when the chosen
     size differs); a note says when the bank's largest size uses under a quarter of the binding budget. Latencies predicted outside a calibration's measured geometry, depth,
     width or batch are marked '*' in the table, listed in notes and in each candidate's latency_notes (--json).

@@ -8,7 +8,7 @@ highest mean validation accuracy, ties to fewer training FLOPs, then to the init
 then weight selection, then WAVE), trained with the first seed.
 
 Before training, a few real dense steps are timed and the estimate of the whole comparison is passed to
-``on_note`` (the CLI prints it). Each finished run is kept under the train stage's cache folder, so a killed
+``on_note`` (the CLI prints it, with what it leaves out: ``ESTIMATE_SCOPE``). Each finished run is kept under the train stage's cache folder, so a killed
 comparison resumes with the runs it has not finished; the record (``init_comparison`` in train.json, then the
 report's ``init_comparison`` section: docs/report-schema.md) holds the table.
 """
@@ -38,6 +38,13 @@ log = logging.getLogger(__name__)
 
 RULE = "highest mean validation accuracy; ties to fewer training FLOPs, then random < weight-selection < wave"
 TIMED_STEPS, TIMED_BATCH = 2, 32  # the estimate: 2 timed dense steps (after one untimed) at batch <= 32
+# What the estimate leaves out, printed with it: it times fp32 eager dense steps (no autocast, no
+# torch.compile), prices WAVE's teacher forwards at the dense step's rate (they are part of the FLOPs budget),
+# and adds nothing for the validation passes each run makes.
+ESTIMATE_SCOPE = (
+    "fp32 dense steps without autocast, teacher forwards priced as dense-step FLOPs, "
+    "evaluation passes not included"
+)
 
 
 def budget_flops(spec: ViTSpec, options: BuildOptions, n_train: int) -> int:
@@ -89,7 +96,7 @@ def compare(
     estimate = runs * flops / dense_step_flops(spec, options.batch_size) * step_s
     skipped = "".join(f"; skipped {i}: {reasons[i]}" for i in INITS if reasons[i] is not None)
     note = (f"compare-init: {', '.join(runnable)} x {len(seeds)} seeds, {flops / 1e12:.3g} TFLOP each "
-            f"({runs * flops / 1e12:.3g} TFLOP in all), estimated {_clock(estimate)}{skipped}")  # fmt: skip
+            f"({runs * flops / 1e12:.3g} TFLOP in all), estimated {_clock(estimate)} ({ESTIMATE_SCOPE}){skipped}")  # fmt: skip
     log.info("%s", note)
     if on_note is not None:
         on_note(note)

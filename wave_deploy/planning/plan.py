@@ -48,7 +48,7 @@ class PlanInputs:
 
 
 def task_of(options: PlanOptions, geometry, bank: Path) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """The channels and classes a plan is for: the data's (a listing and one image header), --in-chans and
+    """The channels and classes a plan is for: the data's (a listing and image headers), --in-chans and
     --num-classes, or the bank's own task. A bank of other channels is refused (exit 3, as build does)."""
 
     notes: tuple[str, ...] = ()

@@ -4,11 +4,16 @@ The timed steps are the real thing on a throw-away copy of the auxiliary model: 
 (same device, batch size, autocast, fused AdamW, data placement) runs ``1 + timed`` steps of an
 ``ElasticStudent`` that shares the frozen teacher; the first step is a warm-up and is not counted. The
 elastic sub-size of the timed steps is the one whose FLOPs are closest to the mean over every sub-size the
-run samples, so a couple of steps stand for the run's average. The copy is dropped afterwards and ``train``
+run samples, so a couple of steps stand for the run's average.
+
+Peak memory follows the largest sub-size, not the average one: before the warm-up, one more untimed step
+trains the elastic sub-size with the most FLOPs (``largest_size``; the most activations of any step the run
+takes), and the peak is read over that step, the warm-up and the timed steps together. It costs one step;
+without elastic training (or when the largest is the representative one) there is no extra step. The copy is dropped afterwards and ``train``
 reseeds everything it draws from, so the trained bank does not depend on whether an estimate was made
 (tests/test_stage1_estimate.py checks bit-for-bit equality on the CPU).
 
-Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` over the timed steps; on the CPU the process's peak
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` over those steps; on the CPU the process's peak
 resident set over them (Linux: VmHWM after resetting it through /proc/self/clear_refs; elsewhere
 ``ru_maxrss``, the peak since the process started).
 """
@@ -75,6 +80,15 @@ def representative_size(sizes: list[ViTSpec]) -> ViTSpec | None:
     return min(zip(costs, sizes, strict=True), key=lambda cs: (abs(cs[0] - mean), cs[0]))[1]
 
 
+def largest_size(sizes: list[ViTSpec]) -> ViTSpec | None:
+    """The elastic sub-size with the most forward FLOPs (None: no sizes): the run's peak-memory step."""
+    return max(sizes, key=flops) if sizes else None
+
+
+def size_name(spec: ViTSpec) -> str:
+    return f"L{spec.depth} D{spec.embed_dim}"
+
+
 def steps_done(checkpoint_dir: Path | None, resume: bool) -> int:
     """Steps a resumed run has already done (0 when it starts over or the checkpoint cannot be read here;
     ``train`` itself reports an unusable checkpoint)."""
@@ -107,16 +121,21 @@ def estimate(
     start_step: int,
     final_passes: int,
     timed: int,
+    peak_size: ViTSpec | None = None,
 ) -> Estimate:
     """Time ``timed`` steps (after one warm-up) of ``make_student()`` (a fresh copy each call; ``params_of(s)``
     its trained parameters) with ``tcfg``'s device and batch size, then extrapolate to the run.
+
+    ``peak_size``: ``make_student()``'s first step trains this sub-size (the largest), untimed, before the
+    warm-up; the peak memory is read over it too (module doc).
 
     ``final_passes``: validation passes after training (the final accuracies). Every rank runs the timed steps
     (DDP needs them all); the numbers are rank 0's, shared with the other ranks.
     """
     student = make_student()
+    lead = 1 if peak_size is not None else 0  # untimed steps before the warm-up (the largest sub-size)
     cfg = dataclasses.replace(
-        tcfg, steps=timed + 1, epochs=None, log_every=1, checkpoint_every=None, eval_every=None
+        tcfg, steps=lead + timed + 1, epochs=None, log_every=1, checkpoint_every=None, eval_every=None
     )
     seen: list[float] = []
 
@@ -131,6 +150,10 @@ def estimate(
     )  # fmt: skip
     device = torch.device(result.device)
     peak, memory = _read_peak(device)
+    if peak_size is not None:
+        memory += (
+            f" and one untimed step at the largest elastic sub-size ({size_name(peak_size)}) before them"
+        )
     n_val = min(len(data.val_x), max(EVAL_TIMED, tcfg.batch_size))
     start = time.perf_counter()
     evaluate(student, data.val_x[:n_val], data.val_labels[:n_val], n_val, device)
@@ -138,6 +161,7 @@ def estimate(
     del student
     if cuda:
         torch.cuda.empty_cache()
+    seen = seen[lead:]  # the largest sub-size's step is not timed
     per_step = sum(seen[1:]) / max(1, len(seen) - 1) if len(seen) > 1 else (seen[0] if seen else 0.0)
     shared = D.all_reduce_sum(torch.tensor([per_step, eval_per_image], dtype=torch.float64) * (D.rank() == 0))
     per_step, eval_per_image = shared.tolist()
@@ -151,6 +175,8 @@ def estimate(
         f"evaluation: one timed forward of {n_val} validation images x {passes} passes over "
         f"{len(data.val_x)} images"
     )
+    if peak_size is not None:
+        how += f"; peak memory also over one untimed step at the largest sub-size ({size_name(peak_size)})"
     return Estimate(
         seconds=round(train_s + eval_s, 1),
         steps=steps,

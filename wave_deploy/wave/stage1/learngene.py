@@ -113,6 +113,16 @@ class ElasticStudent(nn.Module):
         return loss
 
 
+class EstimateStudent(ElasticStudent):
+    """The estimate's throw-away student: step i trains ``sizes[min(i, len(sizes) - 1)]`` instead of a sampled
+    sub-size (the largest first, for the peak memory, then the representative one, timed)."""
+
+    def sampled_subnet(self) -> Subnet | None:
+        if not self.config.elastic or not self.subnets:
+            return None
+        return self.subnets[min(int(self.step), len(self.subnets) - 1)]
+
+
 @dataclass
 class Stage1Checks:
     """The checks before training: a weak teacher stops the run unless allowed; an estimate over ``max_hours``
@@ -197,8 +207,11 @@ def build_bank(
     estimate = None
     if checks.estimate_steps > 0:
         rep = stage1_estimate.representative_size(sizes) if config.elastic else None
+        big = stage1_estimate.largest_size(sizes) if config.elastic else None
+        peak = big if big is not None and big != rep else None  # its step: the run's peak memory
+        order = [s for s in (peak, rep) if s is not None]
         estimate = stage1_estimate.estimate(
-            lambda: ElasticStudent(copy.deepcopy(aux), teacher, [rep] if rep else [], config),
+            lambda: EstimateStudent(copy.deepcopy(aux), teacher, order, config),
             lambda s: list(s.aux.parameters()),
             tcfg,
             data,
@@ -208,6 +221,7 @@ def build_bank(
             ),
             final_passes=1 + len(probes),
             timed=checks.estimate_steps,
+            peak_size=peak,
         )
         _check_hours(estimate, checks, config)  # over the limit: the error carries the estimate
         if on_note is not None:

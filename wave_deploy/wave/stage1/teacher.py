@@ -9,6 +9,7 @@ and normalisation.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,13 @@ from wave_deploy.errors import InvalidInputError, MissingDependencyError
 from wave_deploy.fileio import sha256_file
 from wave_deploy.training.folding import load_folded_file
 from wave_deploy.wave.provenance import portable_path
+
+# The first timm release whose Hugging Face hub loads default to torch.load(weights_only=True) everywhere (timm PR
+# #2679, "default weights_only=True for load fns", first in v1.0.26): before it, load_state_dict_from_hf called
+# without weights_only (a pretrained_cfg naming a hub file) fell back to full unpickling of pytorch_model.bin
+# with torch < 2.6. pyproject.toml's floor is this version; --pretrained checks it too (an older timm installed
+# by hand). Checked in the v1.0.25 and v1.0.26 sources of timm/models/_builder.py and _hub.py.
+TIMM_SAFE_LOADS = (1, 0, 26)
 
 OFFLINE_HINT = (
     "pretrained weights come from the Hugging Face hub: connect this machine, or copy a populated hub cache "
@@ -67,12 +75,16 @@ def load_teacher(
     (cached; exit 4 when they cannot be fetched), without it random weights drawn from ``seed`` (and, when
     ``num_classes`` is given, a fresh head of that size: an untrained teacher's head is as good as any other).
     ``checkpoint``: a wave-deploy folded checkpoint (spec in its metadata), or with ``arch`` a timm state dict
-    in safetensors or a torch file read with ``weights_only=True`` (its head size is read from the file).
+    in safetensors or a torch file read with ``weights_only=True`` (its head size is read from the file; a
+    state dict without a classifier, a self-supervised backbone's, builds the model headless: ``num_classes=0``).
+    A state dict that does not fit ``arch`` is refused naming its missing, unexpected and mismatched keys.
     """
     import timm
 
     model: Any  # a timm model, or a VisionTransformer from a folded checkpoint
     if name is not None and checkpoint is None:
+        if pretrained:
+            check_timm_loads_safely(timm.__version__)
         with torch.random.fork_rng(devices=[]):  # random weights follow --seed, not the global stream
             torch.manual_seed(seed)
             model = _create(timm, name, pretrained)
@@ -99,14 +111,29 @@ def load_teacher(
         return model.eval(), info
     state = _read_state_dict(path)
     model = _create(timm, arch, False, num_classes=_state_head_size(timm, arch, state))
+    misfit = _misfit(model.state_dict(), state)
+    if misfit:
+        raise InvalidInputError(f"teacher checkpoint {path} does not fit {arch}: {misfit}")
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
+    except RuntimeError as exc:  # what _misfit does not foresee; its first line, then the keys it names
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         raise InvalidInputError(
-            f"teacher checkpoint {path} does not fit {arch}: {str(exc).splitlines()[0]}"
+            f"teacher checkpoint {path} does not fit {arch}: {' '.join(lines)[:400]}"
         ) from exc
     info = {"checkpoint": portable_path(path), "checkpoint_sha256": sha256_file(path), "arch": arch}
     return model.eval(), info
+
+
+def check_timm_loads_safely(version: str) -> None:
+    """MissingDependencyError (exit 4) when timm ``version`` may unpickle hub weights (``TIMM_SAFE_LOADS``)."""
+    found = tuple(int(n) for n in re.findall(r"\d+", version)[:3])
+    if found < TIMM_SAFE_LOADS:
+        need = ".".join(map(str, TIMM_SAFE_LOADS))
+        raise MissingDependencyError(
+            f"--pretrained needs timm>={need} (timm {version} may load hub weights with full unpickling)",
+            hint=f"pip install 'timm>={need}', or give --teacher-checkpoint FILE.safetensors --teacher-arch NAME",
+        )
 
 
 def _create(timm, name: str, pretrained: bool, **kwargs) -> nn.Module:
@@ -131,15 +158,44 @@ def _head_size(model: Any) -> int | None:
     return head.out_features if isinstance(head, nn.Linear) else getattr(model, "num_classes", None)
 
 
+def _misfit(expected: dict[str, Tensor], state: dict[str, Tensor], shown: int = 3) -> str:
+    """What keeps ``state`` from loading strictly into a model whose state dict is ``expected`` ("" when it
+    fits): its missing and unexpected keys and mismatched shapes, the first ``shown`` of each named."""
+
+    def some(keys: list[str]) -> str:
+        more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+        return ", ".join(keys[:shown]) + more
+
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} (the model's {tuple(v.shape)})"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    parts = [
+        f"{len(keys)} {what} key{'s' if len(keys) != 1 else ''} ({some(keys)})"
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("mismatched", shapes))
+        if keys
+    ]
+    return "; ".join(parts)
+
+
 def _state_head_size(timm, arch: str, state: dict[str, Tensor]) -> int | None:
-    """The class count of a timm state dict for ``arch`` (its classifier weight's rows), None if unknown."""
+    """The class count of a timm state dict for ``arch``: its classifier weight's rows, 0 when the state dict
+    has no classifier (a headless backbone: DINO, DINOv2, MAE; timm builds it with ``num_classes=0``), None
+    when ``arch`` does not name its classifier."""
     try:
         cfg = timm.models.get_pretrained_cfg(arch) or timm.create_model(arch, pretrained=False).pretrained_cfg
     except RuntimeError as exc:
         raise InvalidInputError(f"cannot create teacher {arch!r}: {str(exc).splitlines()[0]}") from exc
     classifier = cfg.classifier if hasattr(cfg, "classifier") else (cfg or {}).get("classifier")
     names = classifier if isinstance(classifier, (list, tuple)) else [classifier]
-    weight = state.get(f"{names[0]}.weight") if names and names[0] else None
+    if not names or not names[0]:
+        return None
+    weight = state.get(f"{names[0]}.weight")
+    if weight is None and not any(k.startswith(f"{names[0]}.") for k in state):
+        return 0  # headless: no classifier key at all
     return int(weight.shape[0]) if isinstance(weight, Tensor) and weight.ndim == 2 else None
 
 

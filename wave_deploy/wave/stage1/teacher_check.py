@@ -1,7 +1,7 @@
 """A teacher worth learning from: its head fitted to the data's classes, its accuracy measured and judged.
 
 - ``fit_head``: a teacher with trained weights whose classifier does not predict the data's classes (an
-  ImageNet model's 1000-class head) gets a linear probe: multinomial logistic regression on its frozen
+  ImageNet model's 1000-class head, or no head: a self-supervised backbone) gets a linear probe: multinomial logistic regression on its frozen
   pooled features of the training split (features standardised, L2 penalty ``PROBE_L2``, zero start,
   full-batch L-BFGS for at most ``PROBE_ITERS`` iterations: no sampling, so it is deterministic and the seed
   is not needed), folded back into a plain ``nn.Linear`` head.
@@ -98,6 +98,15 @@ def measure(model: nn.Module, data, device: torch.device) -> TeacherVerdict:
     return judge(correct, len(data.val_labels), chance, round(time.perf_counter() - start, 2))
 
 
+def _replaceable(teacher: Any) -> bool:
+    """A timm-style classifier ``fit_head`` can replace: a linear head, or none (``nn.Identity``,
+    ``num_classes == 0``: a self-supervised backbone such as vit_small_patch16_224.dino, DINOv2 or MAE)."""
+    if not hasattr(teacher, "reset_classifier") or not hasattr(teacher, "get_classifier"):
+        return False
+    head = teacher.get_classifier()
+    return isinstance(head, (nn.Linear, nn.Identity)) or getattr(teacher, "num_classes", None) == 0
+
+
 @torch.no_grad()
 def _features(backbone: nn.Module, x: Tensor, device: torch.device) -> Tensor:
     out = [backbone(x[i : i + BATCH].to(device)).float().cpu() for i in range(0, len(x), BATCH)]
@@ -111,7 +120,7 @@ def fit_head(teacher: Any, fed: nn.Module, data, device: torch.device) -> dict[s
     TeacherInput around it); with the classifier removed, it returns the pooled features. Returns what the
     provenance records about the probe.
     """
-    if not hasattr(teacher, "reset_classifier") or not isinstance(teacher.get_classifier(), nn.Linear):
+    if not _replaceable(teacher):
         raise InvalidInputError(
             f"the teacher's classifier does not predict the data's {data.info.num_classes} classes and cannot "
             "be replaced by a fitted head",
@@ -119,7 +128,10 @@ def fit_head(teacher: Any, fed: nn.Module, data, device: torch.device) -> dict[s
         )
     start = time.perf_counter()
     k = data.info.num_classes
-    before = teacher.get_classifier().out_features
+    old_head = teacher.get_classifier()
+    before = (
+        old_head.out_features if isinstance(old_head, nn.Linear) else 0
+    )  # 0: headless (a DINO/MAE backbone)
     teacher.reset_classifier(0)  # timm: the head becomes the identity, forward returns pooled features
     teacher.to(device)
     feats = _features(fed, data.train_x, device).double()  # (N, F)
