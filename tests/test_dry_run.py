@@ -125,3 +125,36 @@ def test_the_dry_run_says_where_the_geometry_comes_from(tmp_path):
     )
     bank = json.loads(CliRunner().invoke(cli, ["build", "--profile", "jetson", "--dry-run"]).stdout)
     assert bank["geometry_source"] == "bank" and bank["bank"]["patch_size"] >= 1
+
+
+def test_images_of_another_size_than_the_bank_are_refused_by_the_dry_run_and_the_build_alike(
+    tmp_path, monkeypatch
+):
+    """32 px images against the shipped 28 px bank: both refuse from the headers (exit 3, naming --img-size
+    28), before any image is decoded."""
+    from PIL import Image
+
+    from wave_deploy import data as datasets
+
+    for label in ("a", "b"):
+        (tmp_path / "photos" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.new("L", (32, 32), 40 * i).save(tmp_path / "photos" / label / f"{i}.png")
+
+    def decoded(*a, **k):
+        raise AssertionError("an image was decoded")
+
+    monkeypatch.setattr(datasets, "read_images", decoded)
+    command = [
+        "build",
+        "--profile",
+        "jetson",
+        "--out",
+        str(tmp_path / "out"),
+        "--data",
+        str(tmp_path / "photos"),
+    ]
+    for run in (command + ["--dry-run"], command):
+        result = CliRunner().invoke(cli, run)
+        assert result.exit_code == 3, result.output
+        assert "--img-size 28" in result.stderr

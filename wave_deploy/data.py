@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from wave_deploy.data_shape import BUILTIN_SOURCE, list_image_folder, probe_data
+from wave_deploy.data_shape import BUILTIN_SOURCE, DataShape, list_image_folder, probe_data
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.image_files import read_images
 
@@ -213,10 +213,7 @@ def load_for_bank(
     (docs/decisions.md). Channels and the size are checked from the headers (``probe_data``) before anything
     is decoded, and the refusal names ``--img-size <img_size>``; the check after decoding has the last word
     (a tree whose later images differ from the first)."""
-    shape = probe_data(source)
-    found = (shape.in_chans, img_size if resize else shape.img_size)
-    if found != (in_chans, img_size):
-        _refuse_shape(shape.source, found, (in_chans, img_size))
+    check_probed_shape(probe_data(source), in_chans=in_chans, img_size=img_size, resize=resize)
     if resize and source is not None and str(source) != BUILTIN_SOURCE:
         data = load(source, seed=seed, img_size=img_size)
     else:
@@ -225,6 +222,15 @@ def load_for_bank(
             data = data.resized(img_size)
     check_image_shape(data, in_chans=in_chans, img_size=img_size)
     return data
+
+
+def check_probed_shape(shape: DataShape, *, in_chans: int, img_size: int, resize: bool) -> None:
+    """Raise ``InvalidInputError`` unless the data ``probe_data`` read from a listing and image headers is
+    ``in_chans`` channels at ``img_size`` px (any size when ``resize``): load_for_bank's check before it
+    decodes, and build --dry-run's (pipeline.resolve.check_inputs)."""
+    found = (shape.in_chans, img_size if resize else shape.img_size)
+    if found != (in_chans, img_size):
+        _refuse_shape(shape.source, found, (in_chans, img_size))
 
 
 def check_image_shape(data: Dataset, *, in_chans: int, img_size: int) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wave_deploy.data import check_probed_shape
 from wave_deploy.data_shape import DataShape, probe_data
 from wave_deploy.fileio import check_writable_dir
 from wave_deploy.options import BuildOptions
@@ -35,8 +36,8 @@ class BuildInputs:
 
 def check_inputs(profiles: list[str], options: BuildOptions) -> BuildInputs:
     """Every check a build makes before it decodes an image, in the build's order: each profile and --set,
-    the calibration file, the data's listing and one header, the bank or teacher (their channels against the
-    data's), --objective against the sources, the image size against the geometry."""
+    the calibration file, the data's listing and image headers, the bank or teacher (their channels against
+    the data's), --objective against the sources, the image size against the geometry and the data's."""
 
     loaded = [apply_overrides(load_profile(p), options.profile_overrides) for p in profiles]
     if options.calibration:
@@ -44,7 +45,11 @@ def check_inputs(profiles: list[str], options: BuildOptions) -> BuildInputs:
     shape = probe_data(options.data)  # a bank of other channels is refused before any image is decoded
     sources = resolve_sources(options, shape)
     check_objective(options, sources)
-    return BuildInputs(loaded, shape, sources, sources.geometry.target_img_size(options.img_size))
+    img_size = sources.geometry.target_img_size(options.img_size)
+    check_probed_shape(
+        shape, in_chans=sources.geometry.in_chans, img_size=img_size, resize=bool(options.img_size)
+    )
+    return BuildInputs(loaded, shape, sources, img_size)
 
 
 def resolve_build(profiles: list[str], options: BuildOptions) -> dict[str, Any]:
