@@ -25,6 +25,7 @@ from wave_deploy.pipeline.inits import (
     load_selection_teacher,
     resolve_sources,
     run_init,
+    selected_model,
 )
 from wave_deploy.training.baselines import random_init, weight_selection
 from wave_deploy.training.compute import dense_step_flops
@@ -171,3 +172,23 @@ def test_a_size_beyond_the_teacher_is_refused_for_weight_selection(files):
 def test_the_budget_is_the_schedule_as_dense_steps():
     options = BuildOptions(scaler_steps=3, dense_steps=5, batch_size=8)
     assert budget_flops(TEACHER_SPEC, options, 100) == 8 * dense_step_flops(TEACHER_SPEC, 8)
+
+
+def test_a_headless_backbone_teacher_selects_its_blocks_and_starts_a_fresh_head(tmp_path):
+    """A self-supervised backbone's state dict (no head.*): weight selection takes its blocks and gives the
+    student timm's fresh head, exactly as for a new task (it exited 3 on 'num_classes ... got 0')."""
+    import timm
+    from safetensors.torch import save_file
+
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0)
+    path = tmp_path / "backbone.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    teacher = load_selection_teacher(path, "vit_tiny_patch16_224", num_classes=7)  # the data has 7 classes
+    assert teacher.info["headless"] and teacher.spec.num_classes == 7
+    spec = dataclasses.replace(TEACHER_SPEC, depth=2, embed_dim=128, num_heads=2, num_classes=7)
+    student = selected_model(teacher, spec, seed=5)
+    fresh = weight_selection(teacher.model, teacher.spec, spec, seed=5, new_task=True)
+    _equal_states(student, fresh)
+    torch.testing.assert_close(
+        student.state_dict()["head.weight"], random_init(spec, 5).state_dict()["head.weight"]
+    )

@@ -150,11 +150,16 @@ def _head_classes(path: Path, arch: str | None) -> int | None:
 
 def load_selection_teacher(checkpoint: str | Path, arch: str | None, num_classes: int) -> Teacher:
     """The teacher of weight selection, through ``wave.stage1.teacher.load_teacher`` with its own head's classes
-    (the data's when the checkpoint does not say)."""
+    (the data's when the checkpoint does not say). A headless backbone (a self-supervised state dict without a
+    classifier: DINO, DINOv2, MAE) gets a head of the data's classes marked ``info["headless"]``: there is
+    nothing to select from it, so the student's head is timm's fresh init (``selected_model``)."""
 
     path = Path(checkpoint)
     classes = _head_classes(path, arch) or num_classes
     model, info = load_teacher(checkpoint=path, arch=arch, num_classes=classes)
+    if model.num_classes == 0:
+        model.reset_classifier(num_classes)
+        info = {**info, "headless": True}
     return Teacher(model, vit_spec_of(model), info)
 
 
@@ -219,7 +224,8 @@ def selected_model(teacher: Teacher, spec: ViTSpec, seed: int):
     from timm.layers import resample_abs_pos_embed
 
     at_teacher = dataclasses.replace(spec, img_size=teacher.spec.img_size)
-    model = weight_selection(teacher.model, teacher.spec, at_teacher, seed=seed)
+    new_task = True if teacher.info.get("headless") else None  # no head to select from a backbone
+    model = weight_selection(teacher.model, teacher.spec, at_teacher, seed=seed, new_task=new_task)
     if spec.img_size == teacher.spec.img_size:
         return model
     state = dict(model.state_dict())
