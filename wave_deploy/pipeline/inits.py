@@ -156,6 +156,7 @@ def load_selection_teacher(checkpoint: str | Path, arch: str | None, num_classes
 
     path = Path(checkpoint)
     classes = _head_classes(path, arch) or num_classes
+    model: Any
     model, info = load_teacher(checkpoint=path, arch=arch, num_classes=classes)
     if model.num_classes == 0:
         model.reset_classifier(num_classes)
