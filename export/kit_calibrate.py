@@ -115,12 +115,17 @@ def estimate(points, timing: dict, passes: int, gflops: float) -> dict:
     return out
 
 
-def check_memory(points) -> None:
-    need = max(m["memory_mib"] for m, _ in points)
+def check_memory(points, peak=lambda model: model["memory_mib"], what: str = "") -> None:
+    """KitError (exit 4) before anything is written or run when the design's most demanding model needs more
+    than the memory available here (``available_mib``; no check where the platform cannot tell). ``peak``: a
+    model record's estimated peak in MiB (default: its runtime memory at its largest batch, ``memory_mib``);
+    ``what``: what that estimate covers, for the message."""
+    model = max((m for m, _ in points), key=peak)
+    need = peak(model)
     available = available_mib()
     if available is not None and need > available:
-        raise KitError(f"the design's largest model needs about {need:.0f} MiB but this device has "
-                       f"{available:.0f} MiB available: free memory and run again", EXIT_MISSING)  # fmt: skip
+        raise KitError(f"the design's largest model ({model['name']}) needs about {need:.0f} MiB{what} but this "
+                       f"device has {available:.0f} MiB available: free memory and run again", EXIT_MISSING)  # fmt: skip
 
 
 def _open_ort(args):

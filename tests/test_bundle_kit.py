@@ -549,6 +549,41 @@ def test_tensorrt_kit_calibration_builds_one_engine_per_model_and_times_every_po
     assert fitted.exit_code == 0, fitted.output
 
 
+def test_tensorrt_kit_calibration_checks_the_engine_builds_memory_before_running_trtexec(
+    jetson_export, tmp_path, monkeypatch
+):
+    import argparse
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(jetson_export[0] / "bundle", bundle)
+    fake, calls = tmp_path / "trtexec", tmp_path / "calls.jsonl"
+    fake.write_text(FAKE_TRTEXEC.format(python=sys.executable, log=str(calls)))
+    fake.chmod(0o755)
+    trt_device, kit_calibrate, kit_common = _kit("trt_device"), _kit("kit_calibrate"), _kit("kit_common")
+    monkeypatch.setattr(trt_device, "find_gpu", lambda: "/dev/fake-gpu")
+    plan = json.loads((bundle / "plan.json").read_text())
+    design = kit_calibrate.load_design(bundle, plan)
+    points = kit_calibrate.design_points(design, quick=True)
+    design.close()
+    workspace = plan["build_plan"]["workspace_mib"]
+    peaks = [trt_device.build_peak_mib(m, workspace) for m, _ in points]
+    runtime_only = max(m["memory_mib"] for m, _ in points)
+    assert max(peaks) > runtime_only  # the build needs more than timing the engine does
+    # a device with memory for the runtime but not for the engine build: refused before any trtexec call
+    monkeypatch.setattr(kit_calibrate, "available_mib", lambda: (runtime_only + max(peaks)) / 2)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    args = argparse.Namespace(runtime="auto", quick=True, trtexec=str(fake), workdir=workdir, threads=None,
+                              provider=None, clock="wall")  # fmt: skip
+    with pytest.raises(kit_common.KitError) as info:
+        kit_calibrate.samples_file(bundle, plan, args)
+    assert info.value.code == kit_common.EXIT_MISSING and "to build its engine" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert not calls.exists() and list(workdir.iterdir()) == []  # nothing run, no weights written
+    monkeypatch.setattr(kit_calibrate, "available_mib", lambda: max(peaks) + 1)
+    assert kit_calibrate.samples_file(bundle, plan, args)["samples"]
+
+
 def test_trtexec_command_lines_for_a_design_model_keep_the_plans_build_flags():
     trt_device = _kit("trt_device")
     build_line = ["trtexec", "--onnx=model.onnx", "--saveEngine=model.engine", "--minShapes=input:1x3x8x8",
