@@ -23,13 +23,13 @@ import numpy as np
 from kit_common import (
     EXIT_INVALID,
     EXIT_MISSING,
-    EXIT_STAGE,
     KitError,
     available_mib,
     latency_stats,
     log,
     machine,
     one_line,
+    onnxruntime_errors,
     sha256,
     time_calls,
     usable_cores,
@@ -188,14 +188,10 @@ def run_onnxruntime(design: kit_design.Design, points, args) -> tuple[dict, list
             for name in order:
                 model, *batches = by_model[name]
                 graph = materialize(design, model, workdir)
-                try:
+                with onnxruntime_errors(f"design model {name}"):
                     session = ort.InferenceSession(str(graph), options, providers=providers)
                     detail = f"onnxruntime {ort.__version__} [{', '.join(session.get_providers())}]"
                     measured = _time_session(session, batches, design.index["sample_shape"], timing, clock)
-                except Exception as exc:  # noqa: BLE001  (onnxruntime's own errors derive from Exception only)
-                    raise KitError(
-                        f"onnxruntime failed on design model {name}: {one_line(exc)}", EXIT_STAGE
-                    ) from None
                 del session
                 for path in workdir.iterdir():
                     path.unlink()

@@ -291,6 +291,42 @@ def test_kit_refuses_a_model_file_whose_hash_does_not_match_the_bundle(x86_expor
     assert "latency" not in report
 
 
+def _failing_at_run(input_name: str) -> bytes:
+    """A valid graph that ONNX Runtime loads but fails to run on any image batch (Reshape to 3x3)."""
+    from onnx import TensorProto, helper
+
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [3, 3])
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", [input_name, "shape"], ["logits"])], "broken",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)], [shape],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize("broken", ["truncated", "fails at run"])
+def test_onnxruntime_errors_on_the_bundles_model_are_one_line_exit_6(x86_export, tmp_path, broken):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(x86_export[0] / "bundle", bundle)
+    plan = json.loads((bundle / "plan.json").read_text())
+    model = bundle / plan["models"][plan["precision"]]
+    if broken == "truncated":
+        model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    else:
+        model.write_bytes(_failing_at_run("input"))
+    plan["sha256"][model.name] = sha256_file(model)  # past the hash check: the file is what the plan says
+    (bundle / "plan.json").write_text(json.dumps(plan))
+    proc = run_kit(bundle, "--runtime", "onnxruntime", "--iterations", "2", "--threads", "1")
+    assert proc.returncode == 6, proc.stderr
+    assert "Traceback" not in proc.stderr
+    [error] = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert f"onnxruntime failed on {model.name}" in error
+    report = json.loads((bundle / "device_report.json").read_text())
+    assert not report["passed"] and report["error"] in error and "latency" not in report
+
+
 def test_kit_gates_int8_on_device_accuracy(tmp_path, checkpoint):
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["export", str(checkpoint), "--profile", "raspberry-pi-5", "--out", str(out),
