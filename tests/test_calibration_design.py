@@ -25,7 +25,7 @@ from wave_deploy.target import FP16, FP32, INT8_ORT_DYNAMIC, INT8_ORT_STATIC, IN
 SPEC = ViTSpec(depth=3, embed_dim=32, num_heads=2, img_size=16, patch_size=8, in_chans=3, num_classes=5)
 
 
-def _fresh(spec, variant, tmp_path):
+def _fresh(spec, variant, tmp_path, exporter="legacy"):
     """A fresh export of ``spec`` at its full depth (random weights), made into ``variant``."""
     import onnx
     import torch
@@ -40,13 +40,14 @@ def _fresh(spec, variant, tmp_path):
         for p in model.parameters():
             p.normal_(0, 0.02)
     path = tmp_path / "fresh.onnx"
-    export_onnx(model, spec, path, exporter="legacy", batch_max=4)
+    export_onnx(model, spec, path, exporter=exporter, batch_max=4)
     if variant.precision != "fp32":
         make_variant(variant, path, tmp_path / "fresh.variant.onnx")
         path = tmp_path / "fresh.variant.onnx"
     return onnx.load(str(path))
 
 
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
 @pytest.mark.parametrize(
     "variant, op",
     [
@@ -57,12 +58,12 @@ def _fresh(spec, variant, tmp_path):
         (INT8_TENSORRT, "DequantizeLinear"),
     ],
 )
-def test_a_replicated_block_is_the_graph_a_fresh_export_of_that_depth_gives(tmp_path, variant, op):
+def test_a_replicated_block_is_the_graph_a_fresh_export_of_that_depth_gives(tmp_path, variant, op, exporter):
     import onnx
 
-    graphs = dg.design_graphs([SPEC.replace(depth=1), SPEC], variant, workdir=tmp_path, exporter="legacy")
+    graphs = dg.design_graphs([SPEC.replace(depth=1), SPEC], variant, workdir=tmp_path, exporter=exporter)
     replicated = onnx.load_from_string(graphs[SPEC].graph)
-    assert dg.structure(replicated) == dg.structure(_fresh(SPEC, variant, tmp_path))
+    assert dg.structure(replicated) == dg.structure(_fresh(SPEC, variant, tmp_path, exporter))
     assert op in {n.op_type for n in replicated.graph.node}
     one = onnx.load_from_string(graphs[SPEC.replace(depth=1)].graph)
     assert dg.structure(one) != dg.structure(replicated)  # the structure tells depths apart
