@@ -23,13 +23,13 @@ import numpy as np
 from kit_common import (
     EXIT_INVALID,
     EXIT_MISSING,
-    EXIT_STAGE,
     KitError,
     available_mib,
     latency_stats,
     log,
     machine,
     one_line,
+    onnxruntime_errors,
     sha256,
     time_calls,
     usable_cores,
@@ -115,12 +115,17 @@ def estimate(points, timing: dict, passes: int, gflops: float) -> dict:
     return out
 
 
-def check_memory(points) -> None:
-    need = max(m["memory_mib"] for m, _ in points)
+def check_memory(points, peak=lambda model: model["memory_mib"], what: str = "") -> None:
+    """KitError (exit 4) before anything is written or run when the design's most demanding model needs more
+    than the memory available here (``available_mib``; no check where the platform cannot tell). ``peak``: a
+    model record's estimated peak in MiB (default: its runtime memory at its largest batch, ``memory_mib``);
+    ``what``: what that estimate covers, for the message."""
+    model = max((m for m, _ in points), key=peak)
+    need = peak(model)
     available = available_mib()
     if available is not None and need > available:
-        raise KitError(f"the design's largest model needs about {need:.0f} MiB but this device has "
-                       f"{available:.0f} MiB available: free memory and run again", EXIT_MISSING)  # fmt: skip
+        raise KitError(f"the design's largest model ({model['name']}) needs about {need:.0f} MiB{what} but this "
+                       f"device has {available:.0f} MiB available: free memory and run again", EXIT_MISSING)  # fmt: skip
 
 
 def _open_ort(args):
@@ -183,14 +188,10 @@ def run_onnxruntime(design: kit_design.Design, points, args) -> tuple[dict, list
             for name in order:
                 model, *batches = by_model[name]
                 graph = materialize(design, model, workdir)
-                try:
+                with onnxruntime_errors(f"design model {name}"):
                     session = ort.InferenceSession(str(graph), options, providers=providers)
                     detail = f"onnxruntime {ort.__version__} [{', '.join(session.get_providers())}]"
                     measured = _time_session(session, batches, design.index["sample_shape"], timing, clock)
-                except Exception as exc:  # noqa: BLE001  (onnxruntime's own errors derive from Exception only)
-                    raise KitError(
-                        f"onnxruntime failed on design model {name}: {one_line(exc)}", EXIT_STAGE
-                    ) from None
                 del session
                 for path in workdir.iterdir():
                     path.unlink()

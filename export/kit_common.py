@@ -7,6 +7,7 @@ use too (no wave-deploy import on the device).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -181,6 +182,20 @@ def one_line(exc: BaseException) -> str:
     """An exception as one short line: its type where the message is empty."""
     text = " ".join(str(exc).split())[:300]
     return text or type(exc).__name__
+
+
+@contextlib.contextmanager
+def onnxruntime_errors(what: str):
+    """ONNX Runtime's own errors (``onnxruntime.capi.onnxruntime_pybind11_state.Fail``, ``InvalidGraph``,
+    ``InvalidProtobuf``, ...: they derive from Exception only) inside the block as one line, KitError exit 6
+    naming ``what``; a KitError raised inside passes through unchanged. The one mapping of both kit paths
+    (``run_on_device.run_onnxruntime`` and ``kit_calibrate.run_onnxruntime``)."""
+    try:
+        yield
+    except KitError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (onnxruntime's own errors derive from Exception only)
+        raise KitError(f"onnxruntime failed on {what}: {one_line(exc)}", EXIT_STAGE) from None
 
 
 def time_calls(

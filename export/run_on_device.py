@@ -15,7 +15,8 @@ the labelled subset validation.npz, gated against the top-1 the build machine me
 benchmark
 (warmup + N timed iterations); record peak memory; write device_report.json with the same latency keys as
 wave-deploy's report.json. Exit codes follow wave-deploy: 0 ok, 3 invalid bundle or a model file whose
-sha256 does not match, 4 missing runtime or GPU, 6 a build step failed, 7 parity or accuracy failed.
+sha256 does not match, 4 missing runtime or GPU, 6 a build step failed or ONNX Runtime refused or failed
+the model, 7 parity or accuracy failed.
 
 ``--calibrate --out SAMPLES`` instead measures the bundle's calibration design (calibration.zip: the models
 `wave-deploy calibrate` would measure, at this bundle's geometry and deployed precision) with the bundle's
@@ -59,6 +60,7 @@ from kit_common import (
     log,
     model_inputs,
     one_line,
+    onnxruntime_errors,
     peak_rss_mib,
     sha256,
     verify_models,
@@ -89,20 +91,19 @@ def run_onnxruntime(bundle: Path, plan: dict, refs: dict, args) -> dict:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(model_path), options, providers=providers)
-    actual = session.get_providers()
-    name = session.get_inputs()[0].name
+    with onnxruntime_errors(model_path.name):  # a model ONNX Runtime refuses or fails: one line, exit 6
+        session = ort.InferenceSession(str(model_path), options, providers=providers)
+        actual = session.get_providers()
+        name = session.get_inputs()[0].name
     tol = plan["tolerances"][precision]
-    checks = [compare(model_path.name, session.run(None, {name: x})[0], y, tol) for x, y in refs.values()]
+    run = lambda x: _run_session(session, name, x, model_path.name)
+    checks = [compare(model_path.name, run(x), y, tol) for x, y in refs.values()]
     accuracy = None
     subset = load_validation(bundle, plan)
     if subset is not None:
         meta, images, labels = subset
         logits = np.concatenate(
-            [
-                session.run(None, {name: model_inputs(meta, images[i : i + 32])})[0]
-                for i in range(0, len(images), 32)
-            ]
+            [run(model_inputs(meta, images[i : i + 32])) for i in range(0, len(images), 32)]
         )
         accuracy = accuracy_record(logits, labels, meta, model_path.name)
     result = {
@@ -118,13 +119,14 @@ def run_onnxruntime(bundle: Path, plan: dict, refs: dict, args) -> dict:
     if parity_gated(precision) and not all(c["passed"] for c in checks):
         return result
     x = np.random.default_rng(0).standard_normal((args.batch, *plan["sample_shape"])).astype(np.float32)
-    for _ in range(args.warmup):
-        session.run(None, {name: x})
-    samples = []
-    for _ in range(args.iterations):
-        start = time.perf_counter_ns()
-        session.run(None, {name: x})
-        samples.append((time.perf_counter_ns() - start) / 1e6)
+    with onnxruntime_errors(f"{model_path.name} at batch {args.batch}"):
+        for _ in range(args.warmup):
+            session.run(None, {name: x})
+        samples = []
+        for _ in range(args.iterations):
+            start = time.perf_counter_ns()
+            session.run(None, {name: x})
+            samples.append((time.perf_counter_ns() - start) / 1e6)
     on_gpu = actual[0] != "CPUExecutionProvider"
     hardware = device_model() or cpu_description()
     result["latency"] = latency_stats(
@@ -138,6 +140,12 @@ def run_onnxruntime(bundle: Path, plan: dict, refs: dict, args) -> dict:
         **session_memory(model_path, args.batch, threads, actual),
     }
     return result
+
+
+def _run_session(session, name: str, x: np.ndarray, model_file: str) -> np.ndarray:
+    """The first output of one run; ONNX Runtime's errors as one line (exit 6)."""
+    with onnxruntime_errors(f"{model_file} at batch {len(x)}"):
+        return session.run(None, {name: x})[0]
 
 
 def parity_gated(precision: str) -> bool:

@@ -275,6 +275,24 @@ BUILD_S = 30.0  # an assumed engine build of a design model on a Jetson Orin (se
 RUN_S = 2.0  # an assumed trtexec start, engine load and exit (seconds), plus its warm-up
 
 
+# The TensorRT builder holds the parsed ONNX weights, its converted copy and the serialized engine at once
+# (wave-deploy's planning.memory.BUILD_WEIGHT_COPIES, restated here: the kit imports no wave-deploy).
+BUILD_WEIGHT_COPIES = 3.0
+
+
+def build_peak_mib(model: dict, workspace_mib) -> float:
+    """An estimate, not a measurement, of the memory one design model's engine build needs at its peak (MiB):
+    the model's runtime memory at its largest batch (``memory_mib``: overhead, weights, activations) plus
+    BUILD_WEIGHT_COPIES x its weights as the design writes them (``data_bytes``) plus the builder workspace
+    limit of the plan (``--memPoolSize=workspace``; 0 where the plan sets none). On a unified-memory Jetson
+    host and GPU draw on the same DRAM, so they are added."""
+    return (
+        float(model["memory_mib"])
+        + BUILD_WEIGHT_COPIES * float(model["data_bytes"]) / (1 << 20)
+        + float(workspace_mib or 0)
+    )
+
+
 def calibration_seconds(bench: dict) -> tuple[float, float]:
     """Assumed seconds per engine build and per timing run (the up-front estimate of a TensorRT calibration)."""
     return BUILD_S, RUN_S + bench["warmup_ms"] / 1000
@@ -294,6 +312,8 @@ def calibrate(bundle: Path, plan: dict, design, points: list, args) -> tuple[dic
             "calibrating with TensorRT needs trtexec (JetPack: " + JETPACK_TRTEXEC + ")", EXIT_MISSING
         )
     bp, index = plan["build_plan"], design.index
+    kit_calibrate.check_memory(points, lambda m: build_peak_mib(m, bp.get("workspace_mib")),
+                               " to build its engine (an estimate: weights x3 plus the builder workspace)")  # fmt: skip
     timing = index["timing"]["quick" if args.quick else "full"]
     passes, bench = timing["passes"], bp["bench"]
     compute_only = bool(bench["no_data_transfers"])

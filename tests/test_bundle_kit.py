@@ -291,6 +291,42 @@ def test_kit_refuses_a_model_file_whose_hash_does_not_match_the_bundle(x86_expor
     assert "latency" not in report
 
 
+def _failing_at_run(input_name: str) -> bytes:
+    """A valid graph that ONNX Runtime loads but fails to run on any image batch (Reshape to 3x3)."""
+    from onnx import TensorProto, helper
+
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [3, 3])
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", [input_name, "shape"], ["logits"])], "broken",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)], [shape],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize("broken", ["truncated", "fails at run"])
+def test_onnxruntime_errors_on_the_bundles_model_are_one_line_exit_6(x86_export, tmp_path, broken):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(x86_export[0] / "bundle", bundle)
+    plan = json.loads((bundle / "plan.json").read_text())
+    model = bundle / plan["models"][plan["precision"]]
+    if broken == "truncated":
+        model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    else:
+        model.write_bytes(_failing_at_run("input"))
+    plan["sha256"][model.name] = sha256_file(model)  # past the hash check: the file is what the plan says
+    (bundle / "plan.json").write_text(json.dumps(plan))
+    proc = run_kit(bundle, "--runtime", "onnxruntime", "--iterations", "2", "--threads", "1")
+    assert proc.returncode == 6, proc.stderr
+    assert "Traceback" not in proc.stderr
+    [error] = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert f"onnxruntime failed on {model.name}" in error
+    report = json.loads((bundle / "device_report.json").read_text())
+    assert not report["passed"] and report["error"] in error and "latency" not in report
+
+
 def test_kit_gates_int8_on_device_accuracy(tmp_path, checkpoint):
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["export", str(checkpoint), "--profile", "raspberry-pi-5", "--out", str(out),
@@ -547,6 +583,41 @@ def test_tensorrt_kit_calibration_builds_one_engine_per_model_and_times_every_po
     fitted = CliRunner().invoke(cli, ["calibrate", "--profile", "jetson", "--from-device", str(tmp_path / "samples.json"),
                                       "--out", str(tmp_path / "cal.json")])  # fmt: skip
     assert fitted.exit_code == 0, fitted.output
+
+
+def test_tensorrt_kit_calibration_checks_the_engine_builds_memory_before_running_trtexec(
+    jetson_export, tmp_path, monkeypatch
+):
+    import argparse
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(jetson_export[0] / "bundle", bundle)
+    fake, calls = tmp_path / "trtexec", tmp_path / "calls.jsonl"
+    fake.write_text(FAKE_TRTEXEC.format(python=sys.executable, log=str(calls)))
+    fake.chmod(0o755)
+    trt_device, kit_calibrate, kit_common = _kit("trt_device"), _kit("kit_calibrate"), _kit("kit_common")
+    monkeypatch.setattr(trt_device, "find_gpu", lambda: "/dev/fake-gpu")
+    plan = json.loads((bundle / "plan.json").read_text())
+    design = kit_calibrate.load_design(bundle, plan)
+    points = kit_calibrate.design_points(design, quick=True)
+    design.close()
+    workspace = plan["build_plan"]["workspace_mib"]
+    peaks = [trt_device.build_peak_mib(m, workspace) for m, _ in points]
+    runtime_only = max(m["memory_mib"] for m, _ in points)
+    assert max(peaks) > runtime_only  # the build needs more than timing the engine does
+    # a device with memory for the runtime but not for the engine build: refused before any trtexec call
+    monkeypatch.setattr(kit_calibrate, "available_mib", lambda: (runtime_only + max(peaks)) / 2)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    args = argparse.Namespace(runtime="auto", quick=True, trtexec=str(fake), workdir=workdir, threads=None,
+                              provider=None, clock="wall")  # fmt: skip
+    with pytest.raises(kit_common.KitError) as info:
+        kit_calibrate.samples_file(bundle, plan, args)
+    assert info.value.code == kit_common.EXIT_MISSING and "to build its engine" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert not calls.exists() and list(workdir.iterdir()) == []  # nothing run, no weights written
+    monkeypatch.setattr(kit_calibrate, "available_mib", lambda: max(peaks) + 1)
+    assert kit_calibrate.samples_file(bundle, plan, args)["samples"]
 
 
 def test_trtexec_command_lines_for_a_design_model_keep_the_plans_build_flags():

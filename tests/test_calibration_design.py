@@ -25,7 +25,7 @@ from wave_deploy.target import FP16, FP32, INT8_ORT_DYNAMIC, INT8_ORT_STATIC, IN
 SPEC = ViTSpec(depth=3, embed_dim=32, num_heads=2, img_size=16, patch_size=8, in_chans=3, num_classes=5)
 
 
-def _fresh(spec, variant, tmp_path):
+def _fresh(spec, variant, tmp_path, exporter="legacy"):
     """A fresh export of ``spec`` at its full depth (random weights), made into ``variant``."""
     import onnx
     import torch
@@ -40,13 +40,14 @@ def _fresh(spec, variant, tmp_path):
         for p in model.parameters():
             p.normal_(0, 0.02)
     path = tmp_path / "fresh.onnx"
-    export_onnx(model, spec, path, exporter="legacy", batch_max=4)
+    export_onnx(model, spec, path, exporter=exporter, batch_max=4)
     if variant.precision != "fp32":
         make_variant(variant, path, tmp_path / "fresh.variant.onnx")
         path = tmp_path / "fresh.variant.onnx"
     return onnx.load(str(path))
 
 
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
 @pytest.mark.parametrize(
     "variant, op",
     [
@@ -57,12 +58,12 @@ def _fresh(spec, variant, tmp_path):
         (INT8_TENSORRT, "DequantizeLinear"),
     ],
 )
-def test_a_replicated_block_is_the_graph_a_fresh_export_of_that_depth_gives(tmp_path, variant, op):
+def test_a_replicated_block_is_the_graph_a_fresh_export_of_that_depth_gives(tmp_path, variant, op, exporter):
     import onnx
 
-    graphs = dg.design_graphs([SPEC.replace(depth=1), SPEC], variant, workdir=tmp_path, exporter="legacy")
+    graphs = dg.design_graphs([SPEC.replace(depth=1), SPEC], variant, workdir=tmp_path, exporter=exporter)
     replicated = onnx.load_from_string(graphs[SPEC].graph)
-    assert dg.structure(replicated) == dg.structure(_fresh(SPEC, variant, tmp_path))
+    assert dg.structure(replicated) == dg.structure(_fresh(SPEC, variant, tmp_path, exporter))
     assert op in {n.op_type for n in replicated.graph.node}
     one = onnx.load_from_string(graphs[SPEC.replace(depth=1)].graph)
     assert dg.structure(one) != dg.structure(replicated)  # the structure tells depths apart
@@ -241,3 +242,45 @@ def test_a_bundles_design_covers_its_model_with_whole_mlp_widths(mlp_ratio, head
     assert all(w * mlp_ratio == int(w * mlp_ratio) and w % head_dim == 0 for w in widths)
     points = cal.design_samples(space, 8, batches=cal.default_batches(space, 8))
     assert len(points) >= cal.MIN_POINTS  # every design point is a valid timm model
+
+
+def test_a_bundles_design_too_large_to_export_here_is_refused_before_anything_is_written(
+    tmp_path, monkeypatch
+):
+    import torch
+    from timm.models.vision_transformer import VisionTransformer
+
+    from wave_deploy.calibration import bundle as cal_bundle
+    from wave_deploy.calibration import design
+    from wave_deploy.profiles import load_profile
+    from wave_deploy.training.folding import save_folded
+
+    profile = load_profile("x86")
+    need = cal_bundle.check_design_memory(SPEC, profile)
+    specs = list(dict.fromkeys(s for s, _ in design.bundle_points(bundle_space(SPEC), profile, quick=False)))
+    assert need == max(cost.export_memory_mib(s) for s in specs)
+    assert max(s.embed_dim for s in specs) == 384  # the design stretches to the bank's widths
+    assert cost.check_export_memory(specs, available=need + 1) == need
+    with pytest.raises(InvalidInputError, match="width 384") as info:
+        cost.check_export_memory(specs, available=need - 1)
+    assert info.value.exit_code == 3
+    # bundle_design: refused before any graph is exported or the archive written
+    monkeypatch.setattr(cost.probe, "available_memory_mib", lambda: need - 1)
+    monkeypatch.setattr(cal_bundle, "design_graphs", lambda *a, **k: pytest.fail("exported"))
+    path = tmp_path / "calibration.zip"
+    with pytest.raises(InvalidInputError, match="to export"):
+        cal_bundle.bundle_design(path, SPEC, profile, exporter="legacy", opset=18)
+    assert not path.exists()
+    monkeypatch.undo()
+    # `wave-deploy export` of a model whose design is beyond any machine (1024 px at patch 4, width 384 in the
+    # design: 65537 tokens): exit 3, one line, nothing written, before the model itself is exported
+    big = SPEC.replace(img_size=1024, patch_size=4)
+    torch.manual_seed(0)
+    checkpoint = save_folded(
+        tmp_path / "big.safetensors", VisionTransformer(**big.timm_kwargs()).state_dict(), big
+    )
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--profile", "x86", "--out", str(out)])
+    assert result.exit_code == 3, result.output
+    assert "calibration design needs about" in result.output and "Traceback" not in result.output
+    assert not out.exists() or list(out.iterdir()) == []

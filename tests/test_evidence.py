@@ -296,3 +296,26 @@ def test_an_extrapolated_latency_and_the_calibrations_fit_error_as_its_stated_er
     lat = merged["budgets"]["latency"]
     assert (lat["evidence"], lat["predicted_ms"]) == ("device", predicted)
     assert "2.0% (the calibration's worst fit error)" in lat["note"] and "1.10x" in lat["note"]
+
+
+def test_a_quick_calibrations_stated_error_is_its_own_fit_error_and_its_evidence_stays_analytic(tmp_path):
+    from test_latency import _calibration_dict, _write
+
+    from wave_deploy.reports.evidence import stated_latency_error
+
+    calibration = _write(tmp_path, {**_calibration_dict(), "quick": True})  # worst fit error 2%
+    out = tmp_path / "build"
+    report = make_report("x86-cpu", latency_budget_ms=15.0, out=out, calibration=calibration)
+    write_report_files(out, report)
+    assert report["budgets"]["latency"]["evidence"] == "analytic"  # a smoke check, not calibrated evidence
+    kind, size, stated = stated_latency_error(f"quick-calibration:{calibration}")
+    assert (kind, stated) == (
+        "pct",
+        "2.0% (the quick calibration's worst fit error)",
+    ) and size == pytest.approx(2)
+    assert stated_latency_error("quick-calibration:") == stated_latency_error("analytic")
+    predicted = report["budgets"]["latency"]["value_ms"]
+    dev = make_device_report(report, 1.1 * predicted)  # 10% off: within a factor of 2, beyond the fit's 2%
+    merged = merge_device_report(out, write_device(tmp_path / "d.json", dev))
+    lat = merged["budgets"]["latency"]
+    assert "2.0% (the quick calibration's worst fit error)" in lat["note"] and "1.10x" in lat["note"]

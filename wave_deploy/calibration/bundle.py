@@ -8,7 +8,7 @@ import math
 import tempfile
 from pathlib import Path
 
-from wave_deploy.calibration.cost import point_memory_mib
+from wave_deploy.calibration.cost import check_export_memory, point_memory_mib
 from wave_deploy.calibration.design import TIMING, bundle_points, bundle_space_at
 from wave_deploy.calibration.graphs import design_graphs, write_design
 from wave_deploy.exporters.onnx import INPUT_NAME
@@ -31,9 +31,18 @@ def bundle_space(spec: ViTSpec):
                            depth=spec.depth, embed_dim=spec.embed_dim)  # fmt: skip
 
 
+def check_design_memory(spec: ViTSpec, profile) -> float:
+    """The memory estimate (MiB) of exporting the design a bundle for ``spec`` and ``profile`` ships
+    (``cost.check_export_memory``): InvalidInputError (exit 3) when this machine lacks it. Shapes only; the
+    export checks it before it writes anything, and ``bundle_design`` again before it exports."""
+    points = bundle_points(bundle_space(spec), profile, quick=False)
+    return check_export_memory(list(dict.fromkeys(s for s, _ in points)))
+
+
 def bundle_design(path: Path, spec: ViTSpec, profile, *, exporter: str, opset: int) -> dict:
     """Write a bundle's calibration.zip for ``spec``'s geometry and ``profile``'s deployed precision (TensorRT:
-    the ONNX file its engine is built from); returns plan.json's ``calibration`` record."""
+    the ONNX file its engine is built from); returns plan.json's ``calibration`` record. A design whose export
+    needs more memory than this machine has is refused first (``cost.check_export_memory``, exit 3)."""
     target = Target.of(profile)
     variant = target.engine_source if target.tensorrt else target.deployed
     space = bundle_space(spec)
@@ -43,6 +52,7 @@ def bundle_design(path: Path, spec: ViTSpec, profile, *, exporter: str, opset: i
     per_model: dict[ViTSpec, list[int]] = {}
     for s, b in points:
         per_model.setdefault(s, []).append(b)
+    check_export_memory(list(per_model))  # exit 3 before anything is exported (as check_design_memory)
     with tempfile.TemporaryDirectory(prefix="wave-deploy-design-") as tmp:
         graphs = design_graphs(list(per_model), variant, workdir=Path(tmp), exporter=exporter, opset=opset,
                                batch_max=max(batches))  # fmt: skip

@@ -4,7 +4,8 @@
 model's runtime memory (the memory model's ONNX Runtime factors, ``planning.memory.RUNTIME_FACTORS``) and the
 export of its depth-1 model, against the memory this machine has available. A geometry inside the CLI's
 ranges that needs more (e.g. 4096 px at patch 1: 16.8 M tokens, attention scores of petabytes) is one line
-and exit 3, not an exhausted machine.
+and exit 3, not an exhausted machine. ``check_export_memory`` is the same bound for a bundle's design, which
+the build machine only exports (``calibration.bundle.bundle_design``).
 
 ``estimate`` is the up-front time: a GEMM probe (one ONNX Runtime MatMul, about 0.2 s) gives this machine's
 speed, each point's latency is guessed from its FLOPs (``kit_design.estimate_latency_ms``, shared with the
@@ -75,6 +76,25 @@ def check_memory(
             f"{spec.depth}, width {spec.embed_dim}, batch {batch}, {spec.seq_len} tokens per image) but this "
             f"machine has {_size(available)} available",
             hint="lower --img-size, raise --patch-size, or lower --max-embed-dim / --max-depth",
+        )
+    return need
+
+
+def check_export_memory(specs: list[ViTSpec], *, available: float | None = None) -> float:
+    """A bundle's design at build time: the peak memory estimate (MiB) of exporting its depth-1 models
+    (``export_memory_mib`` of the most demanding); InvalidInputError (exit 3) when it exceeds ``available``
+    (default: this machine's). Only the exports run here: timing the models is the device's, and the kit checks
+    that memory there. Nothing is allocated here."""
+    spec = max(specs, key=export_memory_mib)
+    need = export_memory_mib(spec)
+    available = probe.available_memory_mib() if available is None else available
+    if available is not None and need > available:
+        raise InvalidInputError(
+            f"the bundle's calibration design needs about {_size(need)} of memory to export (its widest "
+            f"model: width {spec.embed_dim}, {spec.seq_len} tokens per image) but this machine has "
+            f"{_size(available)} available",
+            hint="export on a machine with more memory, or train the model at a smaller image size or a "
+            "larger patch size",
         )
     return need
 

@@ -25,6 +25,7 @@ from wave_deploy.fileio import check_writable_dir, remove_stale_parts, write_jso
 from wave_deploy.options import ExportOptions
 from wave_deploy.profiles import DeviceProfile, load_profile
 from wave_deploy.spec import ViTSpec
+from wave_deploy.target import Target
 from wave_deploy.training.folding import load_folded_file
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,10 @@ def export_for_profile(
     ``validation_pixels`` and ``normalization`` (uint8 pixels of ``validation`` and their (mean, std)) let
     the bundle store its labelled subset of ``device_val_images`` images as uint8."""
     out_dir = Path(out_dir)
+    if _may_write_bundle(profile, build_engine):  # exit 3 before anything is written
+        from wave_deploy.calibration.bundle import check_design_memory  # it imports the exporters back
+
+        check_design_memory(spec, profile)
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = ExportContext(
         model=model.eval(), spec=spec, profile=profile, out_dir=out_dir, opset=opset, exporter=exporter,
@@ -174,6 +179,15 @@ def export_for_profile(
         summary[name] = get_exporter(name).export(ctx)
     write_json(out_dir / "export.json", summary)
     return summary
+
+
+def _may_write_bundle(profile, build_engine: bool) -> bool:
+    """Whether the export can end in an on-device bundle (with its calibration design): every ONNX Runtime
+    profile, and a TensorRT one whose engine is not built here (the profile builds on the device, or local
+    builds are off). Where a local engine may be built, that is known only later (``tensorrt_status``), and
+    ``bundle_design`` checks the design's memory itself."""
+    target = Target.of(profile)
+    return not target.tensorrt or profile.software.engine_built_on_device or not build_engine
 
 
 def export_checkpoint(

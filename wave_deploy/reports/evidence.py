@@ -55,15 +55,19 @@ MEMORY_ERROR: Error = ("pct", MEMORY_ERROR_PCT, f"{MEMORY_ERROR_PCT:g}% (memory 
 
 def stated_latency_error(source: str) -> Error | None:
     """The stated error of the latency model behind ``source``: a factor for the analytic model, the worst
-    fit error of a calibration file; None when that file can no longer be read."""
-    if not source.startswith("calibrated:"):
+    fit error of a calibration file, a quick one included (``quick-calibration:<file>``: still a fit of real
+    measurements, though its evidence ranks as analytic; docs/decisions.md); None when that file can no longer
+    be read."""
+    kind, _, path = source.partition(":")
+    if kind not in ("calibrated", "quick-calibration") or not path:
         return ("factor", ANALYTIC_ERROR_FACTOR, f"a factor of {ANALYTIC_ERROR_FACTOR:g} (analytic model)")
 
     try:
-        worst = read_calibration_file(source.split(":", 1)[1]).fit.max_abs_pct
+        worst = read_calibration_file(path).fit.max_abs_pct
     except InvalidInputError:  # moved since the plan: no stated error to compare with
         return None
-    return ("pct", worst, f"{worst:.1f}% (the calibration's worst fit error)")
+    which = "quick calibration" if kind == "quick-calibration" else "calibration"
+    return ("pct", worst, f"{worst:.1f}% (the {which}'s worst fit error)")
 
 
 def disagreement(what: str, measured: float, predicted: float, error: Error | None) -> str | None:
