@@ -126,7 +126,7 @@ DATA_CASES = {
     "no_images": "no images found",
     "one_class": "single class folder",
     "mixed_sizes": "not all the same square size",
-    "not_square": "not all the same square size",
+    "not_square": "non-square",
     "rgb": "RGB",
     "wrong_size": "8x8 px grayscale",
     "corrupt": "bad.png",

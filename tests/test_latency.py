@@ -359,7 +359,8 @@ def test_quick_calibration_writes_a_valid_file(tmp_path, runtime):
     )
     assert all(v >= 0 for v in data["model"]["coefficients_ms"].values())
     pred = lat.predict(TINY_SPACE.spec(2, 32), profile, 2, calibration=cal)
-    assert pred.source == f"calibrated:{out}" and pred.latency_ms > 0
+    assert data["quick"] is True  # a smoke check, not calibrated evidence
+    assert pred.source == f"quick-calibration:{out}" and pred.latency_ms > 0
 
 
 def test_calibrate_cli_rejects_unknown_runtime_and_profile():
