@@ -31,9 +31,9 @@ from kit_common import (
     one_line,
     onnxruntime_errors,
     sha256,
-    time_calls,
     usable_cores,
 )
+from kit_stats import time_calls
 
 SAMPLES_SCHEMA_VERSION = 1
 EXIT_USAGE = 2

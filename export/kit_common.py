@@ -15,7 +15,6 @@ import math
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -196,23 +195,6 @@ def onnxruntime_errors(what: str):
         raise
     except Exception as exc:  # noqa: BLE001  (onnxruntime's own errors derive from Exception only)
         raise KitError(f"onnxruntime failed on {what}: {one_line(exc)}", EXIT_STAGE) from None
-
-
-def time_calls(
-    fn, *, warmup: int, iterations: int, min_duration_s: float, clock=time.perf_counter_ns
-) -> list:
-    """wave_deploy.bench.stats.time_calls: ``warmup`` untimed calls, then timed calls (ms) until both
-    ``iterations`` calls and ``min_duration_s`` of timed time are reached."""
-    for _ in range(warmup):
-        fn()
-    samples, total_ns, min_ns = [], 0, int(min_duration_s * 1e9)
-    while len(samples) < iterations or total_ns < min_ns:
-        start = clock()
-        fn()
-        elapsed = clock() - start
-        total_ns += elapsed
-        samples.append(elapsed / 1e6)
-    return samples
 
 
 def write_json_atomic(path: Path, data: dict) -> None:

@@ -1,4 +1,4 @@
-"""Latency statistics: the ONE definition that the build machine's benchmark (wave_deploy.bench.stats), the
+"""Latency statistics and the timing loop: the ONE definition that the build machine's benchmark (wave_deploy.bench.stats), the
 on-device kit (run_on_device.py, trt_device.py) and the report schema (wave_deploy.reports.schema) all use.
 
 This file is copied into every on-device bundle, so it needs nothing but the Python standard library: no
@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 TIMED_COMPUTE = "compute only"  # inputs and outputs stay on the device; the device is synchronized
@@ -26,6 +27,36 @@ ORDER_SLACK = 1e-9  # relative to max_ms: the rounding of a mean of equal sample
 
 class StatsError(ValueError):
     """Samples or arguments that cannot be summarized (wave-deploy turns it into a usage error)."""
+
+
+def time_calls(
+    fn: Callable[[], object],
+    *,
+    warmup: int = 10,
+    iterations: int = 100,
+    min_duration_s: float = 0.0,
+    clock: Callable[[], int] = time.perf_counter_ns,
+) -> list[float]:
+    """Call ``fn`` ``warmup`` times untimed, then time each call; return per-call latencies in ms.
+
+    Stops after ``iterations`` calls once at least ``min_duration_s`` of timed calls have passed (so either a
+    fixed count, or a minimum duration when that is longer). ``fn`` must block until its work is finished
+    (runners synchronize the device inside it). ``clock``: integer nanoseconds (``time.thread_time_ns`` for
+    the calling thread's CPU time).
+    """
+    if warmup < 0 or iterations < 1 or min_duration_s < 0:
+        raise StatsError("need warmup >= 0, iterations >= 1 and min_duration_s >= 0")
+    for _ in range(warmup):
+        fn()
+    samples: list[float] = []
+    total_ns, min_ns = 0, int(min_duration_s * 1e9)
+    while len(samples) < iterations or total_ns < min_ns:
+        start = clock()
+        fn()
+        elapsed = clock() - start
+        total_ns += elapsed
+        samples.append(elapsed / 1e6)
+    return samples
 
 
 def percentile(sorted_samples: Sequence[float], q: float) -> float:

@@ -22,7 +22,7 @@ from wave_deploy.bench.stats import (
     time_calls,
 )
 from wave_deploy.cli.main import cli
-from wave_deploy.errors import EXIT_MISSING_DEPENDENCY, MissingDependencyError
+from wave_deploy.errors import EXIT_MISSING_DEPENDENCY, MissingDependencyError, UsageError
 from wave_deploy.exporters import onnx as ox
 from wave_deploy.spec import ViTSpec
 
@@ -77,6 +77,34 @@ def test_timing_loop_runs_warmup_untimed_then_exactly_the_iterations():
     calls, ticks = [], iter(range(0, 10**9, 1_500_000))  # a clock that advances 1.5 ms per reading
     samples = time_calls(lambda: calls.append(1), warmup=3, iterations=7, clock=lambda: next(ticks))
     assert len(calls) == 10 and samples == [1.5] * 7
+
+
+def test_the_host_and_the_kit_time_with_the_one_loop_and_bad_arguments_are_usage_errors():
+    """bench.stats.time_calls is kit_stats.time_calls (the device kit's, kit_calibrate's) behind a usage-error
+    mapping: one loop, so a device's samples and the build machine's are taken the same way."""
+    import importlib
+    import inspect
+    import sys
+    from pathlib import Path
+
+    from wave_deploy._kit import kit_stats
+
+    kit_dir = str(Path(kit_stats.__file__).parent)  # the kit imports its siblings by their plain names
+    sys.path.insert(0, kit_dir)
+    try:
+        kit_calibrate = importlib.import_module("kit_calibrate")
+    finally:
+        sys.path.remove(kit_dir)
+    assert kit_calibrate.time_calls is sys.modules["kit_stats"].time_calls
+    assert inspect.getsource(kit_calibrate.time_calls) == inspect.getsource(kit_stats.time_calls)
+    assert "kit_stats.time_calls(fn" in inspect.getsource(time_calls)
+    ticks = iter(range(0, 10**9, 500_000))
+    assert kit_stats.time_calls(lambda: None, warmup=1, iterations=3, clock=lambda: next(ticks)) == [0.5] * 3
+    for bad in ({"iterations": 0}, {"warmup": -1}, {"min_duration_s": -1.0}):
+        with pytest.raises(kit_stats.StatsError):
+            kit_stats.time_calls(lambda: None, **bad)
+        with pytest.raises(UsageError):
+            time_calls(lambda: None, **bad)
 
 
 def test_timing_loop_keeps_going_until_the_minimum_duration():

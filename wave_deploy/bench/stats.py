@@ -9,7 +9,6 @@ errors.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
@@ -82,34 +81,13 @@ def summarize(samples_ms: Sequence[float], **how: Any) -> LatencyStats:
         raise UsageError(str(exc)) from None
 
 
-def time_calls(
-    fn: Callable[[], object],
-    *,
-    warmup: int = 10,
-    iterations: int = 100,
-    min_duration_s: float = 0.0,
-    clock: Callable[[], int] = time.perf_counter_ns,
-) -> list[float]:
-    """Call ``fn`` ``warmup`` times untimed, then time each call; return per-call latencies in ms.
-
-    Stops after ``iterations`` calls once at least ``min_duration_s`` of timed calls have passed (so either a
-    fixed count, or a minimum duration when that is longer). ``fn`` must block until its work is finished
-    (runners synchronize the device inside it).
-    """
-    if warmup < 0 or iterations < 1 or min_duration_s < 0:
-        raise UsageError("need warmup >= 0, iterations >= 1 and min_duration_s >= 0")
-    for _ in range(warmup):
-        fn()
-    samples: list[float] = []
-    total_ns = 0
-    min_ns = int(min_duration_s * 1e9)
-    while len(samples) < iterations or total_ns < min_ns:
-        start = clock()
-        fn()
-        elapsed = clock() - start
-        total_ns += elapsed
-        samples.append(elapsed / 1e6)
-    return samples
+def time_calls(fn: Callable[[], object], **how: Any) -> list[float]:
+    """``kit_stats.time_calls`` (the one timing loop, the device kit's too): ``warmup`` untimed calls, then
+    per-call latencies in ms; bad arguments are a usage error (exit 2)."""
+    try:
+        return kit_stats.time_calls(fn, **how)
+    except StatsError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def cpu_description() -> str:
