@@ -19,9 +19,9 @@ from wave_deploy.data_shape import probe_data
 from wave_deploy.errors import InvalidInputError, UsageError
 from wave_deploy.options import BuildOptions
 from wave_deploy.pipeline.compare_init import budget_flops
+from wave_deploy.pipeline.geometry_source import default_geometry
 from wave_deploy.pipeline.inits import (
     applicable,
-    default_geometry,
     load_selection_teacher,
     resolve_sources,
     run_init,

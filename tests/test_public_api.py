@@ -44,7 +44,10 @@ def test_plan_chooses_what_the_plan_command_chooses(profile):
     assert json.loads(json.dumps(fitting)) == command["fitting"]
     # ... and the task it planned for (the API's Selection has the sizes, whose specs carry it)
     assert command["task"] == {"in_chans": 1, "num_classes": 10, "source": "the bank's own task"}
-    command = {k: v for k, v in command.items() if k not in ("search_space", "plot", "fitting", "task")}
+    # ... and where its sizes came from (build --dry-run's names)
+    assert (command["init"], command["geometry_source"], command["teacher"]) == ("wave", "bank", None)
+    plan_only = ("search_space", "plot", "fitting", "task", "init", "geometry_source", "bank", "teacher")
+    command = {k: v for k, v in command.items() if k not in plan_only}
     assert json.loads(json.dumps(selection.to_dict())) == command
 
 

@@ -173,5 +173,6 @@ def check_bank_channels(shape: DataShape, bank_in_chans: int, bank: str | Path) 
         f"{what}: images are {describe_channels(shape.in_chans)} but the template bank "
         f"{Path(bank).name} takes {describe_channels(bank_in_chans)}",
         hint=f"give --templates a bank built for these images (wave-deploy templates build --data {folder} "
-        "...); build also starts without a bank: --init random or --init weight-selection",
+        "...), or plan and build without a bank: --init random, or --init weight-selection "
+        "--teacher-checkpoint F",
     )

@@ -5,7 +5,7 @@ Each option is declared once below, as an ``Annotated`` type whose pydantic ``Fi
 bounds (ge/le/gt) or choices (``Literal``) and, in ``json_schema_extra``, how the command line spells it. The
 job models compose them:
 
-    PlanOptions    plan: bank, image sizes, objective, calibration, --set
+    PlanOptions    plan: bank, image sizes, objective, calibration, --set, the task, --init (as build's)
     InitOptions    init: one size from the bank, its two training phases
     ExportOptions  export: ONNX, its data (variants judged and int8 calibrated on it), opset, exporter
     BuildOptions   build: everything a build is asked, plus out and force
@@ -137,10 +137,27 @@ BeyondBank = Annotated[
 Init = Annotated[
     Literal["wave", "weight-selection", "random"],
     Field(
-        description="How the model starts: wave (the bank's templates and scalers, then the scaler phase), "
-        "weight-selection (weights selected from --teacher-checkpoint, Xu et al. 2024; no bank) or random "
-        "(timm's own initialization; no templates). See docs/wave.md, 'Initialization'."
+        description="How the model starts, and so which sizes are searched (plan searches what build would): "
+        "wave (the bank's templates and scalers, then the scaler phase; the bank's sizes), weight-selection "
+        "(weights selected from --teacher-checkpoint, Xu et al. 2024; no bank; the teacher's patch, head size "
+        "and sizes up to its depth and width) or random (timm's own initialization; no templates; the bank's "
+        "sizes with --templates, else the teacher's with --teacher-checkpoint, else a default geometry at "
+        "the data's image size: docs/decisions.md). See docs/wave.md, 'Initialization'."
     ),
+]
+TeacherCheckpoint = Annotated[
+    str | None,
+    Field(
+        description="Teacher for --init weight-selection (and build's --compare-init): a wave-deploy "
+        "checkpoint, or with --teacher-arch a timm state dict (safetensors, or a torch file read with "
+        "weights_only). Its geometry (patch, channels, depth, width) bounds the search without a bank. "
+        "Reading it loads torch (plan too).",
+        json_schema_extra=_cli(path=True, dir_okay=False),
+    ),
+]
+TeacherArch = Annotated[
+    str | None,
+    Field(description="timm architecture of --teacher-checkpoint's state dict, e.g. vit_small_patch16_224."),
 ]
 Steps = Annotated[int | None, Field(ge=0)]  # help per job: see the models
 Epochs = Annotated[float, Field(gt=0, le=MAX_EPOCHS)]
@@ -224,6 +241,17 @@ def _sizes(value: Any) -> tuple[int, ...]:
     raise ValueError(f"expected an image size or a list of them, got {value!r}")
 
 
+def _check_init_inputs(options: PlanOptions | BuildOptions) -> None:
+    """The rules of --init, --teacher-checkpoint, --teacher-arch and --templates, the same for plan and build."""
+    if options.teacher_arch is not None and options.teacher_checkpoint is None:
+        raise ValueError("--teacher-arch names the architecture of --teacher-checkpoint: give both")
+    if options.init == "weight-selection" and options.teacher_checkpoint is None:
+        raise ValueError("--init weight-selection needs --teacher-checkpoint (and --teacher-arch for a timm "
+                         "state dict)")  # fmt: skip
+    if options.init == "weight-selection" and options.templates is not None:
+        raise ValueError("--init weight-selection uses no bank: leave --templates out")
+
+
 class PlanOptions(_Options):
     """``wave-deploy plan`` / ``wave_deploy.plan``: choose a size (or several resolutions) for a profile."""
 
@@ -236,12 +264,16 @@ class PlanOptions(_Options):
     in_chans: InChans = None
     num_classes: NumClasses = None
     beyond_bank: BeyondBank = DEFAULT_BEYOND_BANK
+    init: Init = "wave"
+    teacher_checkpoint: TeacherCheckpoint = None
+    teacher_arch: TeacherArch = None
 
     @model_validator(mode="after")
     def _one_task_source(self) -> PlanOptions:
         given = [f"--{n.replace('_', '-')}" for n in ("in_chans", "num_classes") if getattr(self, n) is not None]  # fmt: skip
         if self.data is not None and given:
             raise ValueError(f"give --data or {'/'.join(given)}, not both (the data says its own)")
+        _check_init_inputs(self)
         return self
 
     @field_validator("img_size", mode="before")
@@ -366,13 +398,8 @@ class BuildOptions(_TrainFields):
         ),
     ] = False
     init: Init = "wave"
-    teacher_checkpoint: Annotated[str | None, Field(
-        description="Teacher for --init weight-selection (and --compare-init): a wave-deploy checkpoint, or with "
-        "--teacher-arch a timm state dict (safetensors, or a torch file read with weights_only). Its geometry "
-        "(patch, channels, depth, width) bounds the search without a bank.",
-        json_schema_extra=_cli(path=True, dir_okay=False))] = None  # fmt: skip
-    teacher_arch: Annotated[str | None, Field(
-        description="timm architecture of --teacher-checkpoint's state dict, e.g. vit_small_patch16_224.")] = None  # fmt: skip
+    teacher_checkpoint: TeacherCheckpoint = None
+    teacher_arch: TeacherArch = None
     compare_init: Annotated[bool, Field(
         description="Train every usable initialization (wave with a bank of the data's channels, weight-selection "
         "with a teacher, random) for the same training FLOPs and --compare-seeds seeds, deploy the one of highest "
@@ -383,15 +410,9 @@ class BuildOptions(_TrainFields):
 
     @model_validator(mode="after")
     def _init_inputs(self) -> BuildOptions:
-        if self.teacher_arch is not None and self.teacher_checkpoint is None:
-            raise ValueError("--teacher-arch names the architecture of --teacher-checkpoint: give both")
         if self.compare_init and self.init != "wave":
             raise ValueError("--compare-init trains every initialization: leave --init out")
-        if self.init == "weight-selection" and self.teacher_checkpoint is None:
-            raise ValueError("--init weight-selection needs --teacher-checkpoint (and --teacher-arch for a timm "
-                             "state dict)")  # fmt: skip
-        if self.init == "weight-selection" and self.templates is not None:
-            raise ValueError("--init weight-selection uses no bank: leave --templates out")
+        _check_init_inputs(self)
         if self.compare_init and self.seed + self.compare_seeds - 1 > SEED_MAX:
             raise ValueError(
                 f"--compare-init seeds run from --seed to --seed + {self.compare_seeds - 1}: past {SEED_MAX}"

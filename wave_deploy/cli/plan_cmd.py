@@ -64,14 +64,18 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 @model_options(PlanOptions, "img_size", "calibration", "objective")
 @click.option("--plot", type=click.Path(), default=None, help="Write a PNG of FLOPs vs latency.")
 @model_options(PlanOptions, "templates", "data", "in_chans", "num_classes", "beyond_bank")
+@model_options(PlanOptions, "init", "teacher_checkpoint", "teacher_arch")
 @json_option()
 def plan(profile_name, spec_text, plot, as_json, **fields):
     """Choose the ViT size that fits PROFILE's budgets, or predict one given size (--spec).
 
-    Sizes come from the template bank's search space (default: the shipped bank's geometry, 28 px MNIST) at
-    the bank's image size or at each --img-size, for the channels and classes of --data (read from a listing
-    and image headers) or of --in-chans/--num-classes (default: the bank's task); --beyond-bank searches
-    past the bank's sizes. The profile's budgets were set for its own input size (a note says when the chosen
+    Sizes come from the search space build would use with the same --init (default wave: the template bank's,
+    the shipped bank's geometry, 28 px MNIST; weight-selection: the teacher's; random: the bank's with
+    --templates, the teacher's with --teacher-checkpoint, else a default geometry at the data's image size),
+    at its image size or at each --img-size, for the channels and classes of --data (read from a listing
+    and image headers) or of --in-chans/--num-classes (default: the bank's task; without a bank, the built-in
+    data's); the table and --json say where the geometry came from (bank, teacher or default). Reading a
+    teacher imports torch; wave and random plan without it. --beyond-bank searches past a bank's sizes. The profile's budgets were set for its own input size (a note says when the chosen
     size differs); a note says when the bank's largest size uses under a quarter of the binding budget. Latencies predicted outside a calibration's measured geometry, depth,
     width or batch are marked '*' in the table, listed in notes and in each candidate's latency_notes (--json).
     Exits 5 when no size fits, naming the closest ones and the budget each breaks.
@@ -94,7 +98,7 @@ def plan(profile_name, spec_text, plot, as_json, **fields):
         fits = [c.to_dict() for c in selection.candidates if c.feasible]
         print_json(
             {**selection.to_dict(), "fitting": fits, "search_space": inputs.space.to_dict(), "plot": plot,
-             "task": inputs.task}
+             "task": inputs.task, "init": options.init, **inputs.sources()}
         )  # fmt: skip
         return
     _print_selection(selection, inputs, options.objective, plot)
@@ -137,6 +141,7 @@ def _print_selection(selection, inputs, objective: str, plot: str | None) -> Non
     task = inputs.task
     chans = describe_channels(task["in_chans"])
     out.print(f"  task: input {chans}, {task['num_classes']} classes ({task['source']})")
+    out.print(f"  geometry: {_geometry_line(inputs)}")
     for note in selection.notes:
         out.print(f"  note: {note}")
     several = len(inputs.space.resolutions()) > 1
@@ -150,6 +155,15 @@ def _print_selection(selection, inputs, objective: str, plot: str | None) -> Non
         out.print(f"  * latency extrapolated outside the calibrated range, e.g. {marked[0].latency.notes[0]}")
     if plot:
         out.print(f"plot: {plot}")
+
+
+def _geometry_line(inputs) -> str:
+    """Where the sizes searched come from (bank, teacher or default, as build --dry-run's geometry_source)."""
+    space, source = inputs.bank_space, inputs.geometry_source
+    where = {"bank": f"bank ({inputs.bank})", "teacher": f"teacher ({inputs.teacher})",
+             "default": "default (--init random, no bank or teacher)"}[source]  # fmt: skip
+    return (f"{where}: patch {space.patch_size}, head size {space.head_dim}, depth up to {space.max_depth}, "
+            f"width up to {space.max_embed_dim}")  # fmt: skip
 
 
 def _frontier_row(c, chosen, several: bool) -> list:

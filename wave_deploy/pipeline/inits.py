@@ -6,7 +6,8 @@
 - ``random``: timm's own initialization (``training.baselines.random_init``), then dense steps; no templates.
 
 ``resolve_sources`` decides, before any image is decoded, what a build reads and where its search space's
-geometry (patch size, channels, head size, MLP ratio, the largest depth and width) comes from:
+geometry (patch size, channels, head size, MLP ratio, the largest depth and width) comes from, by the rule
+of ``pipeline.geometry_source.search_geometry`` (torch-free: ``plan --init`` uses the same):
 
     wave              the bank's (refused, exit 3, when its channels are not the data's)
     weight-selection  the teacher's: depth and width up to the teacher's (selection cuts a smaller model)
@@ -31,9 +32,11 @@ from typing import Any
 import torch
 
 from wave_deploy.data_shape import DataShape, check_bank_channels, describe_channels
-from wave_deploy.errors import InvalidInputError, UsageError
+from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import sha256_file
 from wave_deploy.options import BuildOptions
+from wave_deploy.pipeline.geometry_source import check_objective as check_objective_for
+from wave_deploy.pipeline.geometry_source import search_geometry, wants_bank
 from wave_deploy.spec import ViTSpec
 from wave_deploy.training.baselines import random_init, weight_selection
 from wave_deploy.training.compute import dense_step_flops, dense_steps_within, scaler_step_flops
@@ -50,9 +53,6 @@ SIMPLICITY = {
     "weight-selection": 1,
     "wave": 2,
 }  # what an init needs besides the data, least first
-# The geometry of a random-init build with neither bank nor teacher: DeiT-Small at most (depth 12, width 384).
-DEFAULT_MAX_DEPTH, DEFAULT_MAX_EMBED_DIM, DEFAULT_MLP_RATIO = 12, 384, 4.0
-PATCH_CHOICES = (16, 14, 8, 7, 4, 2, 1)  # the largest that divides the image into at least 4 x 4 patches
 
 
 @dataclass(frozen=True)
@@ -83,29 +83,6 @@ class Sources:
             "bank_sha256": sha256_file(self.bank_path) if self.bank_path is not None else None,
             "teacher": None if self.teacher is None else self.teacher.info.get("checkpoint_sha256"),
         }
-
-
-def default_geometry(img_size: int, in_chans: int, num_classes: int) -> BankGeometry:
-    """The search space of a random-init build without bank or teacher: patch the largest of PATCH_CHOICES
-    that leaves at least 4 x 4 patches (224 px: 16, 28 px: 7), head size 64 from 112 px up (32 below),
-    depth up to 12 and width up to 384 (DeiT-Small), MLP ratio 4."""
-    patch = next(p for p in PATCH_CHOICES if img_size % p == 0 and img_size // p >= 4 or p == 1)
-    head = 64 if img_size >= 112 else 32
-    return BankGeometry.create(
-        img_size=img_size, patch_size=patch, in_chans=in_chans, num_classes=num_classes, w=head,
-        head_dim=head, mlp_ratio=DEFAULT_MLP_RATIO, max_depth=DEFAULT_MAX_DEPTH,
-        max_embed_dim=DEFAULT_MAX_EMBED_DIM,
-    )  # fmt: skip
-
-
-def teacher_geometry(spec: ViTSpec) -> BankGeometry:
-    """The sizes weight selection can cut from a teacher: depth and width up to its own, its patch, channels,
-    head size and MLP ratio (widths in steps of its head size)."""
-    return BankGeometry.create(
-        img_size=spec.img_size, patch_size=spec.patch_size, in_chans=spec.in_chans,
-        num_classes=spec.num_classes, w=spec.head_dim, head_dim=spec.head_dim, mlp_ratio=spec.mlp_ratio,
-        max_depth=spec.depth, max_embed_dim=spec.embed_dim,
-    )  # fmt: skip
 
 
 def vit_spec_of(model) -> ViTSpec:
@@ -170,15 +147,9 @@ def resolve_sources(options: BuildOptions, shape: DataShape) -> Sources:
 
     teacher = None
     if options.teacher_checkpoint is not None:
-        teacher = load_selection_teacher(options.teacher_checkpoint, options.teacher_arch, shape.num_classes)
-        if teacher.spec.in_chans != shape.in_chans:
-            raise InvalidInputError(
-                f"data {shape.source}: images are {describe_channels(shape.in_chans)} but the teacher "
-                f"{Path(options.teacher_checkpoint).name} takes {describe_channels(teacher.spec.in_chans)}"
-            )
-    wants_bank = options.init == "wave" or options.templates is not None
+        teacher = checked_teacher(options.teacher_checkpoint, options.teacher_arch, shape)
     bank = bank_path = problem = None
-    if wants_bank:
+    if wants_bank(options.init, options.templates):
         bank_path = Path(options.templates) if options.templates else default_bank_path()
         bank = TemplateBank.load(bank_path)
         given = options.templates is not None
@@ -188,16 +159,25 @@ def resolve_sources(options: BuildOptions, shape: DataShape) -> Sources:
             problem = (f"the bank {bank_path.name} takes {describe_channels(bank.geometry.in_chans)}, the data "
                        f"is {describe_channels(shape.in_chans)}")  # fmt: skip
             bank = bank_path = None
-    if bank is not None and (options.init != "weight-selection"):
-        return Sources(bank.geometry, "bank", bank, bank_path, problem, teacher)
-    if teacher is not None:
-        return Sources(teacher_geometry(teacher.spec), "teacher", None, None, problem, teacher)
-    size = options.img_size or shape.img_size
-    if size is None:
+    geometry, source = search_geometry(
+        options.init, shape, bank=None if bank is None else bank.geometry,
+        teacher=None if teacher is None else teacher.spec, img_size=options.img_size,
+    )  # fmt: skip
+    if source == "bank":
+        return Sources(geometry, source, bank, bank_path, problem, teacher)
+    return Sources(geometry, source, None, None, problem, teacher)
+
+
+def checked_teacher(checkpoint: str, arch: str | None, shape: DataShape) -> Teacher:
+    """The teacher of weight selection (``load_selection_teacher``) for data of ``shape``: a teacher of other
+    channels is refused (exit 3) before any image is decoded; build and ``plan --teacher-checkpoint`` alike."""
+    teacher = load_selection_teacher(checkpoint, arch, shape.num_classes)
+    if teacher.spec.in_chans != shape.in_chans:
         raise InvalidInputError(
-            f"data {shape.source}: the images are not square; give --img-size N to resize them at load"
+            f"data {shape.source}: images are {describe_channels(shape.in_chans)} but the teacher "
+            f"{Path(checkpoint).name} takes {describe_channels(teacher.spec.in_chans)}"
         )
-    return Sources(default_geometry(size, shape.in_chans, shape.num_classes), "default", None, None, problem)
+    return teacher
 
 
 def applicable(init: str, sources: Sources, spec: ViTSpec) -> str | None:
@@ -311,6 +291,4 @@ def _run_wave(
 
 def check_objective(options: BuildOptions, sources: Sources) -> None:
     """--objective accuracy scores sizes sliced from a bank: a build without one cannot use it (exit 2)."""
-    if options.objective == "accuracy" and sources.bank is None:
-        raise UsageError("--objective accuracy scores sizes sliced from a bank; this build has none (--init "
-                         f"{options.init}): use --objective flops or params")  # fmt: skip
+    check_objective_for(options.objective, options.init, sources.bank is not None)

@@ -14,6 +14,7 @@ from typing import Any
 from wave_deploy.data_shape import DataShape, check_bank_channels, probe_data
 from wave_deploy.errors import InvalidInputError, UsageError
 from wave_deploy.options import PlanOptions
+from wave_deploy.pipeline.geometry_source import check_objective, search_geometry, wants_bank
 from wave_deploy.planning.headroom import beyond_bank, headroom
 from wave_deploy.planning.latency import Calibration, load_calibration
 from wave_deploy.planning.selection import (
@@ -27,65 +28,119 @@ from wave_deploy.planning.selection import (
 from wave_deploy.profiles import DeviceProfile, apply_overrides, load_profile
 from wave_deploy.spec import ViTSpec, check_img_size, macs
 from wave_deploy.wave.bank_file import default_bank_path, inspect_bank
+from wave_deploy.wave.geometry import BankGeometry
 
 SPEC_KEYS = ("depth", "embed_dim", "num_heads", "batch", "img_size", "patch_size", "in_chans")
 
 
 @dataclass(frozen=True)
 class PlanInputs:
-    """What a plan reads before it predicts anything: the profile (with --set), the bank's search space for
-    the task at the requested image sizes (``bank_space``) and the space searched (``space``: past the bank
-    with ``beyond_bank``), the task (channels and classes, and where they came from) and the calibration to
-    predict with (None: the profile's own or analytic)."""
+    """What a plan reads before it predicts anything: the profile (with --set), the search space for the task
+    at the requested image sizes from the geometry the build of the same ``--init`` would use
+    (``bank_space``) and the space searched (``space``: past a bank's sizes with ``beyond_bank``), the task
+    (channels and classes, and where they came from), the calibration to predict with (None: the profile's
+    own or analytic) and where the geometry came from (``geometry_source``: bank, teacher or default, as in
+    ``build --dry-run``; ``bank``/``teacher``: the files read, None where none)."""
 
     profile: DeviceProfile
     space: SearchSpace
-    bank: Path
+    bank: Path | None
     calibration: Calibration | None
     task: dict[str, Any]
     bank_space: SearchSpace
     notes: tuple[str, ...] = ()
+    geometry_source: str = "bank"
+    teacher: str | None = None
+
+    def sources(self) -> dict[str, Any]:
+        """Where the search space came from, JSON-ready (``plan --json``; build --dry-run's names)."""
+        return {"geometry_source": self.geometry_source, "bank": None if self.bank is None else str(self.bank),
+                "teacher": self.teacher}  # fmt: skip
 
 
-def task_of(options: PlanOptions, geometry, bank: Path) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """The channels and classes a plan is for: the data's (a listing and image headers), --in-chans and
-    --num-classes, or the bank's own task. A bank of other channels is refused (exit 3, as build does)."""
-
-    notes: tuple[str, ...] = ()
+def plan_shape(options: PlanOptions, bank: BankGeometry | None) -> tuple[DataShape, str]:
+    """(the shape a plan is for, where it came from): the data's channels, classes and image size (a listing
+    and image headers), --in-chans and --num-classes, else the bank's own task, or without a bank the build's
+    default data (the built-in MNIST-5k)."""
     if options.data is not None:
-        shape = probe_data(options.data)
-        source = f"data {options.data}"
-        wanted = options.img_size or (geometry.img_size,)
-        if shape.img_size is not None and shape.img_size not in wanted:
-            size = max(wanted)
-            notes = (f"the data's images are {shape.img_size} px, the models {size} px: build resizes them "
-                     f"at load only with --img-size {size}"),  # fmt: skip
-    else:
-        in_chans = options.in_chans if options.in_chans is not None else geometry.in_chans
-        classes = options.num_classes if options.num_classes is not None else geometry.num_classes
-        given = options.in_chans is not None or options.num_classes is not None
-        source = f"--in-chans {in_chans}/--num-classes {classes}" if given else "the bank's own task"
-        shape = DataShape(source, in_chans, classes, (), None, 0)
-    check_bank_channels(shape, geometry.in_chans, bank)
-    return {"in_chans": shape.in_chans, "num_classes": shape.num_classes, "source": source}, notes
+        return probe_data(options.data), f"data {options.data}"
+    given = options.in_chans is not None or options.num_classes is not None
+    if bank is None and not given:
+        return probe_data(None), "the built-in data (build's default --data)"
+    own = bank if bank is not None else probe_data(None)
+    in_chans = options.in_chans if options.in_chans is not None else own.in_chans
+    classes = options.num_classes if options.num_classes is not None else own.num_classes
+    source = f"--in-chans {in_chans}/--num-classes {classes}" if given else "the bank's own task"
+    return DataShape(source, in_chans, classes, (), None, 0), source
+
+
+def plan_geometry(
+    options: PlanOptions, shape: DataShape, bank: BankGeometry | None, bank_path: Path | None
+) -> tuple[BankGeometry, str, str | None]:
+    """(geometry, where it comes from, the teacher read) by the build's rule (``pipeline.geometry_source``):
+    the bank's, the teacher's (loading it imports torch) or the default at the one image size a build takes."""
+    teacher = None
+    if options.teacher_checkpoint is not None:  # imports torch: only with a teacher
+        from wave_deploy.pipeline.inits import checked_teacher
+
+        teacher = checked_teacher(options.teacher_checkpoint, options.teacher_arch, shape).spec
+    if bank is not None:
+        assert bank_path is not None
+        check_bank_channels(shape, bank.in_chans, bank_path)  # the same refusal as build's
+    sizes = options.img_size
+    if bank is None and teacher is None:  # the default geometry
+        if len(sizes) > 1:
+            raise UsageError(f"--init {options.init} without a bank or teacher takes its default geometry (patch, "
+                             "head size) from one image size, as build does: give one --img-size")  # fmt: skip
+        if not sizes and shape.img_size is None and options.data is None:
+            raise UsageError(f"--init {options.init} without a bank or teacher takes its default geometry from "
+                             "the image size: give --img-size (or --data)")  # fmt: skip
+    geometry, source = search_geometry(
+        options.init, shape, bank=bank, teacher=teacher, img_size=sizes[0] if len(sizes) == 1 else None
+    )
+    return geometry, source, options.teacher_checkpoint if source == "teacher" else None
+
+
+def _task_notes(
+    options: PlanOptions, shape: DataShape, geometry: BankGeometry, source: str
+) -> tuple[str, ...]:
+    notes: tuple[str, ...] = ()
+    wanted = options.img_size or (geometry.img_size,)
+    if options.data is not None and shape.img_size is not None and shape.img_size not in wanted:
+        size = max(wanted)
+        notes = (f"the data's images are {shape.img_size} px, the models {size} px: build resizes them "
+                 f"at load only with --img-size {size}"),  # fmt: skip
+    if options.beyond_bank > 1 and source != "bank":
+        notes += (f"--beyond-bank grows a bank's sizes; the {source} geometry's are searched as they are "
+                  "(as build does)"),  # fmt: skip
+    return notes
 
 
 def plan_inputs(profile: str | Path | DeviceProfile, options: PlanOptions) -> PlanInputs:
-    """Load and check everything a plan needs; bad input raises before any prediction (exit 2 or 3)."""
+    """Load and check everything a plan needs; bad input raises before any prediction (exit 2 or 3). The
+    search space is the one ``build`` with the same --init, --templates, --teacher-checkpoint, data and image
+    size would search (``pipeline.geometry_source``)."""
 
     loaded = profile if isinstance(profile, DeviceProfile) else load_profile(str(profile))
     loaded = apply_overrides(loaded, options.profile_overrides)
-    bank = Path(options.templates) if options.templates else default_bank_path()
-    geometry = inspect_bank(bank).geometry  # no torch
-    task, notes = task_of(options, geometry, bank)
-    bank_space = SearchSpace.from_bank(geometry, task["num_classes"])
+    bank_path = bank = None
+    if wants_bank(options.init, options.templates):
+        bank_path = Path(options.templates) if options.templates else default_bank_path()
+        bank = inspect_bank(bank_path).geometry  # no torch
+    shape, task_source = plan_shape(options, bank)
+    geometry, source, teacher = plan_geometry(options, shape, bank, bank_path)
+    check_objective(options.objective, options.init, bank is not None)
+    task = {"in_chans": shape.in_chans, "num_classes": shape.num_classes, "source": task_source}
+    bank_space = SearchSpace.from_bank(geometry, shape.num_classes)
     if options.img_size:
         for size in options.img_size:
             check_img_size(size, bank_space.patch_size)
         bank_space = bank_space.with_resolutions(options.img_size)
     calibration = load_calibration(options.calibration) if options.calibration else None
-    space = beyond_bank(bank_space, options.beyond_bank)
-    return PlanInputs(loaded, space, bank, calibration, task, bank_space, notes)
+    # past a teacher's sizes weight selection cannot go; the default geometry is searched as build does
+    space = beyond_bank(bank_space, options.beyond_bank) if source == "bank" else bank_space
+    notes = _task_notes(options, shape, geometry, source)
+    return PlanInputs(loaded, space, bank_path, calibration, task, bank_space, notes, source, teacher)
 
 
 def plan(profile: str | Path | DeviceProfile, options: PlanOptions) -> tuple[Selection, PlanInputs]:
@@ -95,9 +150,11 @@ def plan(profile: str | Path | DeviceProfile, options: PlanOptions) -> tuple[Sel
     if options.objective == "accuracy":  # imports torch: only on request
         from wave_deploy.wave.score import accuracy_table
 
+        assert inputs.bank is not None  # plan_inputs refused --objective accuracy without a bank
         accuracy = accuracy_table(inputs.bank, inputs.space.specs(), scoring_data(options, inputs))  # cached
+    from_bank = inputs.geometry_source == "bank"  # only a bank's sizes have headroom to speak of
     selection = select_with_headroom(
-        inputs.profile, inputs.space, inputs.bank_space, objective=options.objective,
+        inputs.profile, inputs.space, inputs.bank_space if from_bank else None, objective=options.objective,
         calibration=inputs.calibration, accuracy=accuracy,
     )  # fmt: skip
     if inputs.notes:
@@ -113,6 +170,7 @@ def scoring_data(options: PlanOptions, inputs: PlanInputs):
     from wave_deploy.wave.score import bank_data
 
     if options.data is None:
+        assert inputs.bank is not None  # plan_inputs refused --objective accuracy without a bank
         return bank_data(inputs.bank)
     space = inputs.bank_space
     size = min(options.img_size) if options.img_size else space.img_size
