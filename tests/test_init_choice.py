@@ -192,3 +192,24 @@ def test_a_headless_backbone_teacher_selects_its_blocks_and_starts_a_fresh_head(
     torch.testing.assert_close(
         student.state_dict()["head.weight"], random_init(spec, 5).state_dict()["head.weight"]
     )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["build", "--profile", "x86-cpu", "--init", "weight-selection", "--dry-run"],
+        ["build", "--profile", "x86-cpu", "--init", "weight-selection"],
+        ["templates", "build", "--teacher-arch", "vit_tiny_patch16_224"],
+    ],
+)
+def test_an_empty_teacher_checkpoint_is_one_line_exit_3(tmp_path, command):
+    """torch.load raises EOFError('') on an empty file: the error quotes its type, not an empty first line
+    (it was an IndexError traceback, exit 1)."""
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    result = CliRunner().invoke(
+        cli, [*command, "--teacher-checkpoint", str(empty), "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 3, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "EOFError" in lines[0], lines

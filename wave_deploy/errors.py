@@ -36,6 +36,13 @@ class WaveDeployError(Exception):
         return text
 
 
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of a foreign exception's message, or its type's name when it has none (an
+    empty file makes torch.load raise ``EOFError('')``): what a one-line error quotes of its cause."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 class UsageError(WaveDeployError):
     """Bad command-line usage: conflicting or missing options."""
 

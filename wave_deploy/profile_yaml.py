@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from wave_deploy.errors import InvalidInputError
+from wave_deploy.errors import InvalidInputError, first_line
 
 
 @functools.cache
@@ -118,7 +118,7 @@ def read_profile_yaml(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or first_line(exc)
         kind = "YAML error" if isinstance(exc, yaml.constructor.ConstructorError) else "YAML syntax error"
         raise InvalidInputError(f"invalid profile {path}: {kind}{where}: {problem}") from exc
     if data is None:

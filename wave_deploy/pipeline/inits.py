@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from wave_deploy.data_shape import DataShape, check_bank_channels, describe_channels
-from wave_deploy.errors import InvalidInputError
+from wave_deploy.errors import InvalidInputError, first_line
 from wave_deploy.fileio import sha256_file
 from wave_deploy.options import BuildOptions
 from wave_deploy.pipeline.geometry_source import check_objective as check_objective_for
@@ -122,7 +122,7 @@ def _head_classes(path: Path, arch: str | None) -> int | None:
     except (KeyError, ValueError, TypeError):
         return None  # load_teacher says what is wrong with the file
     except Exception as exc:  # safetensors and torch raise their own types for unreadable files
-        raise InvalidInputError(f"cannot read teacher checkpoint {path}: {str(exc).splitlines()[0]}") from exc
+        raise InvalidInputError(f"cannot read teacher checkpoint {path}: {first_line(exc)}") from exc
 
 
 def load_selection_teacher(checkpoint: str | Path, arch: str | None, num_classes: int) -> Teacher:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from wave_deploy import probe
-from wave_deploy.errors import InvalidInputError, MissingDependencyError
+from wave_deploy.errors import InvalidInputError, MissingDependencyError, first_line
 from wave_deploy.training import checkpoint as ckpt_io
 from wave_deploy.training import distributed as D
 from wave_deploy.training import run
@@ -163,7 +163,7 @@ def _raise_if_compile_failed(e: Exception) -> None:
     from torch._dynamo.exc import BackendCompilerFailed  # imported only when compiling: torch._dynamo is slow
 
     if isinstance(e, BackendCompilerFailed):
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise MissingDependencyError(f"torch.compile failed: {first}", hint="train without --compile") from e
 
 

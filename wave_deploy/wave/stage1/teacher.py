@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from wave_deploy.errors import InvalidInputError, MissingDependencyError
+from wave_deploy.errors import InvalidInputError, MissingDependencyError, first_line
 from wave_deploy.fileio import sha256_file
 from wave_deploy.training.folding import load_folded_file
 from wave_deploy.wave.provenance import portable_path
@@ -141,12 +141,12 @@ def _create(timm, name: str, pretrained: bool, **kwargs) -> nn.Module:
         return timm.create_model(name, pretrained=pretrained, **kwargs)
     except RuntimeError as exc:  # unknown model name (timm says so before any download)
         if "Unknown model" in str(exc) or not pretrained:
-            raise InvalidInputError(f"cannot create teacher {name!r}: {str(exc).splitlines()[0]}") from exc
+            raise InvalidInputError(f"cannot create teacher {name!r}: {first_line(exc)}") from exc
         raise MissingDependencyError(
-            f"cannot load pretrained weights for {name!r}: {str(exc).splitlines()[0]}", hint=OFFLINE_HINT
+            f"cannot load pretrained weights for {name!r}: {first_line(exc)}", hint=OFFLINE_HINT
         ) from exc
     except (OSError, ValueError) as exc:  # the hub: offline without a cached copy, HTTP errors, no such file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise MissingDependencyError(
             f"cannot load pretrained weights for {name!r}: {first}", hint=OFFLINE_HINT
         ) from exc
@@ -188,7 +188,7 @@ def _state_head_size(timm, arch: str, state: dict[str, Tensor]) -> int | None:
     try:
         cfg = timm.models.get_pretrained_cfg(arch) or timm.create_model(arch, pretrained=False).pretrained_cfg
     except RuntimeError as exc:
-        raise InvalidInputError(f"cannot create teacher {arch!r}: {str(exc).splitlines()[0]}") from exc
+        raise InvalidInputError(f"cannot create teacher {arch!r}: {first_line(exc)}") from exc
     classifier = cfg.classifier if hasattr(cfg, "classifier") else (cfg or {}).get("classifier")
     names = classifier if isinstance(classifier, (list, tuple)) else [classifier]
     if not names or not names[0]:
@@ -211,9 +211,7 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refuses anything but tensors and containers
-        raise InvalidInputError(
-            f"cannot read teacher checkpoint {path} safely: {str(exc).splitlines()[0]}"
-        ) from exc
+        raise InvalidInputError(f"cannot read teacher checkpoint {path} safely: {first_line(exc)}") from exc
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
