@@ -47,6 +47,7 @@ from kit_common import (
     EXIT_MISSING,
     EXIT_OK,
     EXIT_PARITY,
+    EXIT_STAGE,
     REPORT_SCHEMA_VERSION,
     KitError,
     accuracy_record,
@@ -181,9 +182,10 @@ def _finite(value):
     return value
 
 
-def write_report(path: Path, report: dict) -> None:
+def write_report(path: Path, report: dict) -> dict:
     """device_report.json, strict JSON (no NaN or infinity: the build machine's reader refuses them); a
-    non-finite number that got this far is written as null and the report fails, saying so."""
+    non-finite number that got this far is written as null and the report fails, saying so. Returns the
+    report as written."""
     try:
         text = json.dumps(report, indent=2, sort_keys=True, allow_nan=False)
     except ValueError:
@@ -193,6 +195,7 @@ def write_report(path: Path, report: dict) -> None:
     tmp = path.with_name(f".{path.name}.part")
     tmp.write_text(text + "\n", encoding="utf-8")
     os.replace(tmp, path)
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,7 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         report["error"] = str(exc)
         code = exc.code
         log(f"error: {exc}")
-    write_report(report_path, report)
+    report = write_report(report_path, report)
+    if not report["passed"] and code == EXIT_OK:  # failed only as it was written (a non-finite number)
+        code = EXIT_STAGE
+        log(f"error: {report['error']}")
     lat = report.get("latency")
     if lat:
         log(f"{lat['runtime']} batch {lat['batch']}: p50 {lat['p50_ms']:.3f} ms, p99 {lat['p99_ms']:.3f} ms, "

@@ -168,3 +168,20 @@ def test_options_of_the_other_mode_are_refused_exit_2(argv, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         rod.main(["--bundle", str(tmp_path), *argv])
     assert info.value.code == 2 and "go with --calibrate" in capsys.readouterr().err
+
+
+def test_a_run_whose_report_fails_only_as_it_is_written_exits_6(tmp_path, monkeypatch, capsys):
+    """A non-finite number that reaches the report (here the memory block) makes write_report fail it: the
+    kit's exit code says so too (it was exit 0 beside a FAIL report)."""
+    rod = _kit("run_on_device")
+    plan = {"profile": "x86-cpu", "runtime": "onnxruntime", "bench_batch": 1}
+    monkeypatch.setattr(rod, "load_bundle", lambda bundle: (plan, {}))
+    monkeypatch.setattr(rod, "verify_models", lambda bundle, plan: True)
+    batch = {"batch": 1, "max_abs_err": 0.0, "limit": 1e-3, "passed": True}
+    result = {"parity": {"batches": [batch]}, "memory": {"peak_rss_mib": float("nan")}}
+    monkeypatch.setattr(rod, "run_onnxruntime", lambda *a: result)
+    report = tmp_path / "device_report.json"
+    assert rod.main(["--bundle", str(tmp_path), "--report", str(report)]) == 6
+    written = strict_json.read(report, "device report")
+    assert written["passed"] is False and "non-finite" in written["error"]
+    assert "FAIL" in capsys.readouterr().err
