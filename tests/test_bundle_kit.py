@@ -638,3 +638,10 @@ def test_trtexec_command_lines_for_a_design_model_keep_the_plans_build_flags():
     assert trt_device.design_time_command("t", "g.engine", "input", [3, 8, 8], 2, bench, 30, "times.json") == [
         "t", "--loadEngine=g.engine", "--shapes=input:2x3x8x8", "--iterations=30", "--warmUp=500", "--duration=0",
         "--avgRuns=10", "--exportTimes=times.json", "--noDataTransfers"]  # fmt: skip
+
+
+def test_the_kit_and_the_build_machine_count_the_same_weight_copies_in_an_engine_build():
+    """trt_device.BUILD_WEIGHT_COPIES restates planning.memory's (the kit imports no wave-deploy): one number."""
+    from wave_deploy.planning.memory import BUILD_WEIGHT_COPIES
+
+    assert _kit("trt_device").BUILD_WEIGHT_COPIES == BUILD_WEIGHT_COPIES

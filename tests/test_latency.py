@@ -122,7 +122,8 @@ def test_fit_recovers_known_coefficients_and_cache_from_synthetic_measurements()
     rows = []
     for depth, width, batch in itertools.product([1, 2, 5, 9, 12], [32, 96, 192, 320], [1, 3, 8]):
         spec = ViTSpec(depth=depth, embed_dim=width, num_heads=width // 32)
-        ms, _ = lat.predict_with_fit(spec, batch, truth, cache_mb, "fp32", "fp32")
+        values = lat.features(spec, batch, "fp32", "fp32", cache_mb)
+        ms = sum(truth[name] * v for name, v in zip(lat.FEATURES, values))
         rows.append((spec, batch, ms))
     fit = lat.fit_latency(rows, "fp32", "fp32")
     assert fit.cache_mb == cache_mb

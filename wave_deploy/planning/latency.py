@@ -178,20 +178,6 @@ def fit_latency(rows: list[tuple[ViTSpec, int, float]], weight_prec: str, act_pr
     )
 
 
-def predict_with_fit(
-    spec: ViTSpec,
-    batch: int,
-    fit_coefficients: dict[str, float],
-    cache_mb: float,
-    weight_prec: str,
-    act_prec: str,
-) -> tuple[float, dict[str, float]]:
-    """Latency (ms) and per-feature contributions from fitted coefficients."""
-    values = features(spec, batch, weight_prec, act_prec, cache_mb if cache_mb >= 0 else math.inf)
-    parts = {name: fit_coefficients[name] * v for name, v in zip(FEATURES, values)}
-    return sum(parts.values()), parts
-
-
 # --- a calibration file, as a predictor --------------------------------------------------------------------
 
 
