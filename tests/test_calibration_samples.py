@@ -166,6 +166,11 @@ BAD = {
         "not the points of a bundle's design",
     ),
     "top-level-list": ("[]", "(top level)"),
+    # sizes past the calibration file's limits (SIZE_LIMITS): refused before any loop over them (issue 19)
+    "huge-img-size": (_mutated(lambda d: d["geometry"].update(img_size=10**200)), "geometry.img_size"),
+    "huge-mlp-ratio": (_mutated(lambda d: d["geometry"].update(mlp_ratio=1e300)), "geometry.mlp_ratio"),
+    "huge-depth": (_mutated(lambda d: d["samples"][0].update(depth=10**300)), "samples.0.depth"),
+    "huge-batch": (_mutated(lambda d: d["samples"][0].update(batch=10**300)), "samples.0.batch"),
 }
 
 
@@ -176,6 +181,45 @@ def test_a_malformed_samples_file_is_exit_3_with_one_line_and_no_calibration(tmp
     assert result.exit_code == 3, result.output
     assert words in result.output and "Traceback" not in result.output and not out.exists()
     assert len(result.output.strip().splitlines()) <= 2  # the error and, at most, its hint
+
+
+def _hostile_head_size(head_dim: int) -> str:
+    """Consistent samples (one head per width, distinct depths) of a head size up to ``head_dim``."""
+    data = samples_dict()
+    data["geometry"]["head_dim"] = head_dim
+    for i, s in enumerate(data["samples"]):
+        s.update(num_heads=1, embed_dim=head_dim, depth=i + 1, batch=1)
+    return json.dumps(data)
+
+
+def test_a_samples_file_with_a_huge_head_size_is_exit_3_at_once_not_a_hang(tmp_path):
+    """A head size of 10**18 used to make the design check loop over every number up to it (finding: the
+    command never returned); in a subprocess with a generous timeout so that a hang fails instead of stalling."""
+    import subprocess
+    import sys
+
+    samples, out = tmp_path / "samples.json", tmp_path / "cal.json"
+    samples.write_text(_hostile_head_size(10**18))
+    argv = ["calibrate", "--profile", "x86-cpu", "--from-device", str(samples), "--out", str(out)]
+    code = "from wave_deploy.cli.main import main; main()"
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *argv], check=False, capture_output=True, text=True, timeout=120
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("calibrate --from-device did not return within 120 s")
+    assert proc.returncode == 3, proc.stderr
+    assert "geometry.head_dim" in proc.stderr and "Traceback" not in proc.stderr and not out.exists()
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_the_design_check_finds_the_divisors_of_the_largest_head_size_in_square_root_steps():
+    from wave_deploy.calibration.design import divisors
+    from wave_deploy.calibration.file import SIZE_LIMITS
+
+    assert [n for n in range(1, 400) if divisors(n) != [d for d in range(1, n + 1) if n % d == 0]] == []
+    assert divisors(SIZE_LIMITS["head_dim"]) == [2**k for k in range(13)]
+    assert divisors(10**12)[-1] == 10**12 and len(divisors(10**12)) == 13 * 13  # 1e6 steps, not 1e12
 
 
 @pytest.mark.parametrize(
