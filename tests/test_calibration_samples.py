@@ -16,16 +16,17 @@ from wave_deploy.cli.main import cli
 from wave_deploy.fileio import sha256_file
 
 
-def design_rows(profile="x86-cpu", *, quick=False, geometry=None) -> list[dict]:
+def design_rows(profile="x86-cpu", *, quick=False, geometry=None, overrides=()) -> list[dict]:
     """A bundle design's points for ``profile`` (28 px, patch 7, heads of 32: the shipped bank's geometry; a
-    model of depth 6, width 192), latencies linear in work with a spread above the median."""
+    model of depth 6, width 192) with the build's ``--set`` ``overrides``, latencies linear in work with a
+    spread above the median."""
     from wave_deploy.calibration.design import bundle_points, bundle_space_at
-    from wave_deploy.profiles import load_profile
+    from wave_deploy.profiles import apply_overrides, load_profile
 
     geometry = geometry or GEOMETRY
     space = bundle_space_at(geometry, w=32, depth=6, embed_dim=192)
     rows = []
-    for spec, batch in bundle_points(space, load_profile(profile), quick=quick):
+    for spec, batch in bundle_points(space, apply_overrides(load_profile(profile), overrides), quick=quick):
         depth, width = spec.depth, spec.embed_dim
         p50 = 0.05 + 0.002 * depth * batch * (width / 32) ** 2
         rows.append({"depth": depth, "embed_dim": width, "num_heads": width // 32, "batch": batch,
@@ -45,10 +46,11 @@ GEOMETRY = {
 
 
 def samples_dict(
-    profile="x86-cpu", runtime="onnxruntime", precision="fp32", *, quick=False, variant=None
+    profile="x86-cpu", runtime="onnxruntime", precision="fp32", *, quick=False, variant=None, overrides=()
 ) -> dict:
     """A samples file as the kit writes it for a bundle of ``profile`` (its design's points, or the quick
-    subset's); ``runtime`` and ``precision`` as recorded (the profile's deployed variant unless given)."""
+    subset's; the build's ``--set`` ``overrides`` applied); ``runtime`` and ``precision`` as recorded (the
+    profile's deployed variant unless given)."""
     from wave_deploy.profiles import load_profile
     from wave_deploy.target import Target
 
@@ -58,7 +60,7 @@ def samples_dict(
         "passes": 3, "warmup": 10, "iterations": 30, "min_duration_s": 0.3}  # fmt: skip
     if runtime == "tensorrt":
         timing.update(warmup=0, min_duration_s=0.0)
-    rows = design_rows(profile, quick=quick)
+    rows = design_rows(profile, quick=quick, overrides=overrides)
     return {
         "schema_version": 1,
         "kind": "calibration_samples",
@@ -340,3 +342,31 @@ def test_tensorrt_quick_samples_with_trtexecs_settings_fit(tmp_path):
     result, out = _fit(tmp_path, json.dumps(data), profile="jetson")
     assert result.exit_code == 0, result.output
     assert read_calibration_file(out).quick is True
+
+
+@pytest.mark.parametrize(
+    "overrides, batches",
+    [(("runtime.batch_max=4",), [1, 2, 4]), (("budgets.latency_batch=3",), [1, 2, 3, 4, 8])],
+)
+def test_samples_of_a_bundle_built_with_set_fit_with_the_builds_set_options(tmp_path, overrides, batches):
+    """A bundle built with --set ships the design of the profile with those settings (its batches follow
+    runtime.batch_max and budgets.latency_batch; the quick subset's batches 1 and 4 stay): without them the
+    samples are refused (exit 3) with a hint naming --set; with the build's --set they fit, and the
+    calibration covers the design's batches."""
+    assert (
+        sorted({r["batch"] for r in design_rows(overrides=overrides)}) == batches
+    )  # not the shipped [1, 2, 4, 8]
+    text = json.dumps(samples_dict(overrides=overrides))
+    refused, out = _fit(tmp_path, text)
+    assert refused.exit_code == 3 and not out.exists(), refused.output
+    assert (
+        "not the points of a bundle's design" in refused.output and "pass the build's --set" in refused.output
+    )
+    assert len(refused.output.strip().splitlines()) <= 2
+    result, out = _fit(tmp_path, text, *(a for s in overrides for a in ("--set", s)))
+    assert result.exit_code == 0, result.output
+    cal = read_calibration_file(out)
+    assert sorted({s.batch for s in cal.samples}) == batches and cal.covered.batch.hi == max(batches)
+    assert f"--set {overrides[0]}" in result.output  # the plan command it suggests
+    other, _ = _fit(tmp_path, text, "--set", "runtime.batch_max=2")  # another --set: still refused
+    assert other.exit_code == 3 and "with --set runtime.batch_max=2" in other.output, other.output

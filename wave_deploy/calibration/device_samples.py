@@ -181,10 +181,16 @@ def check_fits(samples: SamplesFile, profile: DeviceProfile, expected: dict, pat
         if want is not None and got != want:
             problems.append(f"their {key} is {got:g}, not the {want:g} asked for")
     problems += _settings_problems(samples)
+    hint = None
     if not problems:
         problems += _points_problems(samples, profile)
+        if problems:  # the design follows the profile's batches: a build's --set may have changed them
+            hint = (
+                "a bundle built with --set (e.g. runtime.batch_max, budgets.latency_batch) measures that "
+                "profile's design: pass the build's --set options to calibrate"
+            )
     if problems:
-        raise InvalidInputError(f"samples file {path} does not fit: {'; '.join(problems)}")
+        raise InvalidInputError(f"samples file {path} does not fit: {'; '.join(problems)}", hint=hint)
 
 
 def _settings_problems(samples: SamplesFile) -> list[str]:
@@ -213,13 +219,14 @@ def _points_problems(samples: SamplesFile, profile: DeviceProfile) -> list[str]:
     if got in candidates:
         return []
     which = "quick subset of the design" if quick else "design"
+    name = f"'{profile.name}'" + (f" with --set {' '.join(profile.overrides)}" if profile.overrides else "")
     if not candidates:
-        return [f"no bundle's {which} for '{profile.name}' has depths up to {depth} and widths up to {width}"]
+        return [f"no bundle's {which} for {name} has depths up to {depth} and widths up to {width}"]
     want = min(candidates, key=lambda c: len(c ^ got))
     extra, missing = sorted(got - want), sorted(want - got)
     top_depth, top_width = max(d for d, _, _ in want), max(w for _, w, _ in want)
     head = (
-        f"{len(got)} points where the {which} for '{profile.name}' (depth up to {top_depth}, width up to "
+        f"{len(got)} points where the {which} for {name} (depth up to {top_depth}, width up to "
         f"{top_width}) has {len(want)}"
     )
     parts = [head]
