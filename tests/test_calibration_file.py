@@ -96,6 +96,13 @@ def _edited(edit):
     return json.dumps(data)
 
 
+def _scaled(data: dict, key: str, factor: int) -> None:
+    """Every sample's ``key`` times ``factor``, and the covered range with it (the file otherwise consistent)."""
+    for s in data["samples"]:
+        s[key] *= factor
+    data["covered"][key] = {k: v * factor for k, v in data["covered"][key].items()}
+
+
 EDITS = {
     "cache_mb NaN": (
         lambda: json.dumps(_twelve_samples()).replace('"cache_mb": 8.0', '"cache_mb": NaN'),
@@ -153,6 +160,13 @@ EDITS = {
         lambda: json.dumps(_twelve_samples()).replace('"n_samples": 12', '"n_samples": ' + "9" * 5001),
         "not valid JSON",
     ),
+    # sizes past SIZE_LIMITS: the fit recomputed from them would overflow a float (OverflowError, issue 19)
+    "an image size of 10**200": (
+        lambda: _edited(lambda d: d["geometry"].update(img_size=10**200, patch_size=1)),
+        "field 'geometry.img_size': Input should be less than or equal to 4096",
+    ),
+    "depths of 10**300": (lambda: _edited(lambda d: _scaled(d, "depth", 10**300)), "less than or equal to"),
+    "batches of 10**300": (lambda: _edited(lambda d: _scaled(d, "batch", 10**300)), "less than or equal to"),
     "deep nesting": (lambda: '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "not valid JSON"),
     "a duplicated key": (
         lambda: json.dumps(_twelve_samples()).replace('"cache_mb": 8.0', '"cache_mb": 8.0, "cache_mb": 8.0'),
@@ -178,7 +192,10 @@ def test_an_edited_calibration_is_refused_with_one_line(tmp_path, name):
     assert str(path) in info.value.message and len(info.value.one_line().splitlines()) == 1
 
 
-@pytest.mark.parametrize("name", ["fit claims perfection", "coefficients scaled", "a 5001-digit integer"])
+@pytest.mark.parametrize(
+    "name",
+    ["fit claims perfection", "coefficients scaled", "a 5001-digit integer", "an image size of 10**200"],
+)
 def test_plan_refuses_an_edited_calibration_exit_3_without_a_traceback(tmp_path, name):
     from click.testing import CliRunner
 
@@ -199,3 +216,33 @@ def test_plan_refuses_an_edited_calibration_exit_3_without_a_traceback(tmp_path,
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 3, result.output
     assert "Traceback" not in result.output and len(result.stderr.splitlines()) == 1
+
+
+def test_an_arithmetic_error_in_the_recomputed_fit_is_invalid_input(tmp_path, monkeypatch):
+    """Whatever the sizes, reading a calibration file raises InvalidInputError only: an OverflowError (or any
+    ArithmeticError) while the fit is recomputed is a validation error, not a traceback."""
+    import wave_deploy.calibration.file as calibration_file
+
+    def overflow(*args, **kwargs):
+        raise OverflowError("int too large to convert to float")
+
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps(_twelve_samples()))
+    monkeypatch.setattr(calibration_file, "features", overflow)
+    with pytest.raises(InvalidInputError, match="cannot be computed: int too large") as info:
+        read_calibration_file(path)
+    assert str(path) in info.value.message and len(info.value.one_line().splitlines()) == 1
+
+
+def test_the_size_limits_take_the_largest_bank_geometry_and_target_a_calibration_can_hold():
+    """A calibration measured at any bank's geometry (calibrate's default) or for any model a bank makes (a
+    bundle's design) reads: the limits are those of the bank geometry, the targets and the profiles."""
+    from wave_deploy.calibration.file import SIZE_LIMITS
+    from wave_deploy.profiles import MAX_BATCH
+    from wave_deploy.wave.geometry import GEOMETRY_LIMITS, TARGET_LIMITS
+
+    for key in ("img_size", "patch_size", "in_chans", "num_classes", "head_dim"):
+        assert SIZE_LIMITS[key] >= GEOMETRY_LIMITS[key]
+    assert SIZE_LIMITS["depth"] >= max(GEOMETRY_LIMITS["max_depth"], TARGET_LIMITS["depth"])
+    assert SIZE_LIMITS["embed_dim"] >= max(GEOMETRY_LIMITS["max_embed_dim"], TARGET_LIMITS["embed_dim"])
+    assert SIZE_LIMITS["img_size"] >= TARGET_LIMITS["img_size"] and SIZE_LIMITS["batch"] == MAX_BATCH

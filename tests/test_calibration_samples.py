@@ -16,16 +16,17 @@ from wave_deploy.cli.main import cli
 from wave_deploy.fileio import sha256_file
 
 
-def design_rows(profile="x86-cpu", *, quick=False, geometry=None) -> list[dict]:
+def design_rows(profile="x86-cpu", *, quick=False, geometry=None, overrides=()) -> list[dict]:
     """A bundle design's points for ``profile`` (28 px, patch 7, heads of 32: the shipped bank's geometry; a
-    model of depth 6, width 192), latencies linear in work with a spread above the median."""
+    model of depth 6, width 192) with the build's ``--set`` ``overrides``, latencies linear in work with a
+    spread above the median."""
     from wave_deploy.calibration.design import bundle_points, bundle_space_at
-    from wave_deploy.profiles import load_profile
+    from wave_deploy.profiles import apply_overrides, load_profile
 
     geometry = geometry or GEOMETRY
     space = bundle_space_at(geometry, w=32, depth=6, embed_dim=192)
     rows = []
-    for spec, batch in bundle_points(space, load_profile(profile), quick=quick):
+    for spec, batch in bundle_points(space, apply_overrides(load_profile(profile), overrides), quick=quick):
         depth, width = spec.depth, spec.embed_dim
         p50 = 0.05 + 0.002 * depth * batch * (width / 32) ** 2
         rows.append({"depth": depth, "embed_dim": width, "num_heads": width // 32, "batch": batch,
@@ -45,10 +46,11 @@ GEOMETRY = {
 
 
 def samples_dict(
-    profile="x86-cpu", runtime="onnxruntime", precision="fp32", *, quick=False, variant=None
+    profile="x86-cpu", runtime="onnxruntime", precision="fp32", *, quick=False, variant=None, overrides=()
 ) -> dict:
     """A samples file as the kit writes it for a bundle of ``profile`` (its design's points, or the quick
-    subset's); ``runtime`` and ``precision`` as recorded (the profile's deployed variant unless given)."""
+    subset's; the build's ``--set`` ``overrides`` applied); ``runtime`` and ``precision`` as recorded (the
+    profile's deployed variant unless given)."""
     from wave_deploy.profiles import load_profile
     from wave_deploy.target import Target
 
@@ -58,7 +60,7 @@ def samples_dict(
         "passes": 3, "warmup": 10, "iterations": 30, "min_duration_s": 0.3}  # fmt: skip
     if runtime == "tensorrt":
         timing.update(warmup=0, min_duration_s=0.0)
-    rows = design_rows(profile, quick=quick)
+    rows = design_rows(profile, quick=quick, overrides=overrides)
     return {
         "schema_version": 1,
         "kind": "calibration_samples",
@@ -166,6 +168,11 @@ BAD = {
         "not the points of a bundle's design",
     ),
     "top-level-list": ("[]", "(top level)"),
+    # sizes past the calibration file's limits (SIZE_LIMITS): refused before any loop over them (issue 19)
+    "huge-img-size": (_mutated(lambda d: d["geometry"].update(img_size=10**200)), "geometry.img_size"),
+    "huge-mlp-ratio": (_mutated(lambda d: d["geometry"].update(mlp_ratio=1e300)), "geometry.mlp_ratio"),
+    "huge-depth": (_mutated(lambda d: d["samples"][0].update(depth=10**300)), "samples.0.depth"),
+    "huge-batch": (_mutated(lambda d: d["samples"][0].update(batch=10**300)), "samples.0.batch"),
 }
 
 
@@ -176,6 +183,45 @@ def test_a_malformed_samples_file_is_exit_3_with_one_line_and_no_calibration(tmp
     assert result.exit_code == 3, result.output
     assert words in result.output and "Traceback" not in result.output and not out.exists()
     assert len(result.output.strip().splitlines()) <= 2  # the error and, at most, its hint
+
+
+def _hostile_head_size(head_dim: int) -> str:
+    """Consistent samples (one head per width, distinct depths) of a head size up to ``head_dim``."""
+    data = samples_dict()
+    data["geometry"]["head_dim"] = head_dim
+    for i, s in enumerate(data["samples"]):
+        s.update(num_heads=1, embed_dim=head_dim, depth=i + 1, batch=1)
+    return json.dumps(data)
+
+
+def test_a_samples_file_with_a_huge_head_size_is_exit_3_at_once_not_a_hang(tmp_path):
+    """A head size of 10**18 used to make the design check loop over every number up to it (finding: the
+    command never returned); in a subprocess with a generous timeout so that a hang fails instead of stalling."""
+    import subprocess
+    import sys
+
+    samples, out = tmp_path / "samples.json", tmp_path / "cal.json"
+    samples.write_text(_hostile_head_size(10**18))
+    argv = ["calibrate", "--profile", "x86-cpu", "--from-device", str(samples), "--out", str(out)]
+    code = "from wave_deploy.cli.main import main; main()"
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *argv], check=False, capture_output=True, text=True, timeout=120
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("calibrate --from-device did not return within 120 s")
+    assert proc.returncode == 3, proc.stderr
+    assert "geometry.head_dim" in proc.stderr and "Traceback" not in proc.stderr and not out.exists()
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_the_design_check_finds_the_divisors_of_the_largest_head_size_in_square_root_steps():
+    from wave_deploy.calibration.design import divisors
+    from wave_deploy.calibration.file import SIZE_LIMITS
+
+    assert [n for n in range(1, 400) if divisors(n) != [d for d in range(1, n + 1) if n % d == 0]] == []
+    assert divisors(SIZE_LIMITS["head_dim"]) == [2**k for k in range(13)]
+    assert divisors(10**12)[-1] == 10**12 and len(divisors(10**12)) == 13 * 13  # 1e6 steps, not 1e12
 
 
 @pytest.mark.parametrize(
@@ -296,3 +342,31 @@ def test_tensorrt_quick_samples_with_trtexecs_settings_fit(tmp_path):
     result, out = _fit(tmp_path, json.dumps(data), profile="jetson")
     assert result.exit_code == 0, result.output
     assert read_calibration_file(out).quick is True
+
+
+@pytest.mark.parametrize(
+    "overrides, batches",
+    [(("runtime.batch_max=4",), [1, 2, 4]), (("budgets.latency_batch=3",), [1, 2, 3, 4, 8])],
+)
+def test_samples_of_a_bundle_built_with_set_fit_with_the_builds_set_options(tmp_path, overrides, batches):
+    """A bundle built with --set ships the design of the profile with those settings (its batches follow
+    runtime.batch_max and budgets.latency_batch; the quick subset's batches 1 and 4 stay): without them the
+    samples are refused (exit 3) with a hint naming --set; with the build's --set they fit, and the
+    calibration covers the design's batches."""
+    assert (
+        sorted({r["batch"] for r in design_rows(overrides=overrides)}) == batches
+    )  # not the shipped [1, 2, 4, 8]
+    text = json.dumps(samples_dict(overrides=overrides))
+    refused, out = _fit(tmp_path, text)
+    assert refused.exit_code == 3 and not out.exists(), refused.output
+    assert (
+        "not the points of a bundle's design" in refused.output and "pass the build's --set" in refused.output
+    )
+    assert len(refused.output.strip().splitlines()) <= 2
+    result, out = _fit(tmp_path, text, *(a for s in overrides for a in ("--set", s)))
+    assert result.exit_code == 0, result.output
+    cal = read_calibration_file(out)
+    assert sorted({s.batch for s in cal.samples}) == batches and cal.covered.batch.hi == max(batches)
+    assert f"--set {overrides[0]}" in result.output  # the plan command it suggests
+    other, _ = _fit(tmp_path, text, "--set", "runtime.batch_max=2")  # another --set: still refused
+    assert other.exit_code == 3 and "with --set runtime.batch_max=2" in other.output, other.output

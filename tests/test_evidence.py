@@ -298,6 +298,36 @@ def test_an_extrapolated_latency_and_the_calibrations_fit_error_as_its_stated_er
     assert "2.0% (the calibration's worst fit error)" in lat["note"] and "1.10x" in lat["note"]
 
 
+def test_a_read_of_a_merged_report_never_opens_the_calibration_file_its_prediction_names(
+    tmp_path, monkeypatch
+):
+    """The disagreement notes are written at the merge (from the calibration's fit error); every later read
+    judges the verdict without them, so it rests on nothing outside the build directory: a calibration file
+    replaced since (here: one that cannot be read at all) changes neither the exit code nor the verdict."""
+    from test_latency import _calibration_dict, _write
+
+    from wave_deploy.reports import evidence
+
+    calibration = _write(tmp_path, _calibration_dict())
+    out = tmp_path / "build"
+    report = make_report("x86-cpu", latency_budget_ms=15.0, out=out, calibration=calibration)
+    write_report_files(out, report)
+    predicted = report["budgets"]["latency"]["value_ms"]
+    merged = merge_device_report(
+        out, write_device(tmp_path / "d.json", make_device_report(report, 1.1 * predicted))
+    )
+    assert "the calibration's worst fit error" in merged["budgets"]["latency"]["note"]  # written at the merge
+
+    def unreadable(path):
+        raise AssertionError(f"a read opened the calibration file {path}")
+
+    monkeypatch.setattr(evidence, "read_calibration_file", unreadable)
+    for args in (["report", str(out)], ["report", str(out), "--fail-on-budget"]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, (args, result.output, result.exception)
+    assert load_report(out)["budgets"]["latency"]["note"] == merged["budgets"]["latency"]["note"]
+
+
 def test_a_quick_calibrations_stated_error_is_its_own_fit_error_and_its_evidence_stays_analytic(tmp_path):
     from test_latency import _calibration_dict, _write
 

@@ -6,6 +6,7 @@ each is timed (``TIMING``). ``calibrate`` measures it here; a bundle ships it fo
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from wave_deploy.calibration.file import FEATURES
@@ -158,12 +159,18 @@ def bundle_points(space: SearchSpace, profile, *, quick: bool) -> list[tuple[ViT
     return design_samples(space, batch_max, quick=quick, batches=batches)
 
 
+def divisors(n: int) -> list[int]:
+    """The divisors of ``n`` >= 1, ascending, found up to its square root (sqrt(n) steps, not n)."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return small + [n // d for d in reversed(small) if d * d != n]
+
+
 def bundle_point_sets(geometry: dict, profile, *, quick: bool, depth: int, embed_dim: int) -> list[set]:
     """Every point set {(depth, width, batch)} a bundle's design (or its quick subset) can have at ``geometry``
     for ``profile``, when its largest measured depth and width are ``depth`` and ``embed_dim``: one per
     possible gcd of the head size and the model's MLP width (a divisor of the head size)."""
-    head, out = geometry["head_dim"], []
-    for w in (d for d in range(1, head + 1) if head % d == 0):
+    out = []
+    for w in divisors(geometry["head_dim"]):
         try:
             space = bundle_space_at(geometry, w=w, depth=depth, embed_dim=embed_dim)
             points = bundle_points(space, profile, quick=quick)

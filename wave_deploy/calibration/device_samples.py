@@ -1,8 +1,9 @@
 """Samples measured on the device by the bundle's kit (`run_on_device.py --calibrate`), fitted into a calibration.
 
 ``read_samples`` reads a samples file strictly (``wave_deploy.strict_json``: no duplicate keys, NaN/Infinity
-tokens, huge integers or deep nesting), every field typed (booleans are not numbers), latencies positive and
-finite with p50 <= p90 <= p95 <= p99, widths equal to heads x the recorded head size, no point twice.
+tokens, huge integers or deep nesting), every field typed (booleans are not numbers), every size within the
+calibration file's limits (``file.SIZE_LIMITS``: no check loops long over a hostile size), latencies positive
+and finite with p50 <= p90 <= p95 <= p99, widths equal to heads x the recorded head size, no point twice.
 ``fit_samples`` checks that the samples are the profile's (its name, runtime, deployed precision and deployed
 ONNX variant: for TensorRT the engine's source) and of the geometry asked for, that the settings are the
 design's timing (full or quick), and that the points are exactly a bundle design's (``design.bundle_point_sets``:
@@ -21,17 +22,29 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, m
 
 from wave_deploy import strict_json
 from wave_deploy.calibration.design import TIMING, bundle_point_sets
+from wave_deploy.calibration.file import SIZE_LIMITS
 from wave_deploy.errors import InvalidInputError
 from wave_deploy.fileio import sha256_bytes
 from wave_deploy.planning.selection import SearchSpace
 from wave_deploy.profiles import DeviceProfile
 from wave_deploy.target import Target
+from wave_deploy.wave.geometry import MAX_MLP_RATIO
 
 SAMPLES_SCHEMA_VERSION = 1
 SAMPLES_KIND = "calibration_samples"
 MAX_SAMPLES_BYTES = 16 << 20
 
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
+# Sizes up to the calibration file's limits (SIZE_LIMITS): a samples file fits into a calibration file, and every
+# loop over its sizes (``design.bundle_point_sets``) stays short (issue 19).
+Depth = Annotated[StrictInt, Field(ge=1, le=SIZE_LIMITS["depth"])]
+Width = Annotated[StrictInt, Field(ge=1, le=SIZE_LIMITS["embed_dim"])]
+Batch = Annotated[StrictInt, Field(ge=1, le=SIZE_LIMITS["batch"])]
+ImgSize = Annotated[StrictInt, Field(ge=1, le=SIZE_LIMITS["img_size"])]
+PatchSize = Annotated[StrictInt, Field(ge=1, le=SIZE_LIMITS["patch_size"])]
+InChans = Annotated[StrictInt, Field(ge=1, le=SIZE_LIMITS["in_chans"])]
+NumClasses = Annotated[StrictInt, Field(ge=1, le=SIZE_LIMITS["num_classes"])]
+HeadDim = Annotated[StrictInt, Field(ge=1, le=SIZE_LIMITS["head_dim"])]
 Ms = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
 
 
@@ -40,10 +53,10 @@ class _Strict(BaseModel):
 
 
 class DeviceSample(_Strict):
-    depth: PositiveInt
-    embed_dim: PositiveInt
-    num_heads: PositiveInt
-    batch: PositiveInt
+    depth: Depth
+    embed_dim: Width
+    num_heads: Width
+    batch: Batch
     p50_ms: Ms
     p90_ms: Ms
     p95_ms: Ms
@@ -76,12 +89,12 @@ class SamplesMachine(_Strict):
 
 
 class SamplesGeometry(_Strict):
-    img_size: PositiveInt
-    patch_size: PositiveInt
-    in_chans: PositiveInt
-    num_classes: PositiveInt
-    mlp_ratio: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
-    head_dim: PositiveInt
+    img_size: ImgSize
+    patch_size: PatchSize
+    in_chans: InChans
+    num_classes: NumClasses
+    mlp_ratio: Annotated[float, Field(strict=True, gt=0, le=MAX_MLP_RATIO, allow_inf_nan=False)]
+    head_dim: HeadDim
 
 
 class SamplesSettings(_Strict):
@@ -168,10 +181,16 @@ def check_fits(samples: SamplesFile, profile: DeviceProfile, expected: dict, pat
         if want is not None and got != want:
             problems.append(f"their {key} is {got:g}, not the {want:g} asked for")
     problems += _settings_problems(samples)
+    hint = None
     if not problems:
         problems += _points_problems(samples, profile)
+        if problems:  # the design follows the profile's batches: a build's --set may have changed them
+            hint = (
+                "a bundle built with --set (e.g. runtime.batch_max, budgets.latency_batch) measures that "
+                "profile's design: pass the build's --set options to calibrate"
+            )
     if problems:
-        raise InvalidInputError(f"samples file {path} does not fit: {'; '.join(problems)}")
+        raise InvalidInputError(f"samples file {path} does not fit: {'; '.join(problems)}", hint=hint)
 
 
 def _settings_problems(samples: SamplesFile) -> list[str]:
@@ -200,13 +219,14 @@ def _points_problems(samples: SamplesFile, profile: DeviceProfile) -> list[str]:
     if got in candidates:
         return []
     which = "quick subset of the design" if quick else "design"
+    name = f"'{profile.name}'" + (f" with --set {' '.join(profile.overrides)}" if profile.overrides else "")
     if not candidates:
-        return [f"no bundle's {which} for '{profile.name}' has depths up to {depth} and widths up to {width}"]
+        return [f"no bundle's {which} for {name} has depths up to {depth} and widths up to {width}"]
     want = min(candidates, key=lambda c: len(c ^ got))
     extra, missing = sorted(got - want), sorted(want - got)
     top_depth, top_width = max(d for d, _, _ in want), max(w for _, w, _ in want)
     head = (
-        f"{len(got)} points where the {which} for '{profile.name}' (depth up to {top_depth}, width up to "
+        f"{len(got)} points where the {which} for {name} (depth up to {top_depth}, width up to "
         f"{top_width}) has {len(want)}"
     )
     parts = [head]

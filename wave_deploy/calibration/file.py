@@ -3,9 +3,10 @@
 ``CalibrationFile`` is the whole file as a pydantic model (versioned by ``schema_version``, unknown fields
 rejected). ``read_calibration_file`` reads a file as strict JSON (``wave_deploy.strict_json``: no duplicate keys,
 NaN, Infinity, huge integers or deep nesting), validates it in strict mode (a string is not a number, every number
-finite), recomputes every sample's prediction from the stored model and requires the recorded fit (sample count,
-MAPE, worst error, share within 10%) to be what the samples and the model give; anything wrong raises
-InvalidInputError (exit 3) naming the first bad field. ``write_calibration_file`` writes a validated model
+finite, every size within SIZE_LIMITS), recomputes every sample's prediction from the stored model and requires
+the recorded fit (sample count, MAPE, worst error, share within 10%) to be what the samples and the model give;
+anything wrong (an arithmetic error while recomputing too) raises InvalidInputError (exit 3) naming the first bad
+field. ``write_calibration_file`` writes a validated model
 atomically. ``wave_deploy.calibration.calibrate`` makes the
 content; ``wave_deploy.planning.latency`` predicts with it.
 """
@@ -19,9 +20,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from wave_deploy import strict_json
-from wave_deploy.errors import InvalidInputError
+from wave_deploy.errors import InvalidInputError, WaveDeployError
 from wave_deploy.fileio import write_json
-from wave_deploy.spec import ViTSpec, model_ops, weight_bytes
+from wave_deploy.profiles import MAX_BATCH
+from wave_deploy.spec import IMG_SIZE_MAX, ViTSpec, model_ops, weight_bytes
+from wave_deploy.wave.geometry import GEOMETRY_LIMITS, MAX_MLP_RATIO, TARGET_LIMITS
 
 # 2: adds ``covered`` (the measured depth, width and batch ranges). 3: adds ``source`` (measured here or on a
 # device by the kit) and ``geometry.head_dim``; TensorRT runtimes (threads null, clock "gpu"). 2 is still read.
@@ -43,6 +46,22 @@ MAX_CALIBRATION_BYTES = 16 << 20  # a real file is a few kB (a sample is a line)
 
 Precision = Literal["fp32", "fp16", "int8"]
 
+# The largest value of each size a calibration file (and a device's samples file, calibration.device_samples)
+# may hold: a bank's geometry (GEOMETRY_LIMITS: what `calibrate` measures by default), which includes the largest
+# model a bank makes (TARGET_LIMITS: what a bundle's design covers) and the image-size rule (IMG_SIZE_MAX); the
+# largest batch a profile names (MAX_BATCH). Far above any real ViT, they keep every feature a file's samples give
+# finite and every loop over its sizes short (issue 19).
+SIZE_LIMITS = {
+    "img_size": IMG_SIZE_MAX,
+    "patch_size": GEOMETRY_LIMITS["patch_size"],
+    "in_chans": GEOMETRY_LIMITS["in_chans"],
+    "num_classes": GEOMETRY_LIMITS["num_classes"],
+    "head_dim": GEOMETRY_LIMITS["head_dim"],
+    "depth": max(GEOMETRY_LIMITS["max_depth"], TARGET_LIMITS["depth"]),
+    "embed_dim": max(GEOMETRY_LIMITS["max_embed_dim"], TARGET_LIMITS["embed_dim"]),
+    "batch": MAX_BATCH,
+}
+
 
 # How far a recorded fit statistic may be from the one recomputed on reading (float rounding of the sums).
 FIT_REL_TOL = 1e-6
@@ -55,10 +74,10 @@ class _Strict(BaseModel):
 class Sample(_Strict):
     """One measured (shape, batch) point: latency statistics of the best pass."""
 
-    depth: int = Field(ge=1)
-    embed_dim: int = Field(ge=1)
-    num_heads: int = Field(ge=1)
-    batch: int = Field(ge=1)
+    depth: int = Field(ge=1, le=SIZE_LIMITS["depth"])
+    embed_dim: int = Field(ge=1, le=SIZE_LIMITS["embed_dim"])
+    num_heads: int = Field(ge=1, le=SIZE_LIMITS["embed_dim"])
+    batch: int = Field(ge=1, le=SIZE_LIMITS["batch"])
     p50_ms: float = Field(gt=0)
     p90_ms: float = Field(gt=0)
     p95_ms: float = Field(gt=0)
@@ -68,17 +87,21 @@ class Sample(_Strict):
 
 
 class Geometry(_Strict):
-    img_size: int = Field(ge=1)
-    patch_size: int = Field(ge=1)
-    in_chans: int = Field(ge=1)
-    num_classes: int = Field(ge=1)
-    mlp_ratio: float = Field(gt=0)
-    head_dim: int | None = Field(default=None, ge=1)  # channels per attention head (None: a version-2 file)
+    img_size: int = Field(ge=1, le=SIZE_LIMITS["img_size"])
+    patch_size: int = Field(ge=1, le=SIZE_LIMITS["patch_size"])
+    in_chans: int = Field(ge=1, le=SIZE_LIMITS["in_chans"])
+    num_classes: int = Field(ge=1, le=SIZE_LIMITS["num_classes"])
+    mlp_ratio: float = Field(gt=0, le=MAX_MLP_RATIO)
+    # channels per attention head (None: a version-2 file)
+    head_dim: int | None = Field(default=None, ge=1, le=SIZE_LIMITS["head_dim"])
+
+
+SPAN_MAX = max(SIZE_LIMITS[k] for k in ("depth", "embed_dim", "batch"))  # a Span is one of Covered's ranges
 
 
 class Span(_Strict):
-    lo: int = Field(ge=1)
-    hi: int = Field(ge=1)
+    lo: int = Field(ge=1, le=SPAN_MAX)
+    hi: int = Field(ge=1, le=SPAN_MAX)
 
     @model_validator(mode="after")
     def _ordered(self) -> Span:
@@ -251,8 +274,10 @@ class CalibrationFile(_Strict):
         """The recorded fit is what the stored model gives on the stored samples (an edited file is not)."""
         try:
             want = fit_statistics(self.model, self.geometry, self.samples)
-        except InvalidInputError as exc:
+        except WaveDeployError as exc:
             raise ValueError(f"a sample is not a model of this geometry: {exc.message}") from None
+        except ArithmeticError as exc:  # pydantic turns only ValueError into a validation error
+            raise ValueError(f"the model's predictions of the samples cannot be computed: {exc}") from None
         fit = self.fit
         if fit.n_samples != want["n_samples"]:
             raise ValueError(f"fit.n_samples {fit.n_samples} is not the {want['n_samples']} samples recorded")

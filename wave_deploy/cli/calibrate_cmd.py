@@ -3,19 +3,20 @@ latency model."""
 
 from __future__ import annotations
 
+import shlex
 import time
 
 import click
 
 from wave_deploy.calibration.cost import kit_design
 from wave_deploy.calibration.device_samples import fit_samples
-from wave_deploy.cli.options import FiniteFloat, Threads, json_option, option_for
+from wave_deploy.cli.options import FiniteFloat, Threads, json_option, option_for, profile_set_option
 from wave_deploy.cli.output import console, print_json
 from wave_deploy.errors import UsageError
 from wave_deploy.fileio import check_writable_file
 from wave_deploy.options import BuildOptions, PlanOptions
 from wave_deploy.planning.selection import SearchSpace
-from wave_deploy.profiles import load_profile
+from wave_deploy.profiles import apply_overrides, load_profile
 from wave_deploy.wave.bank_file import default_bank_path, inspect_bank
 
 RUNTIMES = {"ort": "onnxruntime", "torch": "torch"}
@@ -26,6 +27,7 @@ MEASURING = ("runtime", "quick", "threads", "clock", "max_depth", "max_embed_dim
 
 @click.command("calibrate")
 @click.option("--profile", "profile_name", required=True, help="Profile name, alias or YAML path.")
+@profile_set_option
 @click.option(
     "--from-device",
     "from_device",
@@ -101,7 +103,7 @@ MEASURING = ("runtime", "quick", "threads", "clock", "max_depth", "max_embed_dim
 @option_for(BuildOptions, "exporter", help="ONNX exporter of the measured models (as `build --exporter`).")
 @json_option("Print one JSON summary on stdout (progress lines stay on stderr).")
 @click.pass_context
-def calibrate(ctx, profile_name, from_device, out, bank_path, as_json, **options):
+def calibrate(ctx, profile_name, overrides, from_device, out, bank_path, as_json, **options):
     """Measure a designed sample of ViT sizes (depth x width x batch) with the local runtime, fit the
     calibrated latency model, and write the calibration file (with the machine it was made on).
 
@@ -126,12 +128,14 @@ def calibrate(ctx, profile_name, from_device, out, bank_path, as_json, **options
     \b
     On a device: copy the build's bundle/ there, run `python3 run_on_device.py --calibrate --out SAMPLES`
     inside it, bring SAMPLES back, and fit them with --from-device SAMPLES (the file then records the
-    device's machine and runtime). Use the result with `wave-deploy plan --calibration FILE`, or set
+    device's machine and runtime). A bundle built with --set (e.g. runtime.batch_max=4 or
+    budgets.latency_batch=4) ships the design of the profile with those settings: pass the build's --set
+    options here too. Use the result with `wave-deploy plan --calibration FILE`, or set
     latency_model.kind: calibrated and calibration_file: FILE (relative to the profile) in the profile.
     """
     from wave_deploy.calibration.calibrate import default_calibration_path
 
-    profile = load_profile(profile_name)
+    profile = apply_overrides(load_profile(profile_name), overrides)
     target = out or default_calibration_path(profile)
     if from_device:
         given = [n for n in MEASURING if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT]
@@ -266,4 +270,5 @@ def _report(result, profile, as_json, console, print_json) -> None:
         f"  fit: MAPE {fit['mape_pct']:.2f}%, max {fit['max_abs_pct']:.1f}%, "
         f"{100 * fit['within_10pct']:.0f}% within 10%"
     )
-    con.print(f"  use it: wave-deploy plan --profile {profile.name} --calibration {result.path}")
+    sets = "".join(f" --set {shlex.quote(s)}" for s in profile.overrides)
+    con.print(f"  use it: wave-deploy plan --profile {profile.name}{sets} --calibration {result.path}")

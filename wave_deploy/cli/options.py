@@ -120,7 +120,8 @@ def model_options(model: type[BaseModel], *names: str, skip: tuple[str, ...] = (
     return decorate
 
 
-# `--set` on `profiles show` (plan and build take it from their models): profiles.apply_overrides reads it.
+# `--set` on `profiles show` and `calibrate` (plan and build take it from their models): profiles.apply_overrides
+# reads it.
 profile_set_option = option_for(PlanOptions, "profile_overrides", dest="overrides")
 
 

@@ -152,7 +152,7 @@ def device_memory(memory: dict | None) -> tuple[float, str] | None:
 
 
 def device_observed(
-    observed: Observed, limits: Limits, device: dict[str, Any], report: dict
+    observed: Observed, limits: Limits, device: dict[str, Any], report: dict, *, notes: bool = True
 ) -> tuple[Observed, dict]:
     """``observed`` (the build's own evidence) with every value the device measured put in its place (device
     evidence), and what to add to the checks afterwards: the predictions they replaced and disagreement notes.
@@ -161,7 +161,11 @@ def device_observed(
     report). This is the one place that decides which budgets a device measurement judges: latency always;
     memory where ``device_memory`` finds a figure; the build peak where the device reported
     ``build_peak_mib`` and the build has a build-memory figure; accuracy where the device measured a top-1 and
-    the build judged accuracy. A merge and every read of a merged report (``verify``) both come here."""
+    the build judged accuracy. A merge and every read of a merged report (``verify``) both come here.
+
+    ``notes=False`` (a read: ``verify.check_verdict`` judges without the annotations) leaves the disagreement
+    notes out, so that a read never opens the calibration file the prediction names (``stated_latency_error``):
+    a file outside the build directory that may have moved or changed since the merge wrote the notes."""
     checks, pred = report["budgets"], report.get("prediction") or {}
     extra: dict[str, dict[str, Any]] = {}
     latency = device["latency"]
@@ -171,7 +175,7 @@ def device_observed(
     predicted = _first(checks["latency"].get("predicted_ms"), pred.get("latency_ms"))
     observed = dataclasses.replace(observed, latency_ms=measured, latency_source=MEASURED_ON_DEVICE,
                                    latency_evidence="device")  # fmt: skip
-    error = stated_latency_error(str(pred.get("source", "analytic")))
+    error = stated_latency_error(str(pred.get("source", "analytic"))) if notes else None
     extra["latency"] = {
         "predicted_ms": predicted,
         "note": disagreement("latency (ms)", measured, predicted, error),

@@ -71,7 +71,9 @@ def verify_report(out_dir: str | Path, report: dict[str, Any]) -> None:
 ANNOTATIONS = ("predicted_ms", "predicted_mib", "note", "validation_value")
 
 
-def observed_from_evidence(report: dict[str, Any], where: str) -> tuple[Observed, dict[str, dict[str, Any]]]:
+def observed_from_evidence(
+    report: dict[str, Any], where: str, *, notes: bool = True
+) -> tuple[Observed, dict[str, dict[str, Any]]]:
     """The values a report's budgets must be judged on, read from its evidence sections, never from the budget
     entries; and what to add to the checks afterwards (``evidence.device_observed``'s annotations).
 
@@ -79,13 +81,15 @@ def observed_from_evidence(report: dict[str, Any], where: str) -> tuple[Observed
     the build's own evidence (``build_evidence``), then, where report.json records a device measurement
     (``measured.device``), ``evidence.device_observed`` decides from that section alone which budgets are
     judged on the device (latency always; memory, the build peak and accuracy where the device measured
-    them), so no budget entry can claim a prediction where a device figure exists, nor the reverse."""
+    them), so no budget entry can claim a prediction where a device figure exists, nor the reverse.
+    ``notes=False`` leaves the disagreement notes out (``device_observed``): a read judges without them and so
+    rests on nothing outside the build directory."""
     observed = build_evidence(report, where)
     device = (report.get("measured") or {}).get("device")
     if device is None:
         return observed, {}
     limits = Limits.of_report(report["budgets"], batch=report["prediction"].get("batch") or 1)
-    return device_observed(observed, limits, device, report)
+    return device_observed(observed, limits, device, report, notes=notes)
 
 
 def build_evidence(report: dict[str, Any], where: str) -> Observed:
@@ -154,7 +158,7 @@ def check_verdict(report: dict[str, Any], where: str) -> None:
     when a budget entry, failed_budgets or the verdict differs from what they give."""
     checks = report["budgets"]
     batch = (report.get("prediction") or {}).get("batch") or 1
-    observed, _ = observed_from_evidence(report, where)
+    observed, _ = observed_from_evidence(report, where, notes=False)  # the annotations are not judged
     judged = judge_budgets(Limits.of_report(checks, batch=batch), observed)
     for name in BUDGET_ORDER:
         stored, fresh = checks.get(name), judged.checks[name]
