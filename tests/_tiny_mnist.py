@@ -23,6 +23,20 @@ def builtin_data():
     return datasets.load(None, seed=0)
 
 
+def digit_folder(root, classes: int = 4, per_class: int = 10):
+    """``root`` as an ImageFolder of built-in MNIST validation digits ``0..classes-1`` at 28 px (``per_class``
+    each, PNG): another task than the bank's, of classes a model trained on MNIST knows."""
+    import numpy as np
+    from PIL import Image
+
+    data = builtin_data()
+    for label in range(classes):
+        (root / str(label)).mkdir()
+        for i in np.flatnonzero(data.val_labels.numpy() == label)[:per_class]:
+            Image.fromarray(data.val_images[i, 0].numpy()).save(root / str(label) / f"{i}.png")
+    return root
+
+
 @functools.lru_cache(maxsize=1)
 def trained_state(steps: int = 150, batch: int = 64) -> dict:
     """State dict of SPEC's ViT after ``steps`` AdamW steps on MNIST-5k's training split (seeded)."""

@@ -8,9 +8,8 @@ import json
 from pathlib import Path
 
 import click
-import numpy as np
 import pytest
-from _tiny_mnist import SPEC, builtin_data, trained_state
+from _tiny_mnist import SPEC, digit_folder, trained_state
 from click.testing import CliRunner
 
 import wave_deploy
@@ -139,14 +138,7 @@ def test_build_dry_run_prints_the_resolved_options_and_trains_nothing(tmp_path):
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     """An ImageFolder of real MNIST validation digits 0-3 (the classes the tiny model's head knows)."""
-    from PIL import Image
-
-    root, data = tmp_path_factory.mktemp("digits"), builtin_data()
-    for label in range(4):
-        (root / str(label)).mkdir()
-        for i in np.flatnonzero(data.val_labels.numpy() == label)[:10]:
-            Image.fromarray(data.val_images[i, 0].numpy()).save(root / str(label) / f"{i}.png")
-    return root
+    return digit_folder(tmp_path_factory.mktemp("digits"))
 
 
 @pytest.fixture(scope="module")

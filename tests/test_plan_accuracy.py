@@ -3,7 +3,6 @@ depth x width at the data's image size (a multi-resolution search scores each de
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -20,15 +19,9 @@ def _cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     """An ImageFolder of 40 built-in digits, classes 0-3, at 28 px: another task than the bank's."""
-    from _tiny_mnist import builtin_data
-    from PIL import Image
+    from _tiny_mnist import digit_folder
 
-    root, data = tmp_path_factory.mktemp("digits"), builtin_data()
-    for label in range(4):
-        (root / str(label)).mkdir()
-        for i in np.flatnonzero(data.val_labels.numpy() == label)[:10]:
-            Image.fromarray(data.val_images[i, 0].numpy()).save(root / str(label) / f"{i}.png")
-    return root
+    return digit_folder(tmp_path_factory.mktemp("digits"))
 
 
 def test_plan_with_data_scores_the_accuracy_on_that_data(digits, monkeypatch):
