@@ -69,15 +69,10 @@ def check_memory(
     need = point_memory_mib(spec, batch, weight_prec, act_prec, runtime)
     if exports:
         need = max(need, max(export_memory_mib(s) for s, _ in points))
-    available = probe.available_memory_mib() if available is None else available
-    if available is not None and need > available:
-        raise InvalidInputError(
-            f"the calibration design needs about {_size(need)} of memory (its largest model: depth "
-            f"{spec.depth}, width {spec.embed_dim}, batch {batch}, {spec.seq_len} tokens per image) but this "
-            f"machine has {_size(available)} available",
-            hint="lower --img-size, raise --patch-size, or lower --max-embed-dim / --max-depth",
-        )
-    return need
+    model = f"depth {spec.depth}, width {spec.embed_dim}, batch {batch}, {spec.seq_len} tokens per image"
+    needs = f"the calibration design needs about {_size(need)} of memory (its largest model: {model})"
+    hint = "lower --img-size, raise --patch-size, or lower --max-embed-dim / --max-depth"
+    return _within_memory(need, available, needs, hint)
 
 
 def check_export_memory(specs: list[ViTSpec], *, available: float | None = None) -> float:
@@ -87,15 +82,23 @@ def check_export_memory(specs: list[ViTSpec], *, available: float | None = None)
     that memory there. Nothing is allocated here."""
     spec = max(specs, key=export_memory_mib)
     need = export_memory_mib(spec)
+    model = f"width {spec.embed_dim}, {spec.seq_len} tokens per image"
+    needs = (
+        f"the bundle's calibration design needs about {_size(need)} of memory to export "
+        f"(its widest model: {model})"
+    )
+    hint = (
+        "export on a machine with more memory, or train the model at a smaller image or a larger patch size"
+    )
+    return _within_memory(need, available, needs, hint)
+
+
+def _within_memory(need: float, available: float | None, needs: str, hint: str) -> float:
+    """``need`` (MiB) when it fits ``available`` (default: this machine's available memory; None: unknown, not
+    judged); else InvalidInputError (exit 3): ``needs``, then what the machine has."""
     available = probe.available_memory_mib() if available is None else available
     if available is not None and need > available:
-        raise InvalidInputError(
-            f"the bundle's calibration design needs about {_size(need)} of memory to export (its widest "
-            f"model: width {spec.embed_dim}, {spec.seq_len} tokens per image) but this machine has "
-            f"{_size(available)} available",
-            hint="export on a machine with more memory, or train the model at a smaller image size or a "
-            "larger patch size",
-        )
+        raise InvalidInputError(f"{needs} but this machine has {_size(available)} available", hint=hint)
     return need
 
 
