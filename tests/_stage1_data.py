@@ -13,6 +13,19 @@ COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40)]
 TRAIN_PER_CLASS, VAL_PER_CLASS = 8, 4
 
 
+def stripe_folder(root: Path) -> Path:
+    """``root/class<c>/<i>.png``: 8x8 grey images of 3 classes told apart by which third of the image is bright,
+    12 each (the stage-1 tests' smallest learnable task)."""
+    rng = np.random.default_rng(0)
+    for c in range(3):
+        (root / f"class{c}").mkdir()
+        for i in range(12):
+            img = rng.integers(0, 60, (8, 8)).astype(np.uint8)
+            img[:, c * 3 : c * 3 + 2] = 220
+            Image.fromarray(img).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
 def rgb_folder(root: Path, size: int = 224) -> Path:
     """``root/{train,val}/c<k>/<i>.png``: 4 classes of noisy solid colours, 8 train and 4 val images each."""
     rng = np.random.default_rng(0)

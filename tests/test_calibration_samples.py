@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -96,6 +97,20 @@ def _fit(tmp_path, text: str, *extra: str, profile: str = "x86-cpu"):
     return CliRunner().invoke(cli, args), out
 
 
+def _plan_with(calibration: Path):
+    """``plan --json`` of an x86-cpu L2 D64 ViT predicted by ``calibration``."""
+    args = [
+        "plan",
+        "--profile",
+        "x86-cpu",
+        "--calibration",
+        str(calibration),
+        "--spec",
+        "depth=2,embed_dim=64",
+    ]
+    return CliRunner().invoke(cli, [*args, "--json"])
+
+
 def test_device_samples_fit_into_a_calibration_that_records_the_device_and_plan_uses(tmp_path):
     result, out = _fit(tmp_path, json.dumps(samples_dict()))
     assert result.exit_code == 0, result.output
@@ -105,17 +120,7 @@ def test_device_samples_fit_into_a_calibration_that_records_the_device_and_plan_
     assert cal.runtime.detail == "onnxruntime 1.0 [device]" and cal.fit.n_samples == len(design_rows()) == 120
     assert cal.geometry.head_dim == 32 and cal.model.percentile_factors["p99"] == pytest.approx(1.3)
     assert "measurements on the device" in result.output
-    plan = [
-        "plan",
-        "--profile",
-        "x86-cpu",
-        "--calibration",
-        str(out),
-        "--spec",
-        "depth=2,embed_dim=64",
-        "--json",
-    ]
-    shown = CliRunner().invoke(cli, plan)
+    shown = _plan_with(out)
     assert shown.exit_code == 0, shown.output
     data = json.loads(shown.stdout)
     assert data["latency"]["source"] == f"calibrated:{out}" and data["latency_extrapolated"] is False
@@ -319,19 +324,7 @@ def test_quick_samples_fit_a_quick_calibration_that_plan_does_not_count_as_calib
     assert result.exit_code == 0, result.output
     cal = read_calibration_file(out)
     assert cal.quick is True and cal.fit.n_samples == len(design_rows(quick=True)) < 120
-    shown = CliRunner().invoke(
-        cli,
-        [
-            "plan",
-            "--profile",
-            "x86-cpu",
-            "--calibration",
-            str(out),
-            "--spec",
-            "depth=2,embed_dim=64",
-            "--json",
-        ],
-    )
+    shown = _plan_with(out)
     assert shown.exit_code == 0, shown.output
     source = json.loads(shown.stdout)["latency"]["source"]
     assert source == f"quick-calibration:{out}" and latency_level(source, []) == "analytic"

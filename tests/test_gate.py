@@ -375,7 +375,6 @@ def test_a_kept_device_report_deleted_after_a_merge_fails_the_rebuild(bank_path,
 
 
 def test_a_hand_edited_pass_verdict_is_recomputed_and_refused(built, tmp_path):
-    from wave_deploy.fileio import sha256_file
 
     out = _copy(built, tmp_path)
     dev = out / JETSON
@@ -383,19 +382,15 @@ def test_a_hand_edited_pass_verdict_is_recomputed_and_refused(built, tmp_path):
     report = json.loads((dev / "report.json").read_text())
     assert report["budgets"]["latency"]["ok"] is False
     report.update(verdict="pass", failed_budgets=[])  # the budget entries still say not ok
-    (dev / "report.json").write_text(json.dumps(report))
-    # ... and the manifest rewritten to match: the recomputed verdict refuses it all the same
-    manifest = json.loads((dev / "manifest.json").read_text())
-    for stage in manifest["stages"]:
-        if "report.json" in stage["outputs"]:
-            stage["outputs"]["report.json"] = sha256_file(dev / "report.json")
-    (dev / "manifest.json").write_text(json.dumps(manifest))
+    _forge(
+        dev, report
+    )  # ... and the manifest rewritten to match: the recomputed verdict refuses it all the same
     result = CliRunner().invoke(cli, ["report", str(dev), "--fail-on-budget", "--json"])
     assert result.exit_code == EXIT_INVALID_INPUT, result.output
     assert "stored verdict 'pass'" in _one_json(result)["error"]["message"]
     assert str(dev / "report.json") in result.stderr
     report["budgets"]["latency"].update(ok=True, value_ms=0.001)  # entries edited too: not their evidence
-    (dev / "report.json").write_text(json.dumps(report))
+    _forge(dev, report)
     result = CliRunner().invoke(cli, ["report", str(dev), "--fail-on-budget"])
     assert result.exit_code == EXIT_INVALID_INPUT and "budgets.latency.value_ms" in result.stderr
 

@@ -6,11 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from _stage1_data import stripe_folder
 from click.testing import CliRunner
-from PIL import Image
 
 from wave_deploy.cli.main import cli
 from wave_deploy.fileio import sha256_file
@@ -50,15 +49,7 @@ def build_args(teacher: list[str], data: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
     """An ImageFolder tree of 8x8 grey images, 3 classes told apart by which third of the image is bright."""
-    root = tmp_path_factory.mktemp("imgs")
-    rng = np.random.default_rng(0)
-    for c in range(3):
-        (root / f"class{c}").mkdir()
-        for i in range(12):
-            img = rng.integers(0, 60, (8, 8)).astype(np.uint8)
-            img[:, c * 3 : c * 3 + 2] = 220
-            Image.fromarray(img).save(root / f"class{c}" / f"{i}.png")
-    return root
+    return stripe_folder(tmp_path_factory.mktemp("imgs"))
 
 
 @pytest.fixture(scope="module")

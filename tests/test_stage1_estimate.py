@@ -6,11 +6,10 @@ import functools
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from _stage1_data import stripe_folder
 from click.testing import CliRunner
-from PIL import Image
 
 from wave_deploy.cli.main import cli
 from wave_deploy.spec import ViTSpec, flops
@@ -27,14 +26,7 @@ TINY += ["--allow-weak-teacher"]
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> tuple[Path, Path]:
     """(an 8 px grey ImageFolder of 3 classes, a folded 8 px teacher checkpoint)."""
-    root = tmp_path_factory.mktemp("imgs")
-    rng = np.random.default_rng(0)
-    for c in range(3):
-        (root / f"class{c}").mkdir()
-        for i in range(12):
-            img = rng.integers(0, 60, (8, 8)).astype(np.uint8)
-            img[:, c * 3 : c * 3 + 2] = 220
-            Image.fromarray(img).save(root / f"class{c}" / f"{i}.png")
+    root = stripe_folder(tmp_path_factory.mktemp("imgs"))
     spec = ViTSpec(depth=1, embed_dim=16, num_heads=2, patch_size=4, img_size=8, in_chans=1, num_classes=3)
     ckpt = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
     save_folded(ckpt, random_init(spec, seed=1).state_dict(), spec, {})
