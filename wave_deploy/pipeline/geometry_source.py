@@ -74,5 +74,10 @@ def check_objective(objective: str, init: str, has_bank: bool) -> None:
     """--objective accuracy scores sizes sliced from a bank: a build or plan without one cannot use it
     (exit 2)."""
     if objective == "accuracy" and not has_bank:
-        raise UsageError(f"--objective accuracy scores sizes sliced from a bank; --init {init} here has none: "
-                         "use --objective flops or params")  # fmt: skip
+        raise no_bank_to_score(init)
+
+
+def no_bank_to_score(init: str) -> UsageError:
+    """The refusal of --objective accuracy without a bank (exit 2)."""
+    return UsageError(f"--objective accuracy scores sizes sliced from a bank; --init {init} here has none: "
+                      "use --objective flops or params")  # fmt: skip

@@ -244,8 +244,9 @@ def run_init(
     t0 = time.perf_counter()
     if init == "random":
         model = random_init(spec, seed)
+    elif sources.teacher is None:  # applicable() refused this already
+        raise InvalidInputError(f"--init {init} cannot make {spec.name}: no teacher (--teacher-checkpoint)")
     else:
-        assert sources.teacher is not None  # applicable() checked
         model = selected_model(sources.teacher, spec, seed)
     _, acc0 = evaluate(model.eval(), data.val_x, data.val_labels, 512, torch.device("cpu"))
     _, dense = phases(opts, 0, steps)

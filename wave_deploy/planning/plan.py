@@ -14,7 +14,12 @@ from typing import Any
 from wave_deploy.data_shape import DataShape, check_bank_channels, probe_data
 from wave_deploy.errors import InvalidInputError, UsageError
 from wave_deploy.options import PlanOptions
-from wave_deploy.pipeline.geometry_source import check_objective, search_geometry, wants_bank
+from wave_deploy.pipeline.geometry_source import (
+    check_objective,
+    no_bank_to_score,
+    search_geometry,
+    wants_bank,
+)
 from wave_deploy.planning.headroom import beyond_bank, headroom
 from wave_deploy.planning.latency import Calibration, load_calibration
 from wave_deploy.planning.selection import (
@@ -85,8 +90,9 @@ def plan_geometry(
 
         teacher = checked_teacher(options.teacher_checkpoint, options.teacher_arch, shape).spec
     if bank is not None:
-        assert bank_path is not None
-        check_bank_channels(shape, bank.in_chans, bank_path)  # the same refusal as build's
+        check_bank_channels(
+            shape, bank.in_chans, bank_path or "the template bank"
+        )  # the same refusal as build's
     sizes = options.img_size
     if bank is None and teacher is None:  # the default geometry
         if len(sizes) > 1:
@@ -150,7 +156,8 @@ def plan(profile: str | Path | DeviceProfile, options: PlanOptions) -> tuple[Sel
     if options.objective == "accuracy":  # imports torch: only on request
         from wave_deploy.wave.score import accuracy_table
 
-        assert inputs.bank is not None  # plan_inputs refused --objective accuracy without a bank
+        if inputs.bank is None:  # plan_inputs refused this already
+            raise no_bank_to_score(options.init)
         accuracy = accuracy_table(inputs.bank, inputs.space.specs(), scoring_data(options, inputs))  # cached
     from_bank = inputs.geometry_source == "bank"  # only a bank's sizes have headroom to speak of
     selection = select_with_headroom(
@@ -170,7 +177,8 @@ def scoring_data(options: PlanOptions, inputs: PlanInputs):
     from wave_deploy.wave.score import bank_data
 
     if options.data is None:
-        assert inputs.bank is not None  # plan_inputs refused --objective accuracy without a bank
+        if inputs.bank is None:  # plan_inputs refused this already
+            raise no_bank_to_score(options.init)
         return bank_data(inputs.bank)
     space = inputs.bank_space
     size = min(options.img_size) if options.img_size else space.img_size

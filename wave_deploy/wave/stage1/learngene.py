@@ -184,7 +184,8 @@ def build_bank(
     data, info = inputs.data, inputs.data.info
     x_tr, y_tr, x_va, y_va = data.train_x, data.train_labels, data.val_x, data.val_labels
     geom = bank_geometry(config, x_tr.shape[-1], x_tr.shape[1], info.num_classes)
-    assert config.aux_depth is not None  # bank_geometry refuses an unresolved config
+    if config.aux_depth is None:  # bank_geometry refused this already
+        raise InvalidInputError("stage 1 geometry not resolved: aux_depth")
     aux_spec = geom.make_spec(config.aux_depth, geom.max_embed_dim)
     aux = WaveViT(
         TemplateBank.init_random(geom, seed=config.seed), aux_spec, train_templates=True, seed=config.seed
