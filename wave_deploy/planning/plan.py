@@ -256,10 +256,3 @@ def prediction_record(c: Candidate, profile: DeviceProfile, batch: int) -> dict[
         "reasons": list(c.reasons),
         "latency_extrapolated": bool(c.latency.notes),
     }
-
-
-def with_img_size(space: SearchSpace, img_size: int | None) -> SearchSpace:
-    """``space`` at one image size (a build's ``--img-size``), checked by the one image-size rule."""
-    if img_size is None:
-        return space
-    return dataclasses.replace(space, img_size=check_img_size(img_size, space.patch_size))
